@@ -1,0 +1,91 @@
+/* fastmp.h - declarations shared by the C files of fastmp._fastmp:
+ * the per-module state, the per-file exec hooks, error helpers and
+ * CLOCK_MONOTONIC deadline helpers. */
+#ifndef FASTMP_H
+#define FASTMP_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Per-module state.  Each C file owns the fields in its own section;
+ * module.c clears and traverses all of them through the per-file hooks. */
+typedef struct {
+    /* module.c: exceptions (their __module__ is fastmp.context) */
+    PyObject *ProcessError;
+    PyObject *BufferTooShort;
+    PyObject *TimeoutError;
+    PyObject *AuthenticationError;
+    PyObject *flags;                /* dict exposed as _fastmp.flags */
+
+    /* connection.c */
+    PyTypeObject *Connection_type;
+    PyObject *pickler_dumps;        /* cached ForkingPickler.dumps, lazily */
+    PyObject *pickle_loads;         /* cached pickle.loads, lazily */
+
+    /* semlock.c */
+    PyTypeObject *SemLock_type;
+
+    /* channel.c */
+    PyTypeObject *Channel_type;
+
+    /* shm.c */
+    PyTypeObject *Arena_type;
+
+    /* dispatch.c */
+    PyTypeObject *Dispatcher_type;
+} fastmp_state;
+
+extern PyModuleDef fastmp_module_def;
+
+/* Module state for the module that defined `tp` or one of its bases
+ * (works for Python subclasses of our heap types).  Never fails once the
+ * module is initialised; returns NULL with an exception set otherwise. */
+fastmp_state *fastmp_state_from_type(PyTypeObject *tp);
+
+/* Per-file hooks, called by module.c.  exec: add types/constants to the
+ * module and fill the file's state fields; return -1 with an exception set
+ * on error.  clear/traverse: the file's state fields. */
+#define FASTMP_DECLARE_PART(name) \
+    int fastmp_##name##_exec(PyObject *module, fastmp_state *st); \
+    int fastmp_##name##_traverse(fastmp_state *st, visitproc visit, void *arg); \
+    void fastmp_##name##_clear(fastmp_state *st);
+
+FASTMP_DECLARE_PART(connection)
+FASTMP_DECLARE_PART(semlock)
+FASTMP_DECLARE_PART(channel)
+FASTMP_DECLARE_PART(shm)
+FASTMP_DECLARE_PART(dispatch)
+
+/* ---- errors ---------------------------------------------------------- */
+
+/* Raise OSError (its errno subclass) for `err`, naming the failing call:
+ * "call: strerror".  Always returns NULL. */
+PyObject *fastmp_oserror(int err, const char *call);
+
+/* ---- deadlines on CLOCK_MONOTONIC ------------------------------------ */
+
+typedef struct {
+    int infinite;               /* no deadline: block forever */
+    struct timespec at;         /* absolute CLOCK_MONOTONIC time */
+} fastmp_deadline;
+
+/* Convert a Python timeout (None = forever, a number of seconds; negative
+ * counts as zero) into a deadline starting now.  Returns -1 with a
+ * TypeError/ValueError set on a bad object. */
+int fastmp_deadline_from_object(PyObject *timeout, fastmp_deadline *d);
+
+/* Deadline `seconds` from now; seconds < 0 means infinite. */
+void fastmp_deadline_from_seconds(double seconds, fastmp_deadline *d);
+
+/* Milliseconds left, rounded up, for poll(): -1 if infinite, 0 if past,
+ * capped at INT_MAX. */
+int fastmp_deadline_remaining_ms(const fastmp_deadline *d);
+
+/* Time left as a relative timespec.  Returns 0 if the deadline has passed
+ * (then *left is zero), 1 otherwise; for an infinite deadline returns 1
+ * and leaves *left untouched. */
+int fastmp_deadline_remaining(const fastmp_deadline *d, struct timespec *left);
+
+#endif /* FASTMP_H */

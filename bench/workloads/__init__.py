@@ -1,0 +1,2 @@
+"""One module per area; each registers its workloads with
+bench.harness.workload."""

@@ -1,0 +1,31 @@
+"""Helpers for tests that run a separate interpreter."""
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def run_python(*args, timeout=60, cwd=None, env=None, input=None):
+    """Run this interpreter with `args`; return the CompletedProcess (text
+    output).  Raises subprocess.TimeoutExpired rather than hang."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,
+                           input=input, capture_output=True, text=True,
+                           timeout=timeout)
+
+
+def wait_for(predicate, timeout=10.0, interval=0.01):
+    """Poll `predicate` until it is true or `timeout` passes; return its
+    last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
