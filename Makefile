@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SANITIZE_TESTS ?= tests
 SAN_TREE := build/sanitize-tree
 
-.PHONY: all venv build demo examples bench test sanitize clean
+.PHONY: all venv build inplace demo examples bench test sanitize clean
 
 all: build
 
@@ -50,6 +50,14 @@ sanitize: venv
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PYTHONPATH=$(SAN_TREE) FASTMP_SANITIZED=1 \
 	timeout -k 30 2400 $(VPY) -m pytest -p no:randomly $(SANITIZE_TESTS) $(PYTEST_ARGS)
+
+# Development build for PYTHONPATH=Lib, with $(PYTHON).  The new .so is
+# renamed into place, so processes running the old one are not disturbed.
+inplace:
+	FASTMP_WERROR=1 $(PYTHON) setup.py -q build_ext --build-lib build/inplace --build-temp build/inplace-tmp
+	for so in build/inplace/fastmp/_fastmp*.so; do \
+		cp $$so Lib/fastmp/.$$(basename $$so).new && mv -f Lib/fastmp/.$$(basename $$so).new Lib/fastmp/$$(basename $$so); \
+	done
 
 clean:
 	rm -rf build dist Lib/*.egg-info Lib/fastmp/*.so
