@@ -30,8 +30,15 @@ typedef struct {
     /* channel.c */
     PyTypeObject *Channel_type;
 
-    /* shm.c */
+    /* shm.c, shm_sync.c */
     PyTypeObject *Arena_type;
+    PyTypeObject *Heap_type;
+    PyTypeObject *BufferWrapper_type;
+    PyObject *str_heap;             /* interned "_heap" */
+    PyTypeObject *SyncCore_type;    /* lock + ctypes object, generic access */
+    PyTypeObject *SyncValue_type;   /* + fast .value */
+    PyTypeObject *SyncArray_type;   /* + fast [i] */
+    PyObject *str_value;            /* interned "value" */
 
     /* dispatch.c */
     PyTypeObject *Dispatcher_type;
