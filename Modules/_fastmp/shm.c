@@ -28,23 +28,15 @@
 #define DEDICATED_MIN ((size_t)1024 * 1024)   /* requests this big get their own arena */
 #define DEFAULT_DISCARD_ABOVE ((Py_ssize_t)4 * 1024 * 1024)
 
-/* Bumped in every forked child; a heap created in another generation is
- * stale in this process. */
+/* Bumped in every forked child (pthread_atfork handler, registered once
+ * per process); a heap last used in another generation is stale here. */
 static uint64_t fork_generation;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_registered;
 
 static void
 bump_fork_generation(void)
 {
     fork_generation++;
-}
-
-static void
-register_atfork(void)
-{
-    /* failure (ENOMEM) leaves the counter at 0: the pid check in
-     * heap_refresh still catches a fork */
-    (void)pthread_atfork(NULL, NULL, bump_fork_generation);
 }
 
 /* ---- Arena ----------------------------------------------------------- */
@@ -200,8 +192,8 @@ typedef struct {
     size_t next_arena_size;
     Py_ssize_t discard_above;       /* give back free arenas larger than this */
     Py_ssize_t n_mallocs, n_frees;
-    uint64_t generation;
-    pid_t pid;
+    uint64_t generation;            /* fork generation this heap serves */
+    uint64_t epoch;                 /* bumped each time the heap starts afresh */
 } HeapObject;
 
 static int
@@ -303,6 +295,7 @@ heap_forget_arenas(HeapObject *h)
     }
     h->n_arenas = 0;
     h->n_mallocs = h->n_frees = 0;
+    h->epoch++;
     h->next_arena_size = FIRST_ARENA_SIZE;
 }
 
@@ -310,20 +303,17 @@ heap_forget_arenas(HeapObject *h)
 static void
 heap_refresh(HeapObject *h)
 {
-    pid_t pid = getpid();
-    if (h->generation != fork_generation || h->pid != pid) {
-        if (h->n_arenas > 0 || h->n_mallocs > 0) {
-            heap_forget_arenas(h);
-        }
+    if (h->generation != fork_generation) {
+        heap_forget_arenas(h);
         h->generation = fork_generation;
-        h->pid = pid;
     }
 }
 
+/* Whether a block allocated in heap epoch `epoch` is this process's to free. */
 static int
-heap_owns_here(HeapObject *h)
+heap_owns_here(HeapObject *h, uint64_t epoch)
 {
-    return h->generation == fork_generation && h->pid == getpid();
+    return h->generation == fork_generation && h->epoch == epoch;
 }
 
 static void
@@ -486,7 +476,6 @@ Heap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "Heap() takes no arguments");
         return NULL;
     }
-    pthread_once(&atfork_once, register_atfork);
     HeapObject *h = (HeapObject *)type->tp_alloc(type, 0);
     if (h == NULL) {
         return NULL;
@@ -494,7 +483,6 @@ Heap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     h->next_arena_size = FIRST_ARENA_SIZE;
     h->discard_above = DEFAULT_DISCARD_ABOVE;
     h->generation = fork_generation;
-    h->pid = getpid();
     return (PyObject *)h;
 }
 
@@ -611,6 +599,7 @@ typedef struct {
     HeapObject *heap;               /* NULL when attached to a received arena */
     ArenaObject *arena;
     chunk *block;                   /* ours to free, if heap owns it here */
+    uint64_t epoch;                 /* heap epoch at allocation */
     size_t start, size;
 } WrapperObject;
 
@@ -657,6 +646,7 @@ Wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->block = c;
+    self->epoch = self->heap->epoch;
     self->arena = (ArenaObject *)Py_NewRef((PyObject *)c->arena);
     self->start = c->offset;
     self->size = (size_t)size;
@@ -667,7 +657,7 @@ static void
 Wrapper_dealloc(WrapperObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    if (self->block != NULL && heap_owns_here(self->heap)) {
+    if (self->block != NULL && heap_owns_here(self->heap, self->epoch)) {
         heap_free(self->heap, self->block);
     }
     Py_XDECREF(self->arena);
@@ -770,6 +760,14 @@ add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
 int
 fastmp_shm_exec(PyObject *module, fastmp_state *st)
 {
+    if (!atfork_registered) {
+        int err = pthread_atfork(NULL, NULL, bump_fork_generation);
+        if (err != 0) {
+            fastmp_oserror(err, "pthread_atfork");
+            return -1;
+        }
+        atfork_registered = 1;
+    }
     st->str_heap = PyUnicode_InternFromString("_heap");
     if (st->str_heap == NULL
         || add_type(module, &Arena_spec, &st->Arena_type) < 0
