@@ -8,13 +8,12 @@ program forgets to unlink is removed when the program ends, even if its
 processes were killed.
 """
 import functools
-import mmap
 import os
 import struct
 import types
 
 from . import _names, resource_tracker
-from ._fastmp import shm_open as _shm_open, shm_unlink as _shm_unlink
+from ._fastmp import shm_map as _shm_map, shm_unlink as _shm_unlink
 
 __all__ = ['SharedMemory', 'ShareableList']
 
@@ -40,8 +39,8 @@ class SharedMemory:
 
     # Class-level defaults, so close()/unlink() work on a half-built object;
     # subclasses may change _flags/_mode (create-or-attach, permissions).
+    # No file descriptor is kept: the mapping alone holds the segment.
     _name = None
-    _fd = -1
     _mmap = None
     _buf = None
     _flags = os.O_RDWR
@@ -60,32 +59,21 @@ class SharedMemory:
             raise ValueError("'name' can only be None if create=True")
         self._track = track
         if name is None:
-            self._fd, self._name = self._open_fresh()
+            self._name, self._mmap = self._map_fresh(size)
         else:
             self._name = '/' + name if self._prepend_leading_slash else name
-            self._fd = _shm_open(self._name, self._flags, mode=self._mode)
-        try:
-            if create:
-                os.ftruncate(self._fd, size)
-            else:
-                size = os.fstat(self._fd).st_size
-            self._mmap = mmap.mmap(self._fd, size)
-        except BaseException:
-            self.close()
-            if create:
-                _shm_unlink(self._name)
-            raise
+            self._mmap = _shm_map(self._name, self._flags, self._mode, size)
         if track:
             resource_tracker.register(self._name, "shared_memory")
-        self._size = size
+        self._size = self._mmap.size
         self._buf = memoryview(self._mmap)
 
-    def _open_fresh(self):
-        """(fd, name) of a newly created segment under an unused name."""
+    def _map_fresh(self, size):
+        """(name, mapping) of a new segment under an unused name."""
         while True:
             candidate = _make_filename()
             try:
-                return _shm_open(candidate, self._flags, mode=self._mode), candidate
+                return candidate, _shm_map(candidate, self._flags, self._mode, size)
             except FileExistsError:
                 continue
 
@@ -127,9 +115,6 @@ class SharedMemory:
         if self._mmap is not None:
             self._mmap.close()
             self._mmap = None
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            os.close(fd)
 
     def unlink(self):
         """Destroy the segment (FileNotFoundError if it is already gone).

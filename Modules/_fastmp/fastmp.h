@@ -30,7 +30,7 @@ typedef struct {
     /* channel.c */
     PyTypeObject *Channel_type;
 
-    /* shm.c, shm_sync.c */
+    /* shm.c, shm_sync.c, shm_segment.c */
     PyTypeObject *Arena_type;
     PyTypeObject *Heap_type;
     PyTypeObject *BufferWrapper_type;
@@ -39,6 +39,7 @@ typedef struct {
     PyTypeObject *SyncValue_type;   /* + fast .value */
     PyTypeObject *SyncArray_type;   /* + fast [i] */
     PyObject *str_value;            /* interned "value" */
+    PyTypeObject *SegmentMapping_type;  /* shm_segment.c */
 
     /* dispatch.c */
     PyTypeObject *Dispatcher_type;

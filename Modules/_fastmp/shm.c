@@ -775,7 +775,10 @@ fastmp_shm_exec(PyObject *module, fastmp_state *st)
         || add_type(module, &Wrapper_spec, &st->BufferWrapper_type) < 0) {
         return -1;
     }
-    return fastmp_shm_sync_exec(module, st);
+    if (fastmp_shm_sync_exec(module, st) < 0) {
+        return -1;
+    }
+    return fastmp_shm_segment_exec(module, st);
 }
 
 int
@@ -784,7 +787,8 @@ fastmp_shm_traverse(fastmp_state *st, visitproc visit, void *arg)
     Py_VISIT(st->Arena_type);
     Py_VISIT(st->Heap_type);
     Py_VISIT(st->BufferWrapper_type);
-    return fastmp_shm_sync_traverse(st, visit, arg);
+    int r = fastmp_shm_sync_traverse(st, visit, arg);
+    return r != 0 ? r : fastmp_shm_segment_traverse(st, visit, arg);
 }
 
 void
@@ -795,4 +799,5 @@ fastmp_shm_clear(fastmp_state *st)
     Py_CLEAR(st->BufferWrapper_type);
     Py_CLEAR(st->str_heap);
     fastmp_shm_sync_clear(st);
+    fastmp_shm_segment_clear(st);
 }

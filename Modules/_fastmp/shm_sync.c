@@ -1,5 +1,4 @@
-/* shm_sync.c - the C cores of sharedctypes' synchronized wrappers, and the
- * POSIX shm_open/shm_unlink calls behind shared_memory.
+/* shm_sync.c - the C cores of sharedctypes' synchronized wrappers.
  *
  * SynchronizedCore holds a ctypes object and its lock; SynchronizedValueCore
  * adds `.value` and SynchronizedArrayCore adds `[i]`/len().  For the simple
@@ -9,9 +8,7 @@
 #include "shm.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/mman.h>
 #include "structmember.h"
 
 typedef struct {
@@ -520,75 +517,6 @@ static PyType_Spec SyncArray_spec = {
     .slots = SyncArray_slots,
 };
 
-/* ---- shm_open / shm_unlink ------------------------------------------- */
-
-/* The UTF-8 path of `name`; NULL with ValueError if it holds a NUL. */
-static const char *
-shm_path(PyObject *name)
-{
-    Py_ssize_t len;
-    const char *path = PyUnicode_AsUTF8AndSize(name, &len);
-    if (path != NULL && strlen(path) != (size_t)len) {
-        PyErr_SetString(PyExc_ValueError, "embedded null character in shared memory name");
-        return NULL;
-    }
-    return path;
-}
-
-/* shm_open(name, flags, mode=0o600) -> fd (close-on-exec).  OSError with
- * the name on failure. */
-static PyObject *
-shm_open_py(PyObject *module, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"path", "flags", "mode", NULL};
-    PyObject *name;
-    int flags, mode = 0600;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Ui|i:shm_open", kwlist, &name, &flags, &mode)) {
-        return NULL;
-    }
-    const char *path = shm_path(name);
-    if (path == NULL) {
-        return NULL;
-    }
-    int fd;
-    do {
-        Py_BEGIN_ALLOW_THREADS
-        fd = shm_open(path, flags | O_CLOEXEC, (mode_t)mode);
-        Py_END_ALLOW_THREADS
-    } while (fd < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
-    if (fd < 0) {
-        return PyErr_Occurred() ? NULL : PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
-    }
-    return PyLong_FromLong(fd);
-}
-
-/* shm_unlink(name): remove a POSIX shared memory object.  OSError with the
- * name on failure. */
-static PyObject *
-shm_unlink_py(PyObject *module, PyObject *name)
-{
-    if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "shm_unlink() argument must be str, not %.100s",
-                     Py_TYPE(name)->tp_name);
-        return NULL;
-    }
-    const char *path = shm_path(name);
-    if (path == NULL) {
-        return NULL;
-    }
-    if (shm_unlink(path) < 0) {
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef shm_functions[] = {
-    {"shm_open", (PyCFunction)(void (*)(void))shm_open_py, METH_VARARGS | METH_KEYWORDS,
-     "shm_open(path, flags, mode=0o600) -> fd"},
-    {"shm_unlink", (PyCFunction)shm_unlink_py, METH_O, "shm_unlink(path)"},
-    {NULL},
-};
-
 /* ---- module hooks ---------------------------------------------------- */
 
 static PyTypeObject *
@@ -611,7 +539,7 @@ fastmp_shm_sync_exec(PyObject *module, fastmp_state *st)
         || (st->SyncArray_type = add_subtype(module, &SyncArray_spec, st->SyncCore_type)) == NULL) {
         return -1;
     }
-    return PyModule_AddFunctions(module, shm_functions);
+    return 0;
 }
 
 int
