@@ -4,6 +4,7 @@ The top-level functions and classes are those of the default context, as
 in the standard package: `import fastmp as multiprocessing` is a drop-in.
 `fastmp.install()` makes `import multiprocessing` itself resolve to fastmp.
 """
+import os
 import sys
 
 from . import context
@@ -15,6 +16,15 @@ __all__ = [name for name in dir(_default) if not name.startswith('_')]
 globals().update((name, getattr(_default, name)) for name in __all__)
 del _default
 
+
+
+def install():
+    """Make `import multiprocessing` (and its submodules) resolve to fastmp
+    in this program and in every process it starts."""
+    from ._dropin import install as install_aliasing
+    install_aliasing()
+
+
 SUBDEBUG = 5
 SUBWARNING = 25
 
@@ -22,3 +32,7 @@ SUBWARNING = 25
 # two names are one module, so pickles by either name resolve.
 if '__main__' in sys.modules:
     sys.modules['__mp_main__'] = sys.modules['__main__']
+
+# a process started by a program running on the drop-in (see _dropin)
+if os.environ.get('FASTMP_DROPIN') == '1':
+    install()

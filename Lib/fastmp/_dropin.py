@@ -4,13 +4,18 @@ process it starts.
 
 A meta-path finder answers imports of those names with the fastmp module
 of the same name, so aliasing holds for submodules imported later too.
-Processes started by fork inherit the finder; spawned children and the
-forkserver run child_prelude() first on their command line, before they
-import or unpickle anything."""
+Processes started by fork inherit the finder.  Spawned children and the
+forkserver are new interpreters: they inherit the environment variable
+FASTMP_DROPIN=1, and importing fastmp (which their command line does
+first, before unpickling or importing anything of the program) installs
+the finder there too."""
 import importlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
+
+ENV_VAR = 'FASTMP_DROPIN'
 
 _STD = 'multiprocessing'
 _OURS = 'fastmp'
@@ -21,12 +26,15 @@ class _ExistingModuleLoader(importlib.abc.Loader):
 
     def __init__(self, module):
         self._module = module
+        self._own_spec = module.__spec__
 
     def create_module(self, spec):
         return self._module
 
     def exec_module(self, module):
-        pass  # already executed under its fastmp name
+        # Already executed under its fastmp name; the import system has just
+        # overwritten __spec__ with the alias's, so put the real one back.
+        module.__spec__ = self._own_spec
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
@@ -62,17 +70,13 @@ def _fastmp_name(name):
 _finder = None
 
 
-def installed():
-    """True once install() has run in this process."""
-    return _finder is not None
-
-
 def install():
     """Make `import multiprocessing` (and its submodules) give fastmp from
     now on, here and in the processes this program starts.  Modules of the
     standard package imported before are replaced in sys.modules; objects
     already taken from them stay what they are.  Idempotent."""
     global _finder
+    os.environ[ENV_VAR] = '1'
     if _finder is None:
         _finder = _AliasFinder()
         sys.meta_path.insert(0, _finder)
@@ -86,10 +90,3 @@ def install():
         except ImportError:
             pass  # a part fastmp does not have: it stays unimportable
 
-
-def child_prelude():
-    """Python source that re-installs the aliasing in a new interpreter,
-    to put first in the `-c` program of a child ('' when not installed)."""
-    if _finder is None:
-        return ''
-    return 'import fastmp._dropin; fastmp._dropin.install(); '

@@ -51,14 +51,11 @@ def freeze_support():
 
 def get_command_line(**kwds):
     """argv that starts a child running spawn_main(**kwds), with this
-    interpreter's flags (-O, -W, -X...), and with the drop-in aliasing
-    when the program runs with it."""
+    interpreter's flags (-O, -W, -X...)."""
     call_args = ', '.join('%s=%r' % item for item in kwds.items())
     if getattr(sys, 'frozen', False):
         return [sys.executable, _FORK_FLAG] + ['%s=%r' % item for item in kwds.items()]
-    from . import _dropin
-    code = '%sfrom fastmp.spawn import spawn_main; spawn_main(%s)' % (
-        _dropin.child_prelude(), call_args)
+    code = 'from fastmp.spawn import spawn_main; spawn_main(%s)' % call_args
     return ([get_executable()] + util._args_from_interpreter_flags()
             + ['-c', code, _FORK_FLAG])
 

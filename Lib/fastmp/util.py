@@ -65,12 +65,20 @@ def get_logger():
         if not _logger:
             _logger = logging.getLogger(LOGGER_NAME)
             _logger.propagate = 0
+            _logger.addFilter(_name_records_after_us)
             # Our exit hook must run before logging's own shutdown hook so
             # that finalizers can still log: move it to the end of atexit.
             atexit.unregister(_exit_function)
             atexit.register(_exit_function)
     return _logger
 
+
+
+def _name_records_after_us(record):
+    # logging takes processName from sys.modules['multiprocessing'], which
+    # is the standard package unless fastmp is installed in its place
+    record.processName = process.current_process().name
+    return True
 
 
 def log_to_stderr(level=None):
