@@ -239,21 +239,16 @@ _register_builtin_reducers()
 
 class AbstractReducer(metaclass=ABCMeta):
     """Base for a replacement reduction module (see context.reducer): it
-    exposes this module's functions and re-registers its reducers."""
-    ForkingPickler = ForkingPickler
-    register = register
-    dump = dump
-    send_handle = send_handle
-    recv_handle = recv_handle
-    sendfds = sendfds
-    recvfds = recvfds
-    DupFd = DupFd
-
-    _reduce_method = _reduce_method
-    _reduce_method_descriptor = _reduce_method_descriptor
-    _rebuild_partial = _rebuild_partial
-    _reduce_socket = _reduce_socket
-    _rebuild_socket = _rebuild_socket
+    exposes this module's functions (set below) and re-registers its
+    reducers."""
 
     def __init__(self, *args):
         _register_builtin_reducers()
+
+
+for _name in ('ForkingPickler', 'register', 'dump', 'send_handle',
+              'recv_handle', 'sendfds', 'recvfds', 'DupFd', '_reduce_method',
+              '_reduce_method_descriptor', '_rebuild_partial',
+              '_reduce_socket', '_rebuild_socket'):
+    setattr(AbstractReducer, _name, globals()[_name])
+del _name
