@@ -353,10 +353,11 @@ def close_all_fds_except(fds):
     if keep and keep[-1] >= MAXFD:
         raise AssertionError('fd too large')
     low = 0
-    for fd in keep:
-        os.closerange(low, fd)
+    for fd in keep + [MAXFD]:
+        # closerange(n, n) would close everything on some versions
+        if low < fd:
+            os.closerange(low, fd)
         low = fd + 1
-    os.closerange(low, MAXFD)
 
 
 def close_fds(*fds):
@@ -417,13 +418,11 @@ def spawnv_passfds(path, args, passfds):
         tail = (False, False, -1, None, None, None, -1, None)
         if hasattr(subprocess, '_USE_VFORK'):
             tail += (subprocess._USE_VFORK,)
-        exe = [path]
     else:
         tail = (False, False, None, None, None, -1, None)
-        exe = [os.fsencode(path)]
     try:
         return _posixsubprocess.fork_exec(
-            args, exe, True, keep, None, None,
+            args, [os.fsencode(path)], True, keep, None, None,
             -1, -1, -1, -1, -1, -1, err_r, err_w, *tail)
     finally:
         os.close(err_r)
