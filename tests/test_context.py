@@ -159,7 +159,7 @@ def test_spawn_child_gets_flags_argv_and_mp_main(impl, tmp_path):
     script = tmp_path / "prog.py"
     script.write_text(FLAGS_SCRIPT.format(impl=impl.__name__))
     result = tmp_path / "seen"
-    out = run_python("-O", "-B", str(script), str(result), cwd=str(tmp_path))
+    out = run_python("-O", "-B", str(script), str(result))
     assert out.returncode == 0, out.stderr
     expected = (1, True, '__mp_main__', [str(result)], os.path.realpath(tmp_path))
     assert result.read_text() == repr(expected)
