@@ -161,5 +161,5 @@ def test_spawn_child_gets_flags_argv_and_mp_main(impl, tmp_path):
     result = tmp_path / "seen"
     out = run_python("-O", "-B", str(script), str(result))
     assert out.returncode == 0, out.stderr
-    expected = (1, True, '__mp_main__', [str(result)], os.path.realpath(tmp_path))
+    expected = (1, 1, '__mp_main__', [str(result)], os.path.realpath(tmp_path))
     assert result.read_text() == repr(expected)

@@ -87,8 +87,10 @@ def test_exitcode_from_sys_exit(ctx, code):
     assert not p.is_alive()
 
 
-def test_exitcode_of_uncaught_exception_is_1(ctx, capfd):
-    p = ctx.Process(target=raise_error)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_exitcode_of_uncaught_exception_is_1(impl, method, capfd):
+    # (a forkserver child writes to the forkserver's stderr, not ours)
+    p = impl.get_context(method).Process(target=raise_error)
     p.start()
     p.join()
     assert p.exitcode == 1
