@@ -29,11 +29,20 @@ _TRACKER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # messages from many processes never interleave.
 _MAX_MESSAGE = 512
 
-# The folder holding the fastmp package, put on the tracker's sys.path so
-# it starts even when the program found fastmp through a path of its own.
+# The folder holding the fastmp package, put on the helper processes'
+# sys.path so they start even when the program found fastmp through a path
+# of its own.
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LAUNCH_CODE = ('import sys; sys.path.append(%r); '
-                'from fastmp.resource_tracker import main; main(%d)')
+
+
+def _helper_argv(code):
+    """(executable, argv) that run the Python source `code` in a fresh
+    interpreter with this one's flags, able to import fastmp.  The helper
+    processes (tracker, forkserver) start this way."""
+    exe = spawn.get_executable() or sys.executable
+    prelude = 'import sys; sys.path.append(%r); ' % (_PACKAGE_ROOT,)
+    argv = [exe] + util._args_from_interpreter_flags()
+    return exe, argv + ['-c', prelude + code]
 
 
 def _refuse_noop(name):
@@ -152,14 +161,14 @@ class ResourceTracker(object):
     @staticmethod
     def _launch():
         """Start a tracker process; return (write end of its pipe, pid)."""
-        exe = spawn.get_executable() or sys.executable
         read_end, write_end = os.pipe()
         try:
             # Another thread spawning now may inherit the read end too;
             # harmless: only write ends decide when the tracker sees EOF.
             os.set_inheritable(read_end, True)
-            argv = [exe] + util._args_from_interpreter_flags()
-            argv += ['-c', _LAUNCH_CODE % (_PACKAGE_ROOT, read_end)]
+            exe, argv = _helper_argv(
+                'from fastmp.resource_tracker import main; main(%d)'
+                % read_end)
             # SIGINT/SIGTERM stay blocked until the tracker ignores them.
             pid = os.posix_spawn(exe, argv, os.environ, setsid=True,
                                  setsigmask=_TRACKER_SIGNALS)
