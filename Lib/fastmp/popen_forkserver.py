@@ -17,17 +17,21 @@ __all__ = ['Popen']
 class _DupFd(object):
     """A descriptor sent to the child with its start request, found there
     by its position among the descriptors the server passed on."""
+    __slots__ = ('position',)
 
-    def __init__(self, ind):
-        self.ind = ind
+    def __init__(self, position):
+        self.position = position
 
     def detach(self):
-        return forkserver.get_inherited_fds()[self.ind]
+        """The child's copy of the descriptor."""
+        inherited = forkserver.get_inherited_fds()
+        return inherited[self.position]
 
 
 class Popen(popen_fork.Popen):
-    method = 'forkserver'
+    """A child forked by the fork server."""
     DupFd = _DupFd
+    method = 'forkserver'
 
     def __init__(self, process_obj):
         self._fds = []   # descriptors the child needs, collected by pickling
