@@ -130,12 +130,10 @@ class ForkServer(object):
                                            self._forkserver_alive_fd,
                                            resource_tracker.getfd(), *fds])
             except BaseException:
-                os.close(status_r)
-                os.close(data_w)
+                util.close_fds(status_r, data_w)
                 raise
             finally:
-                os.close(data_r)
-                os.close(status_w)
+                util.close_fds(data_r, status_w)
         return status_r, data_w
 
     def ensure_running(self):
@@ -163,10 +161,9 @@ class ForkServer(object):
             listener.listen()
             alive_r, alive_w = os.pipe()
             authkey_r, authkey_w = os.pipe()
+            os.write(authkey_w, authkey)   # far below a pipe's capacity
+            os.close(authkey_w)
             try:
-                os.write(authkey_w, authkey)   # far below a pipe's capacity
-                os.close(authkey_w)
-                authkey_w = None
                 exe, argv = resource_tracker._helper_argv(
                     'from fastmp.forkserver import main; '
                     'main(%d, %d, %r, authkey_r=%d, **%r)'
@@ -179,10 +176,7 @@ class ForkServer(object):
                 os.unlink(address)
                 raise
             finally:
-                os.close(alive_r)
-                os.close(authkey_r)
-                if authkey_w is not None:
-                    os.close(authkey_w)
+                util.close_fds(alive_r, authkey_r)
         self._forkserver_address = address
         self._forkserver_alive_fd = alive_w
         self._forkserver_authkey = authkey
