@@ -8,6 +8,7 @@ import os
 import sys
 
 from . import context
+from ._dropin import install
 
 __version__ = "0.1.0"
 
@@ -15,15 +16,6 @@ _default = context._default_context
 __all__ = [name for name in dir(_default) if not name.startswith('_')]
 globals().update((name, getattr(_default, name)) for name in __all__)
 del _default
-
-
-
-def install():
-    """Make `import multiprocessing` (and its submodules) resolve to fastmp
-    in this program and in every process it starts."""
-    from ._dropin import install as install_aliasing
-    install_aliasing()
-
 
 SUBDEBUG = 5
 SUBWARNING = 25

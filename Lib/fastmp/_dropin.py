@@ -10,7 +10,6 @@ FASTMP_DROPIN=1, and importing fastmp (which their command line does
 first, before unpickling or importing anything of the program) installs
 the finder there too."""
 import importlib
-import importlib.abc
 import importlib.machinery
 import os
 import sys
@@ -21,7 +20,7 @@ _STD = 'multiprocessing'
 _OURS = 'fastmp'
 
 
-class _ExistingModuleLoader(importlib.abc.Loader):
+class _ExistingModuleLoader:
     """Loads a name by handing out an already imported module."""
 
     def __init__(self, module):
@@ -37,7 +36,7 @@ class _ExistingModuleLoader(importlib.abc.Loader):
         module.__spec__ = self._own_spec
 
 
-class _AliasFinder(importlib.abc.MetaPathFinder):
+class _AliasFinder:
     """Finds `multiprocessing[.sub]` as `fastmp[.sub]`.  A submodule fastmp
     lacks is not found, so importing it fails as it should."""
 
