@@ -44,9 +44,7 @@ class _ResourceSharer(object):
         self._keys = itertools.count(1)
         self._cache = {}          # key -> (send(conn, pid), close())
         self._lock = threading.Lock()
-        self._listener = None
-        self._address = None
-        self._thread = None
+        self._no_server()
         util.register_after_fork(self, _ResourceSharer._afterfork)
 
     def register(self, send, close):
@@ -85,8 +83,13 @@ class _ResourceSharer(object):
                 util.sub_warning('_ResourceSharer thread did not stop when '
                                  'asked')
             self._listener.close()
-            self._listener = self._address = self._thread = None
+            self._no_server()
             self._release_all()
+
+    def _no_server(self):
+        self._listener = None
+        self._address = None   # where the listener accepts requests
+        self._thread = None
 
     def _release_all(self):
         for _send, close in self._cache.values():
@@ -100,7 +103,7 @@ class _ResourceSharer(object):
         self._lock = threading.Lock()
         if self._listener is not None:
             self._listener.close()
-        self._listener = self._address = self._thread = None
+        self._no_server()
 
     def _start(self):
         from .connection import Listener
