@@ -7,6 +7,7 @@ tracker while a process uses it (unless ``track=False``), so one that a
 program forgets to unlink is removed when the program ends, even if its
 processes were killed.
 """
+import contextlib
 import functools
 import os
 import struct
@@ -78,10 +79,8 @@ class SharedMemory:
                 continue
 
     def __del__(self):
-        try:
+        with contextlib.suppress(OSError):
             self.close()
-        except OSError:
-            pass
 
     def __reduce__(self):
         # the receiver attaches by name
@@ -108,13 +107,14 @@ class SharedMemory:
         return self._size
 
     def close(self):
-        """Detach this handle; the segment itself stays."""
+        """Detach this handle; the segment itself stays.  BufferError while
+        views taken from ``buf`` are still alive."""
         if self._buf is not None:
             self._buf.release()
             self._buf = None
         if self._mmap is not None:
-            self._mmap.close()
-            self._mmap = None
+            mapping, self._mmap = self._mmap, None
+            mapping.close()
 
     def unlink(self):
         """Destroy the segment (FileNotFoundError if it is already gone).
