@@ -188,45 +188,35 @@ class ShareableList:
         if name is None or sequence is not None:
             items = tuple(sequence or ())
             formats = [_format_for(item) for item in items]
-            self._list_len = len(items)
-            self._allocated_offsets = [0]
+            offsets = [0]
             for fmt in formats:
-                self._allocated_offsets.append(self._allocated_offsets[-1] + _slot_size(fmt))
-            size = (self._offset_data_start + self._allocated_offsets[-1]
-                    + (_SLOT + 1) * self._list_len)
-            self.shm = SharedMemory(name, create=True, size=size)
+                offsets.append(offsets[-1] + _slot_size(fmt))
+            self._set_layout(offsets)
+            self.shm = SharedMemory(name, create=True, size=self._kinds_start + len(items))
             self._write_new(items, formats)
         else:
             self.shm = SharedMemory(name)
-            self._list_len = len(self)
-            self._allocated_offsets = list(
-                struct.unpack_from('%dq' % (self._list_len + 1), self.shm.buf, 8))
+            count = struct.unpack_from('q', self.shm.buf, 0)[0]
+            self._set_layout(list(struct.unpack_from('%dq' % (count + 1), self.shm.buf, 8)))
+
+    def _set_layout(self, offsets):
+        """Record where the parts of the segment start, given the N+1 slot
+        offsets."""
+        self._allocated_offsets = offsets
+        self._list_len = count = len(offsets) - 1
+        self._data_start = 8 * (count + 2)
+        self._formats_start = self._data_start + offsets[-1]
+        self._kinds_start = self._formats_start + 8 * count
 
     def _write_new(self, items, formats):
-        buf = self.shm.buf
-        struct.pack_into('%dq' % (self._list_len + 2), buf, 0,
-                         self._list_len, *self._allocated_offsets)
-        struct.pack_into(''.join(formats), buf, self._offset_data_start,
+        buf, count = self.shm.buf, self._list_len
+        struct.pack_into('%dq' % (count + 2), buf, 0, count, *self._allocated_offsets)
+        struct.pack_into(''.join(formats), buf, self._data_start,
                          *(item.encode(_ENCODING) if isinstance(item, str) else item
                            for item in items))
-        struct.pack_into('8s' * self._list_len, buf, self._offset_packing_formats,
+        struct.pack_into('8s' * count, buf, self._formats_start,
                          *(fmt.encode(_ENCODING) for fmt in formats))
-        struct.pack_into('%db' % self._list_len, buf, self._offset_back_transform_codes,
-                         *(_kind_of(item) for item in items))
-
-    # -- layout ----------------------------------------------------------
-
-    @property
-    def _offset_data_start(self):
-        return (self._list_len + 2) * 8
-
-    @property
-    def _offset_packing_formats(self):
-        return self._offset_data_start + self._allocated_offsets[-1]
-
-    @property
-    def _offset_back_transform_codes(self):
-        return self._offset_packing_formats + self._list_len * 8
+        struct.pack_into('%db' % count, buf, self._kinds_start, *map(_kind_of, items))
 
     def _check_position(self, position):
         if not 0 <= position < self._list_len:
@@ -236,16 +226,16 @@ class ShareableList:
         """The struct format of the item at `position`."""
         position = position if position >= 0 else position + self._list_len
         self._check_position(position)
-        (fmt,) = struct.unpack_from('8s', self.shm.buf, self._offset_packing_formats + position * 8)
+        (fmt,) = struct.unpack_from('8s', self.shm.buf, self._formats_start + position * 8)
         return fmt.rstrip(b'\0').decode(_ENCODING)
 
     def _kind_at(self, position):
-        return self.shm.buf[self._offset_back_transform_codes + position]
+        return self.shm.buf[self._kinds_start + position]
 
     def _set_format_and_kind(self, position, fmt, value):
-        struct.pack_into('8s', self.shm.buf, self._offset_packing_formats + position * 8,
+        struct.pack_into('8s', self.shm.buf, self._formats_start + position * 8,
                          fmt.encode(_ENCODING))
-        self.shm.buf[self._offset_back_transform_codes + position] = _kind_of(value)
+        self.shm.buf[self._kinds_start + position] = _kind_of(value)
 
     # -- list API ----------------------------------------------------------
 
@@ -256,7 +246,7 @@ class ShareableList:
         except IndexError:
             raise IndexError("index out of range") from None
         (raw,) = struct.unpack_from(self._get_packing_format(position), self.shm.buf,
-                                    self._offset_data_start + self._allocated_offsets[position])
+                                    self._data_start + self._allocated_offsets[position])
         return _decode(self._kind_at(position), raw)
 
     def __setitem__(self, position, value):
@@ -276,7 +266,7 @@ class ShareableList:
             stored = value
             fmt = _FIXED_FORMATS[type(value)]
         self._set_format_and_kind(position, fmt, value)
-        struct.pack_into(fmt, self.shm.buf, self._offset_data_start + start, stored)
+        struct.pack_into(fmt, self.shm.buf, self._data_start + start, stored)
 
     def __len__(self):
         return struct.unpack_from('q', self.shm.buf, 0)[0]
