@@ -109,11 +109,13 @@ def synchronized(obj, lock=None, ctx=None):
 
 
 def _structure_wrapper(struct_type):
-    fields = {name: _locked_property(name) for name, *_ in struct_type._fields_}
+    fields = {name: make_property(name) for name, *_ in struct_type._fields_}
     return type('Synchronized' + struct_type.__name__, (SynchronizedBase,), fields)
 
 
-def _locked_property(name):
+def make_property(name):
+    """A property reading and writing attribute `name` of the wrapped object
+    with the lock held."""
     def get(self):
         return self._locked_getattr(name)
 
@@ -188,5 +190,5 @@ class SynchronizedArray(SynchronizedBase, _ArrayCore):
 class SynchronizedString(SynchronizedArray):
     """A shared array of c_char, with ``.value`` and ``.raw`` under the lock."""
 
-    value = _locked_property('value')
-    raw = _locked_property('raw')
+    value = make_property('value')
+    raw = make_property('raw')
