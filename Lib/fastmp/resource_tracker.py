@@ -71,14 +71,25 @@ def _remove_folder(name):
     shutil.rmtree(name)
 
 
-# Resource type -> how the tracker removes a leaked object of that type.
+def _forget(name):
+    pass
+
+
+# Resource type -> how a leaked object of that type is removed.  The keys
+# are those of the running version's standard package (its test-suite
+# walks them); the tracker also accepts the types in _MORE_CLEANUP_FUNCS.
 _CLEANUP_FUNCS = {
     'noop': _refuse_noop,
-    'dummy': lambda name: None,     # the test-suites' stand-in resource
     'semaphore': _unlink_semaphore,
     'shared_memory': _unlink_shared_memory,
+}
+_MORE_CLEANUP_FUNCS = {
+    'dummy': _forget,           # the test-suites' stand-in resource
     'folder': _remove_folder,
 }
+if sys.version_info >= (3, 13):
+    _CLEANUP_FUNCS['dummy'] = _MORE_CLEANUP_FUNCS.pop('dummy')
+_ALL_CLEANUP_FUNCS = {**_CLEANUP_FUNCS, **_MORE_CLEANUP_FUNCS}
 
 # Types whose leaks are removed without a warning.
 _QUIET_TYPES = frozenset({'dummy'})
@@ -284,7 +295,7 @@ def _apply(line, live):
     text = line.decode('ascii').rstrip('\n')
     cmd, _, rest = text.partition(':')
     name, _, rtype = rest.rpartition(':')
-    if rtype not in _CLEANUP_FUNCS:
+    if rtype not in live:
         raise ValueError('cannot track %r: unknown resource type %r'
                          % (name, rtype))
     if cmd == 'REGISTER':
@@ -309,7 +320,7 @@ def _remove_leftovers(live):
                           % (len(names), rtype, names))
         for name in names:
             try:
-                _CLEANUP_FUNCS[rtype](name)
+                _ALL_CLEANUP_FUNCS[rtype](name)
             except Exception as exc:
                 status = 2
                 warnings.warn('resource_tracker: %r: %s' % (name, exc))
@@ -321,7 +332,7 @@ def main(fd):
     is gone, then remove what is left.  Exits 0 (nothing left), 1 (leaks
     removed), 2 (a removal failed) or 3 (a bad message was received)."""
     _detach_from_program(fd)
-    live = {rtype: set() for rtype in _CLEANUP_FUNCS}
+    live = {rtype: set() for rtype in _ALL_CLEANUP_FUNCS}
     bad_message = False
     try:
         with open(fd, 'rb') as pipe:
