@@ -224,7 +224,7 @@ def test_cleanup_funcs_table():
 def test_reentrant_call_is_reported(recwarn):
     tracker = resource_tracker.ResourceTracker()
     try:
-        with tracker._exclusive():
+        with tracker._lock:
             with pytest.raises(resource_tracker.ReentrantCallError):
                 tracker.ensure_running()
             tracker.register('r', 'dummy')   # warns instead of deadlocking

@@ -100,36 +100,41 @@ class ReentrantCallError(RuntimeError):
     finalizer run by the garbage collector in the middle of a call)."""
 
 
+class _OwnedLock(object):
+    """A lock that knows which thread holds it, so that the holder trying
+    to take it again gets ReentrantCallError instead of a deadlock."""
+    __slots__ = ('_lock', '_owner')
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._owner = None
+
+    def __enter__(self):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise ReentrantCallError(
+                'reentrant call into the fastmp resource tracker')
+        self._lock.acquire()
+        self._owner = me
+
+    def __exit__(self, *exc_info):
+        self._owner = None
+        self._lock.release()
+
+
 class ResourceTracker(object):
     """This process's link to the tracker process: starts it on first use
     (or again if it died) and sends it registrations."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._owner = None      # ident of the thread holding _lock
+        self._lock = _OwnedLock()
         self._fd = None         # write end of the pipe to the tracker
         self._pid = None        # the tracker's pid, in the process that started it
         self._exitcode = None   # the tracker's exit code, after _stop()
 
-    @contextlib.contextmanager
-    def _exclusive(self):
-        """Hold the lock; ReentrantCallError if this thread already does
-        (waiting for it would deadlock)."""
-        me = threading.get_ident()
-        if self._owner == me:
-            raise ReentrantCallError(
-                'reentrant call into the fastmp resource tracker')
-        with self._lock:
-            self._owner = me
-            try:
-                yield
-            finally:
-                self._owner = None
-
     def _after_fork_in_child(self):
         # The lock may have been held by a thread that does not exist here.
-        self._lock = threading.Lock()
-        self._owner = None
+        self._lock = _OwnedLock()
 
     def getfd(self):
         """The write end of the tracker's pipe (started if need be)."""
@@ -140,7 +145,7 @@ class ResourceTracker(object):
         """Start the tracker unless one this process can reach is alive;
         warn if it had died and has to be started again.  Works in any
         process of the program: children reuse their parent's tracker."""
-        with self._exclusive():
+        with self._lock:
             if self._fd is None:
                 self._fd, self._pid = self._launch()
             elif not self._check_alive():
@@ -193,7 +198,7 @@ class ResourceTracker(object):
     def _stop(self):
         """Close our end of the pipe; if this process started the tracker,
         wait for it to finish its clean-up and record its exit code."""
-        with self._exclusive():
+        with self._lock:
             if self._fd is None:
                 return
             os.close(self._fd)
@@ -223,7 +228,7 @@ class ResourceTracker(object):
                              'tracker: the message would be %d bytes, the '
                              'limit is %d' % (len(message), _MAX_MESSAGE))
         try:
-            with self._exclusive():
+            with self._lock:
                 self._write_or_restart(message)
         except ReentrantCallError:
             warnings.warn('ResourceTracker called reentrantly for resource '
