@@ -24,8 +24,9 @@ typedef struct {
     PyObject *pickler_dumps;        /* cached ForkingPickler.dumps, lazily */
     PyObject *pickle_loads;         /* cached pickle.loads, lazily */
 
-    /* semlock.c */
+    /* semlock.c, condition.c */
     PyTypeObject *SemLock_type;
+    PyTypeObject *Condition_type;
 
     /* channel.c */
     PyTypeObject *Channel_type;
