@@ -75,7 +75,7 @@ claim_slot(condblock *b)
         __atomic_store_n(&b->used, used + 1, __ATOMIC_SEQ_CST);
     }
     s->ticket = b->next_ticket++;
-    s->pid = (int32_t)getpid();
+    s->pid = (int32_t)fastmp_getpid();
     __atomic_fetch_add(&b->waiting, 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->state, SLOT_WAITING, __ATOMIC_SEQ_CST);
     return s;
@@ -109,11 +109,28 @@ sleep_on_slot(condslot *s, const fastmp_deadline *d)
     return 0;
 }
 
-/* Whether the process that claimed `s` is gone. */
+/* Whether the process that claimed `s` is gone.  A process seen alive is
+ * not asked again for a while, to keep kill() off the notify fast path. */
 static int
 waiter_is_dead(const condslot *s)
 {
-    return s->pid != (int32_t)getpid() && kill((pid_t)s->pid, 0) < 0 && errno == ESRCH;
+    static __thread pid_t alive_pid;
+    static __thread struct timespec alive_at;
+    pid_t pid = (pid_t)s->pid;
+    if (pid == fastmp_getpid()) {
+        return 0;
+    }
+    struct timespec now;
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    if (pid == alive_pid && now.tv_sec - alive_at.tv_sec < 1) {
+        return 0;
+    }
+    if (kill(pid, 0) < 0 && errno == ESRCH) {
+        return 1;
+    }
+    alive_pid = pid;
+    alive_at = now;
+    return 0;
 }
 
 /* The waiting slot that arrived first, or NULL. */

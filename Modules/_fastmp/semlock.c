@@ -21,6 +21,17 @@
 #include <unistd.h>
 
 #define SEMBLOCK_MAGIC 0x464d504cu      /* "FMPL" */
+#define SEM_SPINS 2000                  /* about 10-50 us of pause instructions */
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 
 /* The shared part of a SemLock. */
 typedef struct {
@@ -44,6 +55,8 @@ typedef struct {
 /* Bumped in every forked child, so each object notices lazily that its
  * `count` belongs to the parent (cheaper than a per-object hook). */
 static volatile unsigned int fork_count;
+/* getpid() is a system call in current glibc: keep it, renewed on fork. */
+static volatile pid_t cached_pid;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static int atfork_error;
 
@@ -51,11 +64,19 @@ static void
 count_fork(void)
 {
     fork_count++;
+    cached_pid = getpid();
+}
+
+pid_t
+fastmp_getpid(void)
+{
+    return cached_pid;
 }
 
 static void
 install_atfork(void)
 {
+    cached_pid = getpid();
     atfork_error = pthread_atfork(NULL, NULL, count_fork);
 }
 
@@ -189,6 +210,14 @@ static int
 sem_wait_take(semblock *b, const fastmp_deadline *d)
 {
     int err;
+    /* A lock is usually held for microseconds (a Condition's notifier is
+     * about to release it): a short spin saves a sleep and a wake. */
+    for (int i = 0; i < SEM_SPINS; i++) {
+        if (sem_try_take(b)) {
+            return 0;
+        }
+        cpu_relax();
+    }
     /* Announce ourselves before the last check: a releaser that increments
      * value after our check then sees sleepers > 0 and wakes us. */
     __atomic_fetch_add(&b->sleepers, 1, __ATOMIC_SEQ_CST);
