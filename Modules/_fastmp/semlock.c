@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 #include <structmember.h>
@@ -313,10 +314,10 @@ note_acquired(SemLockObject *self, unsigned long me)
     self->owner = me;
 }
 
-/* acquire() without its argument parsing.  `timeout` is NULL or None for no
- * deadline.  1 acquired, 0 not (non-blocking or timed out), -1 error. */
+/* acquire() without its argument parsing; `timeout` in seconds, negative
+ * for none.  1 acquired, 0 not (non-blocking or timed out), -1 error. */
 static int
-semlock_acquire_impl(SemLockObject *self, int blocking, PyObject *timeout)
+semlock_acquire_impl(SemLockObject *self, int blocking, double timeout)
 {
     unsigned long me = PyThread_get_thread_ident();
     sync_fork(self);
@@ -336,9 +337,7 @@ semlock_acquire_impl(SemLockObject *self, int blocking, PyObject *timeout)
         return 0;
     }
     fastmp_deadline d;
-    if (fastmp_deadline_from_object(timeout, &d) < 0) {
-        return -1;
-    }
+    fastmp_deadline_from_seconds(timeout, &d);
     int r = wait_with_gil_released(self, &d);
     if (r == 1) {
         note_acquired(self, me);
@@ -389,7 +388,7 @@ fastmp_semlock_check(fastmp_state *st, PyObject *obj)
 int
 fastmp_semlock_acquire_blocking(PyObject *semlock)
 {
-    return semlock_acquire_impl((SemLockObject *)semlock, 1, NULL) < 0 ? -1 : 0;
+    return semlock_acquire_impl((SemLockObject *)semlock, 1, -1.0) < 0 ? -1 : 0;
 }
 
 int
@@ -422,7 +421,7 @@ int
 fastmp_semlock_reacquire(PyObject *semlock, int depth)
 {
     SemLockObject *self = (SemLockObject *)semlock;
-    if (semlock_acquire_impl(self, 1, NULL) < 0) {
+    if (semlock_acquire_impl(self, 1, -1.0) < 0) {
         return -1;
     }
     if (self->kind == FASTMP_RECURSIVE_MUTEX) {
@@ -512,6 +511,22 @@ semlock_dealloc(SemLockObject *self)
     Py_DECREF(tp);
 }
 
+/* A timeout object (not None) as seconds >= 0; -2.0 with an exception
+ * set if it is not a number or is NaN. */
+static double
+timeout_seconds(PyObject *timeout)
+{
+    double seconds = PyFloat_AsDouble(timeout);
+    if (seconds == -1.0 && PyErr_Occurred()) {
+        return -2.0;
+    }
+    if (isnan(seconds)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+        return -2.0;
+    }
+    return seconds < 0 ? 0.0 : seconds;
+}
+
 /* acquire(block=True, timeout=None) -> bool */
 static PyObject *
 semlock_acquire(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -552,7 +567,11 @@ semlock_acquire(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (block != NULL && (blocking = PyObject_IsTrue(block)) < 0) {
         return NULL;
     }
-    int r = semlock_acquire_impl(self, blocking, timeout);
+    double seconds = -1.0;
+    if (timeout != NULL && timeout != Py_None && (seconds = timeout_seconds(timeout)) == -2.0) {
+        return NULL;
+    }
+    int r = semlock_acquire_impl(self, blocking, seconds);
     if (r < 0) {
         return NULL;
     }
@@ -571,7 +590,7 @@ semlock_release(SemLockObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 semlock_enter(SemLockObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (semlock_acquire_impl(self, 1, NULL) < 0) {
+    if (semlock_acquire_impl(self, 1, -1.0) < 0) {
         return NULL;
     }
     Py_RETURN_TRUE;
