@@ -5,11 +5,10 @@ from bench.harness import workload
 
 
 def _acquire_release(lock, n):
-    acquire, release = lock.acquire, lock.release
     t0 = time.perf_counter()
     for _ in range(n):
-        acquire()
-        release()
+        lock.acquire()
+        lock.release()
     return time.perf_counter() - t0
 
 
@@ -23,20 +22,26 @@ def _with_block(lock, n):
 
 @workload("lock", n=1_000_000, target=1.2)
 def lock(mp, n):
-    """Lock acquire+release, uncontended"""
-    return _acquire_release(mp.get_context("fork").Lock(), n)
+    """Lock acquire+release as `with lock:`, uncontended"""
+    return _with_block(mp.get_context("fork").Lock(), n)
 
 
 @workload("rlock", n=1_000_000, target=1.2)
 def rlock(mp, n):
-    """RLock acquire+release, uncontended"""
+    """RLock acquire+release as `with rlock:`, uncontended"""
+    return _with_block(mp.get_context("fork").RLock(), n)
+
+
+@workload("lock_calls", n=1_000_000)
+def lock_calls(mp, n):
+    """Lock acquire() then release() as two calls, uncontended"""
+    return _acquire_release(mp.get_context("fork").Lock(), n)
+
+
+@workload("rlock_calls", n=1_000_000)
+def rlock_calls(mp, n):
+    """RLock acquire() then release() as two calls, uncontended"""
     return _acquire_release(mp.get_context("fork").RLock(), n)
-
-
-@workload("lock_with", n=1_000_000)
-def lock_with(mp, n):
-    """`with lock:` on a Lock, uncontended"""
-    return _with_block(mp.get_context("fork").Lock(), n)
 
 
 def _pingpong_partner(cond, n):
