@@ -150,16 +150,21 @@ oldest_waiting(condblock *b)
 }
 
 /* Notify slot `s` if it still waits and its process lives: 1 if notified,
- * 0 if not; -1 with an exception if the futex wake failed. */
+ * 0 if not; -1 with an exception if the futex wake failed.  The wake waits
+ * for the lock's release when the lock allows (see semlock.h). */
 static int
-notify_slot(condblock *b, condslot *s)
+notify_slot(ConditionObject *cond, condslot *s)
 {
+    condblock *b = cond->blk;
     if (waiter_is_dead(s)) {
         (void)leave_waiting(b, s, SLOT_FREE);
         return 0;
     }
     if (!leave_waiting(b, s, SLOT_NOTIFIED)) {
         return 0;
+    }
+    if (fastmp_semlock_defer_wake(cond->lock, (PyObject *)cond, &s->state)) {
+        return 1;
     }
     int err = fastmp_futex_wake(&s->state, 1);
     if (err != 0) {
@@ -171,15 +176,16 @@ notify_slot(condblock *b, condslot *s)
 
 /* Wake up to n waiters, oldest first.  -1 with an exception on error. */
 static int
-notify_waiters(condblock *b, Py_ssize_t n)
+notify_waiters(ConditionObject *cond, Py_ssize_t n)
 {
+    condblock *b = cond->blk;
     if (n >= (Py_ssize_t)__atomic_load_n(&b->waiting, __ATOMIC_SEQ_CST)) {
         /* everyone: order does not matter, one pass */
         uint32_t used = __atomic_load_n(&b->used, __ATOMIC_SEQ_CST);
         for (uint32_t i = 0; i < used; i++) {
             condslot *s = &b->slots[i];
             if (__atomic_load_n(&s->state, __ATOMIC_SEQ_CST) == SLOT_WAITING
-                && notify_slot(b, s) < 0) {
+                && notify_slot(cond, s) < 0) {
                 return -1;
             }
         }
@@ -190,7 +196,7 @@ notify_waiters(condblock *b, Py_ssize_t n)
         if (s == NULL) {
             break;
         }
-        int r = notify_slot(b, s);
+        int r = notify_slot(cond, s);
         if (r < 0) {
             return -1;
         }
@@ -296,6 +302,10 @@ condition_traverse(ConditionObject *self, visitproc visit, void *arg)
 static int
 condition_clear(ConditionObject *self)
 {
+    if (self->lock != NULL) {
+        /* our block is about to go: make the wakes we left on the lock */
+        (void)fastmp_semlock_cancel_deferred(self->lock, (PyObject *)self);
+    }
     Py_CLEAR(self->lock);
     return 0;
 }
@@ -453,7 +463,7 @@ condition_notify(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (require_owner(self, "lock is not owned") < 0) {
         return NULL;
     }
-    if (n > 0 && notify_waiters(self->blk, n) < 0) {
+    if (n > 0 && notify_waiters(self, n) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -463,7 +473,7 @@ static PyObject *
 condition_notify_all(ConditionObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (require_owner(self, "lock is not owned") < 0
-        || notify_waiters(self->blk, PY_SSIZE_T_MAX) < 0) {
+        || notify_waiters(self, PY_SSIZE_T_MAX) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

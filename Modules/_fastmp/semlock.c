@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define SEMBLOCK_MAGIC 0x464d504cu      /* "FMPL" */
+#define SEM_MAX_DEFERRED 8
 /* No spinning before a futex sleep: on a loaded machine with few cores
  * (measured with condition_pingpong) a spinner only delays the holder. */
 
@@ -42,6 +43,12 @@ typedef struct {
     unsigned int forks;     /* fork_count when `count` was last valid */
     unsigned long owner;    /* thread ident of the last acquirer */
     PyObject *name;         /* str, or NULL when not reachable by name */
+    /* Condition wakes held back until this RLock is released, so the woken
+     * thread finds it free (fastmp_semlock_defer_wake).  `deferrer` is the
+     * Condition whose block holds the words (borrowed: it cancels on death). */
+    PyObject *deferrer;
+    int ndeferred;
+    uint32_t *deferred[SEM_MAX_DEFERRED];
 } SemLockObject;
 
 /* Bumped in every forked child, so each object notices lazily that its
@@ -252,6 +259,8 @@ sync_fork(SemLockObject *self)
     if (self->forks != now) {
         self->forks = now;
         self->count = 0;
+        self->ndeferred = 0;        /* the parent still owns those wakes */
+        self->deferrer = NULL;
     }
 }
 
@@ -328,6 +337,22 @@ semlock_acquire_impl(SemLockObject *self, int blocking, double timeout)
     return r;
 }
 
+/* Make the deferred Condition wakes.  0, or an errno value from futex(). */
+static int
+flush_deferred(SemLockObject *self)
+{
+    int first_err = 0;
+    for (int i = 0; i < self->ndeferred; i++) {
+        int err = fastmp_futex_wake(self->deferred[i], 1);
+        if (err != 0 && first_err == 0) {
+            first_err = err;
+        }
+    }
+    self->ndeferred = 0;
+    self->deferrer = NULL;
+    return first_err;
+}
+
 /* release() proper: 0, or -1 with AssertionError (an RLock not held by
  * this thread), ValueError (released too many times) or OSError. */
 static int
@@ -353,6 +378,12 @@ semlock_release_impl(SemLockObject *self)
         return -1;
     }
     self->count--;
+    if (self->ndeferred > 0) {
+        int err = flush_deferred(self);
+        if (wake_err == 0) {
+            wake_err = err;
+        }
+    }
     if (wake_err != 0) {
         fastmp_oserror(wake_err, "futex");
         return -1;
@@ -384,6 +415,31 @@ int
 fastmp_semlock_is_mine(PyObject *semlock)
 {
     return is_mine((SemLockObject *)semlock);
+}
+
+int
+fastmp_semlock_defer_wake(PyObject *semlock, PyObject *deferrer, uint32_t *word)
+{
+    SemLockObject *self = (SemLockObject *)semlock;
+    /* only an RLock is sure to be released by this very object */
+    if (self->kind != FASTMP_RECURSIVE_MUTEX || !is_mine(self)
+        || self->ndeferred == SEM_MAX_DEFERRED
+        || (self->deferrer != NULL && self->deferrer != deferrer)) {
+        return 0;
+    }
+    self->deferrer = deferrer;
+    self->deferred[self->ndeferred++] = word;
+    return 1;
+}
+
+int
+fastmp_semlock_cancel_deferred(PyObject *semlock, PyObject *deferrer)
+{
+    SemLockObject *self = (SemLockObject *)semlock;
+    if (self->deferrer != deferrer || self->ndeferred == 0) {
+        return 0;
+    }
+    return flush_deferred(self);
 }
 
 int
@@ -432,6 +488,8 @@ semlock_wrap(PyTypeObject *type, semblock *blk, int kind, int maxvalue, PyObject
     self->forks = fork_count;
     self->owner = 0;
     self->name = Py_XNewRef(name);
+    self->deferrer = NULL;
+    self->ndeferred = 0;
     return (PyObject *)self;
 }
 

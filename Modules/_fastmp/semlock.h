@@ -41,6 +41,16 @@ int fastmp_semlock_is_mine(PyObject *semlock);
  * an exception set.  The caller must hold the lock. */
 int fastmp_semlock_release_all(PyObject *semlock);
 
+/* Hold back a futex wake of `word` (one waiter) until the calling thread
+ * fully releases `semlock`, so the woken thread finds the lock free.  The
+ * word lives in memory kept mapped by `deferrer`, which must call
+ * fastmp_semlock_cancel_deferred before it goes.  Returns 1 if deferred, 0
+ * if the caller must wake now (not an RLock, or no room). */
+int fastmp_semlock_defer_wake(PyObject *semlock, PyObject *deferrer, uint32_t *word);
+
+/* Make now the wakes `deferrer` deferred on `semlock`.  0 or an errno value. */
+int fastmp_semlock_cancel_deferred(PyObject *semlock, PyObject *deferrer);
+
 /* Take `semlock` back after a Condition wait and restore the recursion depth
  * `depth`.  Blocks without a deadline, as the standard package does.
  * 0 on success, -1 with an exception set (a signal handler raised). */
