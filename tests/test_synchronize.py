@@ -339,8 +339,10 @@ def _waiter_threads(cond, k, woken, already=0):
     return threads
 
 
-def test_condition_notify_counts():
-    cond = fastmp.get_context('fork').Condition()
+@pytest.mark.parametrize('lock_type', ['RLock', 'Lock'])
+def test_condition_notify_counts(lock_type):
+    ctx = fastmp.get_context('fork')
+    cond = ctx.Condition(getattr(ctx, lock_type)())
     woken = []
     threads = _waiter_threads(cond, 5, woken)
     assert repr(cond).endswith(', 5)>')
