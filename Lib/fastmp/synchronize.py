@@ -157,6 +157,17 @@ class BoundedSemaphore(Semaphore):
         return 'value=%s, maxvalue=%s' % (self._get_value(), self.maxvalue)
 
 
+def _holder(lock):
+    """Who holds `lock`, as the reprs say it, and whether that is the
+    calling thread."""
+    if lock._is_mine():
+        return _owner_name(), True
+    if lock._get_value() == 1:
+        return 'None', False
+    # another thread of ours counts as an acquisition in this process
+    return ('SomeOtherThread' if lock._count() > 0 else 'SomeOtherProcess'), False
+
+
 class Lock(SemLock):
 
     @staticmethod
@@ -165,14 +176,7 @@ class Lock(SemLock):
 
     def __repr__(self):
         try:
-            if self._is_mine():
-                owner = _owner_name()
-            elif self._get_value() == 1:
-                owner = 'None'
-            elif self._count() > 0:
-                owner = 'SomeOtherThread'
-            else:
-                owner = 'SomeOtherProcess'
+            owner = _holder(self)[0]
         except Exception:
             owner = 'unknown'
         return '<%s(owner=%s)>' % (type(self).__name__, owner)
@@ -186,14 +190,11 @@ class RLock(SemLock):
 
     def __repr__(self):
         try:
-            if self._is_mine():
-                owner, depth = _owner_name(), self._count()
-            elif self._get_value() == 1:
-                owner, depth = 'None', 0
-            elif self._count() > 0:
-                owner, depth = 'SomeOtherThread', 'nonzero'
+            owner, mine = _holder(self)
+            if mine:
+                depth = self._count()
             else:
-                owner, depth = 'SomeOtherProcess', 'nonzero'
+                depth = 0 if owner == 'None' else 'nonzero'
         except Exception:
             owner, depth = 'unknown', 'unknown'
         return '<%s(%s, %s)>' % (type(self).__name__, owner, depth)

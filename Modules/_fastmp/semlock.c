@@ -100,12 +100,45 @@ block_path(const char *name, char *path, size_t pathsize)
     return 0;
 }
 
+/* Map `size` bytes of the shm object open on `fd` and close `fd`.  With
+ * `create`, size the new object first; otherwise check that it is big
+ * enough (a mapping past its end would SIGBUS on first touch).  NULL with
+ * an exception set on error. */
+static void *
+map_and_close(int fd, size_t size, int create)
+{
+    void *p = MAP_FAILED;
+    const char *failed = NULL;
+    int err = 0;
+    struct stat sb;
+    if (create && ftruncate(fd, (off_t)size) < 0) {
+        failed = "ftruncate";
+        err = errno;
+    }
+    else if (!create && fstat(fd, &sb) < 0) {
+        failed = "fstat";
+        err = errno;
+    }
+    else if (!create && (size_t)sb.st_size < size) {
+        failed = "shm_open (object too small for a fastmp block)";
+        err = EINVAL;
+    }
+    else if ((p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        failed = "mmap";
+        err = errno;
+    }
+    (void)close(fd);
+    if (failed != NULL) {
+        return fastmp_oserror(err, failed);
+    }
+    return p;
+}
+
 void *
 fastmp_block_create(const char *name, size_t size)
 {
-    void *p;
     if (name == NULL) {
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) {
             return fastmp_oserror(errno, "mmap");
         }
@@ -119,24 +152,9 @@ fastmp_block_create(const char *name, size_t size)
     if (fd < 0) {
         return fastmp_oserror(errno, "shm_open");
     }
-    const char *failed = NULL;
-    int err = 0;
-    p = MAP_FAILED;
-    if (ftruncate(fd, (off_t)size) < 0) {
-        failed = "ftruncate";
-        err = errno;
-    }
-    else {
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-            failed = "mmap";
-            err = errno;
-        }
-    }
-    (void)close(fd);
-    if (failed != NULL) {
+    void *p = map_and_close(fd, size, 1);
+    if (p == NULL) {
         (void)shm_unlink(path);
-        return fastmp_oserror(err, failed);
     }
     return p;
 }
@@ -152,31 +170,7 @@ fastmp_block_open(const char *name, size_t size)
     if (fd < 0) {
         return fastmp_oserror(errno, "shm_open");
     }
-    struct stat sb;
-    void *p = MAP_FAILED;
-    const char *failed = NULL;
-    int err = 0;
-    if (fstat(fd, &sb) < 0) {
-        failed = "fstat";
-        err = errno;
-    }
-    else if ((size_t)sb.st_size < size) {
-        /* mapping past the end would SIGBUS on first touch */
-        failed = "shm_open (object too small for a fastmp block)";
-        err = EINVAL;
-    }
-    else {
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-            failed = "mmap";
-            err = errno;
-        }
-    }
-    (void)close(fd);
-    if (failed != NULL) {
-        return fastmp_oserror(err, failed);
-    }
-    return p;
+    return map_and_close(fd, size, 0);
 }
 
 void
