@@ -204,6 +204,20 @@ class RLock(SemLock):
 # Condition variable
 #
 
+class _CountView(object):
+    """Read-only stand-in for a counting semaphore of the standard Condition
+    (its test-suite reads them): only get_value()."""
+
+    __slots__ = ('get_value',)
+
+    def __init__(self, get_value):
+        self.get_value = get_value
+
+
+def _nothing_in_transit():
+    return 0
+
+
 def _rebuild_condition(cls, lock, name):
     obj = cls._rebuild(lock, name)
     obj._is_fork_ctx = False
@@ -232,6 +246,18 @@ class Condition(_fastmp.Condition):
     def __reduce__(self):
         _check_shareable(self)
         return _rebuild_condition, (type(self), self._lock, self.name)
+
+    # The standard Condition counts sleepers and woken threads in two
+    # semaphores and hands wakes over in a third; ours has just waiters.
+    @property
+    def _sleeping_count(self):
+        return _CountView(self._waiters)
+
+    @property
+    def _woken_count(self):
+        return _CountView(_nothing_in_transit)
+
+    _wait_semaphore = _woken_count
 
     def __repr__(self):
         try:
