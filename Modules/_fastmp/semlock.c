@@ -41,6 +41,8 @@ typedef struct {
     int maxvalue;
     int count;              /* acquisitions held by this process */
     unsigned int forks;     /* fork_count when `count` was last valid */
+    unsigned int born;      /* fork_count when the block was allocated */
+    int in_slab;            /* the block is a slab slot, not its own mapping */
     unsigned long owner;    /* thread ident of the last acquirer */
     PyObject *name;         /* str, or NULL when not reachable by name */
     /* Condition wakes held back until this RLock is released, so the woken
@@ -59,11 +61,23 @@ static volatile pid_t cached_pid;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static int atfork_error;
 
+/* Unnamed locks (reachable by fork only) are 16-byte slots carved from
+ * shared anonymous slabs: no mapping per lock, so programs can make many
+ * thousands.  A freed slot is reused only if no fork happened since it was
+ * handed out; otherwise a child may still use it, and it stays retired. */
+#define SLAB_BYTES 65536
+static char *slab_next, *slab_end;      /* unallocated rest of the slab */
+static semblock **free_slots;           /* reusable slots, process-private */
+static size_t nfree, free_capacity;
+
 static void
 count_fork(void)
 {
     fork_count++;
     cached_pid = getpid();
+    /* the parent goes on carving and reusing these; the child must not */
+    slab_next = slab_end = NULL;
+    nfree = 0;
 }
 
 pid_t
@@ -171,6 +185,46 @@ fastmp_block_open(const char *name, size_t size)
         return fastmp_oserror(errno, "shm_open");
     }
     return map_and_close(fd, size, 0);
+}
+
+/* A zeroed slab slot for an unnamed lock; NULL with an exception set. */
+static semblock *
+slot_alloc(void)
+{
+    if (nfree > 0) {
+        return free_slots[--nfree];
+    }
+    if (slab_next == slab_end) {
+        char *slab = fastmp_block_create(NULL, SLAB_BYTES);
+        if (slab == NULL) {
+            return NULL;
+        }
+        slab_next = slab;
+        slab_end = slab + SLAB_BYTES;
+    }
+    semblock *b = (semblock *)slab_next;
+    slab_next += sizeof(semblock);
+    return b;
+}
+
+/* Give back a slot handed out when fork_count was `born`. */
+static void
+slot_free(semblock *b, unsigned int born)
+{
+    if (born != fork_count) {
+        return;         /* shared with a forked process: retire it */
+    }
+    if (nfree == free_capacity) {
+        size_t cap = free_capacity ? free_capacity * 2 : 256;
+        semblock **grown = PyMem_RawRealloc(free_slots, cap * sizeof(*grown));
+        if (grown == NULL) {
+            return;     /* out of memory: retire the slot rather than fail */
+        }
+        free_slots = grown;
+        free_capacity = cap;
+    }
+    memset(b, 0, sizeof(*b));
+    free_slots[nfree++] = b;
 }
 
 void
@@ -465,17 +519,32 @@ fastmp_semlock_reacquire(PyObject *semlock, int depth)
 
 /* ---- the Python type ------------------------------------------------- */
 
-/* Build an object of `type` around a mapped block (stolen: unmapped on
- * failure).  NULL with an exception set on error. */
+/* Let go of a SemLock's block: a slab slot or its own mapping. */
+static void
+block_release(semblock *blk, int in_slab, unsigned int born)
+{
+    if (in_slab) {
+        slot_free(blk, born);
+    }
+    else {
+        fastmp_block_unmap(blk, sizeof(semblock));
+    }
+}
+
+/* Build an object of `type` around a block (a named mapping, or a slab
+ * slot when `name` is NULL), which it takes over, releasing it on failure.
+ * NULL with an exception set on error. */
 static PyObject *
 semlock_wrap(PyTypeObject *type, semblock *blk, int kind, int maxvalue, PyObject *name)
 {
     SemLockObject *self = (SemLockObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        fastmp_block_unmap(blk, sizeof(semblock));
+        block_release(blk, name == NULL, fork_count);
         return NULL;
     }
     self->blk = blk;
+    self->in_slab = name == NULL;
+    self->born = fork_count;
     self->kind = kind;
     self->maxvalue = maxvalue;
     self->count = 0;
@@ -527,7 +596,7 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    semblock *blk = fastmp_block_create(cname, sizeof(semblock));
+    semblock *blk = unlink ? slot_alloc() : fastmp_block_create(cname, sizeof(semblock));
     if (blk == NULL) {
         return NULL;
     }
@@ -540,7 +609,7 @@ static void
 semlock_dealloc(SemLockObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    fastmp_block_unmap(self->blk, sizeof(semblock));
+    block_release(self->blk, self->in_slab, self->born);
     Py_CLEAR(self->name);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
