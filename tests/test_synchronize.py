@@ -639,3 +639,52 @@ def test_raw_semlock_errors():
     assert anon.name is None
     with pytest.raises(ValueError):
         SemLock._rebuild(anon.handle, 0, 1, None)
+
+
+# ---- unnamed locks: slab slots ------------------------------------------
+
+def _mappings():
+    with open('/proc/self/maps') as f:
+        return sum(1 for _ in f)
+
+
+def test_many_fork_locks_share_mappings():
+    ctx = fastmp.get_context('fork')
+    before = _mappings()
+    locks = [ctx.Lock() for _ in range(20000)]
+    assert _mappings() - before < 50
+    assert all(lock.acquire(False) for lock in locks[::997])
+    assert len({lock.handle for lock in locks}) == len(locks)
+
+
+def test_slot_freed_after_fork_is_not_reused():
+    ctx = fastmp.get_context('fork')
+    lock = ctx.Lock()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)               # the parent has dropped and re-made locks
+        ok = lock.acquire(False) and lock._get_value() == 0
+        os._exit(0 if ok else 1)
+    os.close(r)
+    old_handle = lock.handle
+    del lock
+    fresh = [ctx.Lock() for _ in range(64)]
+    for other in fresh:
+        other.acquire()
+    os.write(w, b'x')
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert old_handle not in {other.handle for other in fresh}
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_slot_reused_when_no_fork_happened():
+    ctx = fastmp.get_context('fork')
+    lock = ctx.Lock()
+    lock.acquire()
+    handle = lock.handle
+    del lock
+    again = ctx.Lock()
+    assert again.handle == handle and again.acquire(False)   # zeroed and reset

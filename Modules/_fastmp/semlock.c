@@ -41,7 +41,7 @@ typedef struct {
     int maxvalue;
     int count;              /* acquisitions held by this process */
     unsigned int forks;     /* fork_count when `count` was last valid */
-    unsigned int born;      /* fork_count when the block was allocated */
+    unsigned int born;      /* fork_epoch when the block was allocated */
     int in_slab;            /* the block is a slab slot, not its own mapping */
     unsigned long owner;    /* thread ident of the last acquirer */
     PyObject *name;         /* str, or NULL when not reachable by name */
@@ -70,10 +70,21 @@ static char *slab_next, *slab_end;      /* unallocated rest of the slab */
 static semblock **free_slots;           /* reusable slots, process-private */
 static size_t nfree, free_capacity;
 
+/* Bumped on both sides of every fork: slots handed out in an earlier
+ * epoch may be in use by another process. */
+static volatile unsigned int fork_epoch;
+
+static void
+count_fork_in_parent(void)
+{
+    fork_epoch++;
+}
+
 static void
 count_fork(void)
 {
     fork_count++;
+    fork_epoch++;
     cached_pid = getpid();
     /* the parent goes on carving and reusing these; the child must not */
     slab_next = slab_end = NULL;
@@ -90,7 +101,7 @@ static void
 install_atfork(void)
 {
     cached_pid = getpid();
-    atfork_error = pthread_atfork(NULL, NULL, count_fork);
+    atfork_error = pthread_atfork(NULL, count_fork_in_parent, count_fork);
 }
 
 /* ---- shared blocks --------------------------------------------------- */
@@ -207,11 +218,11 @@ slot_alloc(void)
     return b;
 }
 
-/* Give back a slot handed out when fork_count was `born`. */
+/* Give back a slot handed out when fork_epoch was `born`. */
 static void
 slot_free(semblock *b, unsigned int born)
 {
-    if (born != fork_count) {
+    if (born != fork_epoch) {
         return;         /* shared with a forked process: retire it */
     }
     if (nfree == free_capacity) {
@@ -539,12 +550,12 @@ semlock_wrap(PyTypeObject *type, semblock *blk, int kind, int maxvalue, PyObject
 {
     SemLockObject *self = (SemLockObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        block_release(blk, name == NULL, fork_count);
+        block_release(blk, name == NULL, fork_epoch);
         return NULL;
     }
     self->blk = blk;
     self->in_slab = name == NULL;
-    self->born = fork_count;
+    self->born = fork_epoch;
     self->kind = kind;
     self->maxvalue = maxvalue;
     self->count = 0;
