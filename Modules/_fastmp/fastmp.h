@@ -29,8 +29,9 @@ typedef struct {
     PyObject *pickler_clear;        /* ... and clear_memo */
     int pickler_busy;               /* the reused pickler is mid-dump */
 
-    /* semlock.c */
+    /* semlock.c, condition.c */
     PyTypeObject *SemLock_type;
+    PyTypeObject *Condition_type;
 
     /* channel.c */
     PyTypeObject *Channel_type;
