@@ -134,30 +134,25 @@ static int
 count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
 {
     chan_shared *sh = m->sh;
-    if (sh->maxsize == 0) {
-        __atomic_add_fetch(&sh->count, 1, __ATOMIC_SEQ_CST);
+    fastmp_deadline now;
+    fastmp_deadline_from_seconds(0.0, &now);
+    int err = chan_count_in(m, &now);
+    if (err == ETIMEDOUT && block) {
+        do {
+            Py_BEGIN_ALLOW_THREADS
+            err = chan_count_in(m, d);
+            Py_END_ALLOW_THREADS
+        } while (err == EINTR && PyErr_CheckSignals() == 0);
     }
-    else {
-        fastmp_deadline now;
-        fastmp_deadline_from_seconds(0.0, &now);
-        int err = chan_take_slot(m, &now);
-        if (err == ETIMEDOUT && block) {
-            do {
-                Py_BEGIN_ALLOW_THREADS
-                err = chan_take_slot(m, d);
-                Py_END_ALLOW_THREADS
-            } while (err == EINTR && PyErr_CheckSignals() == 0);
+    if (err == ETIMEDOUT) {
+        PyErr_SetNone(st->chan_Full);
+        return -1;
+    }
+    if (err) {
+        if (err != EINTR) {             /* EINTR: a signal handler raised */
+            fastmp_oserror(err, "futex");
         }
-        if (err == ETIMEDOUT) {
-            PyErr_SetNone(st->chan_Full);
-            return -1;
-        }
-        if (err) {
-            if (err != EINTR) {         /* EINTR: a signal handler raised */
-                fastmp_oserror(err, "futex");
-            }
-            return -1;
-        }
+        return -1;
     }
     if (sh->flags & CHAN_JOINABLE) {
         __atomic_add_fetch(&sh->unfinished, 1, __ATOMIC_SEQ_CST);
@@ -172,7 +167,7 @@ count_out(chan_map *m)
     if (m->sh->flags & CHAN_JOINABLE) {
         __atomic_sub_fetch(&m->sh->unfinished, 1, __ATOMIC_SEQ_CST);
     }
-    chan_count_done(m);
+    chan_count_cancel(m);
 }
 
 /* Try to publish the message right now, without waiting: only when this
@@ -365,7 +360,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
     PyObject *msg = NULL;
     uint64_t total = 0, filled = 0;
     for (;;) {
-        if (!chan_available(m)) {
+        if (!chan_readable(m)) {
             int mid = msg != NULL || skipping;
             if (!mid && !block) {
                 return NULL;
@@ -536,7 +531,7 @@ Channel_qsize(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     if (m == NULL) {
         return NULL;
     }
-    return PyLong_FromUnsignedLong(__atomic_load_n(&m->sh->count, __ATOMIC_SEQ_CST));
+    return PyLong_FromUnsignedLongLong(chan_qsize(m));
 }
 
 static PyObject *
@@ -557,7 +552,7 @@ Channel_full(ChannelObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     uint32_t max = m->sh->maxsize;
-    return PyBool_FromLong(max != 0 && __atomic_load_n(&m->sh->count, __ATOMIC_SEQ_CST) >= max);
+    return PyBool_FromLong(max != 0 && chan_qsize(m) >= max);
 }
 
 /* ---- JoinableQueue --------------------------------------------------- */

@@ -57,15 +57,21 @@ typedef struct {
     /* reader side: changed only by the rlock holder */
     _Alignas(64) uint64_t head;         /* bytes ever consumed */
     uint32_t rd_in_message;
-    /* futex words: bumped when data / space appears, with waiter counts */
+    uint64_t n_got;                     /* messages taken out (unbounded) */
+    /* futex words, bumped when data / space appears; at most one reader
+     * (the rlock holder) and one writer (the wlock holder) sleep on them,
+     * and each raises its `sleeping` flag first */
     _Alignas(64) uint32_t data_seq;
-    uint32_t rd_waiters;
+    uint32_t rd_sleeping;
     _Alignas(64) uint32_t space_seq;
-    uint32_t wr_waiters;
-    /* message count (qsize, bounded put) and JoinableQueue's counter */
+    uint32_t wr_sleeping;
+    /* messages put (unbounded queues: n_put - n_got is qsize) */
+    _Alignas(64) uint64_t n_put;
+    /* bounded queues: messages in, and put calls waiting for a slot */
     _Alignas(64) uint32_t count;
     uint32_t slot_waiters;
-    uint32_t unfinished;
+    /* JoinableQueue */
+    _Alignas(64) uint32_t unfinished;
     uint32_t join_waiters;
 } chan_shared;
 
@@ -90,6 +96,10 @@ typedef struct chan_map {
     size_t map_len;
     int fd;
     int refs;                           /* atomic */
+    /* last values seen of the other side's counter (they only grow), so
+     * that the lock holder rarely touches the other side's cache line */
+    uint64_t seen_head;                 /* under wlock */
+    uint64_t seen_tail;                 /* under rlock */
     /* feeder state, valid in process `pid` only */
     pid_t pid;
     pthread_mutex_t mu;
@@ -145,8 +155,10 @@ int chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t f
  * on a started message leaves wr_in_message set for the next writer. */
 int chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d);
 
-/* Bytes published and not consumed. */
+/* Bytes published and not consumed (any process, no lock). */
 uint64_t chan_available(const chan_map *m);
+/* The same for the rlock holder, mostly from its cached view of tail. */
+uint64_t chan_readable(chan_map *m);
 /* Spin briefly, then sleep until data is published or `d` passes.  Returns
  * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d);
@@ -163,10 +175,15 @@ void chan_consume(chan_map *m, const chan_rec *rec);
  * a live writer holds the message or data arrived. */
 int chan_writer_gone(chan_map *m);
 
-/* Message count and the waits of bounded put / JoinableQueue.join. */
+/* Message accounting: a message is counted in at put (a slot on a
+ * bounded queue, waiting until `d`: 0, ETIMEDOUT, EINTR) and out when read
+ * or lost (chan_count_done, under rlock) or when put fails
+ * (chan_count_cancel). */
+int chan_count_in(chan_map *m, const fastmp_deadline *d);
 void chan_count_done(chan_map *m);
-/* Take a slot on a bounded queue, waiting until `d`.  0, ETIMEDOUT, EINTR. */
-int chan_take_slot(chan_map *m, const fastmp_deadline *d);
+void chan_count_cancel(chan_map *m);
+/* Messages put and not yet read. */
+uint64_t chan_qsize(const chan_map *m);
 /* Wake data waiters after a publish (cheap when nobody waits). */
 void chan_notify_data(chan_map *m);
 /* JoinableQueue: wait until `unfinished` is 0.  0 or EINTR. */

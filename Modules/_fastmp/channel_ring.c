@@ -14,7 +14,7 @@
 
 #define ALIGN8(n) (((n) + 7u) & ~(uint64_t)7u)
 #define SLICE_NS 50000000L              /* signal-check slice for waits */
-#define SPIN_ROUNDS 4000                /* polls before sleeping for data */
+#define SPIN_ROUNDS 2000                /* polls before sleeping for data */
 
 static inline uint64_t
 load_acq(const uint64_t *p)
@@ -205,10 +205,18 @@ chan_whole_max(const chan_map *m)
     return m->sh->capacity / 4 - sizeof(chan_rec);
 }
 
+/* Free bytes for the wlock holder; re-reads head only when the cached
+ * value shows less than `need`. */
 static uint64_t
-free_space(const chan_map *m)
+free_space(chan_map *m, uint64_t need)
 {
-    return m->sh->capacity - (m->sh->tail - load_acq(&m->sh->head));
+    uint64_t used = m->sh->tail - m->seen_head;
+    if (used > m->sh->capacity || m->sh->capacity - used < need) {
+        /* stale (another process wrote since) or short: look again */
+        m->seen_head = load_acq(&m->sh->head);
+        used = m->sh->tail - m->seen_head;
+    }
+    return m->sh->capacity - used;
 }
 
 /* Copy n bytes to the ring at absolute position pos (wrapping). */
@@ -231,9 +239,10 @@ chan_notify_data(chan_map *m)
 {
     chan_shared *sh = m->sh;
     /* pairs with the fence in chan_wait_data: either the reader sees the
-     * new tail or we see its waiter count */
+     * new tail or we see its flag; only the first waker pays a syscall */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&sh->rd_waiters, __ATOMIC_RELAXED)) {
+    if (__atomic_load_n(&sh->rd_sleeping, __ATOMIC_RELAXED)
+        && __atomic_exchange_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
         (void)fastmp_futex_wake(&sh->data_seq, INT32_MAX);
     }
@@ -272,7 +281,8 @@ chan_repair_writer(chan_map *m)
 int
 chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags)
 {
-    if (len > chan_whole_max(m) || free_space(m) < sizeof(chan_rec) + ALIGN8(len)) {
+    uint64_t need = sizeof(chan_rec) + ALIGN8(len);
+    if (len > chan_whole_max(m) || free_space(m, need) < need) {
         return EAGAIN;
     }
     put_record(m, REC_WHOLE | flags, data, len, NULL, 0);
@@ -292,12 +302,12 @@ wait_space(chan_map *m, uint64_t need, const fastmp_deadline *d)
         && (d->at.tv_sec < slice.at.tv_sec
             || (d->at.tv_sec == slice.at.tv_sec && d->at.tv_nsec < slice.at.tv_nsec));
     uint32_t seq = __atomic_load_n(&sh->space_seq, __ATOMIC_SEQ_CST);
-    __atomic_add_fetch(&sh->wr_waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->wr_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
-    if (free_space(m) < need) {
+    if (free_space(m, need) < need) {
         err = fastmp_futex_wait(&sh->space_seq, seq, capped ? d : &slice);
     }
-    __atomic_sub_fetch(&sh->wr_waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST);
     if (err == ETIMEDOUT && !capped) {
         err = EINTR;
     }
@@ -323,7 +333,7 @@ chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d)
             }
             need = sizeof(chan_rec) + ALIGN8(header + chunk) + sizeof(chan_rec);
         }
-        if (free_space(m) < need) {
+        if (free_space(m, need) < need) {
             int err = wait_space(m, need, d);
             if (err) {
                 return err;
@@ -358,7 +368,18 @@ chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d)
 uint64_t
 chan_available(const chan_map *m)
 {
-    return load_acq(&m->sh->tail) - m->sh->head;
+    return load_acq(&m->sh->tail) - load_acq(&m->sh->head);
+}
+
+uint64_t
+chan_readable(chan_map *m)
+{
+    uint64_t head = m->sh->head;
+    if ((int64_t)(m->seen_tail - head) <= 0) {
+        /* all seen is read (possibly by another process): look again */
+        m->seen_tail = load_acq(&m->sh->tail);
+    }
+    return m->seen_tail - head;
 }
 
 int
@@ -372,13 +393,12 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
         cpu_relax();
     }
     uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
-    __atomic_add_fetch(&sh->rd_waiters, 1, __ATOMIC_SEQ_CST);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->rd_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
     if (!chan_available(m)) {
         err = fastmp_futex_wait(&sh->data_seq, seq, d);
     }
-    __atomic_sub_fetch(&sh->rd_waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
     return err;
 }
 
@@ -407,7 +427,8 @@ notify_space(chan_map *m)
 {
     chan_shared *sh = m->sh;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&sh->wr_waiters, __ATOMIC_RELAXED)) {
+    if (__atomic_load_n(&sh->wr_sleeping, __ATOMIC_RELAXED)
+        && __atomic_exchange_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&sh->space_seq, 1, __ATOMIC_SEQ_CST);
         (void)fastmp_futex_wake(&sh->space_seq, INT32_MAX);
     }
@@ -430,7 +451,7 @@ chan_writer_gone(chan_map *m)
         return 0;                       /* a live writer is at work */
     }
     int gone = 0;
-    if (!chan_available(m)) {
+    if (!chan_readable(m)) {
         /* nobody is writing and the message we are in never finished:
          * whatever its writer published is already read, so just forget
          * that it was streaming */
@@ -443,24 +464,14 @@ chan_writer_gone(chan_map *m)
 
 /* ---- counters -------------------------------------------------------- */
 
-void
-chan_count_done(chan_map *m)
-{
-    chan_shared *sh = m->sh;
-    uint32_t c = __atomic_load_n(&sh->count, __ATOMIC_RELAXED);
-    /* never below zero, even after a crash miscounted */
-    while (c && !__atomic_compare_exchange_n(&sh->count, &c, c - 1, 0,
-                                             __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-    }
-    if (__atomic_load_n(&sh->slot_waiters, __ATOMIC_SEQ_CST)) {
-        (void)fastmp_futex_wake(&sh->count, 1);
-    }
-}
-
 int
-chan_take_slot(chan_map *m, const fastmp_deadline *d)
+chan_count_in(chan_map *m, const fastmp_deadline *d)
 {
     chan_shared *sh = m->sh;
+    if (sh->maxsize == 0) {
+        __atomic_add_fetch(&sh->n_put, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
     for (;;) {
         uint32_t c = __atomic_load_n(&sh->count, __ATOMIC_SEQ_CST);
         if (c < sh->maxsize) {
@@ -477,6 +488,57 @@ chan_take_slot(chan_map *m, const fastmp_deadline *d)
             return err;
         }
     }
+}
+
+/* Take one message off a bounded queue's count and wake a blocked put. */
+static void
+release_slot(chan_shared *sh)
+{
+    uint32_t c = __atomic_load_n(&sh->count, __ATOMIC_RELAXED);
+    /* never below zero, even after a crash miscounted */
+    while (c && !__atomic_compare_exchange_n(&sh->count, &c, c - 1, 0,
+                                             __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+    }
+    if (__atomic_load_n(&sh->slot_waiters, __ATOMIC_SEQ_CST)) {
+        (void)fastmp_futex_wake(&sh->count, 1);
+    }
+}
+
+void
+chan_count_done(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    if (sh->maxsize) {
+        release_slot(sh);
+    }
+    else {
+        /* only the rlock holder writes n_got */
+        __atomic_store_n(&sh->n_got, sh->n_got + 1, __ATOMIC_RELAXED);
+    }
+}
+
+void
+chan_count_cancel(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    if (sh->maxsize) {
+        release_slot(sh);
+    }
+    else {
+        __atomic_sub_fetch(&sh->n_put, 1, __ATOMIC_RELAXED);
+    }
+}
+
+uint64_t
+chan_qsize(const chan_map *m)
+{
+    const chan_shared *sh = m->sh;
+    if (sh->maxsize) {
+        return __atomic_load_n(&sh->count, __ATOMIC_SEQ_CST);
+    }
+    uint64_t got = __atomic_load_n(&sh->n_got, __ATOMIC_SEQ_CST);
+    uint64_t put = __atomic_load_n(&sh->n_put, __ATOMIC_SEQ_CST);
+    return put > got ? put - got : 0;
 }
 
 int
