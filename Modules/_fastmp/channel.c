@@ -134,9 +134,7 @@ static int
 count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
 {
     chan_shared *sh = m->sh;
-    fastmp_deadline now;
-    fastmp_deadline_from_seconds(0.0, &now);
-    int err = chan_count_in(m, &now);
+    int err = chan_count_in(m, &chan_no_wait);
     if (err == ETIMEDOUT && block) {
         do {
             Py_BEGIN_ALLOW_THREADS
@@ -170,21 +168,21 @@ count_out(chan_map *m)
     chan_count_cancel(m);
 }
 
-/* Try to publish the message right now, without waiting: only when this
- * process has nothing buffered (FIFO) and the writer lock is free. */
+/* Try to publish the message right now, without sleeping.  Messages this
+ * process buffered earlier go first (FIFO); if they do not all fit, this
+ * one is buffered behind them.  Returns 0 or EAGAIN. */
 static int
 try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
-    if (__atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL && m->pid == getpid()) {
+    int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
+                   && m->pid == chan_pid();
+    if (chan_lock_writer_briefly(m) != 0) {
         return EAGAIN;
     }
-    fastmp_deadline now;
-    fastmp_deadline_from_seconds(0.0, &now);
-    if (chan_lock(&m->sh->wlock, &now, 0) != 0) {
-        return EAGAIN;
+    int err = buffered ? chan_feeder_drain(m) : 0;
+    if (err == 0) {
+        err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
     }
-    chan_repair_writer(m);
-    int err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
     chan_unlock(&m->sh->wlock);
     return err;
 }
@@ -250,9 +248,7 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
     }
     chan_repair_writer(m);
     chan_wmsg w = {view->buf, (uint64_t)view->len, flags, 0, 0};
-    fastmp_deadline now;
-    fastmp_deadline_from_seconds(0.0, &now);
-    err = chan_write(m, &w, &now);      /* as far as the free space goes */
+    err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
     while (err == ETIMEDOUT || err == EINTR) {
         if (err == EINTR && PyErr_CheckSignals() < 0) {
             /* a started message stays flagged: the next writer aborts it */
@@ -864,6 +860,11 @@ import_attr(PyObject **slot, const char *module, const char *name)
 int
 fastmp_channel_exec(PyObject *module, fastmp_state *st)
 {
+    int err = chan_pid_init();
+    if (err) {
+        fastmp_oserror(err, "pthread_atfork");
+        return -1;
+    }
     st->Channel_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Channel_spec, NULL);
     if (st->Channel_type == NULL
         || PyModule_AddObjectRef(module, "Channel", (PyObject *)st->Channel_type) < 0

@@ -134,6 +134,9 @@ void chan_map_incref(chan_map *m);
 /* Drop a reference; the last one unmaps and closes the fd. */
 void chan_map_decref(chan_map *m);
 
+/* A deadline that has always passed: "do not wait". */
+extern const fastmp_deadline chan_no_wait;
+
 /* Lock a robust mutex, waiting at most until `d` (or one signal-check slice
  * of ~50 ms, which returns EINTR).  On EOWNERDEAD the lock is made
  * consistent and 0 is returned: callers repair from the shared flags.
@@ -141,6 +144,10 @@ void chan_map_decref(chan_map *m);
  * an errno value. */
 int chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait);
 void chan_unlock(pthread_mutex_t *mu);
+/* Take wlock without sleeping: try, and spin a little while its holder is
+ * sending a small message.  Repairs a message left unfinished.  Returns 0
+ * or EBUSY (or an errno value). */
+int chan_lock_writer_briefly(chan_map *m);
 
 /* Largest payload sent as one WHOLE record. */
 uint64_t chan_whole_max(const chan_map *m);
@@ -191,12 +198,26 @@ int chan_wait_joined(chan_map *m);
 
 /* ---- channel_feeder.c: the per-process buffer and feeder thread ------ */
 
+/* This process's pid without a system call; chan_pid_init (at module
+ * exec) sets it and keeps it right in fork children.  Returns 0 or an
+ * errno value. */
+extern pid_t chan_current_pid;
+int chan_pid_init(void);
+static inline pid_t
+chan_pid(void)
+{
+    return chan_current_pid;
+}
+
 /* Reset the feeder state if this process is a fork of the one that set it
  * up.  Call with the GIL held before touching the feeder state. */
 void chan_feeder_adopt(chan_map *m);
 /* Queue `item` for the feeder thread, starting the thread if needed.
  * Returns 0 or an errno value (item not queued). */
 int chan_feeder_push(chan_map *m, chan_pending *item);
+/* Holding wlock: send the buffered messages that fit in the ring now, in
+ * order.  Returns 0 when the buffer is empty, EAGAIN when some remain. */
+int chan_feeder_drain(chan_map *m);
 /* With the GIL: release the owners of messages the feeder has sent. */
 void chan_feeder_release_done(chan_map *m);
 /* Wait (GIL released by the caller) up to one slice for the buffer to

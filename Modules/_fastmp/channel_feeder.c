@@ -17,11 +17,36 @@
 static chan_map *live_head;
 static pid_t live_pid;
 
+/* This process's pid, kept current across fork by an atfork handler
+ * (getpid is a system call, and the put path asks often). */
+pid_t chan_current_pid;
+
+static void
+refresh_pid(void)
+{
+    chan_current_pid = getpid();
+}
+
+int
+chan_pid_init(void)
+{
+    static int registered;
+    refresh_pid();
+    if (!registered) {
+        int err = pthread_atfork(NULL, NULL, refresh_pid);
+        if (err) {
+            return err;
+        }
+        registered = 1;
+    }
+    return 0;
+}
+
 static void
 live_adopt(void)
 {
     /* a forked child inherits the parent's list but none of its feeders */
-    pid_t pid = getpid();
+    pid_t pid = chan_pid();
     if (live_pid != pid) {
         live_head = NULL;
         live_pid = pid;
@@ -67,7 +92,7 @@ chan_live_first(void)
 void
 chan_feeder_adopt(chan_map *m)
 {
-    pid_t pid = getpid();
+    pid_t pid = chan_pid();
     if (m->pid == pid) {
         return;
     }
@@ -90,7 +115,7 @@ chan_feeder_adopt(chan_map *m)
 int
 chan_feeder_has_pending(chan_map *m)
 {
-    if (m->pid != getpid()) {
+    if (m->pid != chan_pid()) {
         return 0;
     }
     pthread_mutex_lock(&m->mu);
@@ -144,38 +169,59 @@ retire_item(chan_map *m, chan_pending *item)
     free(item);
 }
 
+/* The head of the buffer, or NULL. */
+static chan_pending *
+peek_item(chan_map *m)
+{
+    pthread_mutex_lock(&m->mu);
+    chan_pending *item = m->first;
+    pthread_mutex_unlock(&m->mu);
+    return item;
+}
+
 static void *
 feeder_main(void *arg)
 {
     chan_map *m = arg;
     fastmp_deadline forever;
     fastmp_deadline_from_seconds(-1.0, &forever);
-    chan_pending *item;
-    while ((item = next_item(m)) != NULL) {
+    while (next_item(m) != NULL) {
         int err;
         while ((err = chan_lock(&m->sh->wlock, &forever, 1)) == EINTR) {
         }
         if (err) {
             /* the lock is unusable (ENOTRECOVERABLE): drop the message
              * rather than spin; the channel is broken for everyone */
-            retire_item(m, item);
+            retire_item(m, peek_item(m));
             continue;
         }
         chan_repair_writer(m);
-        /* send everything buffered while we hold the lock */
-        do {
+        /* send everything buffered while we hold the lock; a put may have
+         * sent some of it meanwhile (chan_feeder_drain), so look again */
+        chan_pending *item;
+        while ((item = peek_item(m)) != NULL) {
             chan_wmsg w = {item->data, item->len, item->flags, 0, 0};
             while (chan_write(m, &w, &forever) == EINTR) {
             }
             retire_item(m, item);
-            pthread_mutex_lock(&m->mu);
-            item = m->first;
-            pthread_mutex_unlock(&m->mu);
-        } while (item != NULL);
+        }
         chan_unlock(&m->sh->wlock);
     }
     chan_map_decref(m);
     return NULL;
+}
+
+int
+chan_feeder_drain(chan_map *m)
+{
+    chan_pending *item;
+    while ((item = peek_item(m)) != NULL) {
+        if (chan_try_write_whole(m, item->data, item->len, item->flags) != 0) {
+            return EAGAIN;
+        }
+        retire_item(m, item);
+    }
+    return 0;
 }
 
 static int
@@ -234,7 +280,7 @@ chan_feeder_push(chan_map *m, chan_pending *item)
 void
 chan_feeder_release_done(chan_map *m)
 {
-    if (m->pid != getpid()) {
+    if (m->pid != chan_pid()) {
         return;
     }
     pthread_mutex_lock(&m->mu);
@@ -252,7 +298,7 @@ chan_feeder_release_done(chan_map *m)
 int
 chan_feeder_wait_empty(chan_map *m)
 {
-    if (m->pid != getpid()) {
+    if (m->pid != chan_pid()) {
         return 0;
     }
     pthread_mutex_lock(&m->mu);

@@ -18,6 +18,7 @@
 #define ALIGN8(n) (((n) + 7u) & ~(uint64_t)7u)
 #define SLICE_NS 50000000L              /* signal-check slice for waits */
 #define SPIN_ROUNDS 2000                /* polls before sleeping for data */
+#define WRITER_SPIN_ROUNDS 32           /* tries for a briefly held wlock */
 
 static inline uint64_t
 load_acq(const uint64_t *p)
@@ -165,6 +166,8 @@ chan_map_decref(chan_map *m)
 
 /* ---- locks ----------------------------------------------------------- */
 
+const fastmp_deadline chan_no_wait = {0, {0, 0}};
+
 int
 chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 {
@@ -190,6 +193,26 @@ chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
         /* the holder died: the lock is ours; the shared flags say what to
          * repair, so the state is consistent as far as the lock goes */
         err = pthread_mutex_consistent(mu);
+    }
+    return err;
+}
+
+int
+chan_lock_writer_briefly(chan_map *m)
+{
+    int err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
+    /* another producer holds the lock for one small message, which takes
+     * well under a microsecond: worth a short spin, unlike a message
+     * being streamed */
+    for (int i = 0; err == EBUSY && i < WRITER_SPIN_ROUNDS
+                    && !__atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED); i++) {
+        for (int j = 0; j < 8; j++) {
+            cpu_relax();
+        }
+        err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
+    }
+    if (err == 0) {
+        chan_repair_writer(m);
     }
     return err;
 }
@@ -299,6 +322,10 @@ static int
 wait_space(chan_map *m, uint64_t need, const fastmp_deadline *d)
 {
     chan_shared *sh = m->sh;
+    struct timespec left;
+    if (!fastmp_deadline_remaining(d, &left)) {
+        return ETIMEDOUT;
+    }
     fastmp_deadline slice;
     fastmp_deadline_from_seconds(SLICE_NS / 1e9, &slice);
     int capped = !d->infinite
@@ -482,9 +509,7 @@ int
 chan_writer_gone(chan_map *m)
 {
     chan_shared *sh = m->sh;
-    fastmp_deadline now;
-    fastmp_deadline_from_seconds(0.0, &now);
-    if (chan_lock(&sh->wlock, &now, 0) != 0) {
+    if (chan_lock(&sh->wlock, &chan_no_wait, 0) != 0) {
         return 0;                       /* a live writer is at work */
     }
     int gone = 0;
