@@ -15,6 +15,9 @@
 /* Payloads up to this size are copied into the feeder buffer; larger ones
  * are sent straight from the pickled object, which the buffer keeps. */
 #define COPY_LIMIT (64u * 1024u)
+/* Seconds a put waits for a writer lock held for small messages before
+ * it buffers its message instead. */
+#define LOCK_PATIENCE 0.001
 
 typedef struct {
     PyObject_HEAD
@@ -176,10 +179,20 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
     int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
                    && m->pid == chan_pid();
-    if (chan_lock_writer_briefly(m) != 0) {
+    int err = chan_lock_writer(m, &chan_no_wait);
+    if (err == EBUSY && !chan_streaming(m)) {
+        /* wait a moment for a busy lock rather than buffer: buffering
+         * costs more, and memory when producers outrun the consumer */
+        fastmp_deadline soon;
+        fastmp_deadline_from_seconds(LOCK_PATIENCE, &soon);
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_lock_writer(m, &soon);
+        Py_END_ALLOW_THREADS
+    }
+    if (err) {
         return EAGAIN;
     }
-    int err = buffered ? chan_feeder_drain(m) : 0;
+    err = buffered ? chan_feeder_drain(m) : 0;
     if (err == 0) {
         err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
     }

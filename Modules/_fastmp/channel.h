@@ -144,10 +144,12 @@ extern const fastmp_deadline chan_no_wait;
  * an errno value. */
 int chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait);
 void chan_unlock(pthread_mutex_t *mu);
-/* Take wlock without sleeping: try, and spin a little while its holder is
- * sending a small message.  Repairs a message left unfinished.  Returns 0
- * or EBUSY (or an errno value). */
-int chan_lock_writer_briefly(chan_map *m);
+/* Take wlock for a small message: try, spin a little, then sleep until
+ * `d` -- unless its holder is streaming a large message.  Repairs a
+ * message left unfinished.  Returns 0, EBUSY, or an errno value. */
+int chan_lock_writer(chan_map *m, const fastmp_deadline *d);
+/* True while some writer is in the middle of a streamed message. */
+int chan_streaming(const chan_map *m);
 
 /* Largest payload sent as one WHOLE record. */
 uint64_t chan_whole_max(const chan_map *m);

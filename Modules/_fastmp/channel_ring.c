@@ -18,7 +18,7 @@
 #define ALIGN8(n) (((n) + 7u) & ~(uint64_t)7u)
 #define SLICE_NS 50000000L              /* signal-check slice for waits */
 #define SPIN_ROUNDS 2000                /* polls before sleeping for data */
-#define WRITER_SPIN_ROUNDS 32           /* tries for a briefly held wlock */
+#define WRITER_SPIN_ROUNDS 4           /* tries for a briefly held wlock */
 
 static inline uint64_t
 load_acq(const uint64_t *p)
@@ -198,23 +198,37 @@ chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 }
 
 int
-chan_lock_writer_briefly(chan_map *m)
+chan_lock_writer(chan_map *m, const fastmp_deadline *d)
 {
     int err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
     /* another producer holds the lock for one small message, which takes
-     * well under a microsecond: worth a short spin, unlike a message
-     * being streamed */
-    for (int i = 0; err == EBUSY && i < WRITER_SPIN_ROUNDS
-                    && !__atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED); i++) {
+     * well under a microsecond: worth a short spin, then a short sleep;
+     * not so for a message being streamed, which can take long */
+    for (int i = 0; err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
         for (int j = 0; j < 8; j++) {
             cpu_relax();
         }
         err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
     }
+    if (err == EBUSY && !chan_streaming(m)) {
+        struct timespec left;
+        if (fastmp_deadline_remaining(d, &left)) {
+            err = chan_lock(&m->sh->wlock, d, 1);
+            if (err == ETIMEDOUT || err == EINTR) {
+                err = EBUSY;
+            }
+        }
+    }
     if (err == 0) {
         chan_repair_writer(m);
     }
     return err;
+}
+
+int
+chan_streaming(const chan_map *m)
+{
+    return __atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED) != 0;
 }
 
 void
