@@ -91,40 +91,54 @@ parse_block_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
 
 /* ---- encoding -------------------------------------------------------- */
 
-/* The message for `obj`: a bytes object is sent as is (REC_RAW); plain
- * atoms go through pickle.dumps; everything else through the
- * ForkingPickler-aware dumps.  Returns 0 with *view filled, or -1. */
+/* The message for `obj`: a bytes object is sent as is (REC_RAW), a str
+ * as its UTF-8 (REC_STR; both skip pickle entirely), other plain atoms go
+ * through pickle.dumps and everything else through the ForkingPickler-
+ * aware dumps.  Returns 0 with *view filled (it keeps the source alive),
+ * or -1. */
 static int
 encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
 {
-    PyObject *payload;
     *flags = 0;
     if (PyBytes_CheckExact(obj)) {
         *flags = REC_RAW;
-        payload = Py_NewRef(obj);
+        return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
     }
-    else {
-        int atom = PyUnicode_CheckExact(obj) || PyLong_CheckExact(obj)
-                   || PyFloat_CheckExact(obj) || obj == Py_None || PyBool_Check(obj);
-        PyObject *dumps = atom ? st->chan_fast_dumps : st->chan_dumps;
-        payload = PyObject_CallOneArg(dumps, obj);
-        if (payload == NULL) {
-            return -1;
+    if (PyUnicode_CheckExact(obj)) {
+        Py_ssize_t len;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(obj, &len);
+        if (utf8 != NULL) {
+            *flags = REC_STR;
+            return PyBuffer_FillInfo(view, obj, (void *)utf8, len, 1, PyBUF_SIMPLE);
         }
+        PyErr_Clear();                  /* lone surrogates: pickle copes */
+    }
+    int atom = PyUnicode_CheckExact(obj) || PyLong_CheckExact(obj)
+               || PyFloat_CheckExact(obj) || obj == Py_None || PyBool_Check(obj);
+    PyObject *payload = PyObject_CallOneArg(atom ? st->chan_fast_dumps : st->chan_dumps, obj);
+    if (payload == NULL) {
+        return -1;
     }
     int r = PyObject_GetBuffer(payload, view, PyBUF_SIMPLE);
     Py_DECREF(payload);
     return r;
 }
 
-/* The object for a received message (consumes `msg`). */
+/* The object for a received message (consumes `msg`, the payload bytes,
+ * or for a str that was decoded straight from the ring, the str). */
 static PyObject *
 decode(fastmp_state *st, PyObject *msg, uint32_t flags)
 {
-    if (flags & REC_RAW) {
+    if ((flags & REC_RAW) || PyUnicode_CheckExact(msg)) {
         return msg;
     }
-    PyObject *obj = PyObject_CallOneArg(st->chan_loads, msg);
+    PyObject *obj;
+    if (flags & REC_STR) {
+        obj = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), NULL);
+    }
+    else {
+        obj = PyObject_CallOneArg(st->chan_loads, msg);
+    }
     Py_DECREF(msg);
     return obj;
 }
@@ -410,7 +424,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 drop_torn(m, &msg, &skipping);
             }
             skipping = 0;
-            *flags = rec.kind & REC_RAW;
+            *flags = rec.kind & (REC_RAW | REC_STR);
             uint64_t head = 0;
             if (kind == REC_FIRST) {
                 chan_copy_out(m, 0, &total, sizeof(total));
@@ -425,6 +439,17 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 chan_consume(m, &rec);
                 PyErr_SetString(PyExc_OSError, "queue channel is corrupt");
                 return NULL;
+            }
+            const char *direct = kind == REC_WHOLE && (*flags & REC_STR)
+                                 ? chan_payload_ptr(m, total) : NULL;
+            if (direct != NULL) {
+                /* a str in one piece: decode it straight from the ring */
+                msg = PyUnicode_DecodeUTF8(direct, (Py_ssize_t)total, NULL);
+                chan_consume(m, &rec);
+                if (msg == NULL) {
+                    return NULL;
+                }
+                break;
             }
             msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
             if (msg == NULL) {

@@ -34,6 +34,7 @@
 enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 };
 #define REC_KIND_MASK 0xffu
 #define REC_RAW 0x100u                  /* payload is the bytes object itself */
+#define REC_STR 0x200u                  /* payload is a str's UTF-8 */
 
 /* chan_shared.flags */
 #define CHAN_JOINABLE 1u
@@ -176,6 +177,9 @@ void chan_peek(const chan_map *m, chan_rec *rec);
 /* Holding rlock: copy `n` bytes from ring offset `off` past the record
  * header at head into dst. */
 void chan_copy_out(const chan_map *m, uint64_t off, void *dst, uint64_t n);
+/* Holding rlock: the payload of the record at head if its first `n`
+ * bytes are contiguous in the ring, else NULL. */
+const char *chan_payload_ptr(const chan_map *m, uint64_t n);
 /* Holding rlock: consume the record at head (header + padded payload) and
  * wake writers waiting for space. */
 void chan_consume(chan_map *m, const chan_rec *rec);

@@ -494,6 +494,13 @@ chan_copy_out(const chan_map *m, uint64_t off, void *dst, uint64_t n)
     }
 }
 
+const char *
+chan_payload_ptr(const chan_map *m, uint64_t n)
+{
+    uint64_t at = (m->sh->head + sizeof(chan_rec)) & m->mask;
+    return m->sh->capacity - at >= n ? (const char *)m->ring + at : NULL;
+}
+
 void
 chan_peek(const chan_map *m, chan_rec *rec)
 {
