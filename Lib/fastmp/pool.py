@@ -25,6 +25,7 @@ import types
 import warnings
 
 from . import util
+from .reduction import ForkingPickler
 from ._fastmp import ProcessError, TimeoutError
 from ._fastmp import (Dispatcher, worker_loop, TASK_APPLY, TASK_MAP,
                       TASK_STARMAP, RESULT_OK, RESULT_ERROR, RESULT_LOST,
@@ -134,7 +135,6 @@ class _Failure:
 # ---- the worker side -------------------------------------------------------
 
 def _dumps(obj):
-    from .reduction import ForkingPickler
     return ForkingPickler.dumps(obj)
 
 
@@ -179,7 +179,7 @@ def worker(channel, initializer=None, initargs=(), maxtasks=None):
 def _close_parent_ends(core):
     """After fork: the child must not hold the parent's worker channels,
     or a worker would miss end-of-file when the parent goes away."""
-    util.close_fds(*core.parent_fds)
+    core.dispatcher.close_in_child()
 
 
 # ---- results ---------------------------------------------------------------
@@ -264,8 +264,10 @@ class ApplyResult:
         self._pool = self._pool.finished_marker
 
     def _abandon(self):
-        """The pool is gone: finish now with WorkerLostError."""
-        self._absorb(_CLOSED, [])
+        """The pool is gone: finish with the outcomes that came, failing
+        with WorkerLostError if some did not."""
+        state, outcomes = self._pool.dispatcher.collect(self._job, 0, _NO_WAIT)
+        self._absorb(_CLOSED if state == _PENDING else state, outcomes)
 
     def __del__(self):
         core = getattr(self, '_pool', None)
@@ -377,9 +379,6 @@ class IMapIterator:
         self._length = nchunks
         self._pool.dispatcher.expect(self._job, nchunks)
 
-    def _abandon(self):
-        self._pool.forget(self._job)
-
     def __del__(self):
         core = getattr(self, '_pool', None)
         if core is not None:
@@ -463,8 +462,6 @@ class _PoolCore:
         self.purge_at = 64
         self.workers = []                   # the Pool's _pool
         self.by_pid = {}
-        self.parent_fds = set()             # channels, closed in forked children
-        self.fd_of = {}
         self.exitcodes = {}
         self.exit_cond = threading.Condition()
         self.lock = threading.RLock()
@@ -531,8 +528,6 @@ class _PoolCore:
         return proc, parent.detach()
 
     def register(self, proc, fd):
-        self.parent_fds.add(fd)
-        self.fd_of[proc.pid] = fd
         self.by_pid[proc.pid] = proc
         self.workers.append(proc)
         budget = self.maxtasks if self.maxtasks else -1
@@ -548,7 +543,6 @@ class _PoolCore:
         proc = self.by_pid.pop(pid, None)
         if proc is None:
             return
-        self.parent_fds.discard(self.fd_of.pop(pid, None))
         proc.join()
         with self.exit_cond:
             self.exitcodes[pid] = proc.exitcode
@@ -611,8 +605,10 @@ class _PoolCore:
                 proc.terminate()
 
     def abandon_results(self):
+        """The dispatcher is closed: results finish with what they got."""
         for result in list(self.cache.values()):
-            result._abandon()
+            if isinstance(result, ApplyResult):
+                result._abandon()
         self.cache.clear()
 
     def terminate(self):
@@ -622,7 +618,6 @@ class _PoolCore:
                 return
             self.state = TERMINATE
             self.dispatcher.close(False)
-            self.parent_fds.clear()
             self.kill_workers()
         self.join_handler()
         self.handler = None
@@ -634,7 +629,6 @@ class _PoolCore:
         self.dispatcher.wait_idle(None)
         with self.lock:
             self.dispatcher.close(True)
-            self.parent_fds.clear()
         self.join_handler()
         self.join_workers()
         self.abandon_results()

@@ -21,10 +21,16 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define JOB_BUCKETS 256
 #define READ_CHUNK 65536
+/* A worker gets more tasks in flight when its tasks are short: enough to
+ * cover about PIPELINE_NS of work, up to DEPTH_MAX tasks. */
+#define PIPELINE_NS 2000000.0
+#define DEPTH_MAX 64
+#define WRITE_BATCH 64
 
 enum { EVENT_EXIT = 1, EVENT_READY = 2 };
 
@@ -64,6 +70,9 @@ typedef struct {
     int64_t pid;
     int64_t budget;              /* tasks it may still get; -1: unlimited */
     int ninflight;
+    int depth;                   /* tasks it may hold now */
+    double task_ns;              /* running mean of its task times, 0: none */
+    struct timespec last_result;
     task_t *head, *tail;         /* sent or being sent, oldest first */
     task_t *writing;             /* first task not fully written */
     size_t write_off;
@@ -85,6 +94,7 @@ typedef struct {
     pid_t owner;                 /* the process that may use the thread */
     int wakefd;                  /* eventfd: re-read the state */
     int closed;
+    int polling;                 /* the thread sleeps in poll() */
     int inflight_max;
     uint32_t seq;                /* futex word: bumped on every change */
     int waiters;
@@ -221,25 +231,41 @@ wake_thread(Dispatcher *d)
     (void)!write(d->wakefd, &one, sizeof(one));
 }
 
-/* Write as much of worker w's unsent frames as the socket takes now.
- * Returns 0, or an errno value for a broken socket (the sentinel will
- * report the worker's death; the frames stay in flight). */
+/* Write as much of worker w's unsent frames as the socket takes now,
+ * several frames per system call.  Returns 0, or an errno value for a
+ * broken socket (the sentinel will report the worker's death; the frames
+ * stay in flight). */
 static int
 flush_worker(worker_t *w)
 {
     while (w->writing != NULL) {
-        task_t *t = w->writing;
-        ssize_t n = write(w->fd, t->frame + w->write_off, t->size - w->write_off);
+        struct iovec iov[WRITE_BATCH];
+        int nvec = 0;
+        size_t off = w->write_off;
+        for (task_t *t = w->writing; t != NULL && nvec < WRITE_BATCH; t = t->next) {
+            iov[nvec].iov_base = t->frame + off;
+            iov[nvec].iov_len = t->size - off;
+            nvec++;
+            off = 0;
+        }
+        ssize_t n = writev(w->fd, iov, nvec);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
             return errno == EAGAIN ? 0 : errno;
         }
-        w->write_off += (size_t)n;
-        if (w->write_off == t->size) {
-            w->writing = t->next;
+        size_t left = (size_t)n;
+        while (w->writing != NULL && left >= w->writing->size - w->write_off) {
+            left -= w->writing->size - w->write_off;
+            w->writing = w->writing->next;
             w->write_off = 0;
+        }
+        if (w->writing != NULL) {
+            w->write_off += left;
+            if (left == 0 || n == 0) {
+                return 0;           /* the socket is full */
+            }
         }
     }
     return 0;
@@ -255,7 +281,7 @@ assign_pending(Dispatcher *d)
         worker_t *best = NULL;
         for (int i = 0; i < d->nworkers; i++) {
             worker_t *w = &d->workers[i];
-            if (w->fd < 0 || w->eof || w->budget == 0 || w->ninflight >= d->inflight_max) {
+            if (w->fd < 0 || w->eof || w->budget == 0 || w->ninflight >= w->depth) {
                 continue;
             }
             if (best == NULL || w->ninflight < best->ninflight) {
@@ -296,6 +322,24 @@ assign_pending(Dispatcher *d)
     return 0;
 }
 
+/* A result came from w: when w was busy since its previous result, that
+ * gap is one task's time; adapt how many tasks w may hold. */
+static void
+note_task_time(Dispatcher *d, worker_t *w)
+{
+    struct timespec now;
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    if (w->ninflight >= 2 && (w->last_result.tv_sec || w->last_result.tv_nsec)) {
+        double ns = (double)(now.tv_sec - w->last_result.tv_sec) * 1e9
+                    + (double)(now.tv_nsec - w->last_result.tv_nsec);
+        w->task_ns = w->task_ns == 0 ? ns : 0.8 * w->task_ns + 0.2 * ns;
+        double fit = PIPELINE_NS / (w->task_ns > 1.0 ? w->task_ns : 1.0);
+        w->depth = fit >= DEPTH_MAX ? DEPTH_MAX
+                   : fit <= d->inflight_max ? d->inflight_max : (int)fit;
+    }
+    w->last_result = now;
+}
+
 /* Parse the complete result frames in w's input buffer.  Returns 0, or
  * EPROTO for a frame that does not belong there. */
 static int
@@ -329,6 +373,7 @@ parse_results(Dispatcher *d, worker_t *w)
             w->tail = NULL;
         }
         free(t);
+        note_task_time(d, w);
         w->ninflight--;
         complete(d, h.job, h.index, h.status, 0, data, (size_t)h.len);
     }
@@ -488,10 +533,12 @@ dispatcher_main(void *arg)
                 owner[n++] = i;
             }
         }
+        d->polling = 1;
         pthread_mutex_unlock(&d->mu);
         int r = poll(fds, (nfds_t)n, -1);
         int poll_errno = errno;
         pthread_mutex_lock(&d->mu);
+        d->polling = 0;
         if (r < 0) {
             if (poll_errno == EINTR) {
                 continue;
@@ -714,7 +761,9 @@ shutdown_dispatcher(Dispatcher *d, int send_stop)
             close(w->sentinel);
         }
         free(w->in);
+        memset(w, 0, sizeof(*w));
         w->fd = -1;
+        w->sentinel = -1;
     }
     for (task_t *t = d->pend_head; t != NULL;) {
         task_t *next = t->next;
@@ -812,6 +861,7 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     w->sentinel = sdup;
     w->pid = pid;
     w->budget = budget < 0 ? -1 : budget;
+    w->depth = d->inflight_max;
     int err = 0;
     if (!d->thread_running) {
         err = start_thread(d);
@@ -967,8 +1017,19 @@ Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     }
     d->pend_tail = t;
     d->busy++;
-    /* send it from this thread when a worker has room: saves a wake-up */
-    if (assign_pending(d) && d->thread_running) {
+    /* An idle worker gets the task from this thread: the thread need not
+     * wake.  Otherwise the thread sends it (it is told only if asleep). */
+    int idle = 0;
+    for (int i = 0; i < d->nworkers && !idle; i++) {
+        worker_t *w = &d->workers[i];
+        idle = w->fd >= 0 && !w->eof && w->budget != 0 && w->ninflight == 0;
+    }
+    if (idle) {
+        if (assign_pending(d) && d->polling) {
+            wake_thread(d);
+        }
+    }
+    else if (d->polling) {
         wake_thread(d);
     }
     pthread_mutex_unlock(&d->mu);
@@ -1180,27 +1241,32 @@ Dispatcher_close(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* live_workers() -> list of pids the dispatcher still serves. */
+/* close_in_child(): in a forked child, close the copies of the parent's
+ * channels (a worker holding another's channel would hide its end of
+ * file).  Nothing else runs in the child, so no lock is taken. */
 static PyObject *
-Dispatcher_live_workers(Dispatcher *d, PyObject *Py_UNUSED(ignored))
+Dispatcher_close_in_child(Dispatcher *d, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *out = PyList_New(0);
-    if (out == NULL) {
+    if (d->owner == getpid()) {
+        PyErr_SetString(PyExc_RuntimeError, "close_in_child() called in the parent");
         return NULL;
     }
-    lock_dispatcher(d);
-    for (int i = 0; i < d->nworkers && out != NULL; i++) {
-        if (d->workers[i].fd < 0) {
-            continue;
+    for (int i = 0; i < d->nworkers; i++) {
+        worker_t *w = &d->workers[i];
+        if (w->fd >= 0) {
+            close(w->fd);
+            w->fd = -1;
         }
-        PyObject *pid = PyLong_FromLongLong(d->workers[i].pid);
-        if (pid == NULL || PyList_Append(out, pid) < 0) {
-            Py_CLEAR(out);
+        if (w->sentinel >= 0) {
+            close(w->sentinel);
+            w->sentinel = -1;
         }
-        Py_XDECREF(pid);
     }
-    pthread_mutex_unlock(&d->mu);
-    return out;
+    if (d->wakefd >= 0) {
+        close(d->wakefd);
+        d->wakefd = -1;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -1210,12 +1276,6 @@ Dispatcher_get_busy(Dispatcher *d, void *Py_UNUSED(closure))
     long long busy = d->busy;
     pthread_mutex_unlock(&d->mu);
     return PyLong_FromLongLong(busy);
-}
-
-static PyObject *
-Dispatcher_get_closed(Dispatcher *d, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(d->closed);
 }
 
 static PyMethodDef Dispatcher_methods[] = {
@@ -1238,14 +1298,13 @@ static PyMethodDef Dispatcher_methods[] = {
      "next_events(timeout) -> [(kind, value), ...], or None once closed."},
     {"close", (PyCFunction)(void (*)(void))Dispatcher_close, METH_FASTCALL,
      "close(stop=True): stop dispatching and close every channel."},
-    {"live_workers", (PyCFunction)Dispatcher_live_workers, METH_NOARGS,
-     "live_workers() -> pids of the workers being served."},
+    {"close_in_child", (PyCFunction)Dispatcher_close_in_child, METH_NOARGS,
+     "close_in_child(): after fork, close the child's copies of the channels."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef Dispatcher_getset[] = {
     {"busy", (getter)Dispatcher_get_busy, NULL, "tasks pending or in flight", NULL},
-    {"closed", (getter)Dispatcher_get_closed, NULL, "True after close()", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -8,25 +8,50 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* Read exactly `len` bytes with the GIL released, retrying after EINTR
- * once pending signals were handled.  Returns 1 when done, 0 on end of
- * file before the first byte, -1 with an exception set otherwise (an end
- * of file in mid-frame is an EOFError). */
+#define READ_SIZE 65536
+
+/* The worker's input buffer: one read() often brings several tasks. */
+typedef struct {
+    char *buf;
+    size_t start, len, cap;     /* unparsed bytes: buf[start:start+len] */
+} inbuf;
+
+/* Make sure `want` unparsed bytes are buffered, reading with the GIL
+ * released and retrying after EINTR once signal handlers ran.  Returns 1
+ * when they are, 0 on end of file with nothing buffered, -1 with an
+ * exception set otherwise (end of file in mid-frame is an EOFError). */
 static int
-read_exact(int fd, char *buf, size_t len)
+fill(int fd, inbuf *in, size_t want)
 {
-    size_t got = 0;
-    while (got < len) {
+    if (in->len >= want) {
+        return 1;
+    }
+    if (in->start + want > in->cap) {
+        memmove(in->buf, in->buf + in->start, in->len);
+        in->start = 0;
+        if (want > in->cap) {
+            char *grown = PyMem_RawRealloc(in->buf, want);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            in->buf = grown;
+            in->cap = want;
+        }
+    }
+    while (in->len < want) {
+        char *at = in->buf + in->start + in->len;
+        size_t room = in->cap - in->start - in->len;
         ssize_t n;
         Py_BEGIN_ALLOW_THREADS
-        n = read(fd, buf + got, len - got);
+        n = read(fd, at, room);
         Py_END_ALLOW_THREADS
         if (n > 0) {
-            got += (size_t)n;
+            in->len += (size_t)n;
             continue;
         }
         if (n == 0) {
-            if (got == 0) {
+            if (in->len == 0) {
                 return 0;
             }
             PyErr_SetString(PyExc_EOFError, "pool channel closed in mid-frame");
@@ -40,6 +65,49 @@ read_exact(int fd, char *buf, size_t len)
         }
         fastmp_oserror(errno, "read");
         return -1;
+    }
+    return 1;
+}
+
+/* Read the next frame: its header into *h and, for a task, its payload
+ * as a new bytes object in *payload.  Returns 1, 0 at end of file, or -1
+ * with an exception set. */
+static int
+next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
+{
+    *payload = NULL;
+    int r = fill(fd, in, sizeof(*h));
+    if (r <= 0) {
+        return r;
+    }
+    memcpy(h, in->buf + in->start, sizeof(*h));
+    if (h->kind == FRAME_STOP) {
+        in->start += sizeof(*h);
+        in->len -= sizeof(*h);
+        return 1;
+    }
+    if (h->kind < FRAME_APPLY || h->kind > FRAME_STARMAP || h->len > FRAME_MAX_PAYLOAD) {
+        PyErr_Format(PyExc_ValueError, "bad pool frame (kind %u, %llu bytes)",
+                     (unsigned)h->kind, (unsigned long long)h->len);
+        return -1;
+    }
+    size_t total = sizeof(*h) + (size_t)h->len;
+    r = fill(fd, in, total);
+    if (r <= 0) {
+        if (r == 0) {
+            PyErr_SetString(PyExc_EOFError, "pool channel closed in mid-frame");
+        }
+        return -1;
+    }
+    *payload = PyBytes_FromStringAndSize(in->buf + in->start + sizeof(*h),
+                                         (Py_ssize_t)h->len);
+    if (*payload == NULL) {
+        return -1;
+    }
+    in->start += total;
+    in->len -= total;
+    if (in->len == 0) {
+        in->start = 0;
     }
     return 1;
 }
@@ -207,35 +275,21 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 
+    inbuf in = {.buf = PyMem_RawMalloc(READ_SIZE), .cap = READ_SIZE};
+    if (in.buf == NULL) {
+        return PyErr_NoMemory();
+    }
     long long done = 0;
+    PyObject *outcome = NULL;
     while (maxtasks <= 0 || done < maxtasks) {
         frame_header h;
-        int r = read_exact(fd, (char *)&h, sizeof(h));
-        if (r <= 0) {
-            if (r < 0) {
-                return NULL;
+        PyObject *payload;
+        int r = next_frame(fd, &in, &h, &payload);
+        if (r <= 0 || h.kind == FRAME_STOP) {
+            if (r >= 0) {
+                outcome = PyLong_FromLongLong(done);
             }
             break;
-        }
-        if (h.kind == FRAME_STOP) {
-            break;
-        }
-        if (h.kind < FRAME_APPLY || h.kind > FRAME_STARMAP || h.len > FRAME_MAX_PAYLOAD) {
-            PyErr_Format(PyExc_ValueError, "bad pool frame (kind %u, %llu bytes)",
-                         (unsigned)h.kind, (unsigned long long)h.len);
-            return NULL;
-        }
-        PyObject *payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h.len);
-        if (payload == NULL) {
-            return NULL;
-        }
-        /* the bytes object is private to us until filled */
-        if (h.len > 0 && read_exact(fd, PyBytes_AS_STRING(payload), (size_t)h.len) <= 0) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_EOFError, "pool channel closed in mid-frame");
-            }
-            Py_DECREF(payload);
-            return NULL;
         }
         PyObject *task = PyObject_CallOneArg(loads, payload);
         Py_DECREF(payload);
@@ -245,12 +299,12 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *data = encode_outcome(value, dumps, on_failure, &status);
         Py_XDECREF(value);
         if (data == NULL) {
-            return NULL;
+            break;
         }
         Py_buffer view;
         if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
             Py_DECREF(data);
-            return NULL;
+            break;
         }
         frame_header reply = {
             .kind = FRAME_RESULT, .status = status, .job = h.job,
@@ -260,11 +314,15 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&view);
         Py_DECREF(data);
         if (r < 0) {
-            return NULL;
+            break;
         }
         done++;
     }
-    return PyLong_FromLongLong(done);
+    if (outcome == NULL && !PyErr_Occurred()) {
+        outcome = PyLong_FromLongLong(done);     /* the budget is spent */
+    }
+    PyMem_RawFree(in.buf);
+    return outcome;
 }
 
 PyMethodDef fastmp_worker_functions[] = {
