@@ -43,8 +43,10 @@ TERMINATE = 'TERMINATE'
 _NO_WAIT, _WAIT_ANY, _WAIT_READY = 0, 1, 2
 _PENDING, _READY, _CLOSED = 0, 1, 2
 
-# tasks each worker may hold at once
+# tasks each worker may hold at once (the dispatcher raises it for short tasks)
 _INFLIGHT = 2
+# results not asked for are dropped from the cache when it grows past this
+_PURGE_MIN = 1024
 
 job_counter = itertools.count()
 
@@ -459,7 +461,7 @@ class _PoolCore:
         self.make_worker = make_worker
         self.state = INIT
         self.cache = {}
-        self.purge_at = 64
+        self.purge_at = _PURGE_MIN
         self.workers = []                   # the Pool's _pool
         self.by_pid = {}
         self.exitcodes = {}
@@ -507,7 +509,7 @@ class _PoolCore:
         for result in list(self.cache.values()):
             if isinstance(result, ApplyResult):
                 result.ready()
-        self.purge_at = max(64, 2 * len(self.cache))
+        self.purge_at = max(_PURGE_MIN, 2 * len(self.cache))
 
     def forget(self, job):
         self.cache.pop(job, None)

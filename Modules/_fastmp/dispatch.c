@@ -100,7 +100,7 @@ typedef struct {
     int waiters;
     task_t *pend_head, *pend_tail;
     int64_t busy;                /* tasks pending or in flight */
-    worker_t *workers;
+    worker_t **workers;          /* slots; each stays put while allocated */
     int nworkers;                /* slots allocated */
     job_t *jobs[JOB_BUCKETS];
     event_t *ev_head, *ev_tail;
@@ -280,7 +280,7 @@ assign_pending(Dispatcher *d)
     while (d->pend_head != NULL) {
         worker_t *best = NULL;
         for (int i = 0; i < d->nworkers; i++) {
-            worker_t *w = &d->workers[i];
+            worker_t *w = d->workers[i];
             if (w->fd < 0 || w->eof || w->budget == 0 || w->ninflight >= w->depth) {
                 continue;
             }
@@ -315,7 +315,7 @@ assign_pending(Dispatcher *d)
         (void)flush_worker(best);
     }
     for (int i = 0; i < d->nworkers; i++) {
-        if (d->workers[i].fd >= 0 && d->workers[i].writing != NULL) {
+        if (d->workers[i]->fd >= 0 && d->workers[i]->writing != NULL) {
             return 1;
         }
     }
@@ -384,10 +384,12 @@ parse_results(Dispatcher *d, worker_t *w)
     return err;
 }
 
-/* Read what worker w has sent and record the results.  Sets w->eof at
- * end of file.  Returns 0 or an errno value. */
+/* Read what worker w has sent into its buffer, until the socket is
+ * empty; sets w->eof at end of file.  Touches only w's input side, which
+ * no other thread uses: the dispatcher thread calls it without the lock.
+ * Returns 0 or an errno value. */
 static int
-read_worker(Dispatcher *d, worker_t *w)
+slurp_worker(worker_t *w)
 {
     for (;;) {
         size_t want = READ_CHUNK;
@@ -408,29 +410,29 @@ read_worker(Dispatcher *d, worker_t *w)
             w->in_cap = cap;
         }
         ssize_t n = read(w->fd, w->in + w->in_len, w->in_cap - w->in_len);
-        if (n == 0) {
+        if (n > 0) {
+            w->in_len += (size_t)n;
+            continue;
+        }
+        if (n == 0 || errno == ECONNRESET) {
             w->eof = 1;
-            return parse_results(d, w);
+            return 0;
         }
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EAGAIN) {
-                return 0;
-            }
-            if (errno == ECONNRESET) {
-                w->eof = 1;
-                return parse_results(d, w);
-            }
-            return errno;
+        if (errno == EINTR) {
+            continue;
         }
-        w->in_len += (size_t)n;
-        int err = parse_results(d, w);
-        if (err != 0) {
-            return err;
-        }
+        return errno == EAGAIN ? 0 : errno;
     }
+}
+
+/* Read and record what worker w sent (mutex held).  Returns 0 or an
+ * errno value. */
+static int
+read_worker(Dispatcher *d, worker_t *w)
+{
+    int err = slurp_worker(w);
+    int perr = parse_results(d, w);
+    return err != 0 ? err : perr;
 }
 
 /* Forget worker w: unsent tasks go back to the front of the queue, the
@@ -493,7 +495,8 @@ dispatcher_main(void *arg)
 {
     Dispatcher *d = arg;
     struct pollfd *fds = NULL;
-    int *owner = NULL;           /* fds[i] belongs to worker owner[i] */
+    worker_t **owner = NULL;     /* the worker fds[k] belongs to */
+    int *read_err = NULL;        /* what reading fds[k] gave */
     size_t cap = 0;
 
     pthread_mutex_lock(&d->mu);
@@ -502,41 +505,56 @@ dispatcher_main(void *arg)
         size_t need = 1 + 2 * (size_t)d->nworkers;
         if (need > cap) {
             struct pollfd *nf = realloc(fds, need * sizeof(*fds));
-            if (nf != NULL) {
-                fds = nf;
-            }
-            int *no = nf == NULL ? NULL : realloc(owner, need * sizeof(*owner));
-            if (no == NULL) {
+            fds = nf != NULL ? nf : fds;
+            worker_t **no = realloc(owner, need * sizeof(*owner));
+            owner = no != NULL ? no : owner;
+            int *ne = realloc(read_err, need * sizeof(*ne));
+            read_err = ne != NULL ? ne : read_err;
+            if (nf == NULL || no == NULL || ne == NULL) {
                 d->error = ENOMEM;
                 break;
             }
-            owner = no;
             cap = need;
         }
         size_t n = 0;
         fds[n].fd = d->wakefd;
         fds[n].events = POLLIN;
-        owner[n++] = -1;
+        owner[n++] = NULL;
         for (int i = 0; i < d->nworkers; i++) {
-            worker_t *w = &d->workers[i];
+            worker_t *w = d->workers[i];
             if (w->fd < 0) {
                 continue;
             }
             if (!w->eof) {
                 fds[n].fd = w->fd;
                 fds[n].events = POLLIN | (w->writing != NULL ? POLLOUT : 0);
-                owner[n++] = i;
+                owner[n++] = w;
             }
             if (w->sentinel >= 0) {
                 fds[n].fd = w->sentinel;
                 fds[n].events = POLLIN;
-                owner[n++] = i;
+                owner[n++] = w;
             }
         }
         d->polling = 1;
         pthread_mutex_unlock(&d->mu);
+
         int r = poll(fds, (nfds_t)n, -1);
         int poll_errno = errno;
+        if (r > 0 && fds[0].revents) {
+            uint64_t count;
+            (void)!read(d->wakefd, &count, sizeof(count));
+        }
+        /* Only this thread reads worker sockets or drops workers, so the
+         * reading needs no lock: submitters are not held up by it. */
+        for (size_t k = 1; r > 0 && k < n; k++) {
+            worker_t *w = owner[k];
+            read_err[k] = 0;
+            if (fds[k].fd == w->fd && (fds[k].revents & (POLLIN | POLLHUP | POLLERR))) {
+                read_err[k] = slurp_worker(w);
+            }
+        }
+
         pthread_mutex_lock(&d->mu);
         d->polling = 0;
         if (r < 0) {
@@ -546,32 +564,25 @@ dispatcher_main(void *arg)
             d->error = poll_errno;
             break;
         }
-        if (fds[0].revents) {
-            uint64_t count;
-            (void)!read(d->wakefd, &count, sizeof(count));
-        }
         int changed = 0;
         /* results first: a dead worker's last results are still valid */
         for (size_t k = 1; k < n; k++) {
-            worker_t *w = &d->workers[owner[k]];
-            if (fds[k].fd != w->fd || fds[k].revents == 0 || w->fd < 0) {
+            worker_t *w = owner[k];
+            if (fds[k].fd != w->fd || fds[k].revents == 0) {
                 continue;
             }
             if (fds[k].revents & (POLLIN | POLLHUP | POLLERR)) {
-                int err = read_worker(d, w);
-                if (err != 0) {
+                if (read_err[k] != 0 || parse_results(d, w) != 0) {
                     w->eof = 1;     /* unusable: wait for the sentinel */
                 }
                 changed = 1;
             }
-            if ((fds[k].revents & POLLOUT) && w->fd >= 0 && !w->eof) {
-                if (flush_worker(w) != 0) {
-                    w->eof = 1;
-                }
+            if ((fds[k].revents & POLLOUT) && !w->eof && flush_worker(w) != 0) {
+                w->eof = 1;
             }
         }
         for (size_t k = 1; k < n; k++) {
-            worker_t *w = &d->workers[owner[k]];
+            worker_t *w = owner[k];
             int gone = w->fd >= 0
                        && ((fds[k].fd == w->sentinel && fds[k].revents)
                            || (w->sentinel < 0 && w->eof));
@@ -589,6 +600,7 @@ dispatcher_main(void *arg)
     }
     free(fds);
     free(owner);
+    free(read_err);
     /* a fatal error: sleepers must not wait for results that will not come */
     announce(d);
     pthread_mutex_unlock(&d->mu);
@@ -743,7 +755,7 @@ shutdown_dispatcher(Dispatcher *d, int send_stop)
     }
     lock_dispatcher(d);
     for (int i = 0; i < d->nworkers; i++) {
-        worker_t *w = &d->workers[i];
+        worker_t *w = d->workers[i];
         if (w->fd < 0) {
             continue;
         }
@@ -794,6 +806,9 @@ Dispatcher_dealloc(Dispatcher *d)
         free(e);
         e = next;
     }
+    for (int i = 0; i < d->nworkers; i++) {
+        free(d->workers[i]);
+    }
     free(d->workers);
     if (d->wakefd >= 0) {
         close(d->wakefd);
@@ -838,24 +853,28 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     lock_dispatcher(d);
     int slot = -1;
     for (int i = 0; i < d->nworkers; i++) {
-        if (d->workers[i].fd < 0) {
+        if (d->workers[i]->fd < 0) {
             slot = i;
             break;
         }
     }
     if (slot < 0) {
-        worker_t *ws = realloc(d->workers, (size_t)(d->nworkers + 1) * sizeof(*ws));
-        if (ws == NULL) {
+        worker_t **ws = realloc(d->workers, (size_t)(d->nworkers + 1) * sizeof(*ws));
+        worker_t *fresh = ws == NULL ? NULL : malloc(sizeof(*fresh));
+        if (ws != NULL) {
+            d->workers = ws;
+        }
+        if (fresh == NULL) {
             pthread_mutex_unlock(&d->mu);
             if (sdup >= 0) {
                 close(sdup);
             }
             return PyErr_NoMemory();
         }
-        d->workers = ws;
         slot = d->nworkers++;
+        d->workers[slot] = fresh;
     }
-    worker_t *w = &d->workers[slot];
+    worker_t *w = d->workers[slot];
     memset(w, 0, sizeof(*w));
     w->fd = fd;
     w->sentinel = sdup;
@@ -1021,7 +1040,7 @@ Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
      * wake.  Otherwise the thread sends it (it is told only if asleep). */
     int idle = 0;
     for (int i = 0; i < d->nworkers && !idle; i++) {
-        worker_t *w = &d->workers[i];
+        worker_t *w = d->workers[i];
         idle = w->fd >= 0 && !w->eof && w->budget != 0 && w->ninflight == 0;
     }
     if (idle) {
@@ -1252,7 +1271,7 @@ Dispatcher_close_in_child(Dispatcher *d, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     for (int i = 0; i < d->nworkers; i++) {
-        worker_t *w = &d->workers[i];
+        worker_t *w = d->workers[i];
         if (w->fd >= 0) {
             close(w->fd);
             w->fd = -1;
