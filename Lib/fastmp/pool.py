@@ -229,7 +229,7 @@ class ApplyResult:
     def get(self, timeout=None):
         self.wait(timeout)
         if not self._done:
-            raise TimeoutError("the result was not ready within %s seconds" % timeout)
+            raise TimeoutError
         if self._success:
             return self._value
         raise self._value
