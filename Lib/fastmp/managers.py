@@ -472,10 +472,13 @@ class BaseManager:
         """Ask the server to stop; escalate to SIGTERM, then SIGKILL, if it
         does not exit within `shutdown_timeout` each time."""
         if process.is_alive():
-            try:
-                call_server(_Client, address, authkey, 'shutdown')
-            except Exception:
-                pass
+            # Asked from a helper thread: a server too stuck to answer
+            # must not hang its owner.
+            asker = threading.Thread(target=_request_shutdown,
+                                     args=(_Client, address, authkey),
+                                     daemon=True)
+            asker.start()
+            asker.join(shutdown_timeout)
             process.join(timeout=shutdown_timeout)
             if process.is_alive() and hasattr(process, 'terminate'):
                 util.info('manager still alive: terminating it')
@@ -511,6 +514,13 @@ class BaseManager:
         proxytype_for_typeid[typeid] = proxytype
         if create_method:
             setattr(cls, typeid, _creator(typeid, proxytype))
+
+
+def _request_shutdown(Client, address, authkey):
+    try:
+        call_server(Client, address, authkey, 'shutdown')
+    except Exception as e:
+        util.debug('shutdown request failed: %s', e)
 
 
 def _creator(typeid, proxytype):
