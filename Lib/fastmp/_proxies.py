@@ -149,6 +149,16 @@ class ProcessLocalSet(set):
 proxytype_for_typeid = {}
 
 
+def _authkey_for(authkey, manager):
+    """The key a proxy authenticates with: the one given, else its
+    manager's, else this process's."""
+    if authkey is not None:
+        return process.AuthenticationString(authkey)
+    if manager is not None:
+        return manager._authkey
+    return process.current_process().authkey
+
+
 class BaseProxy:
     """Stands in for an object held by a manager's server."""
 
@@ -164,20 +174,13 @@ class BaseProxy:
                 shared = (util.ForkAwareLocal(), ProcessLocalSet())
                 BaseProxy._address_to_local[token.address] = shared
         self._tls, self._idset = shared
-        self._token = token
-        self._id = token.id
-        self._manager = manager
-        self._serializer = serializer
+        self._token, self._id = token, token.id
+        self._manager, self._serializer = manager, serializer
         self._Client = listener_client[serializer][1]
         # True for a proxy rebuilt inside the server itself (a managed
         # object stored in another): the server keeps that reference.
         self._owned_by_manager = manager_owned
-        if authkey is not None:
-            self._authkey = process.AuthenticationString(authkey)
-        elif manager is not None:
-            self._authkey = manager._authkey
-        else:
-            self._authkey = process.current_process().authkey
+        self._authkey = _authkey_for(authkey, manager)
         if incref:
             self._incref()
         util.register_after_fork(self, BaseProxy._after_fork)
@@ -255,25 +258,28 @@ class BaseProxy:
                 util.debug('decref of %r failed: %s', token.id, e)
         # The thread's connection is no longer needed once the process
         # holds nothing from this server.
-        if not idset and hasattr(tls, 'connection'):
-            tls.connection.close()
+        conn = getattr(tls, 'connection', None) if not idset else None
+        if conn is not None:
             del tls.connection
+            conn.close()
 
     def _after_fork(self):
+        # The forked child holds its own reference (and has no manager).
         self._manager = None
         try:
             self._incref()
         except Exception as e:
-            util.info('incref failed: %s' % e)
+            util.info('incref after fork failed: %s', e)
 
     def __reduce__(self):
-        kwds = {}
-        if get_spawning_popen() is not None:
-            kwds['authkey'] = self._authkey
+        # The key travels only to a child being spawned; anywhere else the
+        # receiver authenticates with its own key.
+        kwds = {'authkey': self._authkey} if get_spawning_popen() else {}
+        rebuild_as = type(self)
         if getattr(self, '_isauto', False):
+            rebuild_as = AutoProxy
             kwds['exposed'] = self._exposed_
-            return RebuildProxy, (AutoProxy, self._token, self._serializer, kwds)
-        return RebuildProxy, (type(self), self._token, self._serializer, kwds)
+        return RebuildProxy, (rebuild_as, self._token, self._serializer, kwds)
 
     def __deepcopy__(self, memo):
         return self._getvalue()
@@ -285,9 +291,10 @@ class BaseProxy:
     def __str__(self):
         """The referent's repr, or a note that it could not be had."""
         try:
-            return self._callmethod('__repr__')
+            text = self._callmethod('__repr__')
         except Exception:
-            return repr(self)[:-1] + "; '__str__()' failed>"
+            text = "%s; '__str__()' failed>" % repr(self)[:-1]
+        return text
 
 
 def RebuildProxy(func, token, serializer, kwds):
@@ -366,8 +373,7 @@ class Value:
     """One value with a type code (the code is only shown, not enforced)."""
 
     def __init__(self, typecode, value, lock=True):
-        self._typecode = typecode
-        self._value = value
+        self._typecode, self._value = typecode, value
 
     def get(self):
         return self._value
@@ -389,54 +395,43 @@ def Array(typecode, sequence, lock=True):
 
 # -- proxy types --------------------------------------------------------------
 
+def _forwards(*names):
+    """Class decorator: give the proxy class a method for each of `names`
+    that calls the referent's method of that name with the same
+    arguments."""
+    def add_forwarders(cls):
+        for name in names:
+            setattr(cls, name, _forwarder(name))
+        return cls
+    return add_forwarders
+
+
+def _calls(methodname):
+    """A method that calls the referent's `methodname` with no arguments,
+    whatever it is given (for __enter__/__exit__)."""
+    def call(self, *ignored):
+        return self._callmethod(methodname)
+    return call
+
+
+@_forwards('__next__', 'send', 'throw', 'close')
 class IteratorProxy(BaseProxy):
     _exposed_ = ('__next__', 'send', 'throw', 'close')
 
     def __iter__(self):
         return self
 
-    def __next__(self, *args):
-        return self._callmethod('__next__', args)
 
-    def send(self, *args):
-        return self._callmethod('send', args)
-
-    def throw(self, *args):
-        return self._callmethod('throw', args)
-
-    def close(self, *args):
-        return self._callmethod('close', args)
-
-
+@_forwards('acquire', 'release')
 class AcquirerProxy(BaseProxy):
     _exposed_ = ('acquire', 'release')
-
-    def acquire(self, blocking=True, timeout=None):
-        if timeout is None:
-            return self._callmethod('acquire', (blocking,))
-        return self._callmethod('acquire', (blocking, timeout))
-
-    def release(self):
-        return self._callmethod('release')
-
-    def __enter__(self):
-        return self._callmethod('acquire')
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        return self._callmethod('release')
+    __enter__ = _calls('acquire')
+    __exit__ = _calls('release')
 
 
+@_forwards('wait', 'notify', 'notify_all')
 class ConditionProxy(AcquirerProxy):
-    _exposed_ = ('acquire', 'release', 'wait', 'notify', 'notify_all')
-
-    def wait(self, timeout=None):
-        return self._callmethod('wait', (timeout,))
-
-    def notify(self, n=1):
-        return self._callmethod('notify', (n,))
-
-    def notify_all(self):
-        return self._callmethod('notify_all')
+    _exposed_ = AcquirerProxy._exposed_ + ('wait', 'notify', 'notify_all')
 
     def wait_for(self, predicate, timeout=None):
         """Wait until predicate() is true (or the timeout passes); return
@@ -454,77 +449,56 @@ class ConditionProxy(AcquirerProxy):
         return result
 
 
+@_forwards('is_set', 'set', 'clear', 'wait')
 class EventProxy(BaseProxy):
     _exposed_ = ('is_set', 'set', 'clear', 'wait')
-
-    def is_set(self):
-        return self._callmethod('is_set')
-
-    def set(self):
-        return self._callmethod('set')
-
-    def clear(self):
-        return self._callmethod('clear')
-
-    def wait(self, timeout=None):
-        return self._callmethod('wait', (timeout,))
 
 
 def _remote_attribute(name):
     return property(lambda self: self._callmethod('__getattribute__', (name,)))
 
 
+@_forwards('wait', 'abort', 'reset')
 class BarrierProxy(BaseProxy):
     _exposed_ = ('__getattribute__', 'wait', 'abort', 'reset')
-
-    def wait(self, timeout=None):
-        return self._callmethod('wait', (timeout,))
-
-    def abort(self):
-        return self._callmethod('abort')
-
-    def reset(self):
-        return self._callmethod('reset')
-
     parties = _remote_attribute('parties')
     n_waiting = _remote_attribute('n_waiting')
     broken = _remote_attribute('broken')
 
 
 class NamespaceProxy(BaseProxy):
-    """Attribute access goes to the referent, except for private names
-    (the proxy's own state)."""
+    """Attribute access goes to the referent, except for names starting
+    with '_' (the proxy's own state)."""
     _exposed_ = ('__getattribute__', '__setattr__', '__delattr__')
 
     def __getattr__(self, key):
-        if key[0] == '_':
+        if key.startswith('_'):
             return object.__getattribute__(self, key)
-        return object.__getattribute__(self, '_callmethod')(
-            '__getattribute__', (key,))
+        return _remote_call(self, '__getattribute__', key)
 
     def __setattr__(self, key, value):
-        if key[0] == '_':
-            return object.__setattr__(self, key, value)
-        return object.__getattribute__(self, '_callmethod')(
-            '__setattr__', (key, value))
+        if key.startswith('_'):
+            object.__setattr__(self, key, value)
+        else:
+            _remote_call(self, '__setattr__', key, value)
 
     def __delattr__(self, key):
-        if key[0] == '_':
-            return object.__delattr__(self, key)
-        return object.__getattribute__(self, '_callmethod')(
-            '__delattr__', (key,))
+        if key.startswith('_'):
+            object.__delattr__(self, key)
+        else:
+            _remote_call(self, '__delattr__', key)
 
 
+def _remote_call(proxy, methodname, *args):
+    # Reached without the proxy's own attribute lookup, which
+    # NamespaceProxy redirects to the referent.
+    return object.__getattribute__(proxy, '_callmethod')(methodname, args)
+
+
+@_forwards('get', 'set')
 class ValueProxy(BaseProxy):
     _exposed_ = ('get', 'set')
-
-    def get(self):
-        return self._callmethod('get')
-
-    def set(self, value):
-        return self._callmethod('set', (value,))
-
-    value = property(get, set)
+    value = property(lambda self: self.get(), lambda self, v: self.set(v))
     __class_getitem__ = classmethod(types.GenericAlias)
 
 

@@ -83,16 +83,16 @@ class Server:
                             % (authkey, type(authkey)))
         self.registry = registry
         self.authkey = process.AuthenticationString(authkey)
-        listener_type = listener_client[serializer][0]
-        # Clients authenticate per connection, after accept.
-        self.listener = listener_type(address=address, backlog=128)
-        self.address = self.listener.address
+        self.mutex = threading.Lock()
         # id -> (object, exposed method names, method -> result typeid)
         self.id_to_obj = {'0': (None, ())}
         self.id_to_refcount = {}
         # Objects referenced by proxies stored inside other shared objects.
         self.id_to_local_proxy_obj = {}
-        self.mutex = threading.Lock()
+        # Clients authenticate per connection, after accept.
+        self.listener = listener_client[serializer][0](address=address,
+                                                       backlog=128)
+        self.address = self.listener.address
 
     def serve_forever(self):
         """Serve until a client asks for shutdown (or SIGINT/SystemExit),
@@ -232,20 +232,12 @@ class Server:
                 sys.exit(1)
             reply = None
 
-    def fallback_getvalue(self, conn, ident, obj):
-        return obj
-
-    def fallback_str(self, conn, ident, obj):
-        return str(obj)
-
-    def fallback_repr(self, conn, ident, obj):
-        return repr(obj)
-
-    # Methods every shared object answers, exposed or not.
+    # Methods every shared object answers, exposed or not:
+    # name -> fn(server, conn, ident, obj).
     fallback_mapping = {
-        '__str__': fallback_str,
-        '__repr__': fallback_repr,
-        '#GETVALUE': fallback_getvalue,
+        '__str__': lambda server, conn, ident, obj: str(obj),
+        '__repr__': lambda server, conn, ident, obj: repr(obj),
+        '#GETVALUE': lambda server, conn, ident, obj: obj,
     }
 
     def dummy(self, c):
@@ -356,10 +348,9 @@ class BaseManager:
 
     def __init__(self, address=None, authkey=None, serializer='pickle',
                  ctx=None, *, shutdown_timeout=1.0):
-        if authkey is None:
-            authkey = process.current_process().authkey
         self._address = address     # the real one is known once started
-        self._authkey = process.AuthenticationString(authkey)
+        self._authkey = process.AuthenticationString(
+            process.current_process().authkey if authkey is None else authkey)
         self._state = State()
         self._state.value = State.INITIAL
         self._serializer = serializer
@@ -370,6 +361,10 @@ class BaseManager:
         self._ctx = ctx
         self._shutdown_timeout = shutdown_timeout
         self._process = None
+
+    @property
+    def address(self):
+        return self._address
 
     def get_server(self):
         """A server for this manager's registry, to run in this process
@@ -388,11 +383,12 @@ class BaseManager:
         _check_initial(self._state)
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
+        # The server reports its address (known once it listens) here.
         reader, writer = connection.Pipe(duplex=False)
-        self._process = self._ctx.Process(
-            target=type(self)._run_server,
-            args=(self._registry, self._address, self._authkey,
-                  self._serializer, writer, initializer, initargs))
+        server_args = (self._registry, self._address, self._authkey,
+                       self._serializer, writer, initializer, initargs)
+        self._process = self._ctx.Process(target=type(self)._run_server,
+                                          args=server_args)
         self._process.name = '%s-%s' % (
             type(self).__name__, ':'.join(map(str, self._process._identity)))
         self._process.start()
@@ -406,11 +402,10 @@ class BaseManager:
         finally:
             reader.close()
         self._state.value = State.STARTED
-        self.shutdown = util.Finalize(
-            self, type(self)._finalize_manager,
-            args=(self._process, self._address, self._authkey, self._state,
-                  self._Client, self._shutdown_timeout),
-            exitpriority=0)
+        stop_args = (self._process, self._address, self._authkey, self._state,
+                     self._Client, self._shutdown_timeout)
+        self.shutdown = util.Finalize(self, type(self)._finalize_manager,
+                                      args=stop_args, exitpriority=0)
 
     @classmethod
     def _run_server(cls, registry, address, authkey, serializer, writer,
@@ -422,8 +417,8 @@ class BaseManager:
         if initializer is not None:
             initializer(*initargs)
         server = cls._Server(registry, address, authkey, serializer)
-        writer.send(server.address)
-        writer.close()
+        with writer:
+            writer.send(server.address)
         util.info('manager serving at %r', server.address)
         server.serve_forever()
 
@@ -454,18 +449,6 @@ class BaseManager:
         return call_server(self._Client, self._address, self._authkey,
                            'number_of_objects')
 
-    def __enter__(self):
-        if self._state.value == State.INITIAL:
-            self.start()
-        if self._state.value == State.INITIAL:
-            raise ProcessError("Unable to start server")
-        if self._state.value != State.STARTED:
-            _check_initial(self._state)
-        return self
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.shutdown()
-
     @staticmethod
     def _finalize_manager(process, address, authkey, state, _Client,
                           shutdown_timeout):
@@ -490,9 +473,17 @@ class BaseManager:
         state.value = State.SHUTDOWN
         BaseProxy._address_to_local.pop(address, None)
 
-    @property
-    def address(self):
-        return self._address
+    def __enter__(self):
+        if self._state.value == State.INITIAL:
+            self.start()
+        if self._state.value == State.INITIAL:
+            raise ProcessError("Unable to start server")
+        if self._state.value != State.STARTED:
+            _check_initial(self._state)
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.shutdown()
 
     @classmethod
     def register(cls, typeid, callable=None, proxytype=None, exposed=None,
