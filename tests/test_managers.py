@@ -257,9 +257,9 @@ def test_proxies_in_child_processes(fctx):
 
 def test_proxies_carry_the_authkey_to_spawned_children():
     ctx = fastmp.get_context('spawn')
-    with ctx.Manager() as m:
-        # A manager with its own key: the child must get it from the proxy.
-        assert m._authkey == fastmp.current_process().authkey
+    # The manager's key is not the child's own: only the proxies carry it.
+    with fmanagers.SyncManager(authkey=b'not-the-default', ctx=ctx) as m:
+        assert m._authkey != fastmp.current_process().authkey
         event, value = m.Event(), m.Value('i', 0)
         p = ctx.Process(target=_child_sets_event, args=(event, value))
         p.start()
