@@ -2,6 +2,7 @@
 child processes, reference counting, SharedMemoryManager, the doc examples.
 Remote (TCP) use and wire compatibility are in test_managers_remote.py."""
 import copy
+import errno
 import os
 import queue
 import threading
@@ -463,3 +464,24 @@ def test_doc_example_matches_stdlib(example, tmp_path):
     assert ours.returncode == 0, ours.stderr
     assert theirs.returncode == 0, theirs.stderr
     assert ours.stdout == theirs.stdout
+
+
+def _failing_initializer():
+    raise LookupError('initializer failed')
+
+
+def test_start_failure_is_raised_by_start(capfd):
+    m = MathsManager(ctx=fastmp.get_context('fork'))
+    with pytest.raises(LookupError, match='initializer failed'):
+        m.start(_failing_initializer)
+    assert m._process.exitcode == 1
+    busy = fmanagers.BaseManager(address=('127.0.0.1', 0))
+    server = busy.get_server()
+    try:
+        taken = MathsManager(address=server.address,
+                             ctx=fastmp.get_context('fork'))
+        with pytest.raises(OSError) as info:
+            taken.start()
+        assert info.value.errno == errno.EADDRINUSE
+    finally:
+        server.listener.close()

@@ -57,6 +57,22 @@ def public_methods(obj):
     return [name for name in all_methods(obj) if name[0] != '_']
 
 
+class _StartFailure:
+    """Sent by a server process that could not start, instead of its
+    address: the error start() raises."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def report(self, writer):
+        with writer:
+            try:
+                writer.send(self)
+            except Exception:   # the error itself does not pickle
+                writer.send(_StartFailure(ProcessError(
+                    'the manager process failed to start: %r' % (self.error,))))
+
+
 def _check_initial(state, what='server'):
     """Raise ProcessError unless a manager in `state` can still start."""
     if state.value == State.STARTED:
@@ -394,13 +410,16 @@ class BaseManager:
         self._process.start()
         writer.close()
         try:
-            self._address = reader.recv()
+            reply = reader.recv()
         except EOFError:
-            self._process.join()
-            raise ProcessError('the manager process exited with code %r '
-                               'before serving' % (self._process.exitcode,))
+            reply = _StartFailure(ProcessError(
+                'the manager process died before serving'))
         finally:
             reader.close()
+        if isinstance(reply, _StartFailure):
+            self._process.join()
+            raise reply.error
+        self._address = reply
         self._state.value = State.STARTED
         stop_args = (self._process, self._address, self._authkey, self._state,
                      self._Client, self._shutdown_timeout)
@@ -414,9 +433,14 @@ class BaseManager:
         # Ctrl-C in a terminal reaches the whole process group; the owner
         # decides when its manager stops.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if initializer is not None:
-            initializer(*initargs)
-        server = cls._Server(registry, address, authkey, serializer)
+        try:
+            if initializer is not None:
+                initializer(*initargs)
+            server = cls._Server(registry, address, authkey, serializer)
+        except BaseException as e:
+            # The owner raises it from start(), rather than a bare EOF.
+            _StartFailure(e).report(writer)
+            raise
         with writer:
             writer.send(server.address)
         util.info('manager serving at %r', server.address)
