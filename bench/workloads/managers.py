@@ -4,7 +4,7 @@ import time
 
 from bench.harness import workload
 
-PAYLOAD = b'x' * 256
+PAYLOAD = 'x' * 256
 
 
 def _manager(mp):
@@ -35,24 +35,30 @@ def manager_dict_set(mp, n):
         return time.perf_counter() - t0
 
 
-def _produce(q, n):
+def _produce(q, ready, go, n):
+    ready.set()
+    go.wait()
     for _ in range(n):
         q.put(PAYLOAD)
+    q.put(None)
 
 
 @workload("manager_queue_256B", n=10000, target=1.5, unit="msg")
 def manager_queue_256B(mp, n):
-    """256-byte messages from a producer process through manager.Queue()"""
+    """a producer process puts 256-character str objects on manager.Queue();
+    the parent gets them until the sentinel"""
     ctx = mp.get_context('fork')
     with ctx.Manager() as m:
         q = m.Queue()
-        q.put(PAYLOAD)
-        q.get()
-        producer = ctx.Process(target=_produce, args=(q, n))
-        t0 = time.perf_counter()
+        ready, go = ctx.Event(), ctx.Event()
+        producer = ctx.Process(target=_produce, args=(q, ready, go, n))
         producer.start()
-        for _ in range(n):
-            q.get()
+        ready.wait()
+        q.qsize()                   # opens this thread's connection
+        t0 = time.perf_counter()
+        go.set()
+        while q.get() is not None:
+            pass
         elapsed = time.perf_counter() - t0
         producer.join()
         return elapsed
