@@ -686,6 +686,8 @@ class SharedMemoryManager(BaseManager):
     def _tracked(self, make, segment_of):
         """Make a shared-memory object and have the server track its
         segment; unlink it if the server cannot be told."""
+        if self._address is None:
+            raise ValueError('the SharedMemoryManager is not started')
         conn = connect_client(self._Client, self._address, self._authkey)
         try:
             obj = make()
