@@ -57,6 +57,12 @@ def public_methods(obj):
     return [name for name in all_methods(obj) if name[0] != '_']
 
 
+# Returned by a control request that has sent its reply itself (shutdown):
+# a second one would only meet a closed connection, and formatting that
+# failure would hold up the server's exit.
+_ANSWERED = object()
+
+
 class _StartFailure:
     """Sent by a server process that could not start, instead of its
     address: the error start() raises."""
@@ -160,9 +166,13 @@ class Server:
             reply = ('#TRACEBACK', format_exc())
         else:
             try:
-                reply = ('#RETURN', func(c, *args, **kwds))
+                result = func(c, *args, **kwds)
             except Exception:
                 reply = ('#TRACEBACK', format_exc())
+            else:
+                if result is _ANSWERED:
+                    return
+                reply = ('#RETURN', result)
         try:
             c.send(reply)
         except Exception as e:
@@ -276,11 +286,11 @@ class Server:
         """Acknowledge, then stop serve_forever()."""
         try:
             c.send(('#RETURN', None))
-        except Exception:
-            import traceback
-            traceback.print_exc()
+        except Exception as e:
+            util.info('could not acknowledge shutdown: %r', e)
         finally:
             self.stop_event.set()
+        return _ANSWERED
 
     def create(self, c, typeid, /, *args, **kwds):
         """Make a new shared object of `typeid` with one reference; return
