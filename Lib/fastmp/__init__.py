@@ -1,2 +1,30 @@
-"""fastmp: Python's multiprocessing package with a C core."""
+"""fastmp: Python's multiprocessing package with a C core.
+
+The top-level functions and classes are those of the default context, as
+in the standard package: `import fastmp as multiprocessing` is a drop-in.
+`fastmp.install()` makes `import multiprocessing` itself resolve to fastmp.
+"""
+import os
+import sys
+
+from . import context
+from ._dropin import install
+
 __version__ = "0.1.0"
+
+_default = context._default_context
+__all__ = [name for name in dir(_default) if not name.startswith('_')]
+globals().update((name, getattr(_default, name)) for name in __all__)
+del _default
+
+SUBDEBUG = 5
+SUBWARNING = 25
+
+# spawn re-imports the main module as __mp_main__; in the main process the
+# two names are one module, so pickles by either name resolve.
+if '__main__' in sys.modules:
+    sys.modules['__mp_main__'] = sys.modules['__main__']
+
+# a process started by a program running on the drop-in (see _dropin)
+if os.environ.get('FASTMP_DROPIN') == '1':
+    install()

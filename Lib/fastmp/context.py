@@ -1,0 +1,353 @@
+"""Contexts: one per start method (fork, spawn, forkserver) plus the
+default context behind the package's top-level functions.  Each factory
+method imports the module that implements it on first use."""
+import os
+import socket
+import sys
+import threading
+
+from . import process
+from ._fastmp import (AuthenticationError, BufferTooShort, ProcessError,
+                      TimeoutError)
+
+__all__ = ()
+
+
+def __getattr__(name):
+    # `reduction` (imported by `from .context import reduction` all over the
+    # package) is loaded on first use: it imports this module itself.
+    if name == 'reduction':
+        from . import reduction
+        globals()['reduction'] = reduction
+        return reduction
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
+
+# forkserver passes fds over AF_UNIX sockets (SCM_RIGHTS)
+_CAN_SEND_FDS = (hasattr(socket, 'AF_UNIX') and hasattr(socket, 'SCM_RIGHTS')
+                 and hasattr(socket.socket, 'sendmsg'))
+
+
+class BaseContext(object):
+    """The package API bound to one start method."""
+
+    ProcessError = ProcessError
+    BufferTooShort = BufferTooShort
+    TimeoutError = TimeoutError
+    AuthenticationError = AuthenticationError
+
+    current_process = staticmethod(process.current_process)
+    parent_process = staticmethod(process.parent_process)
+    active_children = staticmethod(process.active_children)
+
+    def cpu_count(self):
+        """The number of CPUs; NotImplementedError if unknown."""
+        count = os.cpu_count()
+        if count is None:
+            raise NotImplementedError('cannot determine number of cpus')
+        return count
+
+    # -- objects shared between processes ---------------------------------
+
+    def Manager(self):
+        """A started SyncManager (a server process holding shared objects)."""
+        from .managers import SyncManager
+        manager = SyncManager(ctx=self.get_context())
+        manager.start()
+        return manager
+
+    def Pipe(self, duplex=True):
+        """A pair of connected Connection objects."""
+        from .connection import Pipe
+        return Pipe(duplex)
+
+    def Lock(self):
+        """A process-shared non-recursive lock."""
+        from .synchronize import Lock
+        return Lock(ctx=self.get_context())
+
+    def RLock(self):
+        """A process-shared recursive lock."""
+        from .synchronize import RLock
+        return RLock(ctx=self.get_context())
+
+    def Condition(self, lock=None):
+        """A process-shared condition variable."""
+        from .synchronize import Condition
+        return Condition(lock, ctx=self.get_context())
+
+    def Semaphore(self, value=1):
+        """A process-shared semaphore."""
+        from .synchronize import Semaphore
+        return Semaphore(value, ctx=self.get_context())
+
+    def BoundedSemaphore(self, value=1):
+        """A process-shared bounded semaphore."""
+        from .synchronize import BoundedSemaphore
+        return BoundedSemaphore(value, ctx=self.get_context())
+
+    def Event(self):
+        """A process-shared event."""
+        from .synchronize import Event
+        return Event(ctx=self.get_context())
+
+    def Barrier(self, parties, action=None, timeout=None):
+        """A process-shared barrier."""
+        from .synchronize import Barrier
+        return Barrier(parties, action, timeout, ctx=self.get_context())
+
+    def Queue(self, maxsize=0):
+        """A process-shared FIFO queue."""
+        from .queues import Queue
+        return Queue(maxsize, ctx=self.get_context())
+
+    def JoinableQueue(self, maxsize=0):
+        """A Queue with task_done() and join()."""
+        from .queues import JoinableQueue
+        return JoinableQueue(maxsize, ctx=self.get_context())
+
+    def SimpleQueue(self):
+        """A minimal process-shared queue."""
+        from .queues import SimpleQueue
+        return SimpleQueue(ctx=self.get_context())
+
+    def Pool(self, processes=None, initializer=None, initargs=(),
+             maxtasksperchild=None):
+        """A pool of worker processes."""
+        from .pool import Pool
+        return Pool(processes, initializer, initargs, maxtasksperchild,
+                    context=self.get_context())
+
+    def RawValue(self, typecode_or_type, *args):
+        """A ctypes object in shared memory, without a lock."""
+        from .sharedctypes import RawValue
+        return RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type, size_or_initializer):
+        """A ctypes array in shared memory, without a lock."""
+        from .sharedctypes import RawArray
+        return RawArray(typecode_or_type, size_or_initializer)
+
+    def Value(self, typecode_or_type, *args, lock=True):
+        """A ctypes object in shared memory, guarded by a lock."""
+        from .sharedctypes import Value
+        return Value(typecode_or_type, *args, lock=lock,
+                     ctx=self.get_context())
+
+    def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
+        """A ctypes array in shared memory, guarded by a lock."""
+        from .sharedctypes import Array
+        return Array(typecode_or_type, size_or_initializer, lock=lock,
+                     ctx=self.get_context())
+
+    # -- configuration ----------------------------------------------------
+
+    def freeze_support(self):
+        """Nothing to do on POSIX (frozen Windows executables only)."""
+
+    def get_logger(self):
+        """The package logger."""
+        from .util import get_logger
+        return get_logger()
+
+    def log_to_stderr(self, level=None):
+        """Log the package's records to stderr."""
+        from .util import log_to_stderr
+        return log_to_stderr(level)
+
+    def allow_connection_pickling(self):
+        """Connections and sockets always pickle for child processes."""
+        from . import connection  # noqa: F401  (registers the reducers)
+
+    def set_executable(self, executable):
+        """The interpreter that spawn starts children with."""
+        from .spawn import set_executable
+        set_executable(executable)
+
+    def set_forkserver_preload(self, module_names):
+        """Modules the forkserver imports up front (a hint)."""
+        from .forkserver import set_forkserver_preload
+        set_forkserver_preload(module_names)
+
+    def get_context(self, method=None):
+        """This context, or the one for `method`; ValueError if unknown."""
+        if method is None:
+            return self
+        ctx = _concrete_contexts.get(method)
+        if ctx is None:
+            raise ValueError('cannot find context for %r' % (method,))
+        ctx._check_available()
+        return ctx
+
+    def get_start_method(self, allow_none=False):
+        return self._name
+
+    def set_start_method(self, method, force=False):
+        raise ValueError('cannot set start method of concrete context')
+
+    @property
+    def reducer(self):
+        """The module that pickles objects for other processes
+        (fastmp.reduction unless replaced)."""
+        return globals().get('reduction') or __getattr__('reduction')
+
+    @reducer.setter
+    def reducer(self, reduction):
+        # one setting for every context and for `from .context import
+        # reduction`, as in the standard package
+        globals()['reduction'] = reduction
+
+    def _check_available(self):
+        pass
+
+
+class Process(process.BaseProcess):
+    """A Process that starts with the default context's start method as it
+    is when start() is called."""
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj):
+        return _default_context.get_context().Process._Popen(process_obj)
+
+    @staticmethod
+    def _after_fork():
+        return _default_context.get_context().Process._after_fork()
+
+
+class DefaultContext(BaseContext):
+    """The top-level API: a context whose start method is fixed on first
+    use or by set_start_method()."""
+
+    Process = Process
+
+    def __init__(self, context):
+        self._default_context = context
+        self._actual_context = None
+
+    def get_context(self, method=None):
+        if method is not None:
+            return super().get_context(method)
+        if self._actual_context is None:
+            self._actual_context = self._default_context
+        return self._actual_context
+
+    def set_start_method(self, method, force=False):
+        """Fix the start method; RuntimeError if already fixed unless
+        force (force with None unfixes it)."""
+        if self._actual_context is not None and not force:
+            raise RuntimeError('context has already been set')
+        if method is None and force:
+            self._actual_context = None
+        else:
+            self._actual_context = self.get_context(method)
+
+    def get_start_method(self, allow_none=False):
+        if self._actual_context is None and allow_none:
+            return None
+        return self.get_context()._name
+
+    def get_all_start_methods(self):
+        """The available start methods, the default first."""
+        default = self._default_context._name
+        methods = [default] + [m for m in ('fork', 'spawn') if m != default]
+        if _CAN_SEND_FDS:
+            methods.append('forkserver')
+        return methods
+
+
+class ForkProcess(process.BaseProcess):
+    _start_method = 'fork'
+
+    @staticmethod
+    def _Popen(process_obj):
+        from .popen_fork import Popen
+        return Popen(process_obj)
+
+
+class SpawnProcess(process.BaseProcess):
+    _start_method = 'spawn'
+
+    @staticmethod
+    def _Popen(process_obj):
+        from .popen_spawn_posix import Popen
+        return Popen(process_obj)
+
+    @staticmethod
+    def _after_fork():
+        # a spawned child is a fresh interpreter: nothing to re-initialise
+        pass
+
+
+class ForkServerProcess(process.BaseProcess):
+    _start_method = 'forkserver'
+
+    @staticmethod
+    def _Popen(process_obj):
+        from .popen_forkserver import Popen
+        return Popen(process_obj)
+
+
+class ForkContext(BaseContext):
+    _name = 'fork'
+    Process = ForkProcess
+
+
+class SpawnContext(BaseContext):
+    _name = 'spawn'
+    Process = SpawnProcess
+
+
+class ForkServerContext(BaseContext):
+    _name = 'forkserver'
+    Process = ForkServerProcess
+
+    def _check_available(self):
+        if not _CAN_SEND_FDS:
+            raise ValueError('forkserver start method not available')
+
+
+_concrete_contexts = {
+    'fork': ForkContext(),
+    'spawn': SpawnContext(),
+    'forkserver': ForkServerContext(),
+}
+
+
+def _stdlib_default_method():
+    """The start method the running interpreter's multiprocessing uses by
+    default: spawn on macOS, fork elsewhere up to 3.13, forkserver from
+    3.14."""
+    if sys.platform == 'darwin':
+        return 'spawn'
+    if sys.version_info >= (3, 14) and _CAN_SEND_FDS:
+        return 'forkserver'
+    return 'fork'
+
+
+_default_context = DefaultContext(_concrete_contexts[_stdlib_default_method()])
+
+
+def _force_start_method(method):
+    _default_context._actual_context = _concrete_contexts[method]
+
+
+# the Popen starting a child in this thread, while it pickles the child's
+# data (objects that may only be inherited check it)
+_tls = threading.local()
+
+
+def get_spawning_popen():
+    return getattr(_tls, 'spawning_popen', None)
+
+
+def set_spawning_popen(popen):
+    _tls.spawning_popen = popen
+
+
+def assert_spawning(obj):
+    """RuntimeError unless a child process is being started (for objects
+    that can only be passed to children at start)."""
+    if get_spawning_popen() is None:
+        raise RuntimeError('%s objects should only be shared between processes'
+                           ' through inheritance' % type(obj).__name__)

@@ -1,0 +1,351 @@
+"""The Process object (modelled on threading.Thread) and the registry of
+this process's identity, its parent and its live children."""
+import itertools
+import os
+import signal
+import sys
+import threading
+from _weakrefset import WeakSet
+
+__all__ = ['BaseProcess', 'current_process', 'active_children',
+           'parent_process']
+
+try:
+    ORIGINAL_DIR = os.path.abspath(os.getcwd())
+except OSError:
+    ORIGINAL_DIR = None
+
+
+def current_process():
+    """The Process object of the running process."""
+    return _current_process
+
+
+def parent_process():
+    """The Process object of the parent, or None in the main process."""
+    return _parent_process
+
+
+def active_children():
+    """The children started by this process that are still running."""
+    _cleanup()
+    return list(_children)
+
+
+def _cleanup():
+    """Forget children that have exited (reaping them)."""
+    for child in list(_children):
+        popen = child._popen
+        if popen and popen.poll() is not None:
+            _children.discard(child)
+
+
+class BaseProcess(object):
+    """A unit of work run in a child process; subclasses pick the start
+    method through _Popen."""
+
+    def _Popen(self):
+        raise NotImplementedError
+
+    def __init__(self, group=None, target=None, name=None, args=(), kwargs={},
+                 *, daemon=None):
+        assert group is None, 'group argument must be None for now'
+        parent = _current_process
+        self._identity = parent._identity + (next(_process_counter),)
+        self._config = parent._config.copy()
+        self._parent_pid = os.getpid()
+        self._parent_name = parent.name
+        self._popen = None
+        self._closed = False
+        self._target = target
+        self._args = tuple(args)
+        self._kwargs = dict(kwargs)
+        if name:
+            self._name = name
+        else:
+            self._name = '%s-%s' % (type(self).__name__,
+                                    ':'.join(map(str, self._identity)))
+        if daemon is not None:
+            self.daemon = daemon
+        _dangling.add(self)
+
+    def _check_closed(self):
+        if self._closed:
+            raise ValueError("process object is closed")
+
+    def _check_owner(self, what):
+        assert self._parent_pid == os.getpid(), what
+
+    def run(self):
+        """The child's work: call target(*args, **kwargs).  Override it in
+        a subclass for other work."""
+        if self._target:
+            self._target(*self._args, **self._kwargs)
+
+    def start(self):
+        """Start the child process."""
+        self._check_closed()
+        assert self._popen is None, 'cannot start a process twice'
+        self._check_owner('can only start a process object created by current process')
+        assert not _current_process._config.get('daemon'), \
+            'daemonic processes are not allowed to have children'
+        _cleanup()
+        self._popen = self._Popen(self)
+        self._sentinel = self._popen.sentinel
+        # The target may refer back to this object: drop it to avoid a cycle
+        del self._target, self._args, self._kwargs
+        _children.add(self)
+
+    def terminate(self):
+        """Send SIGTERM to the child."""
+        self._check_closed()
+        self._popen.terminate()
+
+    def kill(self):
+        """Send SIGKILL to the child."""
+        self._check_closed()
+        self._popen.kill()
+
+    def join(self, timeout=None):
+        """Wait for the child to exit, at most `timeout` seconds."""
+        self._check_closed()
+        self._check_owner('can only join a child process')
+        assert self._popen is not None, 'can only join a started process'
+        if self._popen.wait(timeout) is not None:
+            _children.discard(self)
+
+    def is_alive(self):
+        """True while the child runs (always true for this process)."""
+        self._check_closed()
+        if self is _current_process:
+            return True
+        self._check_owner('can only test a child process')
+        if self._popen is None:
+            return False
+        if self._popen.poll() is None:
+            return True
+        _children.discard(self)
+        return False
+
+    def close(self):
+        """Release the resources of an exited child; ValueError if it still
+        runs.  Most methods raise ValueError afterwards."""
+        popen = self._popen
+        if popen is not None:
+            if popen.poll() is None:
+                raise ValueError("Cannot close a process while it is still running. "
+                                 "You should first call join() or terminate().")
+            popen.close()
+            self._popen = None
+            del self._sentinel
+            _children.discard(self)
+        self._closed = True
+
+    @property
+    def name(self):
+        return self._name
+
+    @name.setter
+    def name(self, name):
+        assert isinstance(name, str), 'name must be a string'
+        self._name = name
+
+    @property
+    def daemon(self):
+        """Whether the child is daemonic (terminated when its parent exits;
+        may not start children)."""
+        return self._config.get('daemon', False)
+
+    @daemon.setter
+    def daemon(self, daemonic):
+        assert self._popen is None, 'process has already started'
+        self._config['daemon'] = daemonic
+
+    @property
+    def authkey(self):
+        return self._config['authkey']
+
+    @authkey.setter
+    def authkey(self, authkey):
+        self._config['authkey'] = AuthenticationString(authkey)
+
+    @property
+    def exitcode(self):
+        """The exit code, -N if killed by signal N, None while running or
+        before start."""
+        self._check_closed()
+        if self._popen is None:
+            return None
+        return self._popen.poll()
+
+    @property
+    def ident(self):
+        """The pid, or None before start."""
+        self._check_closed()
+        if self is _current_process:
+            return os.getpid()
+        return self._popen and self._popen.pid
+
+    pid = ident
+
+    @property
+    def sentinel(self):
+        """A file descriptor that becomes readable when the child exits."""
+        self._check_closed()
+        try:
+            return self._sentinel
+        except AttributeError:
+            raise ValueError("process not started") from None
+
+    def _status(self):
+        """(state word, exit code or None) for repr."""
+        if self is _current_process:
+            return 'started', None
+        if self._closed:
+            return 'closed', None
+        if self._parent_pid != os.getpid():
+            return 'unknown', None
+        if self._popen is None:
+            return 'initial', None
+        code = self._popen.poll()
+        return ('started' if code is None else 'stopped'), code
+
+    def __repr__(self):
+        state, code = self._status()
+        words = [type(self).__name__, 'name=%r' % self._name]
+        if self._popen is not None:
+            words.append('pid=%s' % self._popen.pid)
+        words += ['parent=%s' % self._parent_pid, state]
+        if code is not None:
+            words.append('exitcode=%s' % _exitcode_to_name.get(code, code))
+        if self.daemon:
+            words.append('daemon')
+        return '<%s>' % ' '.join(words)
+
+    def _bootstrap(self, parent_sentinel=None):
+        """Become this process in the child: reset the registry, run
+        after-fork hooks and run(); return the exit code."""
+        from . import context, util
+        global _current_process, _parent_process, _process_counter, _children
+        try:
+            if self._start_method is not None:
+                context._force_start_method(self._start_method)
+            _process_counter = itertools.count(1)
+            _children = set()
+            util._close_stdin()
+            previous = _current_process
+            _current_process = self
+            _parent_process = _ParentProcess(self._parent_name,
+                                             self._parent_pid, parent_sentinel)
+            if threading._HAVE_THREAD_NATIVE_ID:
+                threading.main_thread()._set_native_id()
+            try:
+                self._after_fork()
+            finally:
+                # the parent's object may have finalizers: keep it until
+                # the after-fork hooks have run
+                del previous
+            util.info('child process calling self.run()')
+            self.run()
+            exitcode = 0
+        except SystemExit as exc:
+            exitcode = _exit_status(exc.code)
+        except BaseException:
+            exitcode = 1
+            import traceback
+            sys.stderr.write('Process %s:\n' % self.name)
+            traceback.print_exc()
+        finally:
+            threading._shutdown()
+            util.info('process exiting with exitcode %d' % exitcode)
+            util._flush_std_streams()
+        return exitcode
+
+    @staticmethod
+    def _after_fork():
+        from . import util
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
+
+
+def _exit_status(code):
+    """The exit status sys.exit(code) gives, printing a non-int code."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(str(code) + '\n')
+    return 1
+
+
+class AuthenticationString(bytes):
+    """An authkey: bytes that refuse to be pickled except while a child
+    process is being started."""
+
+    def __reduce__(self):
+        from .context import get_spawning_popen
+        if get_spawning_popen() is None:
+            raise TypeError('Pickling an AuthenticationString object is '
+                            'disallowed for security reasons')
+        return AuthenticationString, (bytes(self),)
+
+
+class _ParentProcess(BaseProcess):
+    """The parent as seen from a child: alive until its sentinel fd (the
+    read end of a pipe the parent holds open) reports end-of-file."""
+
+    def __init__(self, name, pid, sentinel):
+        self._identity = ()
+        self._name = name
+        self._pid = pid
+        self._parent_pid = None
+        self._popen = None
+        self._closed = False
+        self._sentinel = sentinel
+        self._config = {}
+
+    def is_alive(self):
+        from .util import _wait_readable
+        return not _wait_readable(self._sentinel, 0)
+
+    @property
+    def ident(self):
+        return self._pid
+
+    pid = ident
+
+    def join(self, timeout=None):
+        """Wait for the parent to exit, at most `timeout` seconds."""
+        from .util import _wait_readable
+        _wait_readable(self._sentinel, timeout)
+
+
+class _MainProcess(BaseProcess):
+    """The process the program started in.  Everything in _config is
+    inherited by descendants."""
+
+    def __init__(self):
+        self._identity = ()
+        self._name = 'MainProcess'
+        self._parent_pid = None
+        self._popen = None
+        self._closed = False
+        # a short semaphore prefix: some systems limit the name's length
+        self._config = {'authkey': AuthenticationString(os.urandom(32)),
+                        'semprefix': '/mp'}
+
+    def close(self):
+        pass
+
+
+_parent_process = None
+_current_process = _MainProcess()
+_process_counter = itertools.count(1)
+_children = set()
+
+# exit code -> '-SIGTERM' etc. for repr
+_exitcode_to_name = {-int(sig): '-' + sig.name for sig in signal.Signals
+                     if '_' not in sig.name}
+
+# every Process object created and not yet collected (for leak tests)
+_dangling = WeakSet()

@@ -1,0 +1,254 @@
+"""Pickling for fastmp: the ForkingPickler with its table of registered
+reducers, fd passing over Unix sockets (sendfds/recvfds, send_handle/
+recv_handle), DupFd, and reducers that make bound methods, method
+descriptors, partials and sockets picklable.
+
+ForkingPickler.dumps keeps one pickler per thread and reuses it, which
+makes pickling a small message several times cheaper than building a
+fresh pickler (and copying the dispatch table) on every call.
+"""
+from abc import ABCMeta
+import array
+import copyreg
+import functools
+import io
+import os
+import pickle
+import socket
+import sys
+import threading
+from types import SimpleNamespace
+
+from . import context
+
+__all__ = ['send_handle', 'recv_handle', 'ForkingPickler', 'register', 'dump',
+           'DupFd', 'sendfds', 'recvfds']
+
+HAVE_SEND_HANDLE = (hasattr(socket, 'CMSG_LEN') and
+                    hasattr(socket, 'SCM_RIGHTS') and
+                    hasattr(socket.socket, 'sendmsg'))
+
+# macOS may drop in-flight descriptors unless the receiver acknowledges
+# them before the sender closes its copies (bpo-14669).
+_ACK_FDS = sys.platform == 'darwin'
+_RECV_FLAGS = getattr(socket, 'MSG_CMSG_CLOEXEC', 0)
+
+
+class ForkingPickler(pickle.Pickler):
+    """A Pickler that also applies the reducers registered with register()
+    (on top of copyreg's), used for everything fastmp sends to another
+    process."""
+    _extra_reducers = {}
+    _copyreg_dispatch_table = copyreg.dispatch_table
+    _registry_version = 0
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.dispatch_table = dict(self._copyreg_dispatch_table)
+        self.dispatch_table.update(self._extra_reducers)
+
+    @classmethod
+    def register(cls, type, reduce):
+        """Pickle instances of `type` with `reduce(obj)`."""
+        cls._extra_reducers[type] = reduce
+        ForkingPickler._registry_version += 1
+
+    @classmethod
+    def dumps(cls, obj, protocol=None):
+        """Pickle `obj` with the registered reducers; return a bytes-like
+        object."""
+        if cls is ForkingPickler and protocol is None:
+            # Taken out while in use, so that a reducer which itself calls
+            # dumps() gets a pickler of its own.
+            cached = _per_thread.__dict__.pop('pickler', None)
+            if (cached is None or
+                    cached.version != ForkingPickler._registry_version or
+                    cached.copyreg_copy != copyreg.dispatch_table):
+                cached = _ReusablePickler()
+            chunks = cached.chunks
+            try:
+                cached.pickler.dump(obj)
+                return chunks[0] if len(chunks) == 1 else b''.join(chunks)
+            finally:
+                chunks.clear()
+                cached.pickler.clear_memo()
+                _per_thread.pickler = cached
+        buf = io.BytesIO()
+        cls(buf, protocol).dump(obj)
+        return buf.getbuffer()
+
+    loads = pickle.loads
+
+
+class _ReusablePickler:
+    """A ForkingPickler that a thread keeps across dumps() calls, with what
+    its dispatch table was built from.  It writes into a list of chunks
+    (a large bytes payload arrives as the caller's own object, uncopied)."""
+    __slots__ = ('pickler', 'chunks', 'version', 'copyreg_copy')
+
+    def __init__(self):
+        self.chunks = []
+        self.pickler = ForkingPickler(SimpleNamespace(write=self.chunks.append))
+        self.version = ForkingPickler._registry_version
+        self.copyreg_copy = dict(copyreg.dispatch_table)
+
+
+_per_thread = threading.local()
+
+
+register = ForkingPickler.register
+
+
+def dump(obj, file, protocol=None):
+    """pickle.dump() with the registered reducers."""
+    ForkingPickler(file, protocol).dump(obj)
+
+
+#
+# Passing file descriptors over a Unix socket (SCM_RIGHTS)
+#
+
+def sendfds(sock, fds):
+    """Send the descriptors `fds` over the AF_UNIX socket `sock`.  One data
+    byte travels with them: the count modulo 256, checked by recvfds."""
+    fds = array.array('i', fds)
+    sock.sendmsg([bytes([len(fds) & 0xff])],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    if _ACK_FDS and sock.recv(1) != b'A':
+        raise RuntimeError('the receiver did not acknowledge the descriptors')
+
+
+def _close_all(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def recvfds(sock, size):
+    """Receive `size` descriptors sent by sendfds over `sock`; return them
+    as a list of ints.  EOFError if the peer closed; RuntimeError (with
+    any descriptors that did arrive closed) if the message is malformed."""
+    itemsize = array.array('i').itemsize
+    msg, ancdata, _flags, _addr = sock.recvmsg(
+        1, socket.CMSG_SPACE(size * itemsize), _RECV_FLAGS)
+    if not msg and not ancdata:
+        raise EOFError
+    fds = array.array('i')
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % itemsize])
+    fds = list(fds)
+    if _ACK_FDS:
+        sock.send(b'A')
+    if len(ancdata) != 1 or not fds or not msg or len(fds) & 0xff != msg[0]:
+        _close_all(fds)
+        raise RuntimeError('received a malformed descriptor message '
+                           '(%d control items, %d descriptors)'
+                           % (len(ancdata), len(fds)))
+    return fds
+
+
+def _borrowed_socket(conn):
+    """A socket object over `conn`'s descriptor, detached (not closed) when
+    the caller is done with it."""
+    return socket.socket(fileno=conn.fileno())
+
+
+def send_handle(conn, handle, destination_pid):
+    """Send the descriptor `handle` over the Unix-socket connection `conn`."""
+    sock = _borrowed_socket(conn)
+    try:
+        sendfds(sock, [handle])
+    finally:
+        sock.detach()
+
+
+def recv_handle(conn):
+    """Receive one descriptor sent with send_handle over `conn`."""
+    sock = _borrowed_socket(conn)
+    try:
+        return recvfds(sock, 1)[0]
+    finally:
+        sock.detach()
+
+
+def DupFd(fd):
+    """A picklable stand-in for descriptor `fd`; its detach() gives the
+    receiving process its own copy.  While a process is being started the
+    starter carries it; otherwise the resource sharer does."""
+    popen_obj = context.get_spawning_popen()
+    if popen_obj is not None:
+        return popen_obj.DupFd(popen_obj.duplicate_for_child(fd))
+    if not HAVE_SEND_HANDLE:
+        raise ValueError('this platform cannot pass descriptors '
+                         '(no SCM_RIGHTS)')
+    from . import resource_sharer
+    return resource_sharer.DupFd(fd)
+
+
+#
+# Reducers for callables and sockets that plain pickle refuses
+#
+
+def _reduce_method(m):
+    # A bound method is rebuilt by looking its name up on its object again.
+    return getattr, (m.__self__, m.__func__.__name__)
+
+
+def _reduce_method_descriptor(m):
+    return getattr, (m.__objclass__, m.__name__)
+
+
+def _rebuild_partial(func, args, keywords):
+    return functools.partial(func, *args, **keywords)
+
+
+def _reduce_partial(p):
+    return _rebuild_partial, (p.func, p.args, p.keywords or {})
+
+
+def _rebuild_socket(df, family, type, proto):
+    return socket.socket(family, type, proto, fileno=df.detach())
+
+
+def _reduce_socket(s):
+    return _rebuild_socket, (DupFd(s.fileno()), s.family, s.type, s.proto)
+
+
+class _Sample:
+    def method(self):
+        pass
+
+
+_BOUND_METHOD = type(_Sample().method)
+_METHOD_DESCRIPTORS = (type(list.append), type(int.__add__))
+
+
+def _register_builtin_reducers():
+    register(_BOUND_METHOD, _reduce_method)
+    for descriptor_type in _METHOD_DESCRIPTORS:
+        register(descriptor_type, _reduce_method_descriptor)
+    register(functools.partial, _reduce_partial)
+    register(socket.socket, _reduce_socket)
+
+
+_register_builtin_reducers()
+
+
+class AbstractReducer(metaclass=ABCMeta):
+    """Base for a replacement reduction module (see context.reducer): it
+    exposes this module's functions (set below) and re-registers its
+    reducers."""
+
+    def __init__(self, *args):
+        _register_builtin_reducers()
+
+
+for _name in ('ForkingPickler', 'register', 'dump', 'send_handle',
+              'recv_handle', 'sendfds', 'recvfds', 'DupFd', '_reduce_method',
+              '_reduce_method_descriptor', '_rebuild_partial',
+              '_reduce_socket', '_rebuild_socket'):
+    setattr(AbstractReducer, _name, globals()[_name])
+del _name

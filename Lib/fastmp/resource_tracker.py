@@ -1,0 +1,336 @@
+"""The resource tracker: a helper process that removes the named kernel
+objects (named semaphores, shared-memory segments, folders) a program
+registered and did not unregister before it ended.
+
+Every process of the program holds the write end of one pipe to the
+tracker and sends it one-line messages `REGISTER:name:type` and
+`UNREGISTER:name:type`.  When the last of them is gone, however it ended
+(normal exit, exception, SIGKILL of the whole process tree), the tracker
+reads EOF, warns about what is left and unlinks it.
+
+The tracker runs in a session of its own (posix_spawn with setsid, so
+atomically), which keeps it out of reach of a killpg() of the program's
+process group, and it ignores SIGINT and SIGTERM.
+"""
+import contextlib
+import os
+import signal
+import sys
+import threading
+import warnings
+
+from . import spawn, util
+
+__all__ = ['ensure_running', 'register', 'unregister']
+
+_TRACKER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# POSIX makes a pipe write of at most PIPE_BUF (>= 512) bytes atomic, so
+# messages from many processes never interleave.
+_MAX_MESSAGE = 512
+
+# The folder holding the fastmp package, put on the helper processes'
+# sys.path so they start even when the program found fastmp through a path
+# of its own.
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _helper_argv(code):
+    """(executable, argv) that run the Python source `code` in a fresh
+    interpreter with this one's flags, able to import fastmp.  The helper
+    processes (tracker, forkserver) start this way."""
+    exe = spawn.get_executable() or sys.executable
+    prelude = 'import sys; sys.path.append(%r); ' % (_PACKAGE_ROOT,)
+    argv = [exe] + util._args_from_interpreter_flags()
+    return exe, argv + ['-c', prelude + code]
+
+
+def _refuse_noop(name):
+    raise RuntimeError('the "noop" resource type is only for probes; '
+                       'nothing may be registered under it')
+
+
+def _unlink_semaphore(name):
+    # fastmp's own semaphores when the C core provides an unlink for them,
+    # otherwise POSIX named semaphores as the standard package makes them.
+    from . import _fastmp
+    unlink = getattr(_fastmp, 'sem_unlink', None)
+    if unlink is None:
+        import _multiprocessing
+        unlink = _multiprocessing.sem_unlink
+    unlink(name)
+
+
+def _unlink_shared_memory(name):
+    import _posixshmem
+    _posixshmem.shm_unlink(name)
+
+
+def _remove_folder(name):
+    import shutil
+    shutil.rmtree(name)
+
+
+# Resource type -> how the tracker removes a leaked object of that type.
+_CLEANUP_FUNCS = {
+    'noop': _refuse_noop,
+    'dummy': lambda name: None,     # the test-suites' stand-in resource
+    'semaphore': _unlink_semaphore,
+    'shared_memory': _unlink_shared_memory,
+    'folder': _remove_folder,
+}
+
+# Types whose leaks are removed without a warning.
+_QUIET_TYPES = frozenset({'dummy'})
+
+
+class ReentrantCallError(RuntimeError):
+    """The tracker was called again by the thread already inside it (a
+    finalizer run by the garbage collector in the middle of a call)."""
+
+
+class ResourceTracker(object):
+    """This process's link to the tracker process: starts it on first use
+    (or again if it died) and sends it registrations."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._owner = None      # ident of the thread holding _lock
+        self._fd = None         # write end of the pipe to the tracker
+        self._pid = None        # the tracker's pid, in the process that started it
+        self._exitcode = None   # the tracker's exit code, after _stop()
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Hold the lock; ReentrantCallError if this thread already does
+        (waiting for it would deadlock)."""
+        me = threading.get_ident()
+        if self._owner == me:
+            raise ReentrantCallError(
+                'reentrant call into the fastmp resource tracker')
+        with self._lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    def _after_fork_in_child(self):
+        # The lock may have been held by a thread that does not exist here.
+        self._lock = threading.Lock()
+        self._owner = None
+
+    def getfd(self):
+        """The write end of the tracker's pipe (started if need be)."""
+        self.ensure_running()
+        return self._fd
+
+    def ensure_running(self):
+        """Start the tracker unless one this process can reach is alive;
+        warn if it had died and has to be started again.  Works in any
+        process of the program: children reuse their parent's tracker."""
+        with self._exclusive():
+            if self._fd is None:
+                self._fd, self._pid = self._launch()
+            elif not self._check_alive():
+                self._restart_dead_tracker()
+
+    def _check_alive(self):
+        """True if the tracker still reads its pipe (a probe write works)."""
+        try:
+            os.write(self._fd, b'PROBE:0:noop\n')
+        except OSError:
+            return False
+        return True
+
+    def _restart_dead_tracker(self):
+        """Forget the dead tracker (reaping it if it is our child), warn,
+        and start a new one.  Called with the lock held."""
+        os.close(self._fd)
+        self._fd = None
+        if self._pid is not None:
+            try:
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:
+                pass   # another process started it, or it is reaped
+            self._pid = None
+        warnings.warn('resource_tracker: process died unexpectedly, '
+                      'relaunching.  Some resources might leak.')
+        self._fd, self._pid = self._launch()
+
+    @staticmethod
+    def _launch():
+        """Start a tracker process; return (write end of its pipe, pid)."""
+        read_end, write_end = os.pipe()
+        try:
+            # Another thread spawning now may inherit the read end too;
+            # harmless: only write ends decide when the tracker sees EOF.
+            os.set_inheritable(read_end, True)
+            exe, argv = _helper_argv(
+                'from fastmp.resource_tracker import main; main(%d)'
+                % read_end)
+            # SIGINT/SIGTERM stay blocked until the tracker ignores them.
+            pid = os.posix_spawn(exe, argv, os.environ, setsid=True,
+                                 setsigmask=_TRACKER_SIGNALS)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        return write_end, pid
+
+    def _stop(self):
+        """Close our end of the pipe; if this process started the tracker,
+        wait for it to finish its clean-up and record its exit code."""
+        with self._exclusive():
+            if self._fd is None:
+                return
+            os.close(self._fd)
+            self._fd = None
+            if self._pid is None:
+                return
+            try:
+                _, status = os.waitpid(self._pid, 0)
+                self._exitcode = os.waitstatus_to_exitcode(status)
+            except (ChildProcessError, ValueError):
+                self._exitcode = None
+            self._pid = None
+
+    def register(self, name, rtype):
+        """Have the tracker remove `name` (of type `rtype`) at the end
+        unless it is unregistered first."""
+        self._send('REGISTER', name, rtype)
+
+    def unregister(self, name, rtype):
+        """Take `name` off the tracker's list (it was removed properly)."""
+        self._send('UNREGISTER', name, rtype)
+
+    def _send(self, cmd, name, rtype):
+        message = ('%s:%s:%s\n' % (cmd, name, rtype)).encode('ascii')
+        if len(message) > _MAX_MESSAGE:
+            raise ValueError('resource name too long for the resource '
+                             'tracker: the message would be %d bytes, the '
+                             'limit is %d' % (len(message), _MAX_MESSAGE))
+        try:
+            with self._exclusive():
+                self._write_or_restart(message)
+        except ReentrantCallError:
+            warnings.warn('ResourceTracker called reentrantly for resource '
+                          'cleanup, which is unsupported. The %s object %r '
+                          'might leak.' % (rtype, name))
+            if self._fd is not None:
+                os.write(self._fd, message)
+
+    def _write_or_restart(self, message):
+        """Write `message`, starting the tracker first if there is none
+        and again if it died.  Called with the lock held."""
+        if self._fd is None:
+            self._fd, self._pid = self._launch()
+        else:
+            try:
+                os.write(self._fd, message)
+                return
+            except BrokenPipeError:
+                self._restart_dead_tracker()
+        os.write(self._fd, message)
+
+
+_resource_tracker = ResourceTracker()
+ensure_running = _resource_tracker.ensure_running
+register = _resource_tracker.register
+unregister = _resource_tracker.unregister
+getfd = _resource_tracker.getfd
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_resource_tracker._after_fork_in_child)
+
+
+#
+# The tracker process
+#
+
+def _detach_from_program(pipe_fd):
+    """Ignore the signals a user sends a whole program, drop stdin/stdout
+    (keeping stderr for warnings) and every other inherited descriptor."""
+    for signum in _TRACKER_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _TRACKER_SIGNALS)
+    if os.getsid(0) != os.getpid():
+        # started some other way than by ResourceTracker._launch
+        with contextlib.suppress(OSError):
+            os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for std_fd in (0, 1):
+        if std_fd != pipe_fd:
+            os.dup2(devnull, std_fd)
+    _close_fds_except((0, 1, 2, pipe_fd))
+
+
+def _close_fds_except(keep):
+    """Close every open descriptor not in `keep` (those the tracker
+    inherited and must not hold open, such as other programs' pipes)."""
+    try:
+        open_fds = [int(entry) for entry in os.listdir('/proc/self/fd')]
+    except OSError:
+        open_fds = range(util.MAXFD)
+    for fd in open_fds:
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _apply(line, live):
+    """Apply one message to `live` ({type: set of names})."""
+    text = line.decode('ascii').rstrip('\n')
+    cmd, _, rest = text.partition(':')
+    name, _, rtype = rest.rpartition(':')
+    if rtype not in _CLEANUP_FUNCS:
+        raise ValueError('cannot track %r: unknown resource type %r'
+                         % (name, rtype))
+    if cmd == 'REGISTER':
+        live[rtype].add(name)
+    elif cmd == 'UNREGISTER':
+        live[rtype].remove(name)
+    elif cmd != 'PROBE':
+        raise ValueError('unknown resource tracker command %r' % (cmd,))
+
+
+def _remove_leftovers(live):
+    """Warn about and remove every object still registered; return 0 if
+    there were none, 1 if all were removed, 2 if a removal failed."""
+    status = 0
+    for rtype, names in live.items():
+        if not names:
+            continue
+        status = max(status, 1)
+        if rtype not in _QUIET_TYPES:
+            warnings.warn('resource_tracker: There appear to be %d leaked %s '
+                          'objects to clean up at shutdown: %r'
+                          % (len(names), rtype, names))
+        for name in names:
+            try:
+                _CLEANUP_FUNCS[rtype](name)
+            except Exception as exc:
+                status = 2
+                warnings.warn('resource_tracker: %r: %s' % (name, exc))
+    return status
+
+
+def main(fd):
+    """Run the tracker on the read end `fd` of its pipe until every writer
+    is gone, then remove what is left.  Exits 0 (nothing left), 1 (leaks
+    removed), 2 (a removal failed) or 3 (a bad message was received)."""
+    _detach_from_program(fd)
+    live = {rtype: set() for rtype in _CLEANUP_FUNCS}
+    bad_message = False
+    try:
+        with open(fd, 'rb') as pipe:
+            for line in pipe:
+                try:
+                    _apply(line, live)
+                except Exception:
+                    bad_message = True
+                    sys.excepthook(*sys.exc_info())
+    finally:
+        status = _remove_leftovers(live)
+    sys.exit(status or (3 if bad_message else 0))

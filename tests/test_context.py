@@ -1,0 +1,165 @@
+"""Contexts and start methods: the default, set_start_method's force rules,
+get_all_start_methods, set_executable, the context API surface."""
+import multiprocessing
+import os
+import sys
+import textwrap
+
+import pytest
+
+import fastmp
+from fastmp import context
+from support import run_python
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def do_nothing():
+    pass
+
+
+def test_every_stdlib_context_name_exists():
+    for method in ("fork", "spawn", "forkserver"):
+        ours = fastmp.get_context(method)
+        theirs = multiprocessing.get_context(method)
+        public = {n for n in dir(theirs) if not n.startswith("__")}
+        missing = public - set(dir(ours))
+        assert not missing, (method, missing)
+    missing = set(multiprocessing.__all__) - set(fastmp.__all__)
+    assert not missing
+
+
+def test_all_start_methods_and_default_match_stdlib():
+    assert fastmp.get_all_start_methods() == multiprocessing.get_all_start_methods()
+    code = ("import fastmp, multiprocessing as m;"
+            "print(fastmp.get_start_method(allow_none=True), fastmp.get_start_method(),"
+            " m.get_start_method())")
+    out = run_python("-c", code)
+    assert out.returncode == 0, out.stderr
+    none, ours, theirs = out.stdout.split()
+    assert none == "None" and ours == theirs
+
+
+SET_START = textwrap.dedent("""
+    import {impl} as mp
+    log = []
+    def attempt(*args, **kw):
+        try:
+            mp.set_start_method(*args, **kw)
+            log.append('ok')
+        except Exception as exc:
+            log.append(type(exc).__name__)
+        log.append(mp.get_start_method(allow_none=True))
+    attempt('spawn')
+    attempt('fork')
+    attempt('fork', force=True)
+    attempt(None, force=True)
+    attempt('bogus')
+    attempt('forkserver')
+    try:
+        mp.get_context('spawn').set_start_method('fork')
+    except ValueError:
+        log.append('concrete refused')
+    print(' '.join(map(str, log)))
+""")
+
+
+def test_set_start_method_rules_agree(impl):
+    out = run_python("-c", SET_START.format(impl=impl.__name__))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "ok", "spawn", "RuntimeError", "spawn", "ok", "fork", "ok", "None",
+        "ValueError", "None", "ok", "forkserver", "concrete", "refused"]
+
+
+def test_get_context(impl):
+    assert impl.get_context("spawn").get_start_method() == "spawn"
+    assert impl.get_context("fork").Process.__name__ == "ForkProcess"
+    ctx = impl.get_context("forkserver")
+    assert ctx.get_context() is ctx
+    assert ctx.get_context("spawn") is impl.get_context("spawn")
+    with pytest.raises(ValueError):
+        impl.get_context("threads")
+
+
+def test_reducer_defaults_to_reduction_module():
+    from fastmp import reduction
+    assert fastmp.get_context("fork").reducer is reduction
+    assert fastmp.reducer is reduction
+
+
+def test_exceptions_reexported():
+    for name in ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError"):
+        assert getattr(context, name) is getattr(fastmp, name)
+        assert getattr(fastmp.get_context("spawn"), name) is getattr(fastmp, name)
+
+
+def test_spawning_popen_and_assert_spawning():
+    with pytest.raises(RuntimeError, match="through inheritance"):
+        context.assert_spawning(object())
+    marker = object()
+    context.set_spawning_popen(marker)
+    try:
+        assert context.get_spawning_popen() is marker
+        context.assert_spawning(object())
+    finally:
+        context.set_spawning_popen(None)
+    assert context.get_spawning_popen() is None
+
+
+@pytest.fixture
+def restore_executable(impl):
+    from importlib import import_module
+    spawn = import_module(impl.__name__ + ".spawn")
+    saved = spawn.get_executable()
+    yield spawn
+    spawn.set_executable(saved)
+
+
+def test_set_executable(impl, restore_executable):
+    ctx = impl.get_context("spawn")
+    ctx.set_executable(sys.executable)
+    assert restore_executable.get_executable() == os.fsencode(sys.executable)
+    p = ctx.Process(target=do_nothing)
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+    # the exec failure is not reported to the parent: the child exits 255
+    ctx.set_executable("/nonexistent/python")
+    p = ctx.Process(target=do_nothing)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 255
+
+
+def test_spawn_command_line_names_fastmp():
+    from fastmp import spawn
+    cmd = spawn.get_command_line(pipe_handle=7, tracker_fd=None)
+    assert cmd[0] == spawn.get_executable()
+    assert cmd[-3:] == ["-c", "from fastmp.spawn import spawn_main; "
+                        "spawn_main(pipe_handle=7, tracker_fd=None)",
+                        "--multiprocessing-fork"]
+
+
+FLAGS_SCRIPT = textwrap.dedent("""
+    import sys, {impl} as mp
+    def show(path):
+        with open(path, 'w') as f:
+            f.write(repr((sys.flags.optimize, sys.flags.dont_write_bytecode,
+                          __name__, sys.argv[1:], sys.path[0])))
+    if __name__ == '__main__':
+        mp.set_start_method('spawn')
+        p = mp.Process(target=show, args=(sys.argv[1],))
+        p.start()
+        p.join()
+""")
+
+
+def test_spawn_child_gets_flags_argv_and_mp_main(impl, tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(FLAGS_SCRIPT.format(impl=impl.__name__))
+    result = tmp_path / "seen"
+    out = run_python("-O", "-B", str(script), str(result))
+    assert out.returncode == 0, out.stderr
+    expected = (1, 1, '__mp_main__', [str(result)], os.path.realpath(tmp_path))
+    assert result.read_text() == repr(expected)

@@ -1,0 +1,288 @@
+"""fastmp.reduction: ForkingPickler and its registered reducers, fd passing
+(sendfds/recvfds, send_handle/recv_handle), and DupFd under each start
+method.  Pickling behaviour runs against both implementations."""
+import copyreg
+import functools
+import os
+import pickle
+import socket
+import threading
+
+import pytest
+
+import fastmp
+from fastmp import reduction
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def norm1(self):
+        return abs(self.x) + abs(self.y)
+
+
+class Registered:
+    """Only picklable through a reducer registered in a test."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __reduce__(self):
+        raise TypeError('Registered needs its ForkingPickler reducer')
+
+
+def _rebuild_registered(value):
+    return Registered(value * 10)
+
+
+def _reduce_registered(obj):
+    return _rebuild_registered, (obj.value,)
+
+
+class ViaCopyreg:
+    pass
+
+
+def _reduce_via_copyreg(obj):
+    return str, ('from copyreg',)
+
+
+def roundtrip(impl, obj):
+    return pickle.loads(impl.reduction.ForkingPickler.dumps(obj))
+
+
+@pytest.mark.parametrize('obj', [
+    None, 42, 'text' * 100, b'\x00' * 70000, [1, (2, 3), {'k': {4, 5}}],
+])
+def test_plain_objects_roundtrip(impl, obj):
+    assert roundtrip(impl, obj) == obj
+
+
+def test_callables_plain_pickle_refuses(impl):
+    # bound methods of instances, method descriptors, slot wrappers, partials
+    p = Point(3, -4)
+    assert roundtrip(impl, p.norm1)() == 7
+    assert roundtrip(impl, list.append) is list.append
+    assert roundtrip(impl, int.__add__)(2, 3) == 5
+    bound_builtin = roundtrip(impl, [1, 2].count)
+    assert bound_builtin(2) == 1
+    part = roundtrip(impl, functools.partial(int, base=16))
+    assert part('ff') == 255
+
+
+def test_register_applies_to_later_dumps(impl):
+    with pytest.raises(TypeError):
+        impl.reduction.ForkingPickler.dumps(Registered(1))
+    impl.reduction.register(Registered, _reduce_registered)
+    try:
+        assert roundtrip(impl, [Registered(2), Registered(3)])[1].value == 30
+        buf = __import__('io').BytesIO()
+        impl.reduction.dump(Registered(4), buf)
+        assert pickle.loads(buf.getvalue()).value == 40
+    finally:
+        del impl.reduction.ForkingPickler._extra_reducers[Registered]
+
+
+def test_copyreg_changes_are_seen(impl):
+    impl.reduction.ForkingPickler.dumps(ViaCopyreg)   # warm any cache
+    copyreg.pickle(ViaCopyreg, _reduce_via_copyreg)
+    try:
+        assert roundtrip(impl, ViaCopyreg()) == 'from copyreg'
+    finally:
+        del copyreg.dispatch_table[ViaCopyreg]
+    # once removed, the reducer no longer applies
+    assert isinstance(roundtrip(impl, ViaCopyreg()), ViaCopyreg)
+
+
+def test_protocol_argument(impl):
+    data = impl.reduction.ForkingPickler.dumps([1, 2], protocol=2)
+    assert bytes(data)[:2] == b'\x80\x02'
+    assert pickle.loads(data) == [1, 2]
+
+
+class Nested:
+    """Its reducer pickles something else with ForkingPickler.dumps."""
+
+    def __reduce__(self):
+        inner = reduction.ForkingPickler.dumps(['inner', Point(1, 2).norm1])
+        return pickle.loads, (bytes(inner),)
+
+
+def test_reducer_that_calls_dumps_itself():
+    out = roundtrip(fastmp, [Nested(), 'after', Nested()])
+    assert out[0][0] == 'inner' and out[0][1]() == 3
+    assert out[1] == 'after' and out[2][0] == 'inner'
+
+
+def test_failed_dump_leaves_no_residue():
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        reduction.ForkingPickler.dumps(['prefix' * 1000, lambda: 0])
+    assert roundtrip(fastmp, 'clean') == 'clean'
+
+
+def test_threads_pickle_independently():
+    errors = []
+
+    def worker(n):
+        for i in range(300):
+            value = [n, i, 'x' * (i % 50)]
+            if roundtrip(fastmp, value) != value:
+                errors.append((n, i))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_large_bytes_are_kept_whole():
+    payload = os.urandom(1 << 20) * 3
+    assert roundtrip(fastmp, {'p': payload, 'q': bytearray(payload[:99])}) == {
+        'p': payload, 'q': bytearray(payload[:99])}
+
+
+def test_abstract_reducer_exposes_module_api():
+    class MyReducer(reduction.AbstractReducer):
+        pass
+
+    assert MyReducer.ForkingPickler is reduction.ForkingPickler
+    assert MyReducer.sendfds is reduction.sendfds
+    MyReducer()   # re-registers the built-in reducers
+    assert reduction.ForkingPickler._extra_reducers[functools.partial] \
+        is reduction._reduce_partial
+    assert reduction.HAVE_SEND_HANDLE
+
+
+# ---- fd passing ------------------------------------------------------------
+
+def _fd_content(fd):
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 100)
+
+
+def test_sendfds_recvfds_roundtrip(tmp_path):
+    left, right = socket.socketpair()
+    paths = [tmp_path / ('f%d' % i) for i in range(3)]
+    fds = []
+    for i, path in enumerate(paths):
+        path.write_bytes(b'file %d' % i)
+        fds.append(os.open(path, os.O_RDONLY))
+    with left, right:
+        reduction.sendfds(left, fds)
+        got = reduction.recvfds(right, 3)
+    try:
+        assert len(got) == 3 and not set(got) & set(fds)
+        assert [_fd_content(fd) for fd in got] == [b'file 0', b'file 1',
+                                                   b'file 2']
+        # received descriptors are not inherited by exec'd programs
+        assert not any(os.get_inheritable(fd) for fd in got)
+    finally:
+        for fd in fds + got:
+            os.close(fd)
+
+
+def test_recvfds_errors():
+    left, right = socket.socketpair()
+    with left, right:
+        left.send(b'x')   # data without descriptors
+        with pytest.raises(RuntimeError):
+            reduction.recvfds(right, 1)
+        left.close()
+        with pytest.raises(EOFError):
+            reduction.recvfds(right, 1)
+
+
+def test_recv_handle_on_a_message_without_fd_raises(impl):
+    # the standard suite's InvalidHandle/handle tests expect RuntimeError
+    left, right = socket.socketpair()
+    with left, right:
+        left.send(b'\x01')
+        with pytest.raises(RuntimeError):
+            impl.reduction.recv_handle(right)
+
+
+def test_send_handle_keeps_the_connection_open(tmp_path):
+    path = tmp_path / 'data'
+    path.write_bytes(b'handed over')
+    left, right = socket.socketpair()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with left, right:
+            reduction.send_handle(left, fd, os.getpid())
+            got = reduction.recv_handle(right)
+            assert _fd_content(got) == b'handed over'
+            os.close(got)
+            # the borrowed socket objects did not close the connection
+            left.sendall(b'still open')
+            assert right.recv(20) == b'still open'
+    finally:
+        os.close(fd)
+
+
+# ---- across processes: DupFd (through a socket's reducer) and send_handle
+
+def child_reads_handle(sock, reply):
+    """Receive a descriptor over `sock` (itself pickled through DupFd) and
+    send back what the file holds."""
+    fd = reduction.recv_handle(sock)
+    with os.fdopen(fd, 'rb') as f:
+        reply.sendall(b'child read: ' + f.read())
+    sock.close()
+    reply.close()
+
+
+def test_send_handle_to_child(fctx, tmp_path):
+    path = tmp_path / 'payload'
+    path.write_bytes(b'secret sauce')
+    ours, theirs = socket.socketpair()
+    reply_r, reply_w = socket.socketpair()
+    with ours, theirs, reply_r, reply_w:
+        proc = fctx.Process(target=child_reads_handle,
+                            args=(theirs, reply_w))
+        proc.start()
+        with open(path, 'rb') as f:
+            reduction.send_handle(ours, f.fileno(), proc.pid)
+        reply_r.settimeout(30)
+        assert reply_r.recv(100) == b'child read: secret sauce'
+        proc.join(30)
+    assert proc.exitcode == 0
+
+
+def child_echoes(sock):
+    sock.sendall(b'echo:' + sock.recv(100))
+    sock.close()
+
+
+def test_pickled_socket_reaches_child_under_each_method(fctx):
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        proc = fctx.Process(target=child_echoes, args=(theirs,))
+        proc.start()
+        ours.sendall(b'ping')
+        ours.settimeout(30)
+        assert ours.recv(100) == b'echo:ping'
+        proc.join(30)
+    assert proc.exitcode == 0
+
+
+def test_dupfd_while_spawning_uses_the_popen(monkeypatch):
+    calls = []
+
+    class FakePopen:
+        def duplicate_for_child(self, fd):
+            calls.append(fd)
+            return fd + 1000
+
+        class DupFd:
+            def __init__(self, handle):
+                self.handle = handle
+
+    monkeypatch.setattr(reduction.context, 'get_spawning_popen',
+                        lambda: FakePopen())
+    assert reduction.DupFd(7).handle == 1007
+    assert calls == [7]
