@@ -5,6 +5,7 @@ import copy
 import errno
 import os
 import queue
+import signal
 import threading
 import time
 
@@ -485,3 +486,36 @@ def test_start_failure_is_raised_by_start(capfd):
         assert info.value.errno == errno.EADDRINUSE
     finally:
         server.listener.close()
+
+
+def test_interrupted_call_leaves_the_proxy_usable(fmanager):
+    """A call cut short by an exception from a signal handler must not
+    leave its late reply to be taken as the answer to the next call."""
+    event, lst = fmanager.Event(), fmanager.list()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            event.wait(1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    lst.append('after')
+    assert lst[:] == ['after'] and event.is_set() is False
+
+
+def test_many_short_lived_proxies(fmanager):
+    """Creating and dropping proxies (each a create and a decref) and
+    nested proxies (each an incref and a decref) stays correct."""
+    outer = fmanager.dict()
+    outer['inner'] = fmanager.list([0])
+    for i in range(100):
+        outer['inner'].append(i)
+        fmanager.list([i])
+    assert len(outer['inner']) == 101
+    # Only the dict is referenced from outside the server now.
+    assert fmanager._number_of_objects() == 1

@@ -9,9 +9,13 @@ goes out, one ``(kind, payload)`` reply comes back.  Kinds: ``#RETURN``
 token)``), ``#ERROR`` (the exception the method raised), ``#TRACEBACK`` and
 ``#UNSERIALIZABLE`` (text of a failure in the server itself).  Control
 requests (create, incref, decref, ...) use a fresh authenticated
-connection each, as the standard package does, so both can be mixed.
+connection each, as the standard package does -- except that a fastmp
+server also takes them on a thread's open connection (it says so in its
+answer to ``accept_connection``, which standard clients ignore), which
+saves a connection, a handshake and a server thread per request.
 """
 import collections.abc
+import pickle
 import threading
 import time
 import types
@@ -93,15 +97,7 @@ def dispatch(c, id, methodname, args=(), kwds={}):
     """Send one request on connection `c`; return the result or raise the
     error the server reported."""
     c.send((id, methodname, args, kwds))
-    kind, result = c.recv()
-    if kind == '#RETURN':
-        return result
-    # Drop the frame's reference to a returned exception, so that
-    # exception -> traceback -> frame -> exception never forms a cycle.
-    try:
-        raise convert_to_error(kind, result)
-    finally:
-        result = None
+    return unwrap_reply(*c.recv())
 
 
 def connect_client(Client, address, authkey):
@@ -123,6 +119,103 @@ def call_server(Client, address, authkey, methodname, args=(), kwds={}):
         return dispatch(conn, None, methodname, args, kwds)
     finally:
         conn.close()
+
+
+# What a fastmp server answers to accept_connection: it also takes control
+# requests (id None) on that connection.  The standard server answers None.
+INBAND_CONTROL = 'fastmp:inband-control'
+
+
+def _xml_reply(frame):
+    import xmlrpc.client
+    (reply,), _ = xmlrpc.client.loads(frame.decode('utf-8'))
+    return reply
+
+
+# serializer -> function decoding a reply frame
+reply_decoders = {'pickle': pickle.loads, 'xmlrpclib': _xml_reply}
+
+
+def _shared_state(address):
+    """(per-thread connection holder, ids this process references) for the
+    server at `address`, made on first use."""
+    with BaseProxy._mutex:
+        shared = BaseProxy._address_to_local.get(address)
+        if shared is None:
+            shared = (util.ForkAwareLocal(), ProcessLocalSet())
+            BaseProxy._address_to_local[address] = shared
+    return shared
+
+
+def open_thread_connection(tls, Client, address, authkey):
+    """Open the calling thread's connection for method calls to the server
+    at `address` (kept in `tls`); return it."""
+    name = process.current_process().name
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        name += '|' + thread.name
+    conn = connect_client(Client, address, authkey)
+    answer = dispatch(conn, None, 'accept_connection', (name,))
+    tls.inband = answer == INBAND_CONTROL
+    tls.connection = conn
+    return conn
+
+
+def forget_connection(tls, conn):
+    """Drop a thread connection that may hold an unread reply (a call cut
+    short): the next call opens a fresh one."""
+    if getattr(tls, 'connection', None) is conn:
+        del tls.connection
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+def exchange(tls, conn, request):
+    """Send `request` on the thread connection and return the reply frame
+    (undecoded, so that proxies unpickled from it may use the connection).
+    While the exchange is under way the connection is marked busy: a
+    finalizer or signal handler that runs meanwhile makes its control
+    request elsewhere."""
+    tls.busy = True
+    try:
+        conn.send(request)
+        return conn.recv_bytes()
+    except BaseException:
+        forget_connection(tls, conn)
+        raise
+    finally:
+        tls.busy = False
+
+
+def control(serializer, address, authkey, methodname, args=(), kwds={},
+            open_connection=False):
+    """One control request: on this thread's connection to `address` if the
+    server takes it there and the connection is free (opening one first if
+    `open_connection`), else on a connection of its own."""
+    Client = listener_client[serializer][1]
+    tls = _shared_state(address)[0]
+    conn = getattr(tls, 'connection', None)
+    if conn is None and open_connection:
+        conn = open_thread_connection(tls, Client, address, authkey)
+    if conn is None or not tls.inband or getattr(tls, 'busy', False):
+        return call_server(Client, address, authkey, methodname, args, kwds)
+    frame = exchange(tls, conn, (None, methodname, args, kwds))
+    return unwrap_reply(*reply_decoders[serializer](frame))
+
+
+def unwrap_reply(kind, result):
+    """The result a #RETURN reply carries, or raise the error another kind
+    stands for."""
+    if kind == '#RETURN':
+        return result
+    # Drop the frame's reference to a returned exception, so that
+    # exception -> traceback -> frame -> exception never forms a cycle.
+    try:
+        raise convert_to_error(kind, result)
+    finally:
+        result = None
 
 
 def adopt_reference(proxytype, token, serializer, manager, authkey, exposed):
@@ -168,15 +261,11 @@ class BaseProxy:
 
     def __init__(self, token, serializer, manager=None, authkey=None,
                  exposed=None, incref=True, manager_owned=False):
-        with BaseProxy._mutex:
-            shared = BaseProxy._address_to_local.get(token.address)
-            if shared is None:
-                shared = (util.ForkAwareLocal(), ProcessLocalSet())
-                BaseProxy._address_to_local[token.address] = shared
-        self._tls, self._idset = shared
+        self._tls, self._idset = _shared_state(token.address)
         self._token, self._id = token, token.id
         self._manager, self._serializer = manager, serializer
         self._Client = listener_client[serializer][1]
+        self._decode = reply_decoders[serializer]
         # True for a proxy rebuilt inside the server itself (a managed
         # object stored in another): the server keeps that reference.
         self._owned_by_manager = manager_owned
@@ -187,30 +276,34 @@ class BaseProxy:
 
     def _connect(self):
         """Open this thread's connection to the server; return it."""
-        name = process.current_process().name
-        thread = threading.current_thread()
-        if thread is not threading.main_thread():
-            name += '|' + thread.name
-        conn = connect_client(self._Client, self._token.address, self._authkey)
-        dispatch(conn, None, 'accept_connection', (name,))
-        self._tls.connection = conn
-        return conn
+        return open_thread_connection(self._tls, self._Client,
+                                      self._token.address, self._authkey)
 
     def _callmethod(self, methodname, args=(), kwds={}):
         """Call `methodname` on the referent; return a copy of the result
         (or a proxy, for methods registered to return one)."""
+        tls = self._tls
         try:
-            conn = self._tls.connection
+            conn = tls.connection
         except AttributeError:
             conn = self._connect()
-        conn.send((self._id, methodname, args, kwds))
-        kind, result = conn.recv()
+        # exchange(), written out: this is the hot path.
+        tls.busy = True
+        try:
+            conn.send((self._id, methodname, args, kwds))
+            frame = conn.recv_bytes()
+        except BaseException:
+            forget_connection(tls, conn)
+            raise
+        finally:
+            tls.busy = False
+        kind, result = self._decode(frame)
         if kind == '#RETURN':
             return result
         if kind == '#PROXY':
             return self._adopt(*result)
         try:
-            raise convert_to_error(kind, result)
+            return unwrap_reply(kind, result)
         finally:
             result = None   # no exception -> frame -> exception cycle
 
@@ -232,8 +325,8 @@ class BaseProxy:
     def _incref(self):
         if self._owned_by_manager:
             return
-        call_server(self._Client, self._token.address, self._authkey,
-                    'incref', (self._id,))
+        control(self._serializer, self._token.address, self._authkey,
+                'incref', (self._id,))
         self._track()
 
     def _track(self):
@@ -244,16 +337,16 @@ class BaseProxy:
         self._close = util.Finalize(
             self, BaseProxy._decref,
             args=(self._token, self._authkey, state, self._tls, self._idset,
-                  self._Client),
+                  self._serializer),
             exitpriority=10)
 
     @staticmethod
-    def _decref(token, authkey, state, tls, idset, _Client):
+    def _decref(token, authkey, state, tls, idset, serializer):
         idset.discard(token.id)
         if state is None or state.value == State.STARTED:
             try:
-                call_server(_Client, token.address, authkey,
-                            'decref', (token.id,))
+                control(serializer, token.address, authkey,
+                        'decref', (token.id,))
             except Exception as e:
                 util.debug('decref of %r failed: %s', token.id, e)
         # The thread's connection is no longer needed once the process
@@ -340,14 +433,10 @@ def AutoProxy(token, serializer, manager=None, authkey=None, exposed=None,
               incref=True, manager_owned=False):
     """A proxy whose methods are the ones the server exposes for `token`
     (asked from the server when not given)."""
-    if authkey is None and manager is not None:
-        authkey = manager._authkey
+    authkey = _authkey_for(authkey, manager)
     if exposed is None:
-        Client = listener_client[serializer][1]
-        exposed = call_server(Client, token.address, authkey,
-                              'get_methods', (token,))
-    if authkey is None:
-        authkey = process.current_process().authkey
+        exposed = control(serializer, token.address, authkey,
+                          'get_methods', (token,))
     proxytype = MakeProxyType('AutoProxy[%s]' % token.typeid, exposed)
     proxy = proxytype(token, serializer, manager=manager, authkey=authkey,
                       incref=incref, manager_owned=manager_owned)

@@ -26,7 +26,8 @@ from ._proxies import (  # noqa: F401 (the standard module's names)
     ConditionProxy, EventProxy, BarrierProxy, NamespaceProxy, ValueProxy,
     BaseListProxy, ListProxy, DictProxy, SetProxy, ArrayProxy, BasePoolProxy,
     PoolProxy, ProcessLocalSet, dispatch, convert_to_error, listener_client,
-    call_server, connect_client, adopt_reference, proxytype_for_typeid)
+    call_server, connect_client, control, adopt_reference,
+    proxytype_for_typeid, INBAND_CONTROL)
 
 __all__ = ['BaseManager', 'SyncManager', 'BaseProxy', 'Token',
            'SharedMemoryManager']
@@ -195,6 +196,8 @@ class Server:
 
     def _call(self, conn, ident, methodname, args, kwds):
         """Run one method call; return the reply to send."""
+        if ident is None:
+            return self._inband_control(conn, methodname, args, kwds)
         try:
             obj, exposed, gettypeid = self._lookup(ident)
             if methodname not in exposed:
@@ -223,6 +226,21 @@ class Server:
         except Exception:
             return ('#TRACEBACK', format_exc())
         return ('#PROXY', (rexposed, Token(typeid, self.address, rident)))
+
+    # Control requests that need a connection of their own.
+    _CONNECTION_CONTROL = frozenset(['accept_connection', 'shutdown'])
+
+    def _inband_control(self, conn, methodname, args, kwds):
+        """A control request made on a serving connection (by a fastmp
+        client); return the reply to send."""
+        try:
+            if (methodname not in self.public
+                    or methodname in self._CONNECTION_CONTROL):
+                raise ValueError('%r cannot be requested on a connection '
+                                 'serving method calls' % (methodname,))
+            return ('#RETURN', getattr(self, methodname)(conn, *args, **kwds))
+        except Exception:
+            return ('#TRACEBACK', format_exc())
 
     def serve_client(self, conn):
         """Serve the method calls of one client thread until it hangs up."""
@@ -325,7 +343,8 @@ class Server:
     def accept_connection(self, c, name):
         """Turn this connection into one serving method calls."""
         threading.current_thread().name = name
-        c.send(('#RETURN', None))
+        # Tells a fastmp client it may send control requests here too.
+        c.send(('#RETURN', INBAND_CONTROL))
         self.serve_client(c)
 
     def incref(self, c, ident):
@@ -461,9 +480,9 @@ class BaseManager:
         counted one reference for the caller."""
         if self._state.value != State.STARTED:
             raise ProcessError('server not yet started')
-        ident, exposed = call_server(self._Client, self._address,
-                                     self._authkey, 'create',
-                                     (typeid,) + args, kwds)
+        ident, exposed = control(self._serializer, self._address,
+                                 self._authkey, 'create', (typeid,) + args,
+                                 kwds, open_connection=True)
         return Token(typeid, self._address, ident), exposed
 
     def join(self, timeout=None):
@@ -475,13 +494,13 @@ class BaseManager:
 
     def _debug_info(self):
         """Text listing the server's objects and reference counts."""
-        return call_server(self._Client, self._address, self._authkey,
-                           'debug_info')
+        return control(self._serializer, self._address, self._authkey,
+                       'debug_info')
 
     def _number_of_objects(self):
         """How many objects the server holds."""
-        return call_server(self._Client, self._address, self._authkey,
-                           'number_of_objects')
+        return control(self._serializer, self._address, self._authkey,
+                       'number_of_objects')
 
     @staticmethod
     def _finalize_manager(process, address, authkey, state, _Client,

@@ -87,3 +87,28 @@ def manager_start(mp, n):
         with ctx.Manager() as m:
             m.list()
     return time.perf_counter() - t0
+
+
+@workload("manager_nested_get", n=3000)
+def manager_nested_get(mp, n):
+    """d['inner'][0]: a managed list inside a managed dict (each access
+    rebuilds, increfs and drops a proxy)"""
+    with _manager(mp) as m:
+        dct = m.dict()
+        dct['inner'] = m.list([1])
+        dct['inner'][0]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            dct['inner'][0]
+        return time.perf_counter() - t0
+
+
+@workload("manager_create_list", n=2000)
+def manager_create_list(mp, n):
+    """m.list() made and dropped"""
+    with _manager(mp) as m:
+        m.list()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            m.list()
+        return time.perf_counter() - t0
