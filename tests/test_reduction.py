@@ -286,3 +286,42 @@ def test_dupfd_while_spawning_uses_the_popen(monkeypatch):
                         lambda: FakePopen())
     assert reduction.DupFd(7).handle == 1007
     assert calls == [7]
+
+
+# ---- DupFd outside a process start: the resource sharer ------------------
+
+def child_uses_shared_objects(conn):
+    sock = conn.recv()     # pickled through resource_sharer.DupFd
+    sock.sendall(b'hello over the shared socket')
+    sock.close()
+    passed = conn.recv()   # a Connection pickled the same way
+    passed.send(('via the passed connection', os.getpid()))
+    passed.close()
+    conn.close()
+
+
+def test_objects_sent_to_a_running_child(fctx):
+    from fastmp import resource_sharer
+    ours, theirs = fctx.Pipe()
+    proc = fctx.Process(target=child_uses_shared_objects, args=(theirs,))
+    proc.start()
+    try:
+        left, right = socket.socketpair()
+        with left, right:
+            ours.send(right)
+            right.close()
+            left.settimeout(30)
+            assert left.recv(100) == b'hello over the shared socket'
+        reader, writer = fctx.Pipe(duplex=False)
+        ours.send(writer)
+        writer.close()
+        assert reader.poll(30)
+        assert reader.recv() == ('via the passed connection', proc.pid)
+        reader.close()
+    finally:
+        proc.join(30)
+        ours.close()
+        theirs.close()
+    assert proc.exitcode == 0
+    resource_sharer.stop(timeout=5)
+    assert resource_sharer._resource_sharer._thread is None

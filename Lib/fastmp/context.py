@@ -1,6 +1,7 @@
 """Contexts: one per start method (fork, spawn, forkserver) plus the
 default context behind the package's top-level functions.  Each factory
 method imports the module that implements it on first use."""
+import importlib
 import os
 import socket
 import sys
@@ -30,14 +31,13 @@ _CAN_SEND_FDS = (hasattr(socket, 'AF_UNIX') and hasattr(socket, 'SCM_RIGHTS')
 class BaseContext(object):
     """The package API bound to one start method."""
 
-    ProcessError = ProcessError
-    BufferTooShort = BufferTooShort
-    TimeoutError = TimeoutError
-    AuthenticationError = AuthenticationError
+    # the exception classes live in the C module
+    ProcessError, BufferTooShort, TimeoutError, AuthenticationError = (
+        ProcessError, BufferTooShort, TimeoutError, AuthenticationError)
 
-    current_process = staticmethod(process.current_process)
-    parent_process = staticmethod(process.parent_process)
-    active_children = staticmethod(process.active_children)
+    current_process, parent_process, active_children = map(
+        staticmethod, (process.current_process, process.parent_process,
+                       process.active_children))
 
     def cpu_count(self):
         """The number of CPUs; NotImplementedError if unknown."""
@@ -48,10 +48,15 @@ class BaseContext(object):
 
     # -- objects shared between processes ---------------------------------
 
+    def _new(self, module, cls, *args, **kwargs):
+        """cls(*args, ctx=<this context>, **kwargs), with `cls` taken from
+        the submodule `module`, which is imported only now."""
+        found = getattr(importlib.import_module('.' + module, __package__), cls)
+        return found(*args, ctx=self.get_context(), **kwargs)
+
     def Manager(self):
         """A started SyncManager (a server process holding shared objects)."""
-        from .managers import SyncManager
-        manager = SyncManager(ctx=self.get_context())
+        manager = self._new('managers', 'SyncManager')
         manager.start()
         return manager
 
@@ -62,53 +67,43 @@ class BaseContext(object):
 
     def Lock(self):
         """A process-shared non-recursive lock."""
-        from .synchronize import Lock
-        return Lock(ctx=self.get_context())
+        return self._new('synchronize', 'Lock')
 
     def RLock(self):
         """A process-shared recursive lock."""
-        from .synchronize import RLock
-        return RLock(ctx=self.get_context())
+        return self._new('synchronize', 'RLock')
 
     def Condition(self, lock=None):
         """A process-shared condition variable."""
-        from .synchronize import Condition
-        return Condition(lock, ctx=self.get_context())
+        return self._new('synchronize', 'Condition', lock)
 
     def Semaphore(self, value=1):
         """A process-shared semaphore."""
-        from .synchronize import Semaphore
-        return Semaphore(value, ctx=self.get_context())
+        return self._new('synchronize', 'Semaphore', value)
 
     def BoundedSemaphore(self, value=1):
         """A process-shared bounded semaphore."""
-        from .synchronize import BoundedSemaphore
-        return BoundedSemaphore(value, ctx=self.get_context())
+        return self._new('synchronize', 'BoundedSemaphore', value)
 
     def Event(self):
         """A process-shared event."""
-        from .synchronize import Event
-        return Event(ctx=self.get_context())
+        return self._new('synchronize', 'Event')
 
     def Barrier(self, parties, action=None, timeout=None):
         """A process-shared barrier."""
-        from .synchronize import Barrier
-        return Barrier(parties, action, timeout, ctx=self.get_context())
+        return self._new('synchronize', 'Barrier', parties, action, timeout)
 
     def Queue(self, maxsize=0):
         """A process-shared FIFO queue."""
-        from .queues import Queue
-        return Queue(maxsize, ctx=self.get_context())
+        return self._new('queues', 'Queue', maxsize)
 
     def JoinableQueue(self, maxsize=0):
         """A Queue with task_done() and join()."""
-        from .queues import JoinableQueue
-        return JoinableQueue(maxsize, ctx=self.get_context())
+        return self._new('queues', 'JoinableQueue', maxsize)
 
     def SimpleQueue(self):
         """A minimal process-shared queue."""
-        from .queues import SimpleQueue
-        return SimpleQueue(ctx=self.get_context())
+        return self._new('queues', 'SimpleQueue')
 
     def Pool(self, processes=None, initializer=None, initargs=(),
              maxtasksperchild=None):
@@ -129,15 +124,13 @@ class BaseContext(object):
 
     def Value(self, typecode_or_type, *args, lock=True):
         """A ctypes object in shared memory, guarded by a lock."""
-        from .sharedctypes import Value
-        return Value(typecode_or_type, *args, lock=lock,
-                     ctx=self.get_context())
+        return self._new('sharedctypes', 'Value', typecode_or_type, *args,
+                         lock=lock)
 
     def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
         """A ctypes array in shared memory, guarded by a lock."""
-        from .sharedctypes import Array
-        return Array(typecode_or_type, size_or_initializer, lock=lock,
-                     ctx=self.get_context())
+        return self._new('sharedctypes', 'Array', typecode_or_type,
+                         size_or_initializer, lock=lock)
 
     # -- configuration ----------------------------------------------------
 
@@ -172,17 +165,22 @@ class BaseContext(object):
         """This context, or the one for `method`; ValueError if unknown."""
         if method is None:
             return self
-        ctx = _concrete_contexts.get(method)
-        if ctx is None:
-            raise ValueError('cannot find context for %r' % (method,))
-        ctx._check_available()
-        return ctx
+        try:
+            found = _concrete_contexts[method]
+        except KeyError:
+            raise ValueError('cannot find context for %r' % (method,)) from None
+        found._check_available()
+        return found
 
     def get_start_method(self, allow_none=False):
         return self._name
 
     def set_start_method(self, method, force=False):
+        # only the default context's method can change
         raise ValueError('cannot set start method of concrete context')
+
+    def _check_available(self):
+        """Raise ValueError if this start method cannot work here."""
 
     @property
     def reducer(self):
@@ -196,8 +194,9 @@ class BaseContext(object):
         # reduction`, as in the standard package
         globals()['reduction'] = reduction
 
-    def _check_available(self):
-        pass
+
+def _chosen_process_class():
+    return _default_context.get_context().Process
 
 
 class Process(process.BaseProcess):
@@ -208,11 +207,11 @@ class Process(process.BaseProcess):
 
     @staticmethod
     def _Popen(process_obj):
-        return _default_context.get_context().Process._Popen(process_obj)
+        return _chosen_process_class()._Popen(process_obj)
 
     @staticmethod
     def _after_fork():
-        return _default_context.get_context().Process._after_fork()
+        return _chosen_process_class()._after_fork()
 
 
 class DefaultContext(BaseContext):
@@ -235,12 +234,10 @@ class DefaultContext(BaseContext):
     def set_start_method(self, method, force=False):
         """Fix the start method; RuntimeError if already fixed unless
         force (force with None unfixes it)."""
-        if self._actual_context is not None and not force:
+        if not force and self._actual_context is not None:
             raise RuntimeError('context has already been set')
-        if method is None and force:
-            self._actual_context = None
-        else:
-            self._actual_context = self.get_context(method)
+        unfix = force and method is None
+        self._actual_context = None if unfix else self.get_context(method)
 
     def get_start_method(self, allow_none=False):
         if self._actual_context is None and allow_none:
@@ -256,22 +253,23 @@ class DefaultContext(BaseContext):
         return methods
 
 
-class ForkProcess(process.BaseProcess):
-    _start_method = 'fork'
-
-    @staticmethod
+def _starter(popen_module):
+    """A _Popen for a Process class: start the child with the Popen class
+    of `popen_module` (imported on first use)."""
     def _Popen(process_obj):
-        from .popen_fork import Popen
-        return Popen(process_obj)
+        module = importlib.import_module('.' + popen_module, __package__)
+        return module.Popen(process_obj)
+    return staticmethod(_Popen)
+
+
+class ForkProcess(process.BaseProcess):
+    _Popen = _starter('popen_fork')
+    _start_method = 'fork'
 
 
 class SpawnProcess(process.BaseProcess):
+    _Popen = _starter('popen_spawn_posix')
     _start_method = 'spawn'
-
-    @staticmethod
-    def _Popen(process_obj):
-        from .popen_spawn_posix import Popen
-        return Popen(process_obj)
 
     @staticmethod
     def _after_fork():
@@ -280,27 +278,23 @@ class SpawnProcess(process.BaseProcess):
 
 
 class ForkServerProcess(process.BaseProcess):
+    _Popen = _starter('popen_forkserver')
     _start_method = 'forkserver'
-
-    @staticmethod
-    def _Popen(process_obj):
-        from .popen_forkserver import Popen
-        return Popen(process_obj)
 
 
 class ForkContext(BaseContext):
-    _name = 'fork'
     Process = ForkProcess
+    _name = 'fork'
 
 
 class SpawnContext(BaseContext):
-    _name = 'spawn'
     Process = SpawnProcess
+    _name = 'spawn'
 
 
 class ForkServerContext(BaseContext):
-    _name = 'forkserver'
     Process = ForkServerProcess
+    _name = 'forkserver'
 
     def _check_available(self):
         if not _CAN_SEND_FDS:
@@ -329,25 +323,30 @@ _default_context = DefaultContext(_concrete_contexts[_stdlib_default_method()])
 
 
 def _force_start_method(method):
+    """Fix the default context's start method (a child takes its parent's)."""
     _default_context._actual_context = _concrete_contexts[method]
 
 
-# the Popen starting a child in this thread, while it pickles the child's
-# data (objects that may only be inherited check it)
-_tls = threading.local()
+class _SpawningState(threading.local):
+    # the Popen starting a child in this thread, set while it pickles the
+    # child's data: objects that may only be inherited check it
+    popen = None
+
+
+_spawning = _SpawningState()
 
 
 def get_spawning_popen():
-    return getattr(_tls, 'spawning_popen', None)
+    return _spawning.popen
 
 
 def set_spawning_popen(popen):
-    _tls.spawning_popen = popen
+    _spawning.popen = popen
 
 
 def assert_spawning(obj):
     """RuntimeError unless a child process is being started (for objects
     that can only be passed to children at start)."""
-    if get_spawning_popen() is None:
+    if _spawning.popen is None:
         raise RuntimeError('%s objects should only be shared between processes'
                            ' through inheritance' % type(obj).__name__)

@@ -15,11 +15,12 @@ class Popen(object):
     sees as its parent's sentinel."""
 
     method = 'fork'
+    finalizer = None    # closes our pipe ends
+    returncode = None   # set once the child has been reaped
 
     def __init__(self, process_obj):
+        # buffered output would otherwise be written twice, once by each
         util._flush_std_streams()
-        self.returncode = None
-        self.finalizer = None
         self._launch(process_obj)
 
     def duplicate_for_child(self, fd):
@@ -29,13 +30,14 @@ class Popen(object):
     def poll(self, flag=os.WNOHANG):
         """The exit code once the child has exited (-N for signal N), else
         None.  flag=0 waits for it."""
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, flag)
-            except OSError:
-                return None
-            if pid == self.pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            pid, status = os.waitpid(self.pid, flag)
+        except OSError:
+            return None  # reaped elsewhere, or interrupted
+        if pid == self.pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
     def wait(self, timeout=None):
@@ -50,23 +52,26 @@ class Popen(object):
                 return self.poll(os.WNOHANG)
         return self.poll(0)
 
-    def _send_signal(self, sig):
+    def _signal(self, signum):
+        """Send `signum` to the child unless it has been reaped already."""
         if self.returncode is not None:
             return
         try:
-            os.kill(self.pid, sig)
+            os.kill(self.pid, signum)
         except ProcessLookupError:
-            pass
+            return
         except OSError:
             # e.g. EPERM on a child that is exiting: fine if it is gone
             if self.wait(timeout=0.1) is None:
                 raise
 
     def terminate(self):
-        self._send_signal(signal.SIGTERM)
+        """SIGTERM the child."""
+        self._signal(signal.SIGTERM)
 
     def kill(self):
-        self._send_signal(signal.SIGKILL)
+        """SIGKILL the child."""
+        self._signal(signal.SIGKILL)
 
     def _launch(self, process_obj):
         child_sees_exit_r, child_exit_w = os.pipe()

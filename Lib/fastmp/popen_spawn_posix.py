@@ -14,6 +14,8 @@ class _DupFd(object):
     """A descriptor the child receives under the same number (it is kept
     open across the exec)."""
 
+    __slots__ = ('fd',)
+
     def __init__(self, fd):
         self.fd = fd
 
@@ -22,8 +24,8 @@ class _DupFd(object):
 
 
 class Popen(popen_fork.Popen):
-    method = 'spawn'
     DupFd = _DupFd
+    method = 'spawn'
 
     def __init__(self, process_obj):
         # descriptors the child must inherit, collected while pickling
@@ -31,8 +33,9 @@ class Popen(popen_fork.Popen):
         super().__init__(process_obj)
 
     def duplicate_for_child(self, fd):
+        # passed through the exec: the child sees the same number
         self._fds.append(fd)
-        return fd
+        return self._fds[-1]
 
     def _pickled_child(self, process_obj):
         """The bytes the child reads: preparation data, then the Process
@@ -42,8 +45,8 @@ class Popen(popen_fork.Popen):
         buf = io.BytesIO()
         set_spawning_popen(self)
         try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
+            for obj in (prep_data, process_obj):
+                reduction.dump(obj, buf)
         finally:
             set_spawning_popen(None)
         return buf.getbuffer()

@@ -10,10 +10,15 @@ from _weakrefset import WeakSet
 __all__ = ['BaseProcess', 'current_process', 'active_children',
            'parent_process']
 
-try:
-    ORIGINAL_DIR = os.path.abspath(os.getcwd())
-except OSError:
-    ORIGINAL_DIR = None
+
+def _starting_directory():
+    try:
+        return os.path.abspath(os.getcwd())
+    except OSError:  # started in a directory that no longer exists
+        return None
+
+
+ORIGINAL_DIR = _starting_directory()
 
 
 def current_process():
@@ -33,48 +38,34 @@ def active_children():
 
 
 def _cleanup():
-    """Forget children that have exited (reaping them)."""
-    for child in list(_children):
-        popen = child._popen
-        if popen and popen.poll() is not None:
-            _children.discard(child)
+    """Forget (and reap) the children that have exited."""
+    exited = [child for child in list(_children)
+              if child._popen is not None and child._popen.poll() is not None]
+    _children.difference_update(exited)
 
 
 class BaseProcess(object):
     """A unit of work run in a child process; subclasses pick the start
     method through _Popen."""
 
-    def _Popen(self):
-        raise NotImplementedError
-
     def __init__(self, group=None, target=None, name=None, args=(), kwargs={},
                  *, daemon=None):
         assert group is None, 'group argument must be None for now'
-        parent = _current_process
-        self._identity = parent._identity + (next(_process_counter),)
-        self._config = parent._config.copy()
-        self._parent_pid = os.getpid()
-        self._parent_name = parent.name
-        self._popen = None
-        self._closed = False
-        self._target = target
-        self._args = tuple(args)
-        self._kwargs = dict(kwargs)
-        if name:
-            self._name = name
-        else:
-            self._name = '%s-%s' % (type(self).__name__,
-                                    ':'.join(map(str, self._identity)))
+        creator = _current_process
+        # Process-1:2 is the second child of this process's first child
+        self._identity = creator._identity + (next(_process_counter),)
+        self._config = dict(creator._config)   # inherited settings
+        self._parent_pid, self._parent_name = os.getpid(), creator.name
+        self._popen, self._closed = None, False
+        self._target, self._args, self._kwargs = target, tuple(args), dict(kwargs)
+        self._name = name or '%s-%s' % (type(self).__name__,
+                                        ':'.join(map(str, self._identity)))
         if daemon is not None:
             self.daemon = daemon
         _dangling.add(self)
 
-    def _check_closed(self):
-        if self._closed:
-            raise ValueError("process object is closed")
-
-    def _check_owner(self, what):
-        assert self._parent_pid == os.getpid(), what
+    def _Popen(self):
+        raise NotImplementedError
 
     def run(self):
         """The child's work: call target(*args, **kwargs).  Override it in
@@ -82,19 +73,38 @@ class BaseProcess(object):
         if self._target:
             self._target(*self._args, **self._kwargs)
 
+    # ---- checks shared by the methods below ------------------------------
+
+    def _check_closed(self):
+        if self._closed:
+            raise ValueError("process object is closed")
+
+    def _check_is_our_child(self, action):
+        assert self._parent_pid == os.getpid(), 'can only %s' % action
+
+    # ---- life cycle, seen from the parent ----------------------------------
+
     def start(self):
         """Start the child process."""
         self._check_closed()
         assert self._popen is None, 'cannot start a process twice'
-        self._check_owner('can only start a process object created by current process')
+        self._check_is_our_child('start a process object created by current process')
         assert not _current_process._config.get('daemon'), \
             'daemonic processes are not allowed to have children'
         _cleanup()
-        self._popen = self._Popen(self)
-        self._sentinel = self._popen.sentinel
-        # The target may refer back to this object: drop it to avoid a cycle
-        del self._target, self._args, self._kwargs
+        popen = self._popen = self._Popen(self)
+        self._sentinel = popen.sentinel
         _children.add(self)
+        # the target may refer back to this object: drop it, no cycle
+        del self._target, self._args, self._kwargs
+
+    def join(self, timeout=None):
+        """Wait for the child to exit, at most `timeout` seconds."""
+        self._check_closed()
+        self._check_is_our_child('join a child process')
+        assert self._popen is not None, 'can only join a started process'
+        if self._popen.wait(timeout) is not None:
+            _children.discard(self)
 
     def terminate(self):
         """Send SIGTERM to the child."""
@@ -105,27 +115,6 @@ class BaseProcess(object):
         """Send SIGKILL to the child."""
         self._check_closed()
         self._popen.kill()
-
-    def join(self, timeout=None):
-        """Wait for the child to exit, at most `timeout` seconds."""
-        self._check_closed()
-        self._check_owner('can only join a child process')
-        assert self._popen is not None, 'can only join a started process'
-        if self._popen.wait(timeout) is not None:
-            _children.discard(self)
-
-    def is_alive(self):
-        """True while the child runs (always true for this process)."""
-        self._check_closed()
-        if self is _current_process:
-            return True
-        self._check_owner('can only test a child process')
-        if self._popen is None:
-            return False
-        if self._popen.poll() is None:
-            return True
-        _children.discard(self)
-        return False
 
     def close(self):
         """Release the resources of an exited child; ValueError if it still
@@ -141,42 +130,55 @@ class BaseProcess(object):
             _children.discard(self)
         self._closed = True
 
-    @property
-    def name(self):
+    def is_alive(self):
+        """True while the child runs (always true for this process)."""
+        self._check_closed()
+        if self is _current_process:
+            return True
+        self._check_is_our_child('test a child process')
+        running = self._popen is not None and self._popen.poll() is None
+        if not running:
+            _children.discard(self)
+        return running
+
+    # ---- attributes ---------------------------------------------------------
+
+    def _get_name(self):
         return self._name
 
-    @name.setter
-    def name(self, name):
+    def _set_name(self, name):
         assert isinstance(name, str), 'name must be a string'
         self._name = name
 
-    @property
-    def daemon(self):
-        """Whether the child is daemonic (terminated when its parent exits;
-        may not start children)."""
+    name = property(_get_name, _set_name)
+
+    # daemon and authkey live in _config, which children inherit
+
+    def _get_daemon(self):
         return self._config.get('daemon', False)
 
-    @daemon.setter
-    def daemon(self, daemonic):
+    def _set_daemon(self, daemonic):
         assert self._popen is None, 'process has already started'
         self._config['daemon'] = daemonic
 
-    @property
-    def authkey(self):
+    daemon = property(_get_daemon, _set_daemon, doc=(
+        "Whether the child is daemonic (terminated when its parent exits; "
+        "may not start children)."))
+
+    def _get_authkey(self):
         return self._config['authkey']
 
-    @authkey.setter
-    def authkey(self, authkey):
+    def _set_authkey(self, authkey):
         self._config['authkey'] = AuthenticationString(authkey)
+
+    authkey = property(_get_authkey, _set_authkey)
 
     @property
     def exitcode(self):
         """The exit code, -N if killed by signal N, None while running or
         before start."""
         self._check_closed()
-        if self._popen is None:
-            return None
-        return self._popen.poll()
+        return None if self._popen is None else self._popen.poll()
 
     @property
     def ident(self):
@@ -184,7 +186,7 @@ class BaseProcess(object):
         self._check_closed()
         if self is _current_process:
             return os.getpid()
-        return self._popen and self._popen.pid
+        return self._popen.pid if self._popen is not None else None
 
     pid = ident
 
@@ -222,29 +224,14 @@ class BaseProcess(object):
             words.append('daemon')
         return '<%s>' % ' '.join(words)
 
+    # ---- life cycle, seen from the child ------------------------------------
+
     def _bootstrap(self, parent_sentinel=None):
         """Become this process in the child: reset the registry, run
         after-fork hooks and run(); return the exit code."""
-        from . import context, util
-        global _current_process, _parent_process, _process_counter, _children
+        from . import util
         try:
-            if self._start_method is not None:
-                context._force_start_method(self._start_method)
-            _process_counter = itertools.count(1)
-            _children = set()
-            util._close_stdin()
-            previous = _current_process
-            _current_process = self
-            _parent_process = _ParentProcess(self._parent_name,
-                                             self._parent_pid, parent_sentinel)
-            if threading._HAVE_THREAD_NATIVE_ID:
-                threading.main_thread()._set_native_id()
-            try:
-                self._after_fork()
-            finally:
-                # the parent's object may have finalizers: keep it until
-                # the after-fork hooks have run
-                del previous
+            self._become_current(parent_sentinel)
             util.info('child process calling self.run()')
             self.run()
             exitcode = 0
@@ -252,20 +239,47 @@ class BaseProcess(object):
             exitcode = _exit_status(exc.code)
         except BaseException:
             exitcode = 1
-            import traceback
-            sys.stderr.write('Process %s:\n' % self.name)
-            traceback.print_exc()
+            _report_crash(self.name)
         finally:
             threading._shutdown()
             util.info('process exiting with exitcode %d' % exitcode)
             util._flush_std_streams()
         return exitcode
 
+    def _become_current(self, parent_sentinel):
+        """Make this object the current process, with fresh children and
+        counter, the parent recorded, stdin detached and the after-fork
+        hooks run."""
+        from . import context, util
+        global _current_process, _parent_process, _process_counter, _children
+        if self._start_method is not None:
+            context._force_start_method(self._start_method)
+        _children = set()
+        _process_counter = itertools.count(1)
+        util._close_stdin()
+        # the parent's object may have finalizers: keep it alive until
+        # the after-fork hooks have run
+        replaced = _current_process
+        _current_process = self
+        _parent_process = _ParentProcess(self._parent_name, self._parent_pid,
+                                         parent_sentinel)
+        if threading._HAVE_THREAD_NATIVE_ID:
+            threading.main_thread()._set_native_id()
+        self._after_fork()
+        del replaced
+
     @staticmethod
     def _after_fork():
         from . import util
         util._finalizer_registry.clear()
         util._run_after_forkers()
+
+
+def _report_crash(name):
+    """Print the exception being handled, headed by the process name."""
+    import traceback
+    sys.stderr.write('Process %s:\n' % name)
+    traceback.print_exc()
 
 
 def _exit_status(code):
@@ -295,24 +309,19 @@ class _ParentProcess(BaseProcess):
     read end of a pipe the parent holds open) reports end-of-file."""
 
     def __init__(self, name, pid, sentinel):
-        self._identity = ()
-        self._name = name
-        self._pid = pid
-        self._parent_pid = None
-        self._popen = None
-        self._closed = False
-        self._sentinel = sentinel
-        self._config = {}
-
-    def is_alive(self):
-        from .util import _wait_readable
-        return not _wait_readable(self._sentinel, 0)
+        self._name, self._pid, self._sentinel = name, pid, sentinel
+        self._identity, self._config = (), {}
+        self._parent_pid, self._popen, self._closed = None, None, False
 
     @property
     def ident(self):
         return self._pid
 
     pid = ident
+
+    def is_alive(self):
+        from .util import _wait_readable
+        return not _wait_readable(self._sentinel, 0)
 
     def join(self, timeout=None):
         """Wait for the parent to exit, at most `timeout` seconds."""
@@ -322,15 +331,12 @@ class _ParentProcess(BaseProcess):
 
 class _MainProcess(BaseProcess):
     """The process the program started in.  Everything in _config is
-    inherited by descendants."""
+    inherited by descendants; the short semaphore prefix suits systems
+    that limit the length of semaphore names."""
 
     def __init__(self):
-        self._identity = ()
-        self._name = 'MainProcess'
-        self._parent_pid = None
-        self._popen = None
-        self._closed = False
-        # a short semaphore prefix: some systems limit the name's length
+        self._name, self._identity = 'MainProcess', ()
+        self._parent_pid, self._popen, self._closed = None, None, False
         self._config = {'authkey': AuthenticationString(os.urandom(32)),
                         'semprefix': '/mp'}
 
@@ -338,10 +344,10 @@ class _MainProcess(BaseProcess):
         pass
 
 
-_parent_process = None
 _current_process = _MainProcess()
-_process_counter = itertools.count(1)
+_parent_process = None
 _children = set()
+_process_counter = itertools.count(1)
 
 # exit code -> '-SIGTERM' etc. for repr
 _exitcode_to_name = {-int(sig): '-' + sig.name for sig in signal.Signals

@@ -71,14 +71,25 @@ def _remove_folder(name):
     shutil.rmtree(name)
 
 
-# Resource type -> how the tracker removes a leaked object of that type.
+def _forget(name):
+    pass
+
+
+# Resource type -> how a leaked object of that type is removed.  The keys
+# are those of the running version's standard package (its test-suite
+# walks them); the tracker also accepts the types in _MORE_CLEANUP_FUNCS.
 _CLEANUP_FUNCS = {
     'noop': _refuse_noop,
-    'dummy': lambda name: None,     # the test-suites' stand-in resource
     'semaphore': _unlink_semaphore,
     'shared_memory': _unlink_shared_memory,
+}
+_MORE_CLEANUP_FUNCS = {
+    'dummy': _forget,           # the test-suites' stand-in resource
     'folder': _remove_folder,
 }
+if sys.version_info >= (3, 13):
+    _CLEANUP_FUNCS['dummy'] = _MORE_CLEANUP_FUNCS.pop('dummy')
+_ALL_CLEANUP_FUNCS = {**_CLEANUP_FUNCS, **_MORE_CLEANUP_FUNCS}
 
 # Types whose leaks are removed without a warning.
 _QUIET_TYPES = frozenset({'dummy'})
@@ -89,36 +100,41 @@ class ReentrantCallError(RuntimeError):
     finalizer run by the garbage collector in the middle of a call)."""
 
 
+class _OwnedLock(object):
+    """A lock that knows which thread holds it, so that the holder trying
+    to take it again gets ReentrantCallError instead of a deadlock."""
+    __slots__ = ('_lock', '_owner')
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._owner = None
+
+    def __enter__(self):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise ReentrantCallError(
+                'reentrant call into the fastmp resource tracker')
+        self._lock.acquire()
+        self._owner = me
+
+    def __exit__(self, *exc_info):
+        self._owner = None
+        self._lock.release()
+
+
 class ResourceTracker(object):
     """This process's link to the tracker process: starts it on first use
     (or again if it died) and sends it registrations."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._owner = None      # ident of the thread holding _lock
+        self._lock = _OwnedLock()
         self._fd = None         # write end of the pipe to the tracker
         self._pid = None        # the tracker's pid, in the process that started it
         self._exitcode = None   # the tracker's exit code, after _stop()
 
-    @contextlib.contextmanager
-    def _exclusive(self):
-        """Hold the lock; ReentrantCallError if this thread already does
-        (waiting for it would deadlock)."""
-        me = threading.get_ident()
-        if self._owner == me:
-            raise ReentrantCallError(
-                'reentrant call into the fastmp resource tracker')
-        with self._lock:
-            self._owner = me
-            try:
-                yield
-            finally:
-                self._owner = None
-
     def _after_fork_in_child(self):
         # The lock may have been held by a thread that does not exist here.
-        self._lock = threading.Lock()
-        self._owner = None
+        self._lock = _OwnedLock()
 
     def getfd(self):
         """The write end of the tracker's pipe (started if need be)."""
@@ -129,7 +145,7 @@ class ResourceTracker(object):
         """Start the tracker unless one this process can reach is alive;
         warn if it had died and has to be started again.  Works in any
         process of the program: children reuse their parent's tracker."""
-        with self._exclusive():
+        with self._lock:
             if self._fd is None:
                 self._fd, self._pid = self._launch()
             elif not self._check_alive():
@@ -182,7 +198,7 @@ class ResourceTracker(object):
     def _stop(self):
         """Close our end of the pipe; if this process started the tracker,
         wait for it to finish its clean-up and record its exit code."""
-        with self._exclusive():
+        with self._lock:
             if self._fd is None:
                 return
             os.close(self._fd)
@@ -212,7 +228,7 @@ class ResourceTracker(object):
                              'tracker: the message would be %d bytes, the '
                              'limit is %d' % (len(message), _MAX_MESSAGE))
         try:
-            with self._exclusive():
+            with self._lock:
                 self._write_or_restart(message)
         except ReentrantCallError:
             warnings.warn('ResourceTracker called reentrantly for resource '
@@ -284,7 +300,7 @@ def _apply(line, live):
     text = line.decode('ascii').rstrip('\n')
     cmd, _, rest = text.partition(':')
     name, _, rtype = rest.rpartition(':')
-    if rtype not in _CLEANUP_FUNCS:
+    if rtype not in live:
         raise ValueError('cannot track %r: unknown resource type %r'
                          % (name, rtype))
     if cmd == 'REGISTER':
@@ -309,7 +325,7 @@ def _remove_leftovers(live):
                           % (len(names), rtype, names))
         for name in names:
             try:
-                _CLEANUP_FUNCS[rtype](name)
+                _ALL_CLEANUP_FUNCS[rtype](name)
             except Exception as exc:
                 status = 2
                 warnings.warn('resource_tracker: %r: %s' % (name, exc))
@@ -321,7 +337,7 @@ def main(fd):
     is gone, then remove what is left.  Exits 0 (nothing left), 1 (leaks
     removed), 2 (a removal failed) or 3 (a bad message was received)."""
     _detach_from_program(fd)
-    live = {rtype: set() for rtype in _CLEANUP_FUNCS}
+    live = {rtype: set() for rtype in _ALL_CLEANUP_FUNCS}
     bad_message = False
     try:
         with open(fd, 'rb') as pipe:

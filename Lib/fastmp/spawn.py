@@ -150,21 +150,22 @@ def prepare(data):
         me.authkey = data['authkey']
     if data.get('log_to_stderr'):
         util.log_to_stderr()
-    if 'log_level' in data:
-        util.get_logger().setLevel(data['log_level'])
-    if 'sys_path' in data:
-        sys.path = data['sys_path']
-    if 'sys_argv' in data:
-        sys.argv = data['sys_argv']
+    level = data.get('log_level')
+    if level is not None:
+        util.get_logger().setLevel(level)
+    sys.path = data.get('sys_path', sys.path)
+    sys.argv = data.get('sys_argv', sys.argv)
     if 'dir' in data:
         os.chdir(data['dir'])
-    if 'orig_dir' in data:
-        process.ORIGINAL_DIR = data['orig_dir']
-    if 'start_method' in data:
+    process.ORIGINAL_DIR = data.get('orig_dir', process.ORIGINAL_DIR)
+    method = data.get('start_method')
+    if method is not None:
+        # the child starts its own children as its parent would
         from . import set_start_method
-        set_start_method(data['start_method'], force=True)
-    if 'init_main_from_name' in data:
-        _fixup_main_from_name(data['init_main_from_name'])
+        set_start_method(method, force=True)
+    main_module = data.get('init_main_from_name')
+    if main_module is not None:
+        _fixup_main_from_name(main_module)
     elif 'init_main_from_path' in data:
         _fixup_main_from_path(data['init_main_from_path'])
 

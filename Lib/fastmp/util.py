@@ -13,19 +13,18 @@ from subprocess import _args_from_interpreter_flags  # noqa: F401  (spawn uses i
 from . import process
 
 __all__ = [
-    'sub_debug', 'debug', 'info', 'sub_warning', 'get_logger',
-    'log_to_stderr', 'get_temp_dir', 'register_after_fork',
-    'is_exiting', 'Finalize', 'ForkAwareThreadLock', 'ForkAwareLocal',
-    'close_all_fds_except', 'SUBDEBUG', 'SUBWARNING',
+    # logging
+    'get_logger', 'log_to_stderr', 'sub_debug', 'debug', 'info',
+    'sub_warning', 'SUBDEBUG', 'SUBWARNING',
+    # life cycle
+    'Finalize', 'register_after_fork', 'is_exiting', 'get_temp_dir',
+    'ForkAwareThreadLock', 'ForkAwareLocal', 'close_all_fds_except',
 ]
 
 # ---- logging --------------------------------------------------------------
 
-NOTSET = 0
-SUBDEBUG = 5
-DEBUG = 10
-INFO = 20
-SUBWARNING = 25
+# the package's levels, between logging's own
+NOTSET, SUBDEBUG, DEBUG, INFO, SUBWARNING = 0, 5, 10, 20, 25
 
 LOGGER_NAME = 'multiprocessing'
 DEFAULT_LOGGING_FORMAT = '[%(levelname)s/%(processName)s] %(message)s'
@@ -183,9 +182,9 @@ class Finalize(object):
             raise ValueError("Without object, exitpriority cannot be None")
         if obj is not None:
             self._weakref = weakref.ref(obj, self)
-        self._callback = callback
-        self._args = args
-        self._kwargs = kwargs or {}
+        self._callback, self._args = callback, args
+        self._kwargs = kwargs if kwargs else {}
+        # the key orders exit-time calls: priority, then creation order
         self._key = (exitpriority, next(_finalizer_counter))
         self._pid = os.getpid()
         _finalizer_registry[self._key] = self
@@ -310,9 +309,8 @@ class ForkAwareThreadLock(object):
     """A threading.Lock that a forked child gets back unlocked."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self.acquire = self._lock.acquire
-        self.release = self._lock.release
+        lock = self._lock = threading.Lock()
+        self.acquire, self.release = lock.acquire, lock.release
         register_after_fork(self, ForkAwareThreadLock._at_fork_reinit)
 
     def _at_fork_reinit(self):
@@ -336,15 +334,20 @@ class ForkAwareLocal(threading.local):
         register_after_fork(self, _clear_local)
 
     def __reduce__(self):
+        # a fresh, empty local on the other side
         return type(self), ()
 
 
 # ---- file descriptors and starting programs ------------------------------
 
-try:
-    MAXFD = os.sysconf("SC_OPEN_MAX")
-except Exception:
-    MAXFD = 256
+def _max_fds():
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 256
+
+
+MAXFD = _max_fds()
 
 
 def close_all_fds_except(fds):

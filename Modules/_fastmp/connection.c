@@ -1,25 +1,1303 @@
-/* connection.c - Connection: framed messages over a file descriptor.  (Not written yet.) */
+/* connection.c - Connection: length-prefixed messages over a file
+ * descriptor (a pipe end or a socket), on the wire identical to the
+ * standard multiprocessing.connection.Connection; the reused pickler that
+ * send() pickles with; and wait_readable(), the poll(2) loop behind
+ * fastmp.connection.wait().
+ *
+ * Frame: a 4-byte big-endian signed length, then the payload.  A payload
+ * longer than 2 GiB - 1 is announced by the length -1 followed by an
+ * 8-byte big-endian length. */
 #include "fastmp.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "structmember.h"
+
+#define SHORT_FRAME_MAX 0x7fffffffULL
+#define HEADER_MAX 12
+/* Transfers up to this size are first tried with the GIL held (the data is
+ * usually there already); larger ones release the GIL straight away. */
+#define SMALL_IO (64 * 1024)
+/* A pickle written in more pieces than this is joined before sending. */
+#define MAX_CHUNKS 64
+
+typedef struct {
+    PyObject_HEAD
+    int fd;                     /* -1 once closed */
+    char readable;
+    char writable;
+    char nowait;                /* RWF_NOWAIT works on this descriptor */
+    PyObject *dict;
+    PyObject *weakrefs;
+} ConnObject;
+
+/* A read-only mapping that looks a type up in one dict, then another:
+ * the dispatch table of the reused pickler, a live view of
+ * ForkingPickler._extra_reducers over copyreg.dispatch_table. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *first;
+    PyObject *second;
+} ChainObject;
+
+/* ---- argument binding ------------------------------------------------- */
+
+/* Sort the arguments of a METH_FASTCALL | METH_KEYWORDS call into
+ * out[0..nnames) by parameter name; missing optional ones are NULL.
+ * Returns -1 with TypeError set on a bad call. */
+static int
+bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, const char *const *names, int nnames,
+          int required, PyObject **out)
+{
+    for (int i = 0; i < nnames; i++) {
+        out[i] = NULL;
+    }
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)",
+                     func, nnames, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int i = 0; i < nnames; i++) {
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+                slot = i;
+                break;
+            }
+        }
+        if (slot < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         func, key);
+            return -1;
+        }
+        if (out[slot] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                         func, names[slot]);
+            return -1;
+        }
+        out[slot] = args[nargs + k];
+    }
+    for (int i = 0; i < required; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'",
+                         func, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- checks shared by the methods ------------------------------------- */
+
+/* A file descriptor number from an int-like object.  Returns it, or -1
+ * with an exception set (ValueError if negative, OverflowError if too
+ * large for an int). */
+static int
+fd_from_object(PyObject *obj)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < 0 || v > INT_MAX) {
+        PyErr_Format(v < 0 ? PyExc_ValueError : PyExc_OverflowError,
+                     "invalid file descriptor: %ld", v);
+        return -1;
+    }
+    return (int)v;
+}
+
+static int
+check_open(ConnObject *self)
+{
+    if (self->fd < 0) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_readable(ConnObject *self)
+{
+    if (check_open(self) < 0) {
+        return -1;
+    }
+    if (!self->readable) {
+        PyErr_SetString(PyExc_OSError, "connection is write-only");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_writable(ConnObject *self)
+{
+    if (check_open(self) < 0) {
+        return -1;
+    }
+    if (!self->writable) {
+        PyErr_SetString(PyExc_OSError, "connection is read-only");
+        return -1;
+    }
+    return 0;
+}
+
+/* Close the descriptor (once).  Returns 0, or an errno value. */
+static int
+close_fd(ConnObject *self)
+{
+    int fd = self->fd;
+    if (fd < 0) {
+        return 0;
+    }
+    self->fd = -1;
+    /* On Linux the descriptor is gone even when close() reports EINTR */
+    if (close(fd) < 0 && errno != EINTR) {
+        return errno;
+    }
+    return 0;
+}
+
+/* The stream can no longer be read in step with the sender: stop reading
+ * (close if reading was all it did) and raise OSError.  Returns -1. */
+static int
+bad_message_length(ConnObject *self, const char *why, uint64_t length)
+{
+    if (self->writable) {
+        self->readable = 0;
+    }
+    else {
+        (void)close_fd(self);
+    }
+    if (why == NULL) {
+        PyErr_SetString(PyExc_OSError, "bad message length");
+    }
+    else {
+        PyErr_Format(PyExc_OSError, "bad message length: %s (%llu bytes announced)",
+                     why, (unsigned long long)length);
+    }
+    return -1;
+}
+
+static void
+raise_truncated(size_t got, uint64_t want)
+{
+    PyErr_Format(PyExc_EOFError,
+                 "the peer closed the connection in the middle of a message "
+                 "(got %zu of %llu bytes)", got, (unsigned long long)want);
+}
+
+/* ---- moving bytes ----------------------------------------------------- */
+
+/* One attempt at the transfer without blocking, with the GIL held.
+ * Returns the bytes moved, or -1 with errno set (EAGAIN: not ready, or
+ * the descriptor cannot do RWF_NOWAIT, which is then remembered). */
+static ssize_t
+try_without_blocking(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
+{
+#ifdef RWF_NOWAIT
+    if (self->nowait) {
+        ssize_t n = writing ? pwritev2(self->fd, iov, iovcnt, -1, RWF_NOWAIT)
+                            : preadv2(self->fd, iov, iovcnt, -1, RWF_NOWAIT);
+        if (n >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)) {
+            return n;
+        }
+        self->nowait = 0;
+    }
+#endif
+    errno = EAGAIN;
+    return -1;
+}
+
+/* Drop `n` transferred bytes from the front of the iovec array. */
+static void
+advance_iov(struct iovec **iov, int *iovcnt, size_t n)
+{
+    while (*iovcnt > 0 && n >= (*iov)->iov_len) {
+        n -= (*iov)->iov_len;
+        (*iov)++;
+        (*iovcnt)--;
+    }
+    if (*iovcnt > 0) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
+}
+
+/* Read or write every byte that iov[0..iovcnt) describes (the array is
+ * consumed).  Retries partial transfers, waits on non-blocking
+ * descriptors, and resumes after EINTR once signal handlers have run.
+ * Returns the bytes moved: all of them, or fewer when a read met end of
+ * file; -1 with an exception set on error. */
+static Py_ssize_t
+transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
+{
+    size_t total = 0, moved = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        total += iov[i].iov_len;
+    }
+    advance_iov(&iov, &iovcnt, 0);
+    while (moved < total) {
+        ssize_t n = -1;
+        int err = EAGAIN;
+        if (total - moved <= SMALL_IO) {
+            n = try_without_blocking(self, writing, iov, iovcnt);
+            err = n < 0 ? errno : 0;
+        }
+        if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+            int fd = self->fd;
+            Py_BEGIN_ALLOW_THREADS
+            n = writing ? writev(fd, iov, iovcnt) : readv(fd, iov, iovcnt);
+            err = n < 0 ? errno : 0;
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                /* an O_NONBLOCK descriptor: wait until it is ready */
+                struct pollfd p = {fd, writing ? POLLOUT : POLLIN, 0};
+                if (poll(&p, 1, -1) < 0) {
+                    err = errno;
+                }
+            }
+            Py_END_ALLOW_THREADS
+        }
+        if (n > 0) {
+            moved += (size_t)n;
+            advance_iov(&iov, &iovcnt, (size_t)n);
+            continue;
+        }
+        if (n == 0 && !writing) {
+            break;              /* end of file */
+        }
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (err == EAGAIN || err == EWOULDBLOCK || n == 0) {
+            continue;
+        }
+        fastmp_oserror(err, writing ? "write" : "read");
+        return -1;
+    }
+    return (Py_ssize_t)moved;
+}
+
+/* Read exactly `len` bytes into `buf`.  Returns the bytes read (fewer at
+ * end of file) or -1 with an exception set. */
+static Py_ssize_t
+read_into(ConnObject *self, void *buf, size_t len)
+{
+    struct iovec iov = {buf, len};
+    return transfer(self, 0, &iov, 1);
+}
+
+/* Read the next frame header.  Returns 0 with *length set, 1 if the
+ * peer closed the connection before the frame began, -1 with an
+ * exception set (EOFError when it closed in the middle of the header,
+ * OSError for a malformed length). */
+static int
+read_header(ConnObject *self, uint64_t *length)
+{
+    unsigned char h[8];
+    Py_ssize_t n = read_into(self, h, 4);
+    if (n < 0) {
+        return -1;
+    }
+    if (n == 0) {
+        return 1;
+    }
+    if (n < 4) {
+        raise_truncated((size_t)n, 4);
+        return -1;
+    }
+    uint32_t u = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16)
+                 | ((uint32_t)h[2] << 8) | (uint32_t)h[3];
+    if (u <= SHORT_FRAME_MAX) {
+        *length = u;
+        return 0;
+    }
+    if (u != 0xffffffffU) {
+        return bad_message_length(self, "negative length in the frame header",
+                                  (uint64_t)u);
+    }
+    n = read_into(self, h, 8);
+    if (n < 0) {
+        return -1;
+    }
+    if (n < 8) {
+        raise_truncated((size_t)n + 4, 12);
+        return -1;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = (v << 8) | h[i];
+    }
+    *length = v;
+    return 0;
+}
+
+/* Check an announced payload length against maxlength (< 0: none) and
+ * against what could ever be allocated, before anything is allocated.
+ * Returns 0, or -1 with OSError set (the connection stops reading). */
+static int
+check_length(ConnObject *self, uint64_t length, Py_ssize_t maxlength)
+{
+    if (maxlength >= 0 && length > (uint64_t)maxlength) {
+        return bad_message_length(self, NULL, length);
+    }
+    if (length > (uint64_t)(PY_SSIZE_T_MAX - 64)) {
+        return bad_message_length(self, "more than a bytes object can hold", length);
+    }
+    if (length > ((uint64_t)1 << 30)) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && page > 0 && length > (uint64_t)pages * (uint64_t)page) {
+            return bad_message_length(self, "more than this machine's memory", length);
+        }
+    }
+    return 0;
+}
+
+/* Read the next message into a new bytes object.  maxlength < 0: no
+ * limit.  Returns a new reference, or NULL with an exception set
+ * (EOFError when the peer has closed the connection). */
+static PyObject *
+recv_message(ConnObject *self, Py_ssize_t maxlength)
+{
+    uint64_t length;
+    int r = read_header(self, &length);
+    if (r != 0) {
+        if (r > 0) {
+            PyErr_SetNone(PyExc_EOFError);
+        }
+        return NULL;
+    }
+    if (check_length(self, length, maxlength) < 0) {
+        return NULL;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = read_into(self, PyBytes_AS_STRING(result), (size_t)length);
+    if (n < 0 || (uint64_t)n < length) {
+        if (n >= 0) {
+            raise_truncated((size_t)n, length);
+        }
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+/* Write the frame header for a payload of `length` bytes into h.
+ * Returns the header's size. */
+static size_t
+encode_header(unsigned char *h, uint64_t length)
+{
+    if (length <= SHORT_FRAME_MAX) {
+        for (int i = 0; i < 4; i++) {
+            h[i] = (unsigned char)(length >> (24 - 8 * i));
+        }
+        return 4;
+    }
+    memset(h, 0xff, 4);
+    for (int i = 0; i < 8; i++) {
+        h[4 + i] = (unsigned char)(length >> (56 - 8 * i));
+    }
+    return 12;
+}
+
+/* Send one frame whose payload is the concatenation of the buffers
+ * bufs[0..n) (n <= MAX_CHUNKS): header and payload go out together, in a
+ * single system call when the descriptor takes them.  Returns 0, or -1
+ * with an exception set. */
+static int
+send_frame(ConnObject *self, const Py_buffer *bufs, int n)
+{
+    struct iovec iov[MAX_CHUNKS + 1];
+    unsigned char header[HEADER_MAX];
+    uint64_t length = 0;
+    for (int i = 0; i < n; i++) {
+        iov[i + 1].iov_base = bufs[i].buf;
+        iov[i + 1].iov_len = (size_t)bufs[i].len;
+        length += (uint64_t)bufs[i].len;
+    }
+    iov[0].iov_base = header;
+    iov[0].iov_len = encode_header(header, length);
+    return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
+}
+
+/* Send the bytes-like objects objs[0..n) as one message.  Returns 0, or
+ * -1 with an exception set. */
+static int
+send_objects(ConnObject *self, PyObject *const *objs, Py_ssize_t n)
+{
+    Py_buffer bufs[MAX_CHUNKS];
+    int got = 0, rc = -1;
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(objs[got], &bufs[got], PyBUF_SIMPLE) < 0) {
+            goto done;
+        }
+    }
+    rc = send_frame(self, bufs, got);
+done:
+    for (int i = 0; i < got; i++) {
+        PyBuffer_Release(&bufs[i]);
+    }
+    return rc;
+}
+
+/* ---- pickling --------------------------------------------------------- */
+
+
+/* A pickle.Pickler whose output goes into st->pickle_chunks (its file is
+ * a SimpleNamespace whose write is the list's append) and whose dispatch
+ * table is `table`.  Returns a new reference, or NULL with an exception
+ * set. */
+static PyObject *
+make_reused_pickler(fastmp_state *st, PyObject *table)
+{
+    PyObject *pickler = NULL, *sink = NULL, *ns = NULL, *noargs = NULL, *kw = NULL;
+    PyObject *append = PyObject_GetAttrString(st->pickle_chunks, "append");
+    PyObject *types = append ? PyImport_ImportModule("types") : NULL;
+    PyObject *pickle = types ? PyImport_ImportModule("pickle") : NULL;
+    if (pickle != NULL
+        && (ns = PyObject_GetAttrString(types, "SimpleNamespace")) != NULL
+        && (noargs = PyTuple_New(0)) != NULL
+        && (kw = Py_BuildValue("{sO}", "write", append)) != NULL
+        && (sink = PyObject_Call(ns, noargs, kw)) != NULL
+        && (pickler = PyObject_CallMethod(pickle, "Pickler", "O", sink)) != NULL
+        && PyObject_SetAttrString(pickler, "dispatch_table", table) < 0) {
+        Py_CLEAR(pickler);
+    }
+    Py_XDECREF(append);
+    Py_XDECREF(types);
+    Py_XDECREF(pickle);
+    Py_XDECREF(ns);
+    Py_XDECREF(noargs);
+    Py_XDECREF(kw);
+    Py_XDECREF(sink);
+    return pickler;
+}
+
+/* Set up the reused pickler when ForkingPickler keeps its reducers the
+ * standard way (the dicts _extra_reducers and _copyreg_dispatch_table)
+ * and has no reducer_override; otherwise leave it unset, and send() goes
+ * through ForkingPickler.dumps.  Returns 0, or -1 with an exception set. */
+static int
+setup_reused_pickler(fastmp_state *st, PyObject *fp)
+{
+    if (PyObject_HasAttrString(fp, "reducer_override")) {
+        return 0;
+    }
+    PyObject *extra = PyObject_GetAttrString(fp, "_extra_reducers");
+    PyObject *base = extra ? PyObject_GetAttrString(fp, "_copyreg_dispatch_table") : NULL;
+    if (base == NULL || !PyDict_Check(extra) || !PyDict_Check(base)) {
+        PyErr_Clear();
+        Py_XDECREF(extra);
+        Py_XDECREF(base);
+        return 0;
+    }
+    ChainObject *chain = PyObject_GC_New(ChainObject, st->ReducerChain_type);
+    if (chain == NULL) {
+        Py_DECREF(extra);
+        Py_DECREF(base);
+        return -1;
+    }
+    chain->first = extra;
+    chain->second = base;
+    PyObject_GC_Track(chain);
+
+    PyObject *pickler = NULL;
+    st->pickle_chunks = PyList_New(0);
+    if (st->pickle_chunks != NULL) {
+        pickler = make_reused_pickler(st, (PyObject *)chain);
+    }
+    Py_DECREF(chain);
+    if (pickler != NULL) {
+        st->pickler_dump = PyObject_GetAttrString(pickler, "dump");
+        if (st->pickler_dump != NULL) {
+            st->pickler_clear = PyObject_GetAttrString(pickler, "clear_memo");
+        }
+        Py_DECREF(pickler);
+    }
+    if (st->pickler_clear == NULL) {
+        Py_CLEAR(st->pickle_chunks);
+        Py_CLEAR(st->pickler_dump);
+        return -1;
+    }
+    return 0;
+}
+
+/* Fetch ForkingPickler's dumps and loads and set up the reused pickler,
+ * on first use (fastmp.reduction imports this module's users).  Returns
+ * 0, or -1 with an exception set. */
+static int
+ensure_pickling(fastmp_state *st)
+{
+    if (st->forking_loads != NULL) {
+        return 0;
+    }
+    PyObject *fp = NULL, *dumps = NULL, *loads = NULL;
+    PyObject *reduction = PyImport_ImportModule("fastmp.reduction");
+    if (reduction != NULL) {
+        fp = PyObject_GetAttrString(reduction, "ForkingPickler");
+        Py_DECREF(reduction);
+    }
+    if (fp == NULL
+        || (dumps = PyObject_GetAttrString(fp, "dumps")) == NULL
+        || (loads = PyObject_GetAttrString(fp, "loads")) == NULL
+        || setup_reused_pickler(st, fp) < 0) {
+        Py_XDECREF(fp);
+        Py_XDECREF(dumps);
+        Py_XDECREF(loads);
+        return -1;
+    }
+    Py_DECREF(fp);
+    st->forking_dumps = dumps;
+    st->forking_loads = loads;
+    return 0;
+}
+
+/* Pickle obj as ForkingPickler.dumps would.  Returns a new reference to
+ * one bytes-like object, or to a list of them whose concatenation is the
+ * pickle; NULL with an exception set on failure. */
+static PyObject *
+pickle_message(fastmp_state *st, PyObject *obj)
+{
+    if (ensure_pickling(st) < 0) {
+        return NULL;
+    }
+    if (st->pickler_dump == NULL || st->pickler_busy) {
+        /* a reducer is pickling with the shared pickler (it may have
+         * called send() itself, or let another thread in) */
+        return PyObject_CallOneArg(st->forking_dumps, obj);
+    }
+    st->pickler_busy = 1;
+    PyObject *result = PyObject_CallOneArg(st->pickler_dump, obj);
+    if (result != NULL) {
+        Py_DECREF(result);
+        Py_ssize_t n = PyList_GET_SIZE(st->pickle_chunks);
+        result = n == 1 ? Py_NewRef(PyList_GET_ITEM(st->pickle_chunks, 0))
+                        : PyList_GetSlice(st->pickle_chunks, 0, n);
+    }
+    /* Reset for the next message whatever happened, keeping any error. */
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *exc_type, *exc, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc, &exc_tb);
+#endif
+    PyObject *cleared = PyObject_CallNoArgs(st->pickler_clear);
+    if (cleared == NULL
+        || PyList_SetSlice(st->pickle_chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
+        Py_CLEAR(result);           /* reported instead of the pickle */
+    }
+    Py_XDECREF(cleared);
+    if (exc != NULL) {
+        PyErr_Clear();
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(exc);
+#else
+        PyErr_Restore(exc_type, exc, exc_tb);
+#endif
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    else {
+        Py_XDECREF(exc_type);
+        Py_XDECREF(exc_tb);
+    }
+#endif
+    st->pickler_busy = 0;
+    return result;
+}
+
+/* Send a pickle_message() result as one frame.  Returns 0, or -1 with an
+ * exception set. */
+static int
+send_pickle(ConnObject *self, PyObject *payload)
+{
+    if (!PyList_CheckExact(payload)) {
+        return send_objects(self, &payload, 1);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(payload);
+    if (n <= MAX_CHUNKS) {
+        return send_objects(self, PySequence_Fast_ITEMS(payload), n);
+    }
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *joined = empty ? PyObject_CallMethod(empty, "join", "O", payload) : NULL;
+    Py_XDECREF(empty);
+    if (joined == NULL) {
+        return -1;
+    }
+    int rc = send_objects(self, &joined, 1);
+    Py_DECREF(joined);
+    return rc;
+}
+
+/* ---- waiting ---------------------------------------------------------- */
+
+/* poll(2) the descriptors until one has an event or the deadline passes:
+ * first without blocking with the GIL held, then with it released;
+ * after EINTR the signal handlers run and the wait resumes against the
+ * same deadline.  Returns the number of descriptors with events, 0 on
+ * timeout, -1 with an exception set. */
+static int
+poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
+{
+    int n = poll(fds, nfds, 0);
+    for (;;) {
+        int err = n < 0 ? errno : 0;
+        if (n > 0) {
+            return n;
+        }
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+        }
+        else if (err != 0) {
+            fastmp_oserror(err, "poll");
+            return -1;
+        }
+        int ms = fastmp_deadline_remaining_ms(d);
+        if (ms == 0 && err == 0) {
+            return 0;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        n = poll(fds, nfds, ms);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+/* ---- Connection methods ----------------------------------------------- */
+
+static PyObject *
+Conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    ConnObject *self = (ConnObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->fd = -1;
+        self->nowait = 1;
+    }
+    return (PyObject *)self;
+}
+
+static int
+Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"handle", "readable", "writable", NULL};
+    PyObject *handle;
+    int readable = 1, writable = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|pp:Connection", names,
+                                     &handle, &readable, &writable)) {
+        return -1;
+    }
+    PyObject *index = PyNumber_Index(handle);
+    if (index == NULL) {
+        return -1;
+    }
+    long fd = PyLong_AsLong(index);
+    Py_DECREF(index);
+    if (fd == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid handle");
+        return -1;
+    }
+    if (!readable && !writable) {
+        PyErr_SetString(PyExc_ValueError,
+                        "at least one of `readable` and `writable` must be True");
+        return -1;
+    }
+    self->fd = (int)fd;
+    self->readable = (char)readable;
+    self->writable = (char)writable;
+    self->nowait = 1;
+    return 0;
+}
+
+static int
+Conn_traverse(ConnObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+Conn_clear(ConnObject *self)
+{
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+Conn_dealloc(ConnObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    (void)close_fd(self);
+    Py_CLEAR(self->dict);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+PyDoc_STRVAR(send_doc, "send(obj)\n--\n\nSend a picklable object.");
+
+static PyObject *
+Conn_send(ConnObject *self, PyObject *obj)
+{
+    if (check_writable(self) < 0) {
+        return NULL;
+    }
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
+    PyObject *payload = st ? pickle_message(st, obj) : NULL;
+    if (payload == NULL) {
+        return NULL;
+    }
+    int rc = send_pickle(self, payload);
+    Py_DECREF(payload);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(recv_doc, "recv()\n--\n\nReceive a pickled object.");
+
+static PyObject *
+Conn_recv(ConnObject *self, PyObject *unused)
+{
+    if (check_readable(self) < 0) {
+        return NULL;
+    }
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
+    if (st == NULL || ensure_pickling(st) < 0) {
+        return NULL;
+    }
+    PyObject *data = recv_message(self, -1);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *obj = PyObject_CallOneArg(st->forking_loads, data);
+    Py_DECREF(data);
+    return obj;
+}
+
+/* An optional non-negative integer argument; `dflt` when absent or None.
+ * Returns -1 with an exception set (ValueError `negative` if < 0). */
+static Py_ssize_t
+size_arg(PyObject *obj, Py_ssize_t dflt, const char *negative)
+{
+    if (obj == NULL || obj == Py_None) {
+        return dflt;
+    }
+    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < 0) {
+        PyErr_SetString(PyExc_ValueError, negative);
+        return -1;
+    }
+    return v;
+}
+
+PyDoc_STRVAR(send_bytes_doc,
+"send_bytes(buf, offset=0, size=None)\n--\n\n"
+"Send the bytes of a bytes-like object, from offset (in bytes) for size bytes.");
+
+static PyObject *
+Conn_send_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"buf", "offset", "size"};
+    PyObject *a[3];
+    if (bind_args("send_bytes", args, nargs, kwnames, names, 3, 1, a) < 0
+        || check_writable(self) < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(a[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    int rc = -1;
+    Py_ssize_t offset = size_arg(a[1], 0, "offset is negative");
+    Py_ssize_t size = offset < 0 ? -1 : size_arg(a[2], view.len - offset, "size is negative");
+    if (offset < 0 || size < 0) {
+        goto done;
+    }
+    if (offset > view.len) {
+        PyErr_SetString(PyExc_ValueError, "buffer length < offset");
+        goto done;
+    }
+    if (size > view.len - offset) {
+        PyErr_SetString(PyExc_ValueError, "buffer length < offset + size");
+        goto done;
+    }
+    Py_buffer part = view;
+    part.buf = (char *)view.buf + offset;
+    part.len = size;
+    rc = send_frame(self, &part, 1);
+done:
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(recv_bytes_doc,
+"recv_bytes(maxlength=None)\n--\n\n"
+"Receive one message as bytes.  A message longer than maxlength raises\n"
+"OSError and the connection stops reading.");
+
+static PyObject *
+Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"maxlength"};
+    PyObject *a[1];
+    if (bind_args("recv_bytes", args, nargs, kwnames, names, 1, 0, a) < 0
+        || check_readable(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t maxlength = size_arg(a[0], PY_SSIZE_T_MAX, "negative maxlength");
+    if (maxlength < 0) {
+        return NULL;
+    }
+    return recv_message(self, maxlength);
+}
+
+PyDoc_STRVAR(recv_bytes_into_doc,
+"recv_bytes_into(buf, offset=0)\n--\n\n"
+"Receive one message into a writable buffer at offset (in bytes); return\n"
+"its length.  BufferTooShort, carrying the message, if it does not fit.");
+
+static PyObject *
+Conn_recv_bytes_into(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
+{
+    static const char *const names[] = {"buf", "offset"};
+    PyObject *a[2];
+    if (bind_args("recv_bytes_into", args, nargs, kwnames, names, 2, 1, a) < 0
+        || check_readable(self) < 0) {
+        return NULL;
+    }
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(a[0], &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    uint64_t length;
+    Py_ssize_t offset = size_arg(a[1], 0, "negative offset");
+    if (offset < 0) {
+        goto done;
+    }
+    if (offset > view.len) {
+        PyErr_SetString(PyExc_ValueError, "offset too large");
+        goto done;
+    }
+    int r = read_header(self, &length);
+    if (r != 0) {
+        if (r > 0) {
+            PyErr_SetNone(PyExc_EOFError);
+        }
+        goto done;
+    }
+    if (check_length(self, length, -1) < 0) {
+        goto done;
+    }
+    if (length > (uint64_t)(view.len - offset)) {
+        /* does not fit: hand the whole message over in the exception */
+        PyObject *message = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+        if (message == NULL) {
+            goto done;
+        }
+        Py_ssize_t n = read_into(self, PyBytes_AS_STRING(message), (size_t)length);
+        if (n >= 0 && (uint64_t)n < length) {
+            raise_truncated((size_t)n, length);
+        }
+        else if (n >= 0) {
+            PyErr_SetObject(st->BufferTooShort, message);
+        }
+        Py_DECREF(message);
+        goto done;
+    }
+    Py_ssize_t n = read_into(self, (char *)view.buf + offset, (size_t)length);
+    if (n >= 0 && (uint64_t)n < length) {
+        raise_truncated((size_t)n, length);
+    }
+    else if (n >= 0) {
+        result = PyLong_FromSsize_t(n);
+    }
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+PyDoc_STRVAR(poll_doc,
+"poll(timeout=0.0)\n--\n\n"
+"Whether a message (or end of file) can be read, waiting up to timeout\n"
+"seconds (None: without limit).");
+
+static PyObject *
+Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    PyObject *a[1];
+    if (bind_args("poll", args, nargs, kwnames, names, 1, 0, a) < 0
+        || check_readable(self) < 0) {
+        return NULL;
+    }
+    fastmp_deadline d;
+    if (a[0] == NULL) {
+        fastmp_deadline_from_seconds(0.0, &d);
+    }
+    else if (fastmp_deadline_from_object(a[0], &d) < 0) {
+        return NULL;
+    }
+    struct pollfd p = {self->fd, POLLIN, 0};
+    int n = poll_until(&p, 1, &d);
+    if (n < 0) {
+        return NULL;
+    }
+    if (p.revents & POLLNVAL) {
+        return fastmp_oserror(EBADF, "poll");
+    }
+    return PyBool_FromLong(n > 0);
+}
+
+static PyObject *
+Conn_fileno(ConnObject *self, PyObject *unused)
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(self->fd);
+}
+
+static PyObject *
+Conn_close(ConnObject *self, PyObject *unused)
+{
+    int err = close_fd(self);
+    if (err != 0) {
+        return fastmp_oserror(err, "close");
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Conn_enter(ConnObject *self, PyObject *unused)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+Conn_exit(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return Conn_close(self, NULL);
+}
+
+static PyObject *
+Conn_reduce(ConnObject *self, PyObject *unused)
+{
+    PyErr_Format(PyExc_TypeError,
+                 "cannot pickle '%s' object: a Connection travels only with "
+                 "fastmp's ForkingPickler (to a child process or through "
+                 "another Connection)", Py_TYPE(self)->tp_name);
+    return NULL;
+}
+
+static PyObject *
+Conn_get_closed(ConnObject *self, void *unused)
+{
+    return PyBool_FromLong(self->fd < 0);
+}
+
+static PyObject *
+Conn_get_readable(ConnObject *self, void *unused)
+{
+    return PyBool_FromLong(self->readable);
+}
+
+static PyObject *
+Conn_get_writable(ConnObject *self, void *unused)
+{
+    return PyBool_FromLong(self->writable);
+}
+
+/* _handle: the descriptor, or None once closed.  Setting None forgets the
+ * descriptor without closing it (the standard test-suite does this). */
+static PyObject *
+Conn_get_handle(ConnObject *self, void *unused)
+{
+    if (self->fd < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLong(self->fd);
+}
+
+static int
+Conn_set_handle(ConnObject *self, PyObject *value, void *unused)
+{
+    if (value == NULL || value == Py_None) {
+        self->fd = -1;
+        return 0;
+    }
+    int fd = fd_from_object(value);
+    if (fd < 0) {
+        return -1;
+    }
+    self->fd = fd;
+    self->nowait = 1;
+    return 0;
+}
+
+static PyMethodDef Conn_methods[] = {
+    {"send", (PyCFunction)Conn_send, METH_O, send_doc},
+    {"recv", (PyCFunction)Conn_recv, METH_NOARGS, recv_doc},
+    {"send_bytes", (PyCFunction)(void (*)(void))Conn_send_bytes,
+     METH_FASTCALL | METH_KEYWORDS, send_bytes_doc},
+    {"recv_bytes", (PyCFunction)(void (*)(void))Conn_recv_bytes,
+     METH_FASTCALL | METH_KEYWORDS, recv_bytes_doc},
+    {"recv_bytes_into", (PyCFunction)(void (*)(void))Conn_recv_bytes_into,
+     METH_FASTCALL | METH_KEYWORDS, recv_bytes_into_doc},
+    {"poll", (PyCFunction)(void (*)(void))Conn_poll,
+     METH_FASTCALL | METH_KEYWORDS, poll_doc},
+    {"fileno", (PyCFunction)Conn_fileno, METH_NOARGS,
+     PyDoc_STR("fileno()\n--\n\nThe connection's file descriptor.")},
+    {"close", (PyCFunction)Conn_close, METH_NOARGS,
+     PyDoc_STR("close()\n--\n\nClose the connection (again: no effect).")},
+    {"__enter__", (PyCFunction)Conn_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))Conn_exit, METH_FASTCALL, NULL},
+    {"__reduce__", (PyCFunction)Conn_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Conn_getset[] = {
+    {"closed", (getter)Conn_get_closed, NULL, "True once the connection is closed", NULL},
+    {"readable", (getter)Conn_get_readable, NULL, "True if the connection can receive", NULL},
+    {"writable", (getter)Conn_get_writable, NULL, "True if the connection can send", NULL},
+    {"_handle", (getter)Conn_get_handle, (setter)Conn_set_handle,
+     "the file descriptor, or None once closed", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Conn_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(ConnObject, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(ConnObject, weakrefs), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Conn_slots[] = {
+    {Py_tp_doc, (void *)PyDoc_STR(
+        "Connection(handle, readable=True, writable=True)\n--\n\n"
+        "Messages over a pipe or socket file descriptor, framed as the\n"
+        "standard multiprocessing.connection.Connection frames them.")},
+    {Py_tp_new, Conn_new},
+    {Py_tp_init, Conn_init},
+    {Py_tp_dealloc, Conn_dealloc},
+    {Py_tp_traverse, Conn_traverse},
+    {Py_tp_clear, Conn_clear},
+    {Py_tp_methods, Conn_methods},
+    {Py_tp_getset, Conn_getset},
+    {Py_tp_members, Conn_members},
+    {0, NULL},
+};
+
+static PyType_Spec Conn_spec = {
+    .name = "fastmp.connection.Connection",
+    .basicsize = sizeof(ConnObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Conn_slots,
+};
+
+/* ---- the reducer chain ------------------------------------------------ */
+
+static PyObject *
+Chain_getitem(ChainObject *self, PyObject *key)
+{
+    PyObject *value = PyDict_GetItemWithError(self->first, key);
+    if (value == NULL && !PyErr_Occurred()) {
+        value = PyDict_GetItemWithError(self->second, key);
+    }
+    if (value != NULL) {
+        return Py_NewRef(value);
+    }
+    if (!PyErr_Occurred()) {
+        PyErr_SetObject(PyExc_KeyError, key);
+    }
+    return NULL;
+}
+
+static int
+Chain_traverse(ChainObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->first);
+    Py_VISIT(self->second);
+    return 0;
+}
+
+static int
+Chain_clear(ChainObject *self)
+{
+    Py_CLEAR(self->first);
+    Py_CLEAR(self->second);
+    return 0;
+}
+
+static void
+Chain_dealloc(ChainObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    (void)Chain_clear(self);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot Chain_slots[] = {
+    {Py_mp_subscript, Chain_getitem},
+    {Py_tp_traverse, Chain_traverse},
+    {Py_tp_clear, Chain_clear},
+    {Py_tp_dealloc, Chain_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec Chain_spec = {
+    .name = "fastmp._fastmp.ReducerChain",
+    .basicsize = sizeof(ChainObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = Chain_slots,
+};
+
+/* ---- wait_readable ---------------------------------------------------- */
+
+PyDoc_STRVAR(wait_readable_doc,
+"wait_readable(fds, timeout=None)\n--\n\n"
+"Wait until one of the file descriptors fds is readable, at end of file or\n"
+"in error, or timeout seconds pass (None: without limit).  Return the\n"
+"positions in fds of those that are, in order (empty on timeout).");
+
+static PyObject *
+wait_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "wait_readable(fds, timeout=None)");
+        return NULL;
+    }
+    fastmp_deadline d;
+    if (fastmp_deadline_from_object(nargs > 1 ? args[1] : Py_None, &d) < 0) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[0], "fds must be a sequence of file descriptors");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    struct pollfd *fds = PyMem_New(struct pollfd, n > 0 ? n : 1);
+    PyObject *result = NULL;
+    if (fds == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int fd = fd_from_object(PySequence_Fast_GET_ITEM(seq, i));
+        if (fd < 0) {
+            goto done;
+        }
+        fds[i].fd = fd;
+        fds[i].events = POLLIN;
+        fds[i].revents = 0;
+    }
+    if (poll_until(fds, (nfds_t)n, &d) < 0 || (result = PyList_New(0)) == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (fds[i].revents == 0) {
+            continue;
+        }
+        PyObject *pos = PyLong_FromSsize_t(i);
+        if (pos == NULL || PyList_Append(result, pos) < 0) {
+            Py_XDECREF(pos);
+            Py_CLEAR(result);
+            goto done;
+        }
+        Py_DECREF(pos);
+    }
+done:
+    PyMem_Free(fds);
+    Py_DECREF(seq);
+    return result;
+}
+
+static PyMethodDef connection_functions[] = {
+    {"wait_readable", (PyCFunction)(void (*)(void))wait_readable, METH_FASTCALL,
+     wait_readable_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- module hooks ----------------------------------------------------- */
 
 int
 fastmp_connection_exec(PyObject *module, fastmp_state *st)
 {
-    (void)module;
-    (void)st;
-    return 0;
+    st->Connection_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Conn_spec, NULL);
+    if (st->Connection_type == NULL
+        || PyModule_AddObjectRef(module, "Connection", (PyObject *)st->Connection_type) < 0) {
+        return -1;
+    }
+    st->ReducerChain_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Chain_spec, NULL);
+    if (st->ReducerChain_type == NULL) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, connection_functions);
 }
 
 int
 fastmp_connection_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
-    (void)st;
-    (void)visit;
-    (void)arg;
+    Py_VISIT(st->Connection_type);
+    Py_VISIT(st->ReducerChain_type);
+    Py_VISIT(st->forking_dumps);
+    Py_VISIT(st->forking_loads);
+    Py_VISIT(st->pickle_chunks);
+    Py_VISIT(st->pickler_dump);
+    Py_VISIT(st->pickler_clear);
     return 0;
 }
 
 void
 fastmp_connection_clear(fastmp_state *st)
 {
-    (void)st;
+    Py_CLEAR(st->Connection_type);
+    Py_CLEAR(st->ReducerChain_type);
+    Py_CLEAR(st->forking_dumps);
+    Py_CLEAR(st->forking_loads);
+    Py_CLEAR(st->pickle_chunks);
+    Py_CLEAR(st->pickler_dump);
+    Py_CLEAR(st->pickler_clear);
 }

@@ -19,19 +19,33 @@ typedef struct {
     PyObject *AuthenticationError;
     PyObject *flags;                /* dict exposed as _fastmp.flags */
 
-    /* connection.c */
+    /* connection.c (the pickling fields are filled on first use) */
     PyTypeObject *Connection_type;
-    PyObject *pickler_dumps;        /* cached ForkingPickler.dumps, lazily */
-    PyObject *pickle_loads;         /* cached pickle.loads, lazily */
+    PyTypeObject *ReducerChain_type;
+    PyObject *forking_dumps;        /* ForkingPickler.dumps */
+    PyObject *forking_loads;        /* ForkingPickler.loads */
+    PyObject *pickle_chunks;        /* list the reused pickler writes into */
+    PyObject *pickler_dump;         /* the reused pickler's bound dump */
+    PyObject *pickler_clear;        /* ... and clear_memo */
+    int pickler_busy;               /* the reused pickler is mid-dump */
 
-    /* semlock.c */
+    /* semlock.c, condition.c */
     PyTypeObject *SemLock_type;
+    PyTypeObject *Condition_type;
 
     /* channel.c */
     PyTypeObject *Channel_type;
 
-    /* shm.c */
+    /* shm.c, shm_sync.c, shm_segment.c */
     PyTypeObject *Arena_type;
+    PyTypeObject *Heap_type;
+    PyTypeObject *BufferWrapper_type;
+    PyObject *str_heap;             /* interned "_heap" */
+    PyTypeObject *SyncCore_type;    /* lock + ctypes object, generic access */
+    PyTypeObject *SyncValue_type;   /* + fast .value */
+    PyTypeObject *SyncArray_type;   /* + fast [i] */
+    PyObject *str_value;            /* interned "value" */
+    PyTypeObject *SegmentMapping_type;  /* shm_segment.c */
 
     /* dispatch.c */
     PyTypeObject *Dispatcher_type;

@@ -1,0 +1,232 @@
+"""The forkserver start method: children run and report exit codes, the
+server preloads modules (and the main module), children reuse the server,
+the server comes back after being killed, and it serves only clients that
+know its secret.  Each scenario runs in a fresh interpreter so that it has
+a fork server of its own."""
+import os
+import socket
+import textwrap
+
+import pytest
+
+import fastmp
+from fastmp import forkserver
+from support import run_python
+
+pytestmark = pytest.mark.timeout(90)
+
+# where fastmp is imported from, for programs run in another directory
+FASTMP_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastmp.__file__)))
+
+
+def run_program(tmp_path, source, *args):
+    """Run `source` as a script (its directory on sys.path); return the
+    CompletedProcess, failing the test on a non-zero exit."""
+    path = tmp_path / 'prog.py'
+    path.write_text(textwrap.dedent(source))
+    proc = run_python(str(path), *args, cwd=str(tmp_path),
+                      env={'PYTHONPATH': FASTMP_ROOT})
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_children_run_and_report_exit_codes(tmp_path):
+    out = run_program(tmp_path, '''
+        import os, sys
+        import fastmp
+
+        def work(path, n):
+            with open(path, 'a') as f:
+                f.write('%d %d\\n' % (n, os.getppid()))
+            sys.exit(n)
+
+        if __name__ == '__main__':
+            ctx = fastmp.get_context('forkserver')
+            procs = [ctx.Process(target=work, args=(sys.argv[1], n))
+                     for n in range(4)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+            from fastmp.forkserver import _forkserver
+            print([p.exitcode for p in procs], _forkserver._forkserver_pid)
+            killed = ctx.Process(target=__import__('time').sleep, args=(30,))
+            killed.start()
+            killed.kill()
+            killed.join()
+            print(killed.exitcode)
+    ''', str(tmp_path / 'log')).stdout.split('\n')
+    codes, server_pid = out[0].rsplit(' ', 1)
+    assert codes == '[0, 1, 2, 3]'
+    assert out[1] == '-9'
+    lines = (tmp_path / 'log').read_text().split('\n')[:-1]
+    assert sorted(int(line.split()[0]) for line in lines) == [0, 1, 2, 3]
+    # the server, not the program, is every child's parent
+    assert {line.split()[1] for line in lines} == {server_pid}
+
+
+PRELOADED = '''
+import os
+IMPORTED_IN = os.getpid()
+'''
+
+
+def test_preload_modules_and_main(tmp_path):
+    (tmp_path / 'heavy_module.py').write_text(PRELOADED)
+    out = run_program(tmp_path, '''
+        import os, sys
+        import fastmp
+        MAIN_IMPORTED_IN = os.getpid()
+
+        def where():
+            import heavy_module
+            print(heavy_module.IMPORTED_IN, MAIN_IMPORTED_IN, os.getpid(),
+                  os.getppid(), flush=True)
+
+        if __name__ == '__main__':
+            fastmp.set_forkserver_preload(['__main__', 'heavy_module',
+                                           'no_such_module_xyz'])
+            ctx = fastmp.get_context('forkserver')
+            p = ctx.Process(target=where)
+            p.start()
+            p.join()
+            print('parent', os.getpid())
+    ''').stdout.split()
+    module_pid, main_pid, child_pid, server_pid, _, parent_pid = out
+    # both were imported once, in the server, before it forked the child
+    assert module_pid == main_pid == server_pid
+    assert len({server_pid, child_pid, parent_pid}) == 3
+
+
+def test_grandchildren_reuse_the_server(tmp_path):
+    out = run_program(tmp_path, '''
+        import os
+        import fastmp
+
+        def leaf():
+            pass
+
+        def middle():
+            from fastmp.forkserver import _forkserver
+            p = fastmp.Process(target=leaf)
+            p.start()
+            p.join()
+            assert p.exitcode == 0
+            # no server of its own: it used the one it was started by
+            print('middle', _forkserver._forkserver_pid,
+                  _forkserver._forkserver_address, os.getppid(), flush=True)
+
+        if __name__ == '__main__':
+            fastmp.set_start_method('forkserver')
+            from fastmp.forkserver import _forkserver
+            p = fastmp.Process(target=middle)
+            p.start()
+            p.join()
+            print('top', _forkserver._forkserver_pid,
+                  _forkserver._forkserver_address, p.exitcode)
+    ''').stdout.split('\n')
+    middle = out[0].split()
+    top = out[1].split()
+    assert middle[1] == 'None' and middle[2] == top[2]
+    assert middle[3] == top[1] and top[3] == '0'
+
+
+def test_server_restarts_after_being_killed(tmp_path):
+    out = run_program(tmp_path, '''
+        import os, signal, time
+        import fastmp
+        from fastmp.forkserver import _forkserver
+
+        if __name__ == '__main__':
+            ctx = fastmp.get_context('forkserver')
+            results = []
+            for signum in (signal.SIGKILL, signal.SIGTERM):
+                p = ctx.Process(target=time.sleep, args=(0,))
+                p.start()
+                p.join()
+                old = _forkserver._forkserver_pid
+                os.kill(old, signum)
+                time.sleep(0.2)
+                p = ctx.Process(target=time.sleep, args=(0,))
+                p.start()
+                p.join()
+                results.append((p.exitcode, _forkserver._forkserver_pid != old))
+            print(results)
+    ''').stdout
+    assert out.strip() == '[(0, True), (0, True)]'
+
+
+def test_a_client_without_the_secret_is_ignored(tmp_path):
+    out = run_program(tmp_path, '''
+        import os, socket
+        import fastmp
+        from fastmp import reduction
+        from fastmp.forkserver import _forkserver
+
+        if __name__ == '__main__':
+            ctx = fastmp.get_context('forkserver')
+            _forkserver.ensure_running()
+            status_r, status_w = os.pipe()
+            with socket.socket(socket.AF_UNIX) as intruder:
+                intruder.connect(_forkserver._forkserver_address)
+                intruder.sendall(b'\\0' * 32)
+                reduction.sendfds(intruder, [status_r, status_w])
+                intruder.settimeout(10)
+                try:
+                    refused = intruder.recv(1) == b''
+                except ConnectionResetError:   # it closed with data unread
+                    refused = True
+            os.close(status_w)
+            no_pid = os.read(status_r, 8) == b''
+            p = ctx.Process(target=os.getpid)
+            p.start()
+            p.join()
+            mode = oct(os.stat(_forkserver._forkserver_address).st_mode & 0o777)
+            print(refused, no_pid, p.exitcode, mode)
+    ''').stdout
+    assert out.split() == ['True', 'True', '0', '0o600']
+
+
+def test_preload_names_must_be_strings():
+    with pytest.raises(TypeError, match='module_names must be a list of '
+                                        'strings'):
+        fastmp.get_context('forkserver').set_forkserver_preload([1, 2])
+
+
+def test_too_many_fds_are_refused():
+    with pytest.raises(ValueError):
+        forkserver.connect_to_new_process(list(range(forkserver.MAXFDS_TO_SEND)))
+
+
+def test_signed_numbers_roundtrip():
+    r, w = os.pipe()
+    try:
+        for n in (0, -9, 2 ** 40):
+            forkserver.write_signed(w, n)
+            assert forkserver.read_signed(r) == n
+        os.close(w)
+        w = None
+        with pytest.raises(EOFError):
+            forkserver.read_signed(r)
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+
+
+def child_sends_pid(sock):
+    sock.sendall(str(os.getpid()).encode())
+    sock.close()
+
+
+def test_in_process_forkserver_child():
+    # the test process's own server (shared by the whole test run)
+    fctx = fastmp.get_context('forkserver')
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        p = fctx.Process(target=child_sends_pid, args=(theirs,))
+        p.start()
+        ours.settimeout(30)
+        assert int(ours.recv(20)) == p.pid
+        p.join(30)
+    assert p.exitcode == 0
