@@ -24,7 +24,7 @@ def array_locked_get(mp, n):
     return time.perf_counter() - t0
 
 
-@workload("array_lockfree_get", n=1_000_000, target=1.0)
+@workload("array_lockfree_get", n=4_000_000, target=1.0)
 def array_lockfree_get(mp, n):
     """Array('i', 10, lock=False)[5]"""
     array = mp.get_context('fork').Array('i', 10, lock=False)
