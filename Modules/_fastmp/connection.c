@@ -839,12 +839,15 @@ Conn_send_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     int rc = -1;
     Py_ssize_t offset = size_arg(a[1], 0, "offset is negative");
-    Py_ssize_t size = offset < 0 ? -1 : size_arg(a[2], view.len - offset, "size is negative");
-    if (offset < 0 || size < 0) {
+    if (offset < 0) {
         goto done;
     }
     if (offset > view.len) {
         PyErr_SetString(PyExc_ValueError, "buffer length < offset");
+        goto done;
+    }
+    Py_ssize_t size = size_arg(a[2], view.len - offset, "size is negative");
+    if (size < 0) {
         goto done;
     }
     if (size > view.len - offset) {
