@@ -256,9 +256,13 @@ class DefaultContext(BaseContext):
 def _starter(popen_module):
     """A _Popen for a Process class: start the child with the Popen class
     of `popen_module` (imported on first use)."""
+    found = []  # the Popen class, once imported
+
     def _Popen(process_obj):
-        module = importlib.import_module('.' + popen_module, __package__)
-        return module.Popen(process_obj)
+        if not found:
+            module = importlib.import_module('.' + popen_module, __package__)
+            found.append(module.Popen)
+        return found[0](process_obj)
     return staticmethod(_Popen)
 
 
