@@ -29,14 +29,28 @@ typedef struct {
     PyObject *pickler_clear;        /* ... and clear_memo */
     int pickler_busy;               /* the reused pickler is mid-dump */
 
-    /* semlock.c */
+    /* semlock.c, condition.c */
     PyTypeObject *SemLock_type;
+    PyTypeObject *Condition_type;
 
     /* channel.c */
     PyTypeObject *Channel_type;
+    PyObject *chan_Empty;           /* queue.Empty */
+    PyObject *chan_Full;            /* queue.Full */
+    PyObject *chan_fast_dumps;      /* pickle.dumps, for plain atoms */
+    PyObject *chan_dumps;           /* ForkingPickler-aware dumps */
+    PyObject *chan_loads;           /* pickle.loads */
 
-    /* shm.c */
+    /* shm.c, shm_sync.c, shm_segment.c */
     PyTypeObject *Arena_type;
+    PyTypeObject *Heap_type;
+    PyTypeObject *BufferWrapper_type;
+    PyObject *str_heap;             /* interned "_heap" */
+    PyTypeObject *SyncCore_type;    /* lock + ctypes object, generic access */
+    PyTypeObject *SyncValue_type;   /* + fast .value */
+    PyTypeObject *SyncArray_type;   /* + fast [i] */
+    PyObject *str_value;            /* interned "value" */
+    PyTypeObject *SegmentMapping_type;  /* shm_segment.c */
 
     /* dispatch.c */
     PyTypeObject *Dispatcher_type;

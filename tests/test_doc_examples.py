@@ -1,0 +1,68 @@
+"""The documentation's example programs (../shared/doc-examples) run
+unchanged under `python -m fastmp` and print what they print on the
+standard package, up to pids, worker numbers, timings and ordering."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from support import SHARED
+
+DOC_EXAMPLES = os.path.join(SHARED, "doc-examples")
+
+def _examples():
+    if not os.path.isdir(DOC_EXAMPLES):
+        return []
+    return sorted(f for f in os.listdir(DOC_EXAMPLES) if f.endswith(".py"))
+
+
+_TOKEN = re.compile(r"[A-Za-z_]+|\d+|\S")
+_CTIME = re.compile(r"\b[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\b")
+_WORKER = re.compile(r"\b((?:Fork|Spawn|ForkServer)?PoolWorker|Process)-\d+(?::\d+)*")
+_PIDLIKE = re.compile(r"\b\d{3,7}\b")
+
+
+def normalize(text):
+    """The multiset of tokens of `text`, with pids, worker numbers, clock
+    times and the progress dots of timeout loops taken out."""
+    text = text.replace("fastmp", "multiprocessing")
+    text = _CTIME.sub("TIME", text)
+    text = _WORKER.sub(r"\1-N", text)
+    text = _PIDLIKE.sub("N", text)
+    lines = [re.sub(r"\.+$", "", line.rstrip()) for line in text.splitlines()]
+    return sorted(_TOKEN.findall("\n".join(lines)))
+
+
+def _last_line(text):
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    return lines[-1].replace("fastmp", "multiprocessing") if lines else ""
+
+
+def _start(argv):
+    return subprocess.Popen([sys.executable, *argv], cwd=DOC_EXAMPLES,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+
+
+@pytest.mark.timeout(100)
+@pytest.mark.parametrize("example", _examples() or ["<none>"])
+def test_doc_example_matches_stdlib(example):
+    if example == "<none>":
+        pytest.skip("../shared/doc-examples is not present in this checkout")
+    # Both runs at once: the slow examples mostly sleep.
+    ours = _start(["-m", "fastmp", example])
+    theirs = _start([example])
+    try:
+        our_out, our_err = ours.communicate(timeout=80)
+        their_out, their_err = theirs.communicate(timeout=80)
+    finally:
+        for p in (ours, theirs):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert ours.returncode == theirs.returncode, (our_err, their_err)
+    assert normalize(our_out) == normalize(their_out), (our_out, their_out)
+    if theirs.returncode != 0:
+        assert _last_line(our_err) == _last_line(their_err)

@@ -1,0 +1,690 @@
+"""fastmp.synchronize and the C SemLock/Condition behind it: every method of
+Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event and Barrier, the
+reprs (checked against the standard package), timeouts, sharing with
+children under each start method, a holder killed with SIGKILL, pickling
+outside process start, and the names left in /dev/shm."""
+import gc
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+import fastmp
+from fastmp import _multiprocessing, synchronize
+from support import run_python, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+SHORT = 0.2
+
+
+def _shm_names():
+    return {n for n in os.listdir('/dev/shm') if 'fmp-' in n}
+
+
+# ---- workers (module level so spawn/forkserver children can import them) --
+
+def _use_everything(lock, rlock, sem, cond, event, barrier, results):
+    """Child side of test_objects_shared_with_child."""
+    with lock:
+        results.release()
+    with rlock:
+        with rlock:
+            results.release()
+    sem.acquire()
+    results.release()
+    event.wait(10)
+    barrier.wait(10)
+    with cond:
+        cond.notify()
+
+
+def _hold_forever(lock, holding):
+    lock.acquire()
+    holding.set()
+    time.sleep(60)
+
+
+def _wait_on_condition(cond, started):
+    with cond:
+        started.release()
+        cond.wait(60)
+
+
+def _notify_after_wait(cond):
+    with cond:
+        cond.notify()
+
+
+def _acquire_with_timeout(lock, out):
+    if lock.acquire(timeout=0.2):
+        out.release()
+
+
+# ---- Lock ---------------------------------------------------------------
+
+@pytest.mark.parametrize('method', ['fork', 'spawn'])
+def test_lock_methods(method):
+    lock = fastmp.get_context(method).Lock()
+    assert lock.acquire() is True
+    assert lock.acquire(False) is False
+    assert lock.acquire(block=False) is False
+    assert lock.acquire(True, 0) is False
+    t0 = time.monotonic()
+    assert lock.acquire(timeout=SHORT) is False
+    assert time.monotonic() - t0 >= SHORT * 0.9
+    assert lock.acquire(timeout=-1) is False     # negative means no wait
+    lock.release()
+    with pytest.raises(ValueError):
+        lock.release()
+    with lock as entered:
+        assert entered is True
+        assert lock.acquire(False) is False
+    assert lock.acquire(timeout=1) is True
+    lock.release()
+
+
+def test_lock_released_by_other_thread():
+    lock = fastmp.get_context('fork').Lock()
+    lock.acquire()
+    t = threading.Thread(target=lock.release)
+    t.start()
+    t.join()
+    assert lock.acquire(False) is True
+    lock.release()
+
+
+def test_lock_acquire_bad_arguments():
+    lock = fastmp.get_context('fork').Lock()
+    with pytest.raises(TypeError):
+        lock.acquire(True, None, 3)
+    with pytest.raises(TypeError):
+        lock.acquire(wait=True)
+    with pytest.raises(TypeError):
+        lock.acquire(True, block=True)
+    with pytest.raises(TypeError):
+        lock.acquire(timeout='soon')
+
+
+def _reprs(mp):
+    ctx = mp.get_context('fork')
+    seen = []
+    lock = ctx.Lock()
+    seen.append(repr(lock))
+    lock.acquire()
+    seen.append(repr(lock))
+    box = []
+    t = threading.Thread(target=lambda: box.append(repr(lock)), name='T1')
+    t.start()
+    t.join()
+    seen.append(box[0])
+    lock.release()
+    t = threading.Thread(target=lambda: (lock.acquire(), box.append(repr(lock))), name='T2')
+    t.start()
+    t.join()
+    seen.append(box[1])
+    seen.append(repr(lock))             # held by another thread
+    lock.release()
+    rlock = ctx.RLock()
+    seen.append(repr(rlock))
+    rlock.acquire()
+    rlock.acquire()
+    seen.append(repr(rlock))
+    rlock.release()
+    rlock.release()
+    seen.append(repr(ctx.Semaphore(3)))
+    seen.append(repr(ctx.BoundedSemaphore(2)))
+    cond = ctx.Condition(ctx.Lock())
+    seen.append(repr(cond))
+    return seen
+
+
+def test_reprs_match_stdlib():
+    assert _reprs(fastmp) == _reprs(multiprocessing)
+    assert _reprs(fastmp)[:4] == ['<Lock(owner=None)>', '<Lock(owner=MainProcess)>',
+                                  '<Lock(owner=SomeOtherThread)>',
+                                  '<Lock(owner=MainProcess|T2)>']
+
+
+def test_lock_repr_other_process():
+    ctx = fastmp.get_context('fork')
+    lock, holding = ctx.Lock(), ctx.Event()
+    p = ctx.Process(target=_hold_forever, args=(lock, holding))
+    p.start()
+    try:
+        assert holding.wait(10)
+        assert repr(lock) == '<Lock(owner=SomeOtherProcess)>'
+    finally:
+        p.kill()
+        p.join()
+
+
+def test_event_repr_matches_stdlib():
+    for mp in (fastmp, multiprocessing):
+        ev = mp.get_context('fork').Event()
+        assert repr(ev) == '<Event at %#x unset>' % id(ev)
+        ev.set()
+        assert repr(ev) == '<Event at %#x set>' % id(ev)
+
+
+# ---- RLock --------------------------------------------------------------
+
+def test_rlock_methods():
+    rlock = fastmp.get_context('fork').RLock()
+    assert rlock.acquire() and rlock.acquire() and rlock.acquire(timeout=0)
+    assert rlock._count() == 3 and rlock._is_mine()
+    other = []
+    t = threading.Thread(target=lambda: other.append(rlock.acquire(timeout=SHORT)))
+    t.start()
+    t.join()
+    assert other == [False]
+
+    def release_from_other_thread():
+        try:
+            rlock.release()
+        except AssertionError:
+            other.append('refused')
+    t = threading.Thread(target=release_from_other_thread)
+    t.start()
+    t.join()
+    assert other == [False, 'refused']
+    for _ in range(3):
+        rlock.release()
+    assert not rlock._is_mine() and rlock._count() == 0
+    with pytest.raises(AssertionError):
+        rlock.release()
+    with rlock:
+        with rlock:
+            assert rlock._count() == 2
+
+
+def test_forked_child_does_not_own_parents_lock():
+    rlock = fastmp.get_context('fork').RLock()
+    rlock.acquire()
+    pid = os.fork()
+    if pid == 0:
+        ok = (not rlock._is_mine() and rlock._count() == 0
+              and rlock.acquire(timeout=0.05) is False)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    rlock.release()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# ---- Semaphore and BoundedSemaphore -------------------------------------
+
+def test_semaphore_methods():
+    ctx = fastmp.get_context('fork')
+    sem = ctx.Semaphore(2)
+    assert sem.get_value() == 2
+    assert sem.acquire() and sem.acquire(False)
+    assert sem.acquire(False) is False
+    assert sem.acquire(timeout=SHORT) is False
+    assert sem.get_value() == 0
+    sem.release()
+    sem.release()
+    sem.release()                       # unbounded: may pass the start value
+    assert sem.get_value() == 3
+    assert repr(sem) == '<Semaphore(value=3)>'
+    with sem:
+        assert sem.get_value() == 2
+    assert ctx.Semaphore(0).acquire(False) is False
+    with pytest.raises(ValueError):
+        ctx.Semaphore(-1)
+
+
+def test_bounded_semaphore():
+    bsem = fastmp.get_context('spawn').BoundedSemaphore(2)
+    assert bsem.acquire(False)
+    bsem.release()
+    with pytest.raises(ValueError):
+        bsem.release()
+    assert repr(bsem) == '<BoundedSemaphore(value=2, maxvalue=2)>'
+    assert bsem.get_value() == 2
+
+
+def test_semaphore_wakes_blocked_thread():
+    sem = fastmp.get_context('fork').Semaphore(0)
+    got = []
+    t = threading.Thread(target=lambda: got.append(sem.acquire(timeout=10)))
+    t.start()
+    time.sleep(0.05)
+    sem.release()
+    t.join()
+    assert got == [True]
+
+
+def test_acquire_interrupted_by_signal():
+    lock = fastmp.get_context('fork').Lock()
+    lock.acquire()
+
+    def boom(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, boom)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire(timeout=10)
+        assert time.monotonic() - t0 < 5
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_signal_does_not_shorten_or_lengthen_timeout():
+    lock = fastmp.get_context('fork').Lock()
+    lock.acquire()
+    hits = []
+    old = signal.signal(signal.SIGALRM, lambda s, f: hits.append(s))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+        t0 = time.monotonic()
+        assert lock.acquire(timeout=0.4) is False
+        elapsed = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert hits and 0.35 <= elapsed < 2
+
+
+# ---- Condition ----------------------------------------------------------
+
+def test_condition_wait_timeout_and_ownership():
+    ctx = fastmp.get_context('fork')
+    cond = ctx.Condition()
+    with pytest.raises(AssertionError):
+        cond.wait(0)
+    with pytest.raises(AssertionError):
+        cond.notify()
+    with pytest.raises(AssertionError):
+        cond.notify_all()
+    with cond:
+        t0 = time.monotonic()
+        assert cond.wait(SHORT) is False
+        assert time.monotonic() - t0 >= SHORT * 0.9
+        assert cond.wait(timeout=0) is False
+        cond.notify()                    # nobody waits: no effect
+        cond.notify(3)
+        cond.notify_all()
+    assert cond.acquire() is True
+    cond.release()
+
+
+def test_condition_keeps_rlock_depth():
+    ctx = fastmp.get_context('fork')
+    rlock = ctx.RLock()
+    cond = ctx.Condition(rlock)
+    with rlock, rlock, cond:
+        assert rlock._count() == 3
+        assert cond.wait(0.01) is False
+        assert rlock._count() == 3 and rlock._is_mine()
+
+
+def _waiter_threads(cond, k, woken, already=0):
+    def waiter():
+        with cond:
+            if cond.wait(10):
+                woken.append(1)
+    threads = [threading.Thread(target=waiter) for _ in range(k)]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: cond._waiters() == already + k, 10)
+    return threads
+
+
+@pytest.mark.parametrize('lock_type', ['RLock', 'Lock'])
+def test_condition_notify_counts(lock_type):
+    ctx = fastmp.get_context('fork')
+    cond = ctx.Condition(getattr(ctx, lock_type)())
+    woken = []
+    threads = _waiter_threads(cond, 5, woken)
+    assert repr(cond).endswith(', 5)>')
+    with cond:
+        cond.notify()
+    assert wait_for(lambda: len(woken) == 1, 10)
+    time.sleep(0.05)
+    assert len(woken) == 1
+    with cond:
+        cond.notify(2)
+    assert wait_for(lambda: len(woken) == 3, 10)
+    time.sleep(0.05)
+    assert len(woken) == 3
+    with cond:
+        cond.notify_all()
+    for t in threads:
+        t.join()
+    assert len(woken) == 5 and cond._waiters() == 0
+
+
+def test_notifier_that_waits_does_not_take_its_own_notification():
+    cond = fastmp.get_context('fork').Condition()
+    woken = []
+    threads = _waiter_threads(cond, 1, woken)
+    with cond:
+        cond.notify()
+        assert cond.wait(SHORT) is False   # the notification was the other's
+    threads[0].join()
+    assert woken == [1]
+
+
+def test_condition_wait_for():
+    ctx = fastmp.get_context('fork')
+    cond = ctx.Condition()
+    box = []
+    with cond:
+        assert cond.wait_for(lambda: 42) == 42
+        t0 = time.monotonic()
+        assert cond.wait_for(lambda: box, SHORT) == []
+        assert time.monotonic() - t0 >= SHORT * 0.9
+
+    def producer():
+        time.sleep(0.05)
+        with cond:
+            box.append('x')
+            cond.notify()
+    t = threading.Thread(target=producer)
+    t.start()
+    with cond:
+        assert cond.wait_for(lambda: box, 10) == ['x']
+    t.join()
+
+
+def test_condition_notify_reaches_other_process(start_method):
+    ctx = fastmp.get_context(start_method)
+    cond = ctx.Condition()
+    with cond:
+        p = ctx.Process(target=_notify_after_wait, args=(cond,))
+        p.start()
+        assert cond.wait(30) is True
+    p.join(30)
+    assert p.exitcode == 0
+
+
+def test_condition_skips_waiter_killed_while_waiting():
+    ctx = fastmp.get_context('fork')
+    cond, started = ctx.Condition(), ctx.Semaphore(0)
+    p = ctx.Process(target=_wait_on_condition, args=(cond, started))
+    p.start()
+    assert started.acquire(timeout=10)
+    assert wait_for(lambda: cond._waiters() == 1, 10)
+    p.kill()
+    p.join()
+    woken = []
+    threads = _waiter_threads(cond, 1, woken, already=1)
+    with cond:
+        cond.notify()        # must reach the live thread, not the dead process
+    threads[0].join(10)
+    assert woken == [1]
+
+
+# ---- Event --------------------------------------------------------------
+
+def test_event_methods():
+    ev = fastmp.get_context('fork').Event()
+    assert ev.is_set() is False
+    t0 = time.monotonic()
+    assert ev.wait(SHORT) is False
+    assert time.monotonic() - t0 >= SHORT * 0.9
+    ev.set()
+    assert ev.is_set() is True
+    assert ev.wait() is True and ev.wait(0) is True
+    ev.set()
+    ev.clear()
+    assert ev.is_set() is False and ev.wait(0) is False
+    threading.Timer(0.05, ev.set).start()
+    assert ev.wait(10) is True
+
+
+# ---- Barrier ------------------------------------------------------------
+
+def test_barrier_with_threads():
+    barrier = fastmp.get_context('fork').Barrier(3, timeout=30)
+    assert barrier.parties == 3 and barrier.n_waiting == 0 and not barrier.broken
+    indices = []
+    lock = threading.Lock()
+
+    def party():
+        i = barrier.wait()
+        with lock:
+            indices.append(i)
+    threads = [threading.Thread(target=party) for _ in range(2)]
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: barrier.n_waiting == 2, 10)
+    indices.append(barrier.wait())
+    for t in threads:
+        t.join()
+    assert sorted(indices) == [0, 1, 2]
+
+
+def test_barrier_action_abort_reset():
+    ctx = fastmp.get_context('fork')
+    calls = []
+    barrier = ctx.Barrier(1, action=lambda: calls.append(1))
+    assert barrier.wait() == 0 and calls == [1]
+    barrier = ctx.Barrier(2)
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait(SHORT)              # nobody else comes: breaks
+    assert barrier.broken
+    barrier.reset()
+    assert not barrier.broken
+    barrier.abort()
+    assert barrier.broken
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait()
+    with pytest.raises(ValueError):
+        ctx.Barrier(0)
+
+
+def test_barrier_with_child_process(start_method):
+    ctx = fastmp.get_context(start_method)
+    barrier, lock, done = ctx.Barrier(2, timeout=30), ctx.Lock(), ctx.Semaphore(0)
+    rlock, sem, cond, event = ctx.RLock(), ctx.Semaphore(1), ctx.Condition(), ctx.Event()
+    with cond:
+        p = ctx.Process(target=_use_everything,
+                        args=(lock, rlock, sem, cond, event, barrier, done))
+        p.start()
+        for _ in range(3):
+            assert done.acquire(timeout=30)
+        assert sem.get_value() == 0
+        event.set()
+        assert barrier.wait() in (0, 1)
+        assert cond.wait(30) is True
+    p.join(30)
+    assert p.exitcode == 0
+
+
+# ---- dying holders, names, pickling -------------------------------------
+
+def test_holder_killed_does_not_wedge_waiter_with_timeout(start_method):
+    ctx = fastmp.get_context(start_method)
+    lock, holding = ctx.Lock(), ctx.Event()
+    p = ctx.Process(target=_hold_forever, args=(lock, holding))
+    p.start()
+    assert holding.wait(30)
+    p.kill()
+    p.join()
+    t0 = time.monotonic()
+    assert lock.acquire(timeout=SHORT) is False
+    assert time.monotonic() - t0 < 5
+    # the lock is still usable by whoever releases it
+    lock.release()
+    assert lock.acquire(timeout=1) is True
+
+
+def test_named_objects_unlinked_when_collected():
+    before = _shm_names()
+    ctx = fastmp.get_context('spawn')
+    objs = [ctx.Lock(), ctx.RLock(), ctx.Semaphore(), ctx.Condition(), ctx.Event()]
+    names = _shm_names() - before
+    assert len(names) == 7            # Condition and Event each add a lock
+    assert all(n.startswith('sem.fmp-') for n in names)
+    del objs
+    gc.collect()
+    assert _shm_names() - before == set()
+
+
+def test_fork_context_objects_have_no_name():
+    before = _shm_names()
+    ctx = fastmp.get_context('fork')
+    objs = [ctx.Lock(), ctx.Condition(), ctx.Event(), ctx.Barrier(2)]
+    assert objs[0].name is None and objs[1].name is None
+    assert _shm_names() == before
+
+
+_KILLED_SCRIPT = r'''
+import os, sys, time
+import fastmp
+ctx = fastmp.get_context("spawn")
+keep = [ctx.Lock(), ctx.Condition(), ctx.Semaphore(3)]
+print(" ".join(o.name for o in keep), flush=True)
+time.sleep(60)
+'''
+
+
+def test_no_leak_after_sigkill_of_program():
+    import subprocess
+    proc = subprocess.Popen([sys.executable, '-c', _KILLED_SCRIPT], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        names = proc.stdout.readline().split()
+        assert len(names) == 3
+        files = {'sem.' + n.lstrip('/') for n in names}
+        assert files <= set(os.listdir('/dev/shm'))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert wait_for(lambda: not files & set(os.listdir('/dev/shm')), 20)
+
+
+@pytest.mark.parametrize('make', ['Lock', 'RLock', 'Semaphore', 'BoundedSemaphore',
+                                  'Condition', 'Event'])
+def test_pickling_outside_process_start_raises(make):
+    obj = getattr(fastmp.get_context('spawn'), make)()
+    with pytest.raises(RuntimeError):
+        pickle.dumps(obj)
+
+
+def test_fork_lock_refused_by_spawned_child():
+    lock = fastmp.get_context('fork').Lock()
+    p = fastmp.get_context('spawn').Process(target=_acquire_with_timeout, args=(lock, None))
+    with pytest.raises(RuntimeError, match='A SemLock created in a fork'):
+        p.start()
+
+
+def test_lock_timeout_in_child(start_method):
+    ctx = fastmp.get_context(start_method)
+    lock, out = ctx.Lock(), ctx.Semaphore(0)
+    lock.acquire()
+    p = ctx.Process(target=_acquire_with_timeout, args=(lock, out))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0 and out.get_value() == 0
+    lock.release()
+    p = ctx.Process(target=_acquire_with_timeout, args=(lock, out))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0 and out.get_value() == 1
+
+
+# ---- the _multiprocessing stand-in --------------------------------------
+
+def test_multiprocessing_module_surface():
+    import _multiprocessing as std
+    assert set(dir(std.SemLock)) - set(dir(_multiprocessing.SemLock)) <= {'__getstate__'}
+    assert _multiprocessing.SemLock.SEM_VALUE_MAX == std.SemLock.SEM_VALUE_MAX
+    assert _multiprocessing.flags == std.flags
+    assert synchronize.SEM_VALUE_MAX == std.SemLock.SEM_VALUE_MAX
+
+
+def test_raw_semlock_by_name():
+    class Sub(_multiprocessing.SemLock):
+        pass
+    name = '/fmp-%s-rawtest' % os.getpid()
+    s = Sub(synchronize.SEMAPHORE, 2, 5, name, False)
+    try:
+        assert type(s) is Sub and s.name == name and s.kind == 1 and s.maxvalue == 5
+        with pytest.raises(FileExistsError):
+            _multiprocessing.SemLock(1, 0, 1, name, False)
+        twin = Sub._rebuild(s.handle, s.kind, s.maxvalue, s.name)
+        assert type(twin) is Sub
+        assert twin.acquire(False) and s._get_value() == 1 and not s._is_zero()
+        assert s.acquire(False) and twin._is_zero()
+        s.release()
+        s._after_fork()
+        assert s._count() == 0
+    finally:
+        _multiprocessing.sem_unlink(name)
+    with pytest.raises(FileNotFoundError):
+        _multiprocessing.sem_unlink(name)
+    with pytest.raises(FileNotFoundError):
+        Sub._rebuild(0, 1, 1, name)
+
+
+def test_raw_semlock_errors():
+    SemLock = _multiprocessing.SemLock
+    with pytest.raises(ValueError):
+        SemLock(7, 1, 1, 'x', True)
+    with pytest.raises(ValueError):
+        SemLock(1, 1, 1, 'a/b', False)
+    anon = SemLock(0, 1, 1, 'x', True)
+    assert anon.name is None
+    with pytest.raises(ValueError):
+        SemLock._rebuild(anon.handle, 0, 1, None)
+
+
+# ---- unnamed locks: slab slots ------------------------------------------
+
+def _mappings():
+    with open('/proc/self/maps') as f:
+        return sum(1 for _ in f)
+
+
+def test_many_fork_locks_share_mappings():
+    ctx = fastmp.get_context('fork')
+    before = _mappings()
+    locks = [ctx.Lock() for _ in range(20000)]
+    assert _mappings() - before < 50
+    assert all(lock.acquire(False) for lock in locks[::997])
+    assert len({lock.handle for lock in locks}) == len(locks)
+
+
+def test_slot_freed_after_fork_is_not_reused():
+    ctx = fastmp.get_context('fork')
+    lock = ctx.Lock()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)               # the parent has dropped and re-made locks
+        ok = lock.acquire(False) and lock._get_value() == 0
+        os._exit(0 if ok else 1)
+    os.close(r)
+    old_handle = lock.handle
+    del lock
+    fresh = [ctx.Lock() for _ in range(64)]
+    for other in fresh:
+        other.acquire()
+    os.write(w, b'x')
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert old_handle not in {other.handle for other in fresh}
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_slot_reused_when_no_fork_happened():
+    ctx = fastmp.get_context('fork')
+    lock = ctx.Lock()
+    lock.acquire()
+    handle = lock.handle
+    del lock
+    again = ctx.Lock()
+    assert again.handle == handle and again.acquire(False)   # zeroed and reset
