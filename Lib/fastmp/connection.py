@@ -30,16 +30,27 @@ default_family = families[-1]
 # The standard package's base class of its Connection types; ours is one type.
 _ConnectionBase = Connection
 
-# A pipe this large lets a big message cross in fewer wake-ups of the reader.
-_PIPE_BYTES = 1 << 20
+# Bigger kernel buffers let a sender run further ahead of its receiver, so
+# a stream of messages (or one big one) crosses in fewer hand-overs between
+# the two processes.  A pipe gets the first size the system allows (above
+# /proc/sys/fs/pipe-max-size needs privileges); a socket's send buffer is
+# capped by net.core.wmem_max.
+_PIPE_SIZES = (16 << 20, 1 << 20)
+_SOCKET_SNDBUF = 4 << 20
 
 
 def _widen_pipe(fd):
     try:
         import fcntl
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-    except (ImportError, AttributeError, OSError):
-        pass        # over the per-user pipe allowance: keep the default size
+        setpipe = fcntl.F_SETPIPE_SZ
+    except (ImportError, AttributeError):
+        return
+    for size in _PIPE_SIZES:
+        try:
+            fcntl.fcntl(fd, setpipe, size)
+            return
+        except OSError:
+            continue    # over the allowance: try a smaller size
 
 
 def Pipe(duplex=True):
@@ -53,6 +64,7 @@ def Pipe(duplex=True):
     ends = socket.socketpair()
     for end in ends:
         end.setblocking(True)      # even under socket.setdefaulttimeout()
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_SNDBUF)
     return Connection(ends[0].detach()), Connection(ends[1].detach())
 
 

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -23,6 +24,8 @@
 /* Transfers up to this size are first tried with the GIL held (the data is
  * usually there already); larger ones release the GIL straight away. */
 #define SMALL_IO (64 * 1024)
+/* Buffers at least this large are prepared for reading (huge pages). */
+#define LARGE_BUFFER (8 * 1024 * 1024)
 /* A pickle written in more pieces than this is joined before sending. */
 #define MAX_CHUNKS 64
 
@@ -32,6 +35,8 @@ typedef struct {
     char readable;
     char writable;
     char nowait;                /* RWF_NOWAIT works on this descriptor */
+    char reader_ahead;          /* the last probe found no frame waiting */
+    unsigned char skipped;      /* probes skipped since then */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -237,12 +242,15 @@ advance_iov(struct iovec **iov, int *iovcnt, size_t n)
 }
 
 /* Read or write every byte that iov[0..iovcnt) describes (the array is
- * consumed).  Retries partial transfers, waits on non-blocking
- * descriptors, and resumes after EINTR once signal handlers have run.
- * Returns the bytes moved: all of them, or fewer when a read met end of
- * file; -1 with an exception set on error. */
+ * consumed).  A small transfer is first tried without blocking, with the
+ * GIL held, if `probe` is set; *blocked (if not NULL) tells whether that
+ * try found the descriptor not ready.  Retries partial transfers, waits
+ * on non-blocking descriptors, and resumes after EINTR once signal
+ * handlers have run.  Returns the bytes moved: all of them, or fewer when
+ * a read met end of file; -1 with an exception set on error. */
 static Py_ssize_t
-transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
+transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
+         int probe, int *blocked)
 {
     size_t total = 0, moved = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -252,9 +260,12 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
     while (moved < total) {
         ssize_t n = -1;
         int err = EAGAIN;
-        if (total - moved <= SMALL_IO) {
+        if (probe && total - moved <= SMALL_IO) {
             n = try_without_blocking(self, writing, iov, iovcnt);
             err = n < 0 ? errno : 0;
+            if (blocked != NULL && moved == 0) {
+                *blocked = n < 0 && (err == EAGAIN || err == EWOULDBLOCK);
+            }
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             int fd = self->fd;
@@ -299,7 +310,25 @@ static Py_ssize_t
 read_into(ConnObject *self, void *buf, size_t len)
 {
     struct iovec iov = {buf, len};
-    return transfer(self, 0, &iov, 1);
+    return transfer(self, 0, &iov, 1, 1, NULL);
+}
+
+/* Read the 4 bytes that start a frame, as read_into().  A reader that
+ * keeps finding nothing waiting (it is ahead of its sender) goes straight
+ * to the blocking read, and only probes again now and then: a failed
+ * probe costs a system call. */
+static Py_ssize_t
+read_frame_start(ConnObject *self, unsigned char *h)
+{
+    struct iovec iov = {h, 4};
+    int probe = !self->reader_ahead || ++self->skipped >= 16;
+    int blocked = self->reader_ahead;
+    Py_ssize_t n = transfer(self, 0, &iov, 1, probe, &blocked);
+    if (probe) {
+        self->reader_ahead = (char)blocked;
+        self->skipped = 0;
+    }
+    return n;
 }
 
 /* Read the next frame header.  Returns 0 with *length set, 1 if the
@@ -310,7 +339,7 @@ static int
 read_header(ConnObject *self, uint64_t *length)
 {
     unsigned char h[8];
-    Py_ssize_t n = read_into(self, h, 4);
+    Py_ssize_t n = read_frame_start(self, h);
     if (n < 0) {
         return -1;
     }
@@ -368,6 +397,33 @@ check_length(ConnObject *self, uint64_t length, Py_ssize_t maxlength)
     return 0;
 }
 
+/* Ready a freshly allocated buffer of `len` bytes for a large read: ask
+ * for huge pages and fault the pages in with one call instead of one
+ * fault per page.  Advice only; failures are ignored. */
+static void
+prepare_large_buffer(char *buf, size_t len)
+{
+    if (len < LARGE_BUFFER) {
+        return;
+    }
+    uintptr_t huge = (uintptr_t)2 << 20, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)buf, end = start + len;
+    uintptr_t hstart = (start + huge - 1) & ~(huge - 1), hend = end & ~(huge - 1);
+    uintptr_t pstart = (start + page - 1) & ~(page - 1), pend = end & ~(page - 1);
+    Py_BEGIN_ALLOW_THREADS
+#ifdef MADV_HUGEPAGE
+    if (hend > hstart) {
+        (void)madvise((void *)hstart, hend - hstart, MADV_HUGEPAGE);
+    }
+#endif
+#ifdef MADV_POPULATE_WRITE
+    if (pend > pstart) {
+        (void)madvise((void *)pstart, pend - pstart, MADV_POPULATE_WRITE);
+    }
+#endif
+    Py_END_ALLOW_THREADS
+}
+
 /* Read the next message into a new bytes object.  maxlength < 0: no
  * limit.  Returns a new reference, or NULL with an exception set
  * (EOFError when the peer has closed the connection). */
@@ -389,6 +445,7 @@ recv_message(ConnObject *self, Py_ssize_t maxlength)
     if (result == NULL) {
         return NULL;
     }
+    prepare_large_buffer(PyBytes_AS_STRING(result), (size_t)length);
     Py_ssize_t n = read_into(self, PyBytes_AS_STRING(result), (size_t)length);
     if (n < 0 || (uint64_t)n < length) {
         if (n >= 0) {
@@ -435,7 +492,7 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
     }
     iov[0].iov_base = header;
     iov[0].iov_len = encode_header(header, length);
-    return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
+    return transfer(self, 1, iov, n + 1, 1, NULL) < 0 ? -1 : 0;
 }
 
 /* Send the bytes-like objects objs[0..n) as one message.  Returns 0, or
