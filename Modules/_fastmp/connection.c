@@ -133,27 +133,17 @@ check_open(ConnObject *self)
     return 0;
 }
 
+/* OSError unless the connection is open and may be used for reading (if
+ * `reading`) or for writing.  Returns 0 or -1. */
 static int
-check_readable(ConnObject *self)
+check_usable(ConnObject *self, int reading)
 {
     if (check_open(self) < 0) {
         return -1;
     }
-    if (!self->readable) {
-        PyErr_SetString(PyExc_OSError, "connection is write-only");
-        return -1;
-    }
-    return 0;
-}
-
-static int
-check_writable(ConnObject *self)
-{
-    if (check_open(self) < 0) {
-        return -1;
-    }
-    if (!self->writable) {
-        PyErr_SetString(PyExc_OSError, "connection is read-only");
+    if (reading ? !self->readable : !self->writable) {
+        PyErr_SetString(PyExc_OSError, reading ? "connection is write-only"
+                                               : "connection is read-only");
         return -1;
     }
     return 0;
@@ -820,7 +810,7 @@ PyDoc_STRVAR(send_doc, "send(obj)\n--\n\nSend a picklable object.");
 static PyObject *
 Conn_send(ConnObject *self, PyObject *obj)
 {
-    if (check_writable(self) < 0) {
+    if (check_usable(self, 0) < 0) {
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
@@ -841,7 +831,7 @@ PyDoc_STRVAR(recv_doc, "recv()\n--\n\nReceive a pickled object.");
 static PyObject *
 Conn_recv(ConnObject *self, PyObject *unused)
 {
-    if (check_readable(self) < 0) {
+    if (check_usable(self, 1) < 0) {
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
@@ -887,7 +877,7 @@ Conn_send_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"buf", "offset", "size"};
     PyObject *a[3];
     if (bind_args("send_bytes", args, nargs, kwnames, names, 3, 1, a) < 0
-        || check_writable(self) < 0) {
+        || check_usable(self, 0) < 0) {
         return NULL;
     }
     Py_buffer view;
@@ -935,7 +925,7 @@ Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"maxlength"};
     PyObject *a[1];
     if (bind_args("recv_bytes", args, nargs, kwnames, names, 1, 0, a) < 0
-        || check_readable(self) < 0) {
+        || check_usable(self, 1) < 0) {
         return NULL;
     }
     Py_ssize_t maxlength = size_arg(a[0], PY_SSIZE_T_MAX, "negative maxlength");
@@ -957,7 +947,7 @@ Conn_recv_bytes_into(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"buf", "offset"};
     PyObject *a[2];
     if (bind_args("recv_bytes_into", args, nargs, kwnames, names, 2, 1, a) < 0
-        || check_readable(self) < 0) {
+        || check_usable(self, 1) < 0) {
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
@@ -1028,7 +1018,7 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"timeout"};
     PyObject *a[1];
     if (bind_args("poll", args, nargs, kwnames, names, 1, 0, a) < 0
-        || check_readable(self) < 0) {
+        || check_usable(self, 1) < 0) {
         return NULL;
     }
     fastmp_deadline d;
