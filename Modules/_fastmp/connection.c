@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -29,12 +30,19 @@
 /* A pickle written in more pieces than this is joined before sending. */
 #define MAX_CHUNKS 64
 
+/* How a descriptor is read and written.  A new Connection assumes a
+ * socket (recv/sendmsg are the cheapest calls, and take MSG_DONTWAIT per
+ * call); the first ENOTSOCK moves it to readv/writev, with RWF_NOWAIT for
+ * the attempts that must not block, or without such attempts if the
+ * kernel cannot do that for the descriptor. */
+enum { IO_SOCKET, IO_RWF, IO_PLAIN };
+
 typedef struct {
     PyObject_HEAD
     int fd;                     /* -1 once closed */
     char readable;
     char writable;
-    char nowait;                /* RWF_NOWAIT works on this descriptor */
+    char kind;                  /* how its I/O is done: an IO_* value */
     char reader_ahead;          /* the last probe found no frame waiting */
     unsigned char skipped;      /* probes skipped since then */
     PyObject *dict;
@@ -196,22 +204,59 @@ raise_truncated(size_t got, uint64_t want)
 
 /* ---- moving bytes ----------------------------------------------------- */
 
+/* One read or write on fd, done the `kind` way; with `nowait`, one that
+ * does not block (not used for IO_PLAIN).  Safe without the GIL.  Returns
+ * what the system call returns, errno set on failure. */
+static ssize_t
+io_once(int fd, int kind, int writing, struct iovec *iov, int iovcnt, int nowait)
+{
+    if (kind == IO_SOCKET) {
+        int flags = nowait ? MSG_DONTWAIT : 0;
+        if (!writing && iovcnt == 1) {
+            return recv(fd, iov[0].iov_base, iov[0].iov_len, flags);
+        }
+        struct msghdr m;
+        memset(&m, 0, sizeof(m));
+        m.msg_iov = iov;
+        m.msg_iovlen = (size_t)iovcnt;
+        /* a peer that has gone gives EPIPE, not a SIGPIPE */
+        return writing ? sendmsg(fd, &m, flags | MSG_NOSIGNAL) : recvmsg(fd, &m, flags);
+    }
+    if (nowait) {
+#ifdef RWF_NOWAIT
+        return writing ? pwritev2(fd, iov, iovcnt, -1, RWF_NOWAIT)
+                       : preadv2(fd, iov, iovcnt, -1, RWF_NOWAIT);
+#else
+        errno = EOPNOTSUPP;
+        return -1;
+#endif
+    }
+    return writing ? writev(fd, iov, iovcnt) : readv(fd, iov, iovcnt);
+}
+
 /* One attempt at the transfer without blocking, with the GIL held.
  * Returns the bytes moved, or -1 with errno set (EAGAIN: not ready, or
- * the descriptor cannot do RWF_NOWAIT, which is then remembered). */
+ * the descriptor cannot be tried without blocking).  Learns the
+ * descriptor's kind on the way. */
 static ssize_t
 try_without_blocking(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
 {
-#ifdef RWF_NOWAIT
-    if (self->nowait) {
-        ssize_t n = writing ? pwritev2(self->fd, iov, iovcnt, -1, RWF_NOWAIT)
-                            : preadv2(self->fd, iov, iovcnt, -1, RWF_NOWAIT);
-        if (n >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)) {
+    while (self->kind != IO_PLAIN) {
+        ssize_t n = io_once(self->fd, self->kind, writing, iov, iovcnt, 1);
+        if (n >= 0) {
             return n;
         }
-        self->nowait = 0;
+        if (self->kind == IO_SOCKET && errno == ENOTSOCK) {
+            self->kind = IO_RWF;
+            continue;
+        }
+        if (self->kind == IO_RWF
+            && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL)) {
+            self->kind = IO_PLAIN;
+            continue;
+        }
+        return n;
     }
-#endif
     errno = EAGAIN;
     return -1;
 }
@@ -258,9 +303,9 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
             }
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
-            int fd = self->fd;
+            int fd = self->fd, kind = self->kind == IO_SOCKET ? IO_SOCKET : IO_PLAIN;
             Py_BEGIN_ALLOW_THREADS
-            n = writing ? writev(fd, iov, iovcnt) : readv(fd, iov, iovcnt);
+            n = io_once(fd, kind, writing, iov, iovcnt, 0);
             err = n < 0 ? errno : 0;
             if (err == EAGAIN || err == EWOULDBLOCK) {
                 /* an O_NONBLOCK descriptor: wait until it is ready */
@@ -286,6 +331,10 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
             continue;
         }
         if (err == EAGAIN || err == EWOULDBLOCK || n == 0) {
+            continue;
+        }
+        if (err == ENOTSOCK && self->kind == IO_SOCKET) {
+            self->kind = IO_RWF;        /* not a socket after all */
             continue;
         }
         fastmp_oserror(err, writing ? "write" : "read");
@@ -736,7 +785,7 @@ Conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     ConnObject *self = (ConnObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
         self->fd = -1;
-        self->nowait = 1;
+        self->kind = IO_SOCKET;
     }
     return (PyObject *)self;
 }
@@ -772,7 +821,7 @@ Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
     self->fd = (int)fd;
     self->readable = (char)readable;
     self->writable = (char)writable;
-    self->nowait = 1;
+    self->kind = IO_SOCKET;
     return 0;
 }
 
@@ -1121,7 +1170,7 @@ Conn_set_handle(ConnObject *self, PyObject *value, void *unused)
         return -1;
     }
     self->fd = fd;
-    self->nowait = 1;
+    self->kind = IO_SOCKET;
     return 0;
 }
 
