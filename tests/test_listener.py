@@ -4,6 +4,7 @@ package in both directions, against a legacy HMAC-MD5 peer, and with a
 wrong key), the handshake helpers, and the XML-RPC wrappers."""
 import hmac
 import os
+import socket
 import threading
 
 import pytest
@@ -281,3 +282,20 @@ def test_xml_listener_and_client():
         assert c.poll(0) is False
         c.close()
         d.close()
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_explicit_inet6_family(impl):
+    with impl.connection.Listener(("::1", 0), family="AF_INET6") as l:
+        assert l.address[0] == "::1"
+        with pytest.raises(ValueError):
+            impl.connection.Listener(family="AF_NOT_A_FAMILY")
