@@ -378,6 +378,38 @@ def test_interoperates_with_the_standard_connection(kind, fast_sends):
             assert sender.recv_bytes() == b"reply"
 
 
+# ---- pickling with ForkingPickler's reducers -----------------------------------
+
+class Registered:
+    def __init__(self, value):
+        self.value = value
+
+
+class ViaCopyreg:
+    pass
+
+
+def test_reducers_registered_later_apply():
+    """send() pickles with ForkingPickler's reducers, including ones
+    registered after the connection was first used, and copyreg's."""
+    import copyreg
+    from fastmp import reduction
+    a, b = fastmp.Pipe()
+    with a, b:
+        a.send(Registered(1))
+        assert b.recv().value == 1                   # default pickling
+        reduction.register(Registered, lambda obj: (str, ("reduced %d" % obj.value,)))
+        copyreg.pickle(ViaCopyreg, lambda obj: (int, (7,)))
+        try:
+            a.send([Registered(2), ViaCopyreg()])
+            assert b.recv() == ["reduced 2", 7]
+        finally:
+            del reduction.ForkingPickler._extra_reducers[Registered]
+            del copyreg.dispatch_table[ViaCopyreg]
+        a.send(Registered(3))
+        assert b.recv().value == 3
+
+
 # ---- bad input and failures -------------------------------------------------
 
 def test_unpicklable_object_leaves_connection_usable(impl):
