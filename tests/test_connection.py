@@ -655,3 +655,17 @@ def test_connection_sent_through_a_connection():
     assert p.exitcode == 0
     control.close()
     reader.close()
+
+
+def test_forking_dumps_matches_forkingpickler():
+    from fastmp import _fastmp
+    from fastmp.reduction import ForkingPickler
+    for obj in ("text", [1, 2.5, None], {"k": (1, 2)}, b"x" * 200000):
+        assert _fastmp.forking_dumps(obj) == bytes(ForkingPickler.dumps(obj))
+        assert pickle.loads(_fastmp.forking_dumps(obj)) == obj
+
+    class Nested:
+        def __reduce__(self):
+            # pickling again while the reused pickler is busy
+            return (pickle.loads, (_fastmp.forking_dumps("inner"),))
+    assert pickle.loads(_fastmp.forking_dumps([Nested(), "outer"])) == ["inner", "outer"]

@@ -557,29 +557,28 @@ done:
 /* ---- pickling --------------------------------------------------------- */
 
 
-/* A pickle.Pickler whose output goes into st->pickle_chunks (its file is
- * a SimpleNamespace whose write is the list's append) and whose dispatch
- * table is `table`.  Returns a new reference, or NULL with an exception
- * set. */
+/* A new ForkingPickler whose output goes into the list `chunks` (its
+ * file is a SimpleNamespace whose write is the list's append), with the
+ * live reducer chain as its dispatch table when there is one.  Returns a
+ * new reference, or NULL with an exception set. */
 static PyObject *
-make_reused_pickler(fastmp_state *st, PyObject *table)
+new_pickler(fastmp_state *st, PyObject *chunks)
 {
     PyObject *pickler = NULL, *sink = NULL, *ns = NULL, *noargs = NULL, *kw = NULL;
-    PyObject *append = PyObject_GetAttrString(st->pickle_chunks, "append");
+    PyObject *append = PyObject_GetAttrString(chunks, "append");
     PyObject *types = append ? PyImport_ImportModule("types") : NULL;
-    PyObject *pickle = types ? PyImport_ImportModule("pickle") : NULL;
-    if (pickle != NULL
+    if (types != NULL
         && (ns = PyObject_GetAttrString(types, "SimpleNamespace")) != NULL
         && (noargs = PyTuple_New(0)) != NULL
         && (kw = Py_BuildValue("{sO}", "write", append)) != NULL
         && (sink = PyObject_Call(ns, noargs, kw)) != NULL
-        && (pickler = PyObject_CallMethod(pickle, "Pickler", "O", sink)) != NULL
-        && PyObject_SetAttrString(pickler, "dispatch_table", table) < 0) {
+        && (pickler = PyObject_CallOneArg(st->forking_pickler, sink)) != NULL
+        && st->reducer_chain != NULL
+        && PyObject_SetAttrString(pickler, "dispatch_table", st->reducer_chain) < 0) {
         Py_CLEAR(pickler);
     }
     Py_XDECREF(append);
     Py_XDECREF(types);
-    Py_XDECREF(pickle);
     Py_XDECREF(ns);
     Py_XDECREF(noargs);
     Py_XDECREF(kw);
@@ -587,117 +586,104 @@ make_reused_pickler(fastmp_state *st, PyObject *table)
     return pickler;
 }
 
-/* Set up the reused pickler when ForkingPickler keeps its reducers the
- * standard way (the dicts _extra_reducers and _copyreg_dispatch_table)
- * and has no reducer_override; otherwise leave it unset, and send() goes
- * through ForkingPickler.dumps.  Returns 0, or -1 with an exception set. */
-static int
-setup_reused_pickler(fastmp_state *st, PyObject *fp)
+/* The live view of ForkingPickler's reducers over copyreg's, when it
+ * keeps them the standard way (the dicts _extra_reducers and
+ * _copyreg_dispatch_table).  Returns a new reference; None when it does
+ * not; NULL with an exception set on error. */
+static PyObject *
+new_reducer_chain(fastmp_state *st, PyObject *fp)
 {
-    if (PyObject_HasAttrString(fp, "reducer_override")) {
-        return 0;
-    }
     PyObject *extra = PyObject_GetAttrString(fp, "_extra_reducers");
     PyObject *base = extra ? PyObject_GetAttrString(fp, "_copyreg_dispatch_table") : NULL;
     if (base == NULL || !PyDict_Check(extra) || !PyDict_Check(base)) {
         PyErr_Clear();
         Py_XDECREF(extra);
         Py_XDECREF(base);
-        return 0;
+        Py_RETURN_NONE;
     }
     ChainObject *chain = PyObject_GC_New(ChainObject, st->ReducerChain_type);
     if (chain == NULL) {
         Py_DECREF(extra);
         Py_DECREF(base);
-        return -1;
+        return NULL;
     }
     chain->first = extra;
     chain->second = base;
     PyObject_GC_Track(chain);
-
-    PyObject *pickler = NULL;
-    st->pickle_chunks = PyList_New(0);
-    if (st->pickle_chunks != NULL) {
-        pickler = make_reused_pickler(st, (PyObject *)chain);
-    }
-    Py_DECREF(chain);
-    if (pickler != NULL) {
-        st->pickler_dump = PyObject_GetAttrString(pickler, "dump");
-        if (st->pickler_dump != NULL) {
-            st->pickler_clear = PyObject_GetAttrString(pickler, "clear_memo");
-        }
-        Py_DECREF(pickler);
-    }
-    if (st->pickler_clear == NULL) {
-        Py_CLEAR(st->pickle_chunks);
-        Py_CLEAR(st->pickler_dump);
-        return -1;
-    }
-    return 0;
+    return (PyObject *)chain;
 }
 
-/* Fetch ForkingPickler's dumps and loads and set up the reused pickler,
- * on first use (fastmp.reduction imports this module's users).  Returns
- * 0, or -1 with an exception set. */
+/* On first use: fetch fastmp.reduction.ForkingPickler and its loads, and
+ * when its reducers can be followed live, make the pickler that is kept
+ * and reused for every message.  Returns 0, or -1 with an exception set. */
 static int
 ensure_pickling(fastmp_state *st)
 {
     if (st->forking_loads != NULL) {
         return 0;
     }
-    PyObject *fp = NULL, *dumps = NULL, *loads = NULL;
+    PyObject *fp = NULL, *chain = NULL, *pickler = NULL;
     PyObject *reduction = PyImport_ImportModule("fastmp.reduction");
     if (reduction != NULL) {
         fp = PyObject_GetAttrString(reduction, "ForkingPickler");
         Py_DECREF(reduction);
     }
-    if (fp == NULL
-        || (dumps = PyObject_GetAttrString(fp, "dumps")) == NULL
-        || (loads = PyObject_GetAttrString(fp, "loads")) == NULL
-        || setup_reused_pickler(st, fp) < 0) {
-        Py_XDECREF(fp);
-        Py_XDECREF(dumps);
-        Py_XDECREF(loads);
-        return -1;
+    if (fp == NULL || (chain = new_reducer_chain(st, fp)) == NULL) {
+        goto error;
     }
-    Py_DECREF(fp);
-    st->forking_dumps = dumps;
-    st->forking_loads = loads;
-    return 0;
+    st->forking_pickler = fp;
+    fp = NULL;
+    if (chain != Py_None) {
+        st->reducer_chain = chain;
+        chain = NULL;
+        if ((st->pickle_chunks = PyList_New(0)) == NULL
+            || (pickler = new_pickler(st, st->pickle_chunks)) == NULL
+            || (st->pickler_dump = PyObject_GetAttrString(pickler, "dump")) == NULL
+            || (st->pickler_clear = PyObject_GetAttrString(pickler, "clear_memo")) == NULL) {
+            goto error;
+        }
+        Py_CLEAR(pickler);
+    }
+    Py_CLEAR(chain);
+    st->forking_loads = PyObject_GetAttrString(st->forking_pickler, "loads");
+    if (st->forking_loads != NULL) {
+        return 0;
+    }
+error:
+    Py_XDECREF(fp);
+    Py_XDECREF(chain);
+    Py_XDECREF(pickler);
+    Py_CLEAR(st->forking_pickler);
+    Py_CLEAR(st->reducer_chain);
+    Py_CLEAR(st->pickle_chunks);
+    Py_CLEAR(st->pickler_dump);
+    Py_CLEAR(st->pickler_clear);
+    return -1;
 }
 
-/* Pickle obj as ForkingPickler.dumps would.  Returns a new reference to
- * one bytes-like object, or to a list of them whose concatenation is the
- * pickle; NULL with an exception set on failure. */
+/* Pickle obj with the bound `dump` of a pickler writing into `chunks`,
+ * then reset the pickler (its memo and the chunks) for the next message,
+ * whatever happened.  Returns a new reference to the one chunk, or to a
+ * list of them whose concatenation is the pickle; NULL with an exception
+ * set. */
 static PyObject *
-pickle_message(fastmp_state *st, PyObject *obj)
+dump_into(PyObject *dump, PyObject *clear_memo, PyObject *chunks, PyObject *obj)
 {
-    if (ensure_pickling(st) < 0) {
-        return NULL;
-    }
-    if (st->pickler_dump == NULL || st->pickler_busy) {
-        /* a reducer is pickling with the shared pickler (it may have
-         * called send() itself, or let another thread in) */
-        return PyObject_CallOneArg(st->forking_dumps, obj);
-    }
-    st->pickler_busy = 1;
-    PyObject *result = PyObject_CallOneArg(st->pickler_dump, obj);
+    PyObject *result = PyObject_CallOneArg(dump, obj);
     if (result != NULL) {
         Py_DECREF(result);
-        Py_ssize_t n = PyList_GET_SIZE(st->pickle_chunks);
-        result = n == 1 ? Py_NewRef(PyList_GET_ITEM(st->pickle_chunks, 0))
-                        : PyList_GetSlice(st->pickle_chunks, 0, n);
+        Py_ssize_t n = PyList_GET_SIZE(chunks);
+        result = n == 1 ? Py_NewRef(PyList_GET_ITEM(chunks, 0))
+                        : PyList_GetSlice(chunks, 0, n);
     }
-    /* Reset for the next message whatever happened, keeping any error. */
 #if PY_VERSION_HEX >= 0x030C0000
     PyObject *exc = PyErr_GetRaisedException();
 #else
     PyObject *exc_type, *exc, *exc_tb;
     PyErr_Fetch(&exc_type, &exc, &exc_tb);
 #endif
-    PyObject *cleared = PyObject_CallNoArgs(st->pickler_clear);
-    if (cleared == NULL
-        || PyList_SetSlice(st->pickle_chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
+    PyObject *cleared = PyObject_CallNoArgs(clear_memo);
+    if (cleared == NULL || PyList_SetSlice(chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
         Py_CLEAR(result);           /* reported instead of the pickle */
     }
     Py_XDECREF(cleared);
@@ -715,8 +701,59 @@ pickle_message(fastmp_state *st, PyObject *obj)
         Py_XDECREF(exc_tb);
     }
 #endif
-    st->pickler_busy = 0;
     return result;
+}
+
+/* Pickle obj as ForkingPickler.dumps would, with the reused pickler when
+ * it is free.  Returns what dump_into() returns. */
+static PyObject *
+pickle_message(fastmp_state *st, PyObject *obj)
+{
+    if (ensure_pickling(st) < 0) {
+        return NULL;
+    }
+    if (st->pickler_dump != NULL && !st->pickler_busy) {
+        st->pickler_busy = 1;
+        PyObject *result = dump_into(st->pickler_dump, st->pickler_clear,
+                                     st->pickle_chunks, obj);
+        st->pickler_busy = 0;
+        return result;
+    }
+    /* A pickler of its own: the reused one is mid-dump (a reducer is
+     * sending, or let another thread in), or there is none. */
+    PyObject *result = NULL, *pickler = NULL, *dump = NULL, *clear_memo = NULL;
+    PyObject *chunks = PyList_New(0);
+    if (chunks != NULL
+        && (pickler = new_pickler(st, chunks)) != NULL
+        && (dump = PyObject_GetAttrString(pickler, "dump")) != NULL
+        && (clear_memo = PyObject_GetAttrString(pickler, "clear_memo")) != NULL) {
+        result = dump_into(dump, clear_memo, chunks, obj);
+    }
+    Py_XDECREF(chunks);
+    Py_XDECREF(pickler);
+    Py_XDECREF(dump);
+    Py_XDECREF(clear_memo);
+    return result;
+}
+
+PyDoc_STRVAR(forking_dumps_doc,
+"forking_dumps(obj)\n--\n\n"
+"Pickle obj as fastmp.reduction.ForkingPickler does (its reducers over\n"
+"copyreg's, default protocol) and return the bytes, with the pickler that\n"
+"Connection.send() keeps and reuses.");
+
+static PyObject *
+forking_dumps(PyObject *module, PyObject *obj)
+{
+    PyObject *pickled = pickle_message((fastmp_state *)PyModule_GetState(module), obj);
+    if (pickled == NULL || !PyList_CheckExact(pickled)) {
+        return pickled;
+    }
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *joined = empty ? PyObject_CallMethod(empty, "join", "O", pickled) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(pickled);
+    return joined;
 }
 
 /* Send a pickle_message() result as one frame.  Returns 0, or -1 with an
@@ -1356,6 +1393,7 @@ done:
 static PyMethodDef connection_functions[] = {
     {"wait_readable", (PyCFunction)(void (*)(void))wait_readable, METH_FASTCALL,
      wait_readable_doc},
+    {"forking_dumps", forking_dumps, METH_O, forking_dumps_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1381,7 +1419,8 @@ fastmp_connection_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Connection_type);
     Py_VISIT(st->ReducerChain_type);
-    Py_VISIT(st->forking_dumps);
+    Py_VISIT(st->forking_pickler);
+    Py_VISIT(st->reducer_chain);
     Py_VISIT(st->forking_loads);
     Py_VISIT(st->pickle_chunks);
     Py_VISIT(st->pickler_dump);
@@ -1394,7 +1433,8 @@ fastmp_connection_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Connection_type);
     Py_CLEAR(st->ReducerChain_type);
-    Py_CLEAR(st->forking_dumps);
+    Py_CLEAR(st->forking_pickler);
+    Py_CLEAR(st->reducer_chain);
     Py_CLEAR(st->forking_loads);
     Py_CLEAR(st->pickle_chunks);
     Py_CLEAR(st->pickler_dump);
