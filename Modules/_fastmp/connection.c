@@ -1,8 +1,8 @@
 /* connection.c - Connection: length-prefixed messages over a file
  * descriptor (a pipe end or a socket), on the wire identical to the
- * standard multiprocessing.connection.Connection; the reused pickler that
- * send() pickles with; and wait_readable(), the poll(2) loop behind
- * fastmp.connection.wait().
+ * standard multiprocessing.connection.Connection; the ForkingPickler that
+ * send() keeps and reuses (also offered as forking_dumps()); and
+ * wait_readable(), the poll(2) loop behind fastmp.connection.wait().
  *
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
@@ -816,13 +816,22 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
 
 /* ---- Connection methods ----------------------------------------------- */
 
+/* Make fd the connection's descriptor, of a kind still to be learnt. */
+static void
+adopt_fd(ConnObject *self, int fd)
+{
+    self->fd = fd;
+    self->kind = IO_SOCKET;
+    self->reader_ahead = 0;
+    self->skipped = 0;
+}
+
 static PyObject *
 Conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     ConnObject *self = (ConnObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
-        self->fd = -1;
-        self->kind = IO_SOCKET;
+        adopt_fd(self, -1);     /* closed until __init__ gives it one */
     }
     return (PyObject *)self;
 }
@@ -855,10 +864,9 @@ Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
                         "at least one of `readable` and `writable` must be True");
         return -1;
     }
-    self->fd = (int)fd;
+    adopt_fd(self, (int)fd);
     self->readable = (char)readable;
     self->writable = (char)writable;
-    self->kind = IO_SOCKET;
     return 0;
 }
 
@@ -1206,8 +1214,7 @@ Conn_set_handle(ConnObject *self, PyObject *value, void *unused)
     if (fd < 0) {
         return -1;
     }
-    self->fd = fd;
-    self->kind = IO_SOCKET;
+    adopt_fd(self, fd);
     return 0;
 }
 
