@@ -30,7 +30,7 @@ HAVE_SEND_HANDLE = (hasattr(socket, 'CMSG_LEN') and
 
 # macOS may drop in-flight descriptors unless the receiver acknowledges
 # them before the sender closes its copies (bpo-14669).
-_ACK_FDS = sys.platform == 'darwin'
+ACKNOWLEDGE = sys.platform == 'darwin'
 _RECV_FLAGS = getattr(socket, 'MSG_CMSG_CLOEXEC', 0)
 
 
@@ -114,7 +114,7 @@ def sendfds(sock, fds):
     fds = array.array('i', fds)
     sock.sendmsg([bytes([len(fds) & 0xff])],
                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    if _ACK_FDS and sock.recv(1) != b'A':
+    if ACKNOWLEDGE and sock.recv(1) != b'A':
         raise RuntimeError('the receiver did not acknowledge the descriptors')
 
 
@@ -140,7 +140,7 @@ def recvfds(sock, size):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[:len(data) - len(data) % itemsize])
     fds = list(fds)
-    if _ACK_FDS:
+    if ACKNOWLEDGE:
         sock.send(b'A')
     if len(ancdata) != 1 or not fds or not msg or len(fds) & 0xff != msg[0]:
         _close_all(fds)
