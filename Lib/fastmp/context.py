@@ -23,6 +23,7 @@ def __getattr__(name):
         return reduction
     raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
+
 # forkserver passes fds over AF_UNIX sockets (SCM_RIGHTS)
 _CAN_SEND_FDS = (hasattr(socket, 'AF_UNIX') and hasattr(socket, 'SCM_RIGHTS')
                  and hasattr(socket.socket, 'sendmsg'))
