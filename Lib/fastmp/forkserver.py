@@ -379,9 +379,9 @@ def main(listener_fd, alive_r, preload, main_path=None, sys_path=None,
     if authkey_r is not None:
         authkey = _read_exactly(authkey_r, _AUTHKEY_LENGTH)
         os.close(authkey_r)
+    util._close_stdin()   # first: preloading must not read the terminal
     if preload:
         _preload(preload, main_path, sys_path)
-    util._close_stdin()
     with socket.socket(socket.AF_UNIX, fileno=listener_fd) as listener:
         _forkserver._forkserver_address = listener.getsockname()
         _forkserver._forkserver_authkey = authkey
