@@ -5,7 +5,20 @@ The Connection is the C type fastmp._fastmp.Connection.  Its frames and
 the authentication handshake here are byte-compatible with the standard
 multiprocessing.connection, so either end of a pipe or socket may be the
 standard package.  The handshake negotiates the digest as CPython 3.12+
-does and still answers (and accepts) the HMAC-MD5 of older peers.
+does, on every supported interpreter, and still answers (and accepts) the
+HMAC-MD5 of older peers.
+
+Where fastmp differs from the standard package:
+- a peer that closes the connection in the middle of a message gives
+  EOFError (the standard package raises OSError when the header or the
+  payload is cut short);
+- a frame header announcing a negative length, more than a bytes object
+  can hold or more than the machine's memory raises OSError before
+  anything is allocated, and the connection stops reading, as for a
+  message over maxlength;
+- pickling a Connection other than through ForkingPickler raises TypeError;
+- Pipe() asks the kernel for larger buffers (see _widen_pipe), so a sender
+  can run further ahead of its receiver.
 """
 import os
 import secrets
