@@ -164,3 +164,25 @@ def test_spawn_child_gets_flags_argv_and_mp_main(impl, tmp_path):
     assert out.returncode == 0, out.stderr
     expected = (1, 1, '__mp_main__', [str(result)], os.path.realpath(tmp_path))
     assert result.read_text() == repr(expected)
+
+
+DEFAULT_PROCESS = textwrap.dedent("""
+    import {impl} as mp
+    def nothing():
+        pass
+    if __name__ == '__main__':
+        mp.freeze_support()                 # accepted, does nothing here
+        early = mp.Process(target=nothing)  # created before the choice
+        mp.set_start_method('spawn')
+        early.start()
+        early.join()
+        print(type(early).__name__, early._popen.method, early.exitcode)
+""")
+
+
+def test_default_process_uses_method_chosen_at_start(impl, tmp_path):
+    script = tmp_path / "prog.py"
+    script.write_text(DEFAULT_PROCESS.format(impl=impl.__name__))
+    out = run_python(str(script))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Process", "spawn", "0"]

@@ -183,3 +183,12 @@ def test_plain_import_does_not_alias():
                      env={"FASTMP_DROPIN": ""})
     assert out.stdout.strip() == "multiprocessing"
     assert sys.modules["multiprocessing"].__name__ == "multiprocessing"
+
+
+def test_syntax_error_reported_like_python(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("x = 1\nif x\n    pass\n")
+    ours = run_python("-m", "fastmp", str(script))
+    plain = run_python(str(script))
+    assert ours.returncode == plain.returncode == 1
+    assert ours.stderr == plain.stderr

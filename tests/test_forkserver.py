@@ -169,7 +169,7 @@ def test_a_client_without_the_secret_is_ignored(tmp_path):
             status_r, status_w = os.pipe()
             with socket.socket(socket.AF_UNIX) as intruder:
                 intruder.connect(_forkserver._forkserver_address)
-                intruder.sendall(b'\\0' * 32)
+                intruder.sendall(b'\\0' * 33)
                 reduction.sendfds(intruder, [status_r, status_w])
                 intruder.settimeout(10)
                 try:
@@ -230,3 +230,27 @@ def test_in_process_forkserver_child():
         assert int(ours.recv(20)) == p.pid
         p.join(30)
     assert p.exitcode == 0
+
+
+def test_install_after_the_server_started(tmp_path):
+    # the server predates fastmp.install(); children started afterwards
+    # must still see multiprocessing as fastmp
+    out = run_program(tmp_path, '''
+        import fastmp
+
+        def which(conn):
+            import multiprocessing
+            conn.send(multiprocessing.__name__)
+
+        if __name__ == '__main__':
+            ctx = fastmp.get_context('forkserver')
+            for step in ('before', 'after'):
+                if step == 'after':
+                    fastmp.install()
+                ours, theirs = ctx.Pipe()
+                p = ctx.Process(target=which, args=(theirs,))
+                p.start()
+                print(step, ours.recv())
+                p.join()
+    ''').stdout.splitlines()
+    assert out[:2] == ['before multiprocessing', 'after fastmp']

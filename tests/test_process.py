@@ -38,7 +38,7 @@ def sleep_for(seconds):
 
 def report(path):
     """Write what the child knows about itself to `path` (JSON)."""
-    mp = CURRENT_IMPL(path)
+    mp = impl_for(path)
     me = mp.current_process()
     parent = mp.parent_process()
     data = {
@@ -51,7 +51,7 @@ def report(path):
         json.dump(data, f)
 
 
-def CURRENT_IMPL(path):
+def impl_for(path):
     # the implementation under test is named in the result file's name
     import multiprocessing
     return fastmp if "fastmp" in os.path.basename(path) else multiprocessing
@@ -59,7 +59,7 @@ def CURRENT_IMPL(path):
 
 def start_grandchild(path, method):
     """Start a child of this child; record what happened."""
-    mp = CURRENT_IMPL(path)
+    mp = impl_for(path)
     try:
         p = mp.get_context(method).Process(target=report, args=(path + ".gc",))
         p.start()

@@ -325,3 +325,20 @@ def test_objects_sent_to_a_running_child(fctx):
     assert proc.exitcode == 0
     resource_sharer.stop(timeout=5)
     assert resource_sharer._resource_sharer._thread is None
+
+
+def test_a_shared_descriptor_is_handed_over_once(tmp_path):
+    from fastmp import resource_sharer
+    path = tmp_path / 'once'
+    path.write_bytes(b'only once')
+    with open(path, 'rb') as f:
+        shared = resource_sharer.DupFd(f.fileno())
+    twin = pickle.loads(pickle.dumps(shared))   # a second receiver
+    fd = shared.detach()
+    try:
+        assert _fd_content(fd) == b'only once'
+    finally:
+        os.close(fd)
+    with pytest.raises(EOFError, match='already received'):
+        twin.detach()
+    resource_sharer.stop(timeout=5)

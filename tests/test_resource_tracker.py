@@ -231,3 +231,48 @@ def test_reentrant_call_is_reported(recwarn):
         assert any('reentrantly' in str(w.message) for w in recwarn)
     finally:
         tracker._stop()
+
+
+def test_tracker_does_not_hold_the_programs_descriptors():
+    code = textwrap.dedent('''
+        import os, select
+        from fastmp import resource_tracker
+        r, w = os.pipe()
+        os.set_inheritable(w, True)     # as a careless program might
+        resource_tracker.ensure_running()
+        os.close(w)
+        # EOF only once the tracker has dropped its inherited copy
+        ready, _, _ = select.select([r], [], [], 20)
+        print('eof' if ready and os.read(r, 1) == b'' else 'held')
+    ''')
+    proc = run_python('-c', code)
+    assert proc.stdout.strip() == 'eof', proc.stderr
+
+
+def test_works_when_fastmp_is_found_through_sys_path_only(tmp_path):
+    # the helper processes must start even without PYTHONPATH pointing
+    # at fastmp: the program put it on sys.path itself
+    root = os.path.dirname(os.path.dirname(resource_tracker.__file__))
+    name = _names.fresh_name()
+    code = textwrap.dedent('''
+        import os, sys
+        sys.path.insert(0, %r)
+        import _posixshmem
+        import fastmp
+        from fastmp import resource_tracker
+
+        if __name__ == '__main__':
+            os.close(_posixshmem.shm_open('/%s', os.O_CREAT | os.O_RDWR, 0o600))
+            resource_tracker.register('/%s', 'shared_memory')
+            p = fastmp.get_context('forkserver').Process(target=os.getpid)
+            p.start()
+            p.join()
+            print(p.exitcode)
+    ''' % (root, name, name))
+    script = tmp_path / 'prog.py'
+    script.write_text(code)
+    proc = run_python(str(script), env={'PYTHONPATH': ''},
+                      cwd=str(tmp_path))
+    assert proc.stdout.strip() == '0', proc.stderr
+    assert LEAK_WARNING % (1, 'shared_memory') in proc.stderr
+    assert not _object_exists(name)

@@ -71,20 +71,24 @@ def main(argv):
         return 2 if not argv else 0
     from fastmp import _dropin
     _dropin.install()
-    if argv[0] == '-m':
-        if len(argv) < 2:
-            print(USAGE, file=sys.stderr)
-            return 2
-        sys.argv = argv[1:]
-        code, module = _module(argv[1])
-    else:
-        sys.argv = list(argv)
-        try:
+    if argv[0] == '-m' and len(argv) < 2:
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        if argv[0] == '-m':
+            sys.argv = argv[1:]
+            code, module = _module(argv[1])
+        else:
+            sys.argv = list(argv)
             code, module = _script(argv[0])
-        except OSError as exc:
-            sys.stderr.write("%s: can't open file %r: [Errno %s] %s\n" % (
-                sys.executable, os.path.abspath(argv[0]), exc.errno, exc.strerror))
-            return 2
+    except SyntaxError as exc:
+        # as the interpreter shows it: the offending line, no traceback
+        sys.excepthook(SyntaxError, exc.with_traceback(None), None)
+        return 1
+    except OSError as exc:
+        sys.stderr.write("%s: can't open file %r: [Errno %s] %s\n" % (
+            sys.executable, os.path.abspath(argv[0]), exc.errno, exc.strerror))
+        return 2
     try:
         exec(code, module.__dict__)
     except (SystemExit, KeyboardInterrupt):

@@ -5,7 +5,20 @@ The Connection is the C type fastmp._fastmp.Connection.  Its frames and
 the authentication handshake here are byte-compatible with the standard
 multiprocessing.connection, so either end of a pipe or socket may be the
 standard package.  The handshake negotiates the digest as CPython 3.12+
-does and still answers (and accepts) the HMAC-MD5 of older peers.
+does, on every supported interpreter, and still answers (and accepts) the
+HMAC-MD5 of older peers.
+
+Where fastmp differs from the standard package:
+- a peer that closes the connection in the middle of a message gives
+  EOFError (the standard package raises OSError when the header or the
+  payload is cut short);
+- a frame header announcing a negative length, more than a bytes object
+  can hold or more than the machine's memory raises OSError before
+  anything is allocated, and the connection stops reading, as for a
+  message over maxlength;
+- pickling a Connection other than through ForkingPickler raises TypeError;
+- Pipe() asks the kernel for larger buffers (see _widen_pipe), so a sender
+  can run further ahead of its receiver.
 """
 import os
 import secrets
@@ -30,16 +43,27 @@ default_family = families[-1]
 # The standard package's base class of its Connection types; ours is one type.
 _ConnectionBase = Connection
 
-# A pipe this large lets a big message cross in fewer wake-ups of the reader.
-_PIPE_BYTES = 1 << 20
+# Bigger kernel buffers let a sender run further ahead of its receiver, so
+# a stream of messages (or one big one) crosses in fewer hand-overs between
+# the two processes.  A pipe gets the first size the system allows (above
+# /proc/sys/fs/pipe-max-size needs privileges); a socket's send buffer is
+# capped by net.core.wmem_max.
+_PIPE_SIZES = (16 << 20, 1 << 20)
+_SOCKET_SNDBUF = 4 << 20
 
 
 def _widen_pipe(fd):
     try:
         import fcntl
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-    except (ImportError, AttributeError, OSError):
-        pass        # over the per-user pipe allowance: keep the default size
+        setpipe = fcntl.F_SETPIPE_SZ
+    except (ImportError, AttributeError):
+        return
+    for size in _PIPE_SIZES:
+        try:
+            fcntl.fcntl(fd, setpipe, size)
+            return
+        except OSError:
+            continue    # over the allowance: try a smaller size
 
 
 def Pipe(duplex=True):
@@ -53,6 +77,7 @@ def Pipe(duplex=True):
     ends = socket.socketpair()
     for end in ends:
         end.setblocking(True)      # even under socket.setdefaulttimeout()
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_SNDBUF)
     return Connection(ends[0].detach()), Connection(ends[1].detach())
 
 
@@ -81,7 +106,8 @@ def address_type(address):
 
 
 def _check_family(family):
-    if family not in families:
+    # any socket family the platform has (AF_INET6 too); never AF_PIPE
+    if family == 'AF_PIPE' or not hasattr(socket, family):
         raise ValueError('Family %s is not recognized.' % (family,))
 
 

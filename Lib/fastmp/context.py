@@ -23,6 +23,7 @@ def __getattr__(name):
         return reduction
     raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
+
 # forkserver passes fds over AF_UNIX sockets (SCM_RIGHTS)
 _CAN_SEND_FDS = (hasattr(socket, 'AF_UNIX') and hasattr(socket, 'SCM_RIGHTS')
                  and hasattr(socket.socket, 'sendmsg'))
@@ -256,9 +257,13 @@ class DefaultContext(BaseContext):
 def _starter(popen_module):
     """A _Popen for a Process class: start the child with the Popen class
     of `popen_module` (imported on first use)."""
+    found = []  # the Popen class, once imported
+
     def _Popen(process_obj):
-        module = importlib.import_module('.' + popen_module, __package__)
-        return module.Popen(process_obj)
+        if not found:
+            module = importlib.import_module('.' + popen_module, __package__)
+            found.append(module.Popen)
+        return found[0](process_obj)
     return staticmethod(_Popen)
 
 

@@ -37,6 +37,9 @@ MAXFDS_TO_SEND = 256
 SIGNED_STRUCT = struct.Struct('q')     # a pid or an exit status
 
 _AUTHKEY_LENGTH = 32
+# After the secret, one byte says whether the requesting process runs with
+# the drop-in aliasing (the server may have started before it was turned on).
+_ALIASED, _PLAIN = b'A', b'-'
 _REQUEST_TIMEOUT = 5.0   # seconds a client may take to send its request
 
 
@@ -125,7 +128,7 @@ class ForkServer(object):
             status_r, status_w = os.pipe()
             data_r, data_w = os.pipe()
             try:
-                client.sendall(self._forkserver_authkey)
+                client.sendall(self._forkserver_authkey + _dropin_flag())
                 reduction.sendfds(client, [data_r, status_w,
                                            self._forkserver_alive_fd,
                                            resource_tracker.getfd(), *fds])
@@ -193,6 +196,11 @@ class ForkServer(object):
                 'init_main_from_path' in data):
             found['main_path'] = data['init_main_from_path']
         return found
+
+
+def _dropin_flag():
+    from . import _dropin
+    return _ALIASED if os.environ.get(_dropin.ENV_VAR) == '1' else _PLAIN
 
 
 #
@@ -310,9 +318,10 @@ class _Server:
         with conn:
             conn.settimeout(_REQUEST_TIMEOUT)
             try:
-                proof = _recv_exactly(conn, _AUTHKEY_LENGTH)
-                if not hmac.compare_digest(proof, self.authkey):
+                proof = _recv_exactly(conn, _AUTHKEY_LENGTH + 1)
+                if not hmac.compare_digest(proof[:-1], self.authkey):
                     return   # not one of ours; its descriptors die with conn
+                aliased = proof[-1:] == _ALIASED
                 fds = reduction.recvfds(conn, MAXFDS_TO_SEND + 1)
             except (EOFError, RuntimeError, OSError):
                 return   # a broken request costs the client, not the server
@@ -323,7 +332,7 @@ class _Server:
         data_r, status_w, *child_fds = fds
         pid = os.fork()
         if pid == 0:
-            self._become_child(data_r, status_w, child_fds)
+            self._become_child(data_r, status_w, child_fds, aliased)
         try:
             write_signed(status_w, pid)
         except BrokenPipeError:
@@ -332,8 +341,9 @@ class _Server:
         for fd in [data_r, *child_fds]:
             os.close(fd)
 
-    def _become_child(self, data_r, status_w, fds):
-        """Run the requested process in the forked child; never returns."""
+    def _become_child(self, data_r, status_w, fds, aliased):
+        """Run the requested process in the forked child, with the drop-in
+        aliasing if its requester has it; never returns."""
         code = 1
         try:
             atexit._clear()   # the server's hooks are not the child's
@@ -348,6 +358,9 @@ class _Server:
             (_forkserver._forkserver_alive_fd,
              resource_tracker._resource_tracker._fd,
              *_forkserver._inherited_fds) = fds
+            if aliased:
+                from . import _dropin
+                _dropin.install()
             code = spawn._main(data_r, os.dup(data_r))
         except Exception:
             sys.excepthook(*sys.exc_info())
@@ -366,9 +379,9 @@ def main(listener_fd, alive_r, preload, main_path=None, sys_path=None,
     if authkey_r is not None:
         authkey = _read_exactly(authkey_r, _AUTHKEY_LENGTH)
         os.close(authkey_r)
+    util._close_stdin()   # first: preloading must not read the terminal
     if preload:
         _preload(preload, main_path, sys_path)
-    util._close_stdin()
     with socket.socket(socket.AF_UNIX, fileno=listener_fd) as listener:
         _forkserver._forkserver_address = listener.getsockname()
         _forkserver._forkserver_authkey = authkey

@@ -58,7 +58,12 @@ class Popen(popen_fork.Popen):
                                        (keep_open, self.sentinel))
         with open(data_w, 'wb', closefd=True) as to_child:
             to_child.write(payload.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
+        try:
+            self.pid = forkserver.read_signed(self.sentinel)
+        except EOFError:
+            raise EOFError('the fork server closed the connection without '
+                           'starting the child process (the server died, '
+                           'or refused the request)') from None
 
     def poll(self, flag=os.WNOHANG):
         """The exit code the server reported, None if the child still runs

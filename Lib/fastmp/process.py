@@ -219,7 +219,7 @@ class BaseProcess(object):
             words.append('pid=%s' % self._popen.pid)
         words += ['parent=%s' % self._parent_pid, state]
         if code is not None:
-            words.append('exitcode=%s' % _exitcode_to_name.get(code, code))
+            words.append('exitcode=%s' % _exitcode_text(code))
         if self.daemon:
             words.append('daemon')
         return '<%s>' % ' '.join(words)
@@ -292,6 +292,16 @@ def _exit_status(code):
     return 1
 
 
+def _exitcode_text(code):
+    """'-SIGTERM' for -15 and so on; other codes as they are."""
+    if code < 0:
+        try:
+            return '-' + signal.Signals(-code).name
+        except ValueError:
+            pass
+    return code
+
+
 class AuthenticationString(bytes):
     """An authkey: bytes that refuse to be pickled except while a child
     process is being started."""
@@ -348,10 +358,6 @@ _current_process = _MainProcess()
 _parent_process = None
 _children = set()
 _process_counter = itertools.count(1)
-
-# exit code -> '-SIGTERM' etc. for repr
-_exitcode_to_name = {-int(sig): '-' + sig.name for sig in signal.Signals
-                     if '_' not in sig.name}
 
 # every Process object created and not yet collected (for leak tests)
 _dangling = WeakSet()

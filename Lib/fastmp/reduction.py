@@ -3,9 +3,9 @@ reducers, fd passing over Unix sockets (sendfds/recvfds, send_handle/
 recv_handle), DupFd, and reducers that make bound methods, method
 descriptors, partials and sockets picklable.
 
-ForkingPickler.dumps keeps one pickler per thread and reuses it, which
-makes pickling a small message several times cheaper than building a
-fresh pickler (and copying the dispatch table) on every call.
+ForkingPickler.dumps hands the common case to the C core, which keeps one
+pickler and reuses it: several times cheaper for a small message than
+building a fresh pickler (and copying the dispatch table) on every call.
 """
 from abc import ABCMeta
 import array
@@ -16,10 +16,8 @@ import os
 import pickle
 import socket
 import sys
-import threading
-from types import SimpleNamespace
 
-from . import context
+from . import _fastmp, context
 
 __all__ = ['send_handle', 'recv_handle', 'ForkingPickler', 'register', 'dump',
            'DupFd', 'sendfds', 'recvfds']
@@ -30,7 +28,7 @@ HAVE_SEND_HANDLE = (hasattr(socket, 'CMSG_LEN') and
 
 # macOS may drop in-flight descriptors unless the receiver acknowledges
 # them before the sender closes its copies (bpo-14669).
-_ACK_FDS = sys.platform == 'darwin'
+ACKNOWLEDGE = sys.platform == 'darwin'
 _RECV_FLAGS = getattr(socket, 'MSG_CMSG_CLOEXEC', 0)
 
 
@@ -40,60 +38,33 @@ class ForkingPickler(pickle.Pickler):
     process."""
     _extra_reducers = {}
     _copyreg_dispatch_table = copyreg.dispatch_table
-    _registry_version = 0
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.dispatch_table = dict(self._copyreg_dispatch_table)
-        self.dispatch_table.update(self._extra_reducers)
+        # registered reducers take precedence over copyreg's
+        self.dispatch_table = {**self._copyreg_dispatch_table,
+                               **self._extra_reducers}
 
     @classmethod
     def register(cls, type, reduce):
         """Pickle instances of `type` with `reduce(obj)`."""
         cls._extra_reducers[type] = reduce
-        ForkingPickler._registry_version += 1
 
     @classmethod
     def dumps(cls, obj, protocol=None):
         """Pickle `obj` with the registered reducers; return a bytes-like
         object."""
         if cls is ForkingPickler and protocol is None:
-            # Taken out while in use, so that a reducer which itself calls
-            # dumps() gets a pickler of its own.
-            cached = _per_thread.__dict__.pop('pickler', None)
-            if (cached is None or
-                    cached.version != ForkingPickler._registry_version or
-                    cached.copyreg_copy != copyreg.dispatch_table):
-                cached = _ReusablePickler()
-            chunks = cached.chunks
-            try:
-                cached.pickler.dump(obj)
-                return chunks[0] if len(chunks) == 1 else b''.join(chunks)
-            finally:
-                chunks.clear()
-                cached.pickler.clear_memo()
-                _per_thread.pickler = cached
-        buf = io.BytesIO()
-        cls(buf, protocol).dump(obj)
-        return buf.getbuffer()
+            # The C core keeps one pickler and reuses it (its dispatch
+            # table follows register() and copyreg live); it builds a fresh
+            # ForkingPickler itself when that one is busy.
+            return _fastmp.forking_dumps(obj)
+        out = io.BytesIO()
+        pickler = cls(out, protocol)
+        pickler.dump(obj)
+        return out.getbuffer()
 
     loads = pickle.loads
-
-
-class _ReusablePickler:
-    """A ForkingPickler that a thread keeps across dumps() calls, with what
-    its dispatch table was built from.  It writes into a list of chunks
-    (a large bytes payload arrives as the caller's own object, uncopied)."""
-    __slots__ = ('pickler', 'chunks', 'version', 'copyreg_copy')
-
-    def __init__(self):
-        self.chunks = []
-        self.pickler = ForkingPickler(SimpleNamespace(write=self.chunks.append))
-        self.version = ForkingPickler._registry_version
-        self.copyreg_copy = dict(copyreg.dispatch_table)
-
-
-_per_thread = threading.local()
 
 
 register = ForkingPickler.register
@@ -114,7 +85,7 @@ def sendfds(sock, fds):
     fds = array.array('i', fds)
     sock.sendmsg([bytes([len(fds) & 0xff])],
                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    if _ACK_FDS and sock.recv(1) != b'A':
+    if ACKNOWLEDGE and sock.recv(1) != b'A':
         raise RuntimeError('the receiver did not acknowledge the descriptors')
 
 
@@ -140,7 +111,7 @@ def recvfds(sock, size):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[:len(data) - len(data) % itemsize])
     fds = list(fds)
-    if _ACK_FDS:
+    if ACKNOWLEDGE:
         sock.send(b'A')
     if len(ancdata) != 1 or not fds or not msg or len(fds) & 0xff != msg[0]:
         _close_all(fds)

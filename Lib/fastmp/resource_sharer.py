@@ -34,7 +34,12 @@ class DupFd(object):
         """Fetch the descriptor from the process that pickled it; call it
         once."""
         with _resource_sharer.get_connection(self._id) as conn:
-            return reduction.recv_handle(conn)
+            try:
+                return reduction.recv_handle(conn)
+            except EOFError:
+                raise EOFError('the process that pickled this descriptor '
+                               'no longer holds it (it was already '
+                               'received once)') from None
 
 
 class _ResourceSharer(object):
@@ -126,7 +131,10 @@ class _ResourceSharer(object):
                     if request is None:
                         return
                     key, pid = request
-                    send, close = self._cache.pop(key)
+                    try:
+                        send, close = self._cache.pop(key)
+                    except KeyError:
+                        continue   # already handed over: the peer sees EOF
                     try:
                         send(conn, pid)
                     finally:

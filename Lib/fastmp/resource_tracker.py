@@ -160,15 +160,17 @@ class ResourceTracker(object):
         return True
 
     def _restart_dead_tracker(self):
-        """Forget the dead tracker (reaping it if it is our child), warn,
-        and start a new one.  Called with the lock held."""
+        """Forget the unreachable tracker (reaping it if it is our ended
+        child), warn, and start a new one.  Called with the lock held."""
         os.close(self._fd)
         self._fd = None
         if self._pid is not None:
+            # Reap it if it has ended; never block: a tracker we merely
+            # cannot reach (our descriptor was closed) may still run.
             try:
-                os.waitpid(self._pid, 0)
+                os.waitpid(self._pid, os.WNOHANG)
             except ChildProcessError:
-                pass   # another process started it, or it is reaped
+                pass   # already reaped
             self._pid = None
         warnings.warn('resource_tracker: process died unexpectedly, '
                       'relaunching.  Some resources might leak.')

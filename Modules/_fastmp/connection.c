@@ -1,8 +1,8 @@
 /* connection.c - Connection: length-prefixed messages over a file
  * descriptor (a pipe end or a socket), on the wire identical to the
- * standard multiprocessing.connection.Connection; the reused pickler that
- * send() pickles with; and wait_readable(), the poll(2) loop behind
- * fastmp.connection.wait().
+ * standard multiprocessing.connection.Connection; the ForkingPickler that
+ * send() keeps and reuses (also offered as forking_dumps()); and
+ * wait_readable(), the poll(2) loop behind fastmp.connection.wait().
  *
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
@@ -13,6 +13,8 @@
 #include <limits.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -23,15 +25,26 @@
 /* Transfers up to this size are first tried with the GIL held (the data is
  * usually there already); larger ones release the GIL straight away. */
 #define SMALL_IO (64 * 1024)
+/* Buffers at least this large are prepared for reading (huge pages). */
+#define LARGE_BUFFER (8 * 1024 * 1024)
 /* A pickle written in more pieces than this is joined before sending. */
 #define MAX_CHUNKS 64
+
+/* How a descriptor is read and written.  A new Connection assumes a
+ * socket (recv/sendmsg are the cheapest calls, and take MSG_DONTWAIT per
+ * call); the first ENOTSOCK moves it to readv/writev, with RWF_NOWAIT for
+ * the attempts that must not block, or without such attempts if the
+ * kernel cannot do that for the descriptor. */
+enum { IO_SOCKET, IO_RWF, IO_PLAIN };
 
 typedef struct {
     PyObject_HEAD
     int fd;                     /* -1 once closed */
     char readable;
     char writable;
-    char nowait;                /* RWF_NOWAIT works on this descriptor */
+    char kind;                  /* how its I/O is done: an IO_* value */
+    char reader_ahead;          /* the last probe found no frame waiting */
+    unsigned char skipped;      /* probes skipped since then */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -128,27 +141,17 @@ check_open(ConnObject *self)
     return 0;
 }
 
+/* OSError unless the connection is open and may be used for reading (if
+ * `reading`) or for writing.  Returns 0 or -1. */
 static int
-check_readable(ConnObject *self)
+check_usable(ConnObject *self, int reading)
 {
     if (check_open(self) < 0) {
         return -1;
     }
-    if (!self->readable) {
-        PyErr_SetString(PyExc_OSError, "connection is write-only");
-        return -1;
-    }
-    return 0;
-}
-
-static int
-check_writable(ConnObject *self)
-{
-    if (check_open(self) < 0) {
-        return -1;
-    }
-    if (!self->writable) {
-        PyErr_SetString(PyExc_OSError, "connection is read-only");
+    if (reading ? !self->readable : !self->writable) {
+        PyErr_SetString(PyExc_OSError, reading ? "connection is write-only"
+                                               : "connection is read-only");
         return -1;
     }
     return 0;
@@ -201,22 +204,59 @@ raise_truncated(size_t got, uint64_t want)
 
 /* ---- moving bytes ----------------------------------------------------- */
 
+/* One read or write on fd, done the `kind` way; with `nowait`, one that
+ * does not block (not used for IO_PLAIN).  Safe without the GIL.  Returns
+ * what the system call returns, errno set on failure. */
+static ssize_t
+io_once(int fd, int kind, int writing, struct iovec *iov, int iovcnt, int nowait)
+{
+    if (kind == IO_SOCKET) {
+        int flags = nowait ? MSG_DONTWAIT : 0;
+        if (!writing && iovcnt == 1) {
+            return recv(fd, iov[0].iov_base, iov[0].iov_len, flags);
+        }
+        struct msghdr m;
+        memset(&m, 0, sizeof(m));
+        m.msg_iov = iov;
+        m.msg_iovlen = (size_t)iovcnt;
+        /* a peer that has gone gives EPIPE, not a SIGPIPE */
+        return writing ? sendmsg(fd, &m, flags | MSG_NOSIGNAL) : recvmsg(fd, &m, flags);
+    }
+    if (nowait) {
+#ifdef RWF_NOWAIT
+        return writing ? pwritev2(fd, iov, iovcnt, -1, RWF_NOWAIT)
+                       : preadv2(fd, iov, iovcnt, -1, RWF_NOWAIT);
+#else
+        errno = EOPNOTSUPP;
+        return -1;
+#endif
+    }
+    return writing ? writev(fd, iov, iovcnt) : readv(fd, iov, iovcnt);
+}
+
 /* One attempt at the transfer without blocking, with the GIL held.
  * Returns the bytes moved, or -1 with errno set (EAGAIN: not ready, or
- * the descriptor cannot do RWF_NOWAIT, which is then remembered). */
+ * the descriptor cannot be tried without blocking).  Learns the
+ * descriptor's kind on the way. */
 static ssize_t
 try_without_blocking(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
 {
-#ifdef RWF_NOWAIT
-    if (self->nowait) {
-        ssize_t n = writing ? pwritev2(self->fd, iov, iovcnt, -1, RWF_NOWAIT)
-                            : preadv2(self->fd, iov, iovcnt, -1, RWF_NOWAIT);
-        if (n >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)) {
+    while (self->kind != IO_PLAIN) {
+        ssize_t n = io_once(self->fd, self->kind, writing, iov, iovcnt, 1);
+        if (n >= 0) {
             return n;
         }
-        self->nowait = 0;
+        if (self->kind == IO_SOCKET && errno == ENOTSOCK) {
+            self->kind = IO_RWF;
+            continue;
+        }
+        if (self->kind == IO_RWF
+            && (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL)) {
+            self->kind = IO_PLAIN;
+            continue;
+        }
+        return n;
     }
-#endif
     errno = EAGAIN;
     return -1;
 }
@@ -237,12 +277,15 @@ advance_iov(struct iovec **iov, int *iovcnt, size_t n)
 }
 
 /* Read or write every byte that iov[0..iovcnt) describes (the array is
- * consumed).  Retries partial transfers, waits on non-blocking
- * descriptors, and resumes after EINTR once signal handlers have run.
- * Returns the bytes moved: all of them, or fewer when a read met end of
- * file; -1 with an exception set on error. */
+ * consumed).  A small transfer is first tried without blocking, with the
+ * GIL held, if `probe` is set; *blocked (if not NULL) tells whether that
+ * try found the descriptor not ready.  Retries partial transfers, waits
+ * on non-blocking descriptors, and resumes after EINTR once signal
+ * handlers have run.  Returns the bytes moved: all of them, or fewer when
+ * a read met end of file; -1 with an exception set on error. */
 static Py_ssize_t
-transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
+transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
+         int probe, int *blocked)
 {
     size_t total = 0, moved = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -252,14 +295,17 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
     while (moved < total) {
         ssize_t n = -1;
         int err = EAGAIN;
-        if (total - moved <= SMALL_IO) {
+        if (probe && total - moved <= SMALL_IO) {
             n = try_without_blocking(self, writing, iov, iovcnt);
             err = n < 0 ? errno : 0;
+            if (blocked != NULL && moved == 0) {
+                *blocked = n < 0 && (err == EAGAIN || err == EWOULDBLOCK);
+            }
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
-            int fd = self->fd;
+            int fd = self->fd, kind = self->kind == IO_SOCKET ? IO_SOCKET : IO_PLAIN;
             Py_BEGIN_ALLOW_THREADS
-            n = writing ? writev(fd, iov, iovcnt) : readv(fd, iov, iovcnt);
+            n = io_once(fd, kind, writing, iov, iovcnt, 0);
             err = n < 0 ? errno : 0;
             if (err == EAGAIN || err == EWOULDBLOCK) {
                 /* an O_NONBLOCK descriptor: wait until it is ready */
@@ -287,6 +333,10 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
         if (err == EAGAIN || err == EWOULDBLOCK || n == 0) {
             continue;
         }
+        if (err == ENOTSOCK && self->kind == IO_SOCKET) {
+            self->kind = IO_RWF;        /* not a socket after all */
+            continue;
+        }
         fastmp_oserror(err, writing ? "write" : "read");
         return -1;
     }
@@ -299,7 +349,25 @@ static Py_ssize_t
 read_into(ConnObject *self, void *buf, size_t len)
 {
     struct iovec iov = {buf, len};
-    return transfer(self, 0, &iov, 1);
+    return transfer(self, 0, &iov, 1, 1, NULL);
+}
+
+/* Read the 4 bytes that start a frame, as read_into().  A reader that
+ * keeps finding nothing waiting (it is ahead of its sender) goes straight
+ * to the blocking read, and only probes again now and then: a failed
+ * probe costs a system call. */
+static Py_ssize_t
+read_frame_start(ConnObject *self, unsigned char *h)
+{
+    struct iovec iov = {h, 4};
+    int probe = !self->reader_ahead || ++self->skipped >= 16;
+    int blocked = self->reader_ahead;
+    Py_ssize_t n = transfer(self, 0, &iov, 1, probe, &blocked);
+    if (probe) {
+        self->reader_ahead = (char)blocked;
+        self->skipped = 0;
+    }
+    return n;
 }
 
 /* Read the next frame header.  Returns 0 with *length set, 1 if the
@@ -310,7 +378,7 @@ static int
 read_header(ConnObject *self, uint64_t *length)
 {
     unsigned char h[8];
-    Py_ssize_t n = read_into(self, h, 4);
+    Py_ssize_t n = read_frame_start(self, h);
     if (n < 0) {
         return -1;
     }
@@ -368,6 +436,33 @@ check_length(ConnObject *self, uint64_t length, Py_ssize_t maxlength)
     return 0;
 }
 
+/* Ready a freshly allocated buffer of `len` bytes for a large read: ask
+ * for huge pages and fault the pages in with one call instead of one
+ * fault per page.  Advice only; failures are ignored. */
+static void
+prepare_large_buffer(char *buf, size_t len)
+{
+    if (len < LARGE_BUFFER) {
+        return;
+    }
+    uintptr_t huge = (uintptr_t)2 << 20, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)buf, end = start + len;
+    uintptr_t hstart = (start + huge - 1) & ~(huge - 1), hend = end & ~(huge - 1);
+    uintptr_t pstart = (start + page - 1) & ~(page - 1), pend = end & ~(page - 1);
+    Py_BEGIN_ALLOW_THREADS
+#ifdef MADV_HUGEPAGE
+    if (hend > hstart) {
+        (void)madvise((void *)hstart, hend - hstart, MADV_HUGEPAGE);
+    }
+#endif
+#ifdef MADV_POPULATE_WRITE
+    if (pend > pstart) {
+        (void)madvise((void *)pstart, pend - pstart, MADV_POPULATE_WRITE);
+    }
+#endif
+    Py_END_ALLOW_THREADS
+}
+
 /* Read the next message into a new bytes object.  maxlength < 0: no
  * limit.  Returns a new reference, or NULL with an exception set
  * (EOFError when the peer has closed the connection). */
@@ -389,6 +484,7 @@ recv_message(ConnObject *self, Py_ssize_t maxlength)
     if (result == NULL) {
         return NULL;
     }
+    prepare_large_buffer(PyBytes_AS_STRING(result), (size_t)length);
     Py_ssize_t n = read_into(self, PyBytes_AS_STRING(result), (size_t)length);
     if (n < 0 || (uint64_t)n < length) {
         if (n >= 0) {
@@ -435,7 +531,7 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
     }
     iov[0].iov_base = header;
     iov[0].iov_len = encode_header(header, length);
-    return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
+    return transfer(self, 1, iov, n + 1, 1, NULL) < 0 ? -1 : 0;
 }
 
 /* Send the bytes-like objects objs[0..n) as one message.  Returns 0, or
@@ -461,29 +557,28 @@ done:
 /* ---- pickling --------------------------------------------------------- */
 
 
-/* A pickle.Pickler whose output goes into st->pickle_chunks (its file is
- * a SimpleNamespace whose write is the list's append) and whose dispatch
- * table is `table`.  Returns a new reference, or NULL with an exception
- * set. */
+/* A new ForkingPickler whose output goes into the list `chunks` (its
+ * file is a SimpleNamespace whose write is the list's append), with the
+ * live reducer chain as its dispatch table when there is one.  Returns a
+ * new reference, or NULL with an exception set. */
 static PyObject *
-make_reused_pickler(fastmp_state *st, PyObject *table)
+new_pickler(fastmp_state *st, PyObject *chunks)
 {
     PyObject *pickler = NULL, *sink = NULL, *ns = NULL, *noargs = NULL, *kw = NULL;
-    PyObject *append = PyObject_GetAttrString(st->pickle_chunks, "append");
+    PyObject *append = PyObject_GetAttrString(chunks, "append");
     PyObject *types = append ? PyImport_ImportModule("types") : NULL;
-    PyObject *pickle = types ? PyImport_ImportModule("pickle") : NULL;
-    if (pickle != NULL
+    if (types != NULL
         && (ns = PyObject_GetAttrString(types, "SimpleNamespace")) != NULL
         && (noargs = PyTuple_New(0)) != NULL
         && (kw = Py_BuildValue("{sO}", "write", append)) != NULL
         && (sink = PyObject_Call(ns, noargs, kw)) != NULL
-        && (pickler = PyObject_CallMethod(pickle, "Pickler", "O", sink)) != NULL
-        && PyObject_SetAttrString(pickler, "dispatch_table", table) < 0) {
+        && (pickler = PyObject_CallOneArg(st->forking_pickler, sink)) != NULL
+        && st->reducer_chain != NULL
+        && PyObject_SetAttrString(pickler, "dispatch_table", st->reducer_chain) < 0) {
         Py_CLEAR(pickler);
     }
     Py_XDECREF(append);
     Py_XDECREF(types);
-    Py_XDECREF(pickle);
     Py_XDECREF(ns);
     Py_XDECREF(noargs);
     Py_XDECREF(kw);
@@ -491,117 +586,104 @@ make_reused_pickler(fastmp_state *st, PyObject *table)
     return pickler;
 }
 
-/* Set up the reused pickler when ForkingPickler keeps its reducers the
- * standard way (the dicts _extra_reducers and _copyreg_dispatch_table)
- * and has no reducer_override; otherwise leave it unset, and send() goes
- * through ForkingPickler.dumps.  Returns 0, or -1 with an exception set. */
-static int
-setup_reused_pickler(fastmp_state *st, PyObject *fp)
+/* The live view of ForkingPickler's reducers over copyreg's, when it
+ * keeps them the standard way (the dicts _extra_reducers and
+ * _copyreg_dispatch_table).  Returns a new reference; None when it does
+ * not; NULL with an exception set on error. */
+static PyObject *
+new_reducer_chain(fastmp_state *st, PyObject *fp)
 {
-    if (PyObject_HasAttrString(fp, "reducer_override")) {
-        return 0;
-    }
     PyObject *extra = PyObject_GetAttrString(fp, "_extra_reducers");
     PyObject *base = extra ? PyObject_GetAttrString(fp, "_copyreg_dispatch_table") : NULL;
     if (base == NULL || !PyDict_Check(extra) || !PyDict_Check(base)) {
         PyErr_Clear();
         Py_XDECREF(extra);
         Py_XDECREF(base);
-        return 0;
+        Py_RETURN_NONE;
     }
     ChainObject *chain = PyObject_GC_New(ChainObject, st->ReducerChain_type);
     if (chain == NULL) {
         Py_DECREF(extra);
         Py_DECREF(base);
-        return -1;
+        return NULL;
     }
     chain->first = extra;
     chain->second = base;
     PyObject_GC_Track(chain);
-
-    PyObject *pickler = NULL;
-    st->pickle_chunks = PyList_New(0);
-    if (st->pickle_chunks != NULL) {
-        pickler = make_reused_pickler(st, (PyObject *)chain);
-    }
-    Py_DECREF(chain);
-    if (pickler != NULL) {
-        st->pickler_dump = PyObject_GetAttrString(pickler, "dump");
-        if (st->pickler_dump != NULL) {
-            st->pickler_clear = PyObject_GetAttrString(pickler, "clear_memo");
-        }
-        Py_DECREF(pickler);
-    }
-    if (st->pickler_clear == NULL) {
-        Py_CLEAR(st->pickle_chunks);
-        Py_CLEAR(st->pickler_dump);
-        return -1;
-    }
-    return 0;
+    return (PyObject *)chain;
 }
 
-/* Fetch ForkingPickler's dumps and loads and set up the reused pickler,
- * on first use (fastmp.reduction imports this module's users).  Returns
- * 0, or -1 with an exception set. */
+/* On first use: fetch fastmp.reduction.ForkingPickler and its loads, and
+ * when its reducers can be followed live, make the pickler that is kept
+ * and reused for every message.  Returns 0, or -1 with an exception set. */
 static int
 ensure_pickling(fastmp_state *st)
 {
     if (st->forking_loads != NULL) {
         return 0;
     }
-    PyObject *fp = NULL, *dumps = NULL, *loads = NULL;
+    PyObject *fp = NULL, *chain = NULL, *pickler = NULL;
     PyObject *reduction = PyImport_ImportModule("fastmp.reduction");
     if (reduction != NULL) {
         fp = PyObject_GetAttrString(reduction, "ForkingPickler");
         Py_DECREF(reduction);
     }
-    if (fp == NULL
-        || (dumps = PyObject_GetAttrString(fp, "dumps")) == NULL
-        || (loads = PyObject_GetAttrString(fp, "loads")) == NULL
-        || setup_reused_pickler(st, fp) < 0) {
-        Py_XDECREF(fp);
-        Py_XDECREF(dumps);
-        Py_XDECREF(loads);
-        return -1;
+    if (fp == NULL || (chain = new_reducer_chain(st, fp)) == NULL) {
+        goto error;
     }
-    Py_DECREF(fp);
-    st->forking_dumps = dumps;
-    st->forking_loads = loads;
-    return 0;
+    st->forking_pickler = fp;
+    fp = NULL;
+    if (chain != Py_None) {
+        st->reducer_chain = chain;
+        chain = NULL;
+        if ((st->pickle_chunks = PyList_New(0)) == NULL
+            || (pickler = new_pickler(st, st->pickle_chunks)) == NULL
+            || (st->pickler_dump = PyObject_GetAttrString(pickler, "dump")) == NULL
+            || (st->pickler_clear = PyObject_GetAttrString(pickler, "clear_memo")) == NULL) {
+            goto error;
+        }
+        Py_CLEAR(pickler);
+    }
+    Py_CLEAR(chain);
+    st->forking_loads = PyObject_GetAttrString(st->forking_pickler, "loads");
+    if (st->forking_loads != NULL) {
+        return 0;
+    }
+error:
+    Py_XDECREF(fp);
+    Py_XDECREF(chain);
+    Py_XDECREF(pickler);
+    Py_CLEAR(st->forking_pickler);
+    Py_CLEAR(st->reducer_chain);
+    Py_CLEAR(st->pickle_chunks);
+    Py_CLEAR(st->pickler_dump);
+    Py_CLEAR(st->pickler_clear);
+    return -1;
 }
 
-/* Pickle obj as ForkingPickler.dumps would.  Returns a new reference to
- * one bytes-like object, or to a list of them whose concatenation is the
- * pickle; NULL with an exception set on failure. */
+/* Pickle obj with the bound `dump` of a pickler writing into `chunks`,
+ * then reset the pickler (its memo and the chunks) for the next message,
+ * whatever happened.  Returns a new reference to the one chunk, or to a
+ * list of them whose concatenation is the pickle; NULL with an exception
+ * set. */
 static PyObject *
-pickle_message(fastmp_state *st, PyObject *obj)
+dump_into(PyObject *dump, PyObject *clear_memo, PyObject *chunks, PyObject *obj)
 {
-    if (ensure_pickling(st) < 0) {
-        return NULL;
-    }
-    if (st->pickler_dump == NULL || st->pickler_busy) {
-        /* a reducer is pickling with the shared pickler (it may have
-         * called send() itself, or let another thread in) */
-        return PyObject_CallOneArg(st->forking_dumps, obj);
-    }
-    st->pickler_busy = 1;
-    PyObject *result = PyObject_CallOneArg(st->pickler_dump, obj);
+    PyObject *result = PyObject_CallOneArg(dump, obj);
     if (result != NULL) {
         Py_DECREF(result);
-        Py_ssize_t n = PyList_GET_SIZE(st->pickle_chunks);
-        result = n == 1 ? Py_NewRef(PyList_GET_ITEM(st->pickle_chunks, 0))
-                        : PyList_GetSlice(st->pickle_chunks, 0, n);
+        Py_ssize_t n = PyList_GET_SIZE(chunks);
+        result = n == 1 ? Py_NewRef(PyList_GET_ITEM(chunks, 0))
+                        : PyList_GetSlice(chunks, 0, n);
     }
-    /* Reset for the next message whatever happened, keeping any error. */
 #if PY_VERSION_HEX >= 0x030C0000
     PyObject *exc = PyErr_GetRaisedException();
 #else
     PyObject *exc_type, *exc, *exc_tb;
     PyErr_Fetch(&exc_type, &exc, &exc_tb);
 #endif
-    PyObject *cleared = PyObject_CallNoArgs(st->pickler_clear);
-    if (cleared == NULL
-        || PyList_SetSlice(st->pickle_chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
+    PyObject *cleared = PyObject_CallNoArgs(clear_memo);
+    if (cleared == NULL || PyList_SetSlice(chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
         Py_CLEAR(result);           /* reported instead of the pickle */
     }
     Py_XDECREF(cleared);
@@ -619,8 +701,59 @@ pickle_message(fastmp_state *st, PyObject *obj)
         Py_XDECREF(exc_tb);
     }
 #endif
-    st->pickler_busy = 0;
     return result;
+}
+
+/* Pickle obj as ForkingPickler.dumps would, with the reused pickler when
+ * it is free.  Returns what dump_into() returns. */
+static PyObject *
+pickle_message(fastmp_state *st, PyObject *obj)
+{
+    if (ensure_pickling(st) < 0) {
+        return NULL;
+    }
+    if (st->pickler_dump != NULL && !st->pickler_busy) {
+        st->pickler_busy = 1;
+        PyObject *result = dump_into(st->pickler_dump, st->pickler_clear,
+                                     st->pickle_chunks, obj);
+        st->pickler_busy = 0;
+        return result;
+    }
+    /* A pickler of its own: the reused one is mid-dump (a reducer is
+     * sending, or let another thread in), or there is none. */
+    PyObject *result = NULL, *pickler = NULL, *dump = NULL, *clear_memo = NULL;
+    PyObject *chunks = PyList_New(0);
+    if (chunks != NULL
+        && (pickler = new_pickler(st, chunks)) != NULL
+        && (dump = PyObject_GetAttrString(pickler, "dump")) != NULL
+        && (clear_memo = PyObject_GetAttrString(pickler, "clear_memo")) != NULL) {
+        result = dump_into(dump, clear_memo, chunks, obj);
+    }
+    Py_XDECREF(chunks);
+    Py_XDECREF(pickler);
+    Py_XDECREF(dump);
+    Py_XDECREF(clear_memo);
+    return result;
+}
+
+PyDoc_STRVAR(forking_dumps_doc,
+"forking_dumps(obj)\n--\n\n"
+"Pickle obj as fastmp.reduction.ForkingPickler does (its reducers over\n"
+"copyreg's, default protocol) and return the bytes, with the pickler that\n"
+"Connection.send() keeps and reuses.");
+
+static PyObject *
+forking_dumps(PyObject *module, PyObject *obj)
+{
+    PyObject *pickled = pickle_message((fastmp_state *)PyModule_GetState(module), obj);
+    if (pickled == NULL || !PyList_CheckExact(pickled)) {
+        return pickled;
+    }
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *joined = empty ? PyObject_CallMethod(empty, "join", "O", pickled) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(pickled);
+    return joined;
 }
 
 /* Send a pickle_message() result as one frame.  Returns 0, or -1 with an
@@ -683,13 +816,22 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
 
 /* ---- Connection methods ----------------------------------------------- */
 
+/* Make fd the connection's descriptor, of a kind still to be learnt. */
+static void
+adopt_fd(ConnObject *self, int fd)
+{
+    self->fd = fd;
+    self->kind = IO_SOCKET;
+    self->reader_ahead = 0;
+    self->skipped = 0;
+}
+
 static PyObject *
 Conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     ConnObject *self = (ConnObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
-        self->fd = -1;
-        self->nowait = 1;
+        adopt_fd(self, -1);     /* closed until __init__ gives it one */
     }
     return (PyObject *)self;
 }
@@ -722,10 +864,9 @@ Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
                         "at least one of `readable` and `writable` must be True");
         return -1;
     }
-    self->fd = (int)fd;
+    adopt_fd(self, (int)fd);
     self->readable = (char)readable;
     self->writable = (char)writable;
-    self->nowait = 1;
     return 0;
 }
 
@@ -763,7 +904,7 @@ PyDoc_STRVAR(send_doc, "send(obj)\n--\n\nSend a picklable object.");
 static PyObject *
 Conn_send(ConnObject *self, PyObject *obj)
 {
-    if (check_writable(self) < 0) {
+    if (check_usable(self, 0) < 0) {
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
@@ -784,7 +925,7 @@ PyDoc_STRVAR(recv_doc, "recv()\n--\n\nReceive a pickled object.");
 static PyObject *
 Conn_recv(ConnObject *self, PyObject *unused)
 {
-    if (check_readable(self) < 0) {
+    if (check_usable(self, 1) < 0) {
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
@@ -830,7 +971,7 @@ Conn_send_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"buf", "offset", "size"};
     PyObject *a[3];
     if (bind_args("send_bytes", args, nargs, kwnames, names, 3, 1, a) < 0
-        || check_writable(self) < 0) {
+        || check_usable(self, 0) < 0) {
         return NULL;
     }
     Py_buffer view;
@@ -839,12 +980,15 @@ Conn_send_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     int rc = -1;
     Py_ssize_t offset = size_arg(a[1], 0, "offset is negative");
-    Py_ssize_t size = offset < 0 ? -1 : size_arg(a[2], view.len - offset, "size is negative");
-    if (offset < 0 || size < 0) {
+    if (offset < 0) {
         goto done;
     }
     if (offset > view.len) {
         PyErr_SetString(PyExc_ValueError, "buffer length < offset");
+        goto done;
+    }
+    Py_ssize_t size = size_arg(a[2], view.len - offset, "size is negative");
+    if (size < 0) {
         goto done;
     }
     if (size > view.len - offset) {
@@ -875,7 +1019,7 @@ Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"maxlength"};
     PyObject *a[1];
     if (bind_args("recv_bytes", args, nargs, kwnames, names, 1, 0, a) < 0
-        || check_readable(self) < 0) {
+        || check_usable(self, 1) < 0) {
         return NULL;
     }
     Py_ssize_t maxlength = size_arg(a[0], PY_SSIZE_T_MAX, "negative maxlength");
@@ -897,7 +1041,7 @@ Conn_recv_bytes_into(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"buf", "offset"};
     PyObject *a[2];
     if (bind_args("recv_bytes_into", args, nargs, kwnames, names, 2, 1, a) < 0
-        || check_readable(self) < 0) {
+        || check_usable(self, 1) < 0) {
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
@@ -968,7 +1112,7 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     static const char *const names[] = {"timeout"};
     PyObject *a[1];
     if (bind_args("poll", args, nargs, kwnames, names, 1, 0, a) < 0
-        || check_readable(self) < 0) {
+        || check_usable(self, 1) < 0) {
         return NULL;
     }
     fastmp_deadline d;
@@ -1070,8 +1214,7 @@ Conn_set_handle(ConnObject *self, PyObject *value, void *unused)
     if (fd < 0) {
         return -1;
     }
-    self->fd = fd;
-    self->nowait = 1;
+    adopt_fd(self, fd);
     return 0;
 }
 
@@ -1257,6 +1400,7 @@ done:
 static PyMethodDef connection_functions[] = {
     {"wait_readable", (PyCFunction)(void (*)(void))wait_readable, METH_FASTCALL,
      wait_readable_doc},
+    {"forking_dumps", forking_dumps, METH_O, forking_dumps_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1282,7 +1426,8 @@ fastmp_connection_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Connection_type);
     Py_VISIT(st->ReducerChain_type);
-    Py_VISIT(st->forking_dumps);
+    Py_VISIT(st->forking_pickler);
+    Py_VISIT(st->reducer_chain);
     Py_VISIT(st->forking_loads);
     Py_VISIT(st->pickle_chunks);
     Py_VISIT(st->pickler_dump);
@@ -1295,7 +1440,8 @@ fastmp_connection_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Connection_type);
     Py_CLEAR(st->ReducerChain_type);
-    Py_CLEAR(st->forking_dumps);
+    Py_CLEAR(st->forking_pickler);
+    Py_CLEAR(st->reducer_chain);
     Py_CLEAR(st->forking_loads);
     Py_CLEAR(st->pickle_chunks);
     Py_CLEAR(st->pickler_dump);

@@ -22,8 +22,9 @@ typedef struct {
     /* connection.c (the pickling fields are filled on first use) */
     PyTypeObject *Connection_type;
     PyTypeObject *ReducerChain_type;
-    PyObject *forking_dumps;        /* ForkingPickler.dumps */
-    PyObject *forking_loads;        /* ForkingPickler.loads */
+    PyObject *forking_pickler;      /* fastmp.reduction.ForkingPickler */
+    PyObject *forking_loads;        /* ... and its loads */
+    PyObject *reducer_chain;        /* its reducers over copyreg's, live */
     PyObject *pickle_chunks;        /* list the reused pickler writes into */
     PyObject *pickler_dump;         /* the reused pickler's bound dump */
     PyObject *pickler_clear;        /* ... and clear_memo */
