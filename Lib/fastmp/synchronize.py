@@ -8,6 +8,12 @@ Objects made by a 'fork' context live in anonymous shared memory that only
 forked children inherit.  Under 'spawn' and 'forkserver' they get a name that
 children open; the creating process unlinks it when the object goes away,
 and the resource tracker does so if the whole program is killed.
+
+Differences from the standard package, all where it would hang or mislead:
+a Condition wakes the threads that were already waiting, oldest first, and
+skips a waiter whose process died (the standard notify() then blocks
+forever); at most about 4,000 threads may wait on one Condition at a time
+(RuntimeError beyond); Barrier(0) raises ValueError.
 """
 
 __all__ = [
