@@ -314,6 +314,8 @@ class Event(object):
             self._cond._set_word(_EVENT_FLAG, 0)
 
     def wait(self, timeout=None):
+        if self.is_set():
+            return True             # no need for the lock
         with self._cond:
             if not self._cond._word(_EVENT_FLAG):
                 self._cond.wait(timeout)
