@@ -568,9 +568,10 @@ def test_no_leak_after_sigkill_of_program():
 
 
 @pytest.mark.parametrize('make', ['Lock', 'RLock', 'Semaphore', 'BoundedSemaphore',
-                                  'Condition', 'Event'])
+                                  'Condition', 'Event', 'Barrier'])
 def test_pickling_outside_process_start_raises(make):
-    obj = getattr(fastmp.get_context('spawn'), make)()
+    args = (2,) if make == 'Barrier' else ()
+    obj = getattr(fastmp.get_context('spawn'), make)(*args)
     with pytest.raises(RuntimeError):
         pickle.dumps(obj)
 
