@@ -299,7 +299,9 @@ class Event(object):
 
     def __init__(self, *, ctx=None):
         ctx = _resolve_context(ctx)
-        self._cond = Condition(Lock(ctx=ctx), ctx=ctx)
+        # an RLock (private, so never released elsewhere) lets set() defer
+        # its wakes until it lets go of the lock (see condition.c)
+        self._cond = Condition(RLock(ctx=ctx), ctx=ctx)
 
     def is_set(self):
         return self._cond._word(_EVENT_FLAG) != 0
