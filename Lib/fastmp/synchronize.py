@@ -226,9 +226,7 @@ def _nothing_in_transit():
 
 def _rebuild_condition(cls, lock, name):
     obj = cls._rebuild(lock, name)
-    obj._is_fork_ctx = False
-    obj.acquire = lock.acquire
-    obj.release = lock.release
+    obj._set_up(False)
     return obj
 
 
@@ -242,12 +240,16 @@ class Condition(_fastmp.Condition):
             lock = RLock(ctx=ctx)
         name = _new_name_or_none(ctx)
         self = super().__new__(cls, lock, name or '', name is None)
-        self._is_fork_ctx = name is None
+        self._set_up(name is None)
         if name is not None:
             _track_name(self, name)
-        self.acquire = lock.acquire
-        self.release = lock.release
         return self
+
+    def _set_up(self, fork_ctx):
+        self._is_fork_ctx = fork_ctx
+        # the lock's own C methods, as the standard Condition binds them
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
 
     def __reduce__(self):
         _check_shareable(self)
