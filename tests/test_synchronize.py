@@ -165,7 +165,9 @@ def test_lock_repr_other_process():
 
 
 def test_event_repr_matches_stdlib():
-    for mp in (fastmp, multiprocessing):
+    # the standard Event has had this repr since 3.11; fastmp has it everywhere
+    impls = (fastmp, multiprocessing) if sys.version_info >= (3, 11) else (fastmp,)
+    for mp in impls:
         ev = mp.get_context('fork').Event()
         assert repr(ev) == '<Event at %#x unset>' % id(ev)
         ev.set()
@@ -566,9 +568,10 @@ def test_no_leak_after_sigkill_of_program():
 
 
 @pytest.mark.parametrize('make', ['Lock', 'RLock', 'Semaphore', 'BoundedSemaphore',
-                                  'Condition', 'Event'])
+                                  'Condition', 'Event', 'Barrier'])
 def test_pickling_outside_process_start_raises(make):
-    obj = getattr(fastmp.get_context('spawn'), make)()
+    args = (2,) if make == 'Barrier' else ()
+    obj = getattr(fastmp.get_context('spawn'), make)(*args)
     with pytest.raises(RuntimeError):
         pickle.dumps(obj)
 
@@ -688,3 +691,52 @@ def test_slot_reused_when_no_fork_happened():
     del lock
     again = ctx.Lock()
     assert again.handle == handle and again.acquire(False)   # zeroed and reset
+
+
+# ---- contention ---------------------------------------------------------
+
+def _bump(lock, counter, times):
+    for _ in range(times):
+        with lock:
+            value = int.from_bytes(counter[:8], 'little')
+            counter[:8] = (value + 1).to_bytes(8, 'little')
+
+
+@pytest.mark.parametrize('lock_type', ['Lock', 'RLock'])
+def test_mutual_exclusion_under_contention(lock_type):
+    import mmap
+    ctx = fastmp.get_context('fork')
+    lock, counter = getattr(ctx, lock_type)(), mmap.mmap(-1, 8)
+    procs = [ctx.Process(target=_bump, args=(lock, counter, 3000)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    _bump(lock, counter, 3000)
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert int.from_bytes(counter[:8], 'little') == 12000
+
+
+def _consume(cond, box, taken, count):
+    for _ in range(count):
+        with cond:
+            assert cond.wait_for(lambda: int.from_bytes(box[:4], 'little') > 0, 30)
+            box[:4] = (int.from_bytes(box[:4], 'little') - 1).to_bytes(4, 'little')
+            taken.release()
+
+
+def test_condition_handoff_loses_nothing():
+    import mmap
+    ctx = fastmp.get_context('fork')
+    cond, box, taken = ctx.Condition(), mmap.mmap(-1, 4), ctx.Semaphore(0)
+    consumers = [ctx.Process(target=_consume, args=(cond, box, taken, 300)) for _ in range(2)]
+    for p in consumers:
+        p.start()
+    for _ in range(600):
+        with cond:
+            box[:4] = (int.from_bytes(box[:4], 'little') + 1).to_bytes(4, 'little')
+            cond.notify()
+    for p in consumers:
+        p.join(60)
+    assert [p.exitcode for p in consumers] == [0, 0]
+    assert taken.get_value() == 600 and int.from_bytes(box[:4], 'little') == 0

@@ -8,6 +8,12 @@ Objects made by a 'fork' context live in anonymous shared memory that only
 forked children inherit.  Under 'spawn' and 'forkserver' they get a name that
 children open; the creating process unlinks it when the object goes away,
 and the resource tracker does so if the whole program is killed.
+
+Differences from the standard package, all where it would hang or mislead:
+a Condition wakes the threads that were already waiting, oldest first, and
+skips a waiter whose process died (the standard notify() then blocks
+forever); at most about 4,000 threads may wait on one Condition at a time
+(RuntimeError beyond); Barrier(0) raises ValueError.
 """
 
 __all__ = [
@@ -220,9 +226,7 @@ def _nothing_in_transit():
 
 def _rebuild_condition(cls, lock, name):
     obj = cls._rebuild(lock, name)
-    obj._is_fork_ctx = False
-    obj.acquire = lock.acquire
-    obj.release = lock.release
+    obj._set_up(False)
     return obj
 
 
@@ -236,12 +240,16 @@ class Condition(_fastmp.Condition):
             lock = RLock(ctx=ctx)
         name = _new_name_or_none(ctx)
         self = super().__new__(cls, lock, name or '', name is None)
-        self._is_fork_ctx = name is None
+        self._set_up(name is None)
         if name is not None:
             _track_name(self, name)
-        self.acquire = lock.acquire
-        self.release = lock.release
         return self
+
+    def _set_up(self, fork_ctx):
+        self._is_fork_ctx = fork_ctx
+        # the lock's own C methods, as the standard Condition binds them
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
 
     def __reduce__(self):
         _check_shareable(self)
@@ -293,7 +301,9 @@ class Event(object):
 
     def __init__(self, *, ctx=None):
         ctx = _resolve_context(ctx)
-        self._cond = Condition(Lock(ctx=ctx), ctx=ctx)
+        # an RLock (private, so never released elsewhere) lets set() defer
+        # its wakes until it lets go of the lock (see condition.c)
+        self._cond = Condition(RLock(ctx=ctx), ctx=ctx)
 
     def is_set(self):
         return self._cond._word(_EVENT_FLAG) != 0
@@ -308,6 +318,8 @@ class Event(object):
             self._cond._set_word(_EVENT_FLAG, 0)
 
     def wait(self, timeout=None):
+        if self.is_set():
+            return True             # no need for the lock
         with self._cond:
             if not self._cond._word(_EVENT_FLAG):
                 self._cond.wait(timeout)

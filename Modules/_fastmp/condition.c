@@ -479,10 +479,21 @@ condition_notify_all(ConditionObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* 0, or -1 with ValueError if the garbage collector took the lock away. */
+static int
+require_lock(ConditionObject *self)
+{
+    if (self->lock == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the Condition has been cleared");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 condition_enter(ConditionObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (fastmp_semlock_acquire_blocking(self->lock) < 0) {
+    if (require_lock(self) < 0 || fastmp_semlock_acquire_blocking(self->lock) < 0) {
         return NULL;
     }
     Py_RETURN_TRUE;
@@ -491,7 +502,7 @@ condition_enter(ConditionObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 condition_exit(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (fastmp_semlock_release(self->lock) < 0) {
+    if (require_lock(self) < 0 || fastmp_semlock_release(self->lock) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -23,8 +23,6 @@
 
 #define SEMBLOCK_MAGIC 0x464d504cu      /* "FMPL" */
 #define SEM_MAX_DEFERRED 8
-/* No spinning before a futex sleep: on a loaded machine with few cores
- * (measured with condition_pingpong) a spinner only delays the holder. */
 
 /* The shared part of a SemLock. */
 typedef struct {
@@ -263,7 +261,9 @@ sem_try_take(semblock *b)
 }
 
 /* Sleep until a unit can be taken, then take it.  Returns 0 once taken,
- * ETIMEDOUT, EINTR (nothing taken), or an errno value from futex(). */
+ * ETIMEDOUT, EINTR (nothing taken), or an errno value from futex().  No
+ * spinning first: on a loaded machine with few cores (measured with
+ * condition_pingpong) a spinner only delays the holder. */
 static int
 sem_wait_take(semblock *b, const fastmp_deadline *d)
 {

@@ -44,6 +44,17 @@ def rlock_calls(mp, n):
     return _acquire_release(mp.get_context("fork").RLock(), n)
 
 
+@workload("lock_create", n=20_000)
+def lock_create(mp, n):
+    """create n Locks (fork context) and keep them, as n synchronized Values do"""
+    make = mp.get_context("fork").Lock
+    t0 = time.perf_counter()
+    locks = [make() for _ in range(n)]
+    elapsed = time.perf_counter() - t0
+    del locks
+    return elapsed
+
+
 def _pingpong_partner(cond, n):
     with cond:
         cond.notify()            # the parent is waiting: start the rally
