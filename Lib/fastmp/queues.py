@@ -86,8 +86,28 @@ class JoinableQueue(Queue):
     join = _fastmp.Channel._join
 
 
+class _ChannelEnd:
+    """What the standard SimpleQueue exposes as ``_reader``/``_writer``
+    (its pipe ends); here only ``closed`` and ``close()`` mean anything."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue):
+        self._queue = queue
+
+    @property
+    def closed(self):
+        return self._queue._closed
+
+    def close(self):
+        self._queue.close()
+
+
 class SimpleQueue(_fastmp.Channel):
     """A simplified queue: get, put, empty and close only."""
+
+    _reader = property(_ChannelEnd)
+    _writer = property(_ChannelEnd)
 
     def __init__(self, *, ctx):
         self._create(0, _SIMPLE, RING_BYTES)
