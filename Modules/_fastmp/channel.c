@@ -782,8 +782,9 @@ Channel_dealloc(ChannelObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     if (self->map != NULL) {
+        chan_feeder_adopt(self->map);
         chan_feeder_release_done(self->map);
-        chan_live_remove_idle(self->map);
+        chan_live_prune();
         chan_map_decref(self->map);
         self->map = NULL;
     }
@@ -803,13 +804,33 @@ Channel_traverse(ChannelObject *self, visitproc visit, void *arg)
 static PyObject *
 channel_flush_all(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    for (chan_map *m = chan_live_first(); m != NULL; ) {
-        chan_map *next = m->next_live;
-        if (flush_map(m) < 0) {
-            return NULL;
-        }
-        m = next;
+    /* flushing releases the GIL, so the list may change meanwhile: work
+     * on a snapshot holding its own references */
+    size_t n = 0;
+    for (chan_map *m = chan_live_first(); m != NULL; m = m->next_live) {
+        n++;
     }
+    chan_map **maps = PyMem_Malloc((n ? n : 1) * sizeof(*maps));
+    if (maps == NULL) {
+        return PyErr_NoMemory();
+    }
+    n = 0;
+    for (chan_map *m = chan_live_first(); m != NULL; m = m->next_live) {
+        chan_map_incref(m);
+        maps[n++] = m;
+    }
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!failed && flush_map(maps[i]) < 0) {
+            failed = 1;
+        }
+        chan_map_decref(maps[i]);
+    }
+    PyMem_Free(maps);
+    if (failed) {
+        return NULL;
+    }
+    chan_live_prune();
     Py_RETURN_NONE;
 }
 

@@ -235,7 +235,8 @@ int chan_feeder_has_pending(chan_map *m);
 /* The process's maps that ever buffered messages (flushed at exit);
  * GIL-protected. */
 void chan_live_add(chan_map *m);
-void chan_live_remove_idle(chan_map *m);
+/* Drop the maps that have nothing buffered any more. */
+void chan_live_prune(void);
 chan_map *chan_live_first(void);
 
 #endif /* FASTMP_CHANNEL_H */

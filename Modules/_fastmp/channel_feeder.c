@@ -66,19 +66,19 @@ chan_live_add(chan_map *m)
 }
 
 void
-chan_live_remove_idle(chan_map *m)
+chan_live_prune(void)
 {
     live_adopt();
-    if (!m->listed || chan_feeder_has_pending(m)) {
-        return;
-    }
-    for (chan_map **p = &live_head; *p != NULL; p = &(*p)->next_live) {
-        if (*p == m) {
-            *p = m->next_live;
-            m->listed = 0;
-            chan_map_decref(m);
-            return;
+    chan_map **p = &live_head;
+    while (*p != NULL) {
+        chan_map *m = *p;
+        if (chan_feeder_has_pending(m)) {
+            p = &m->next_live;
+            continue;
         }
+        *p = m->next_live;
+        m->listed = 0;
+        chan_map_decref(m);
     }
 }
 
@@ -98,8 +98,9 @@ chan_feeder_adopt(chan_map *m)
     }
     /* first use in this process: the parent's buffer, thread and lock
      * state (possibly mid-operation at fork) are not ours; abandon them */
-    if (m->pid >= 0 && m->feeder_running) {
-        __atomic_sub_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+    if (m->pid >= 0) {
+        /* the parent's feeder thread and live list held references */
+        __atomic_sub_fetch(&m->refs, m->feeder_running + m->listed, __ATOMIC_RELAXED);
     }
     m->listed = 0;
     m->next_live = NULL;
@@ -272,6 +273,7 @@ chan_feeder_push(chan_map *m, chan_pending *item)
     }
     pthread_mutex_unlock(&m->mu);
     if (err == 0) {
+        chan_live_prune();
         chan_live_add(m);
     }
     return err;
