@@ -437,3 +437,36 @@ def test_waiting_on_a_dead_readers_lock_times_out_then_recovers(fctx):
     reader.join(10)
     q.put("ok")
     assert q.get(timeout=10) == "ok"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted
+
+
+@pytest.mark.timeout(30)
+def test_signals_interrupt_blocking_calls():
+    ctx = fastmp.get_context("fork")
+    full = ctx.Queue(1)
+    full.put(0)
+    jq = ctx.JoinableQueue()
+    jq.put(0)
+    sq = ctx.SimpleQueue()
+    blocking = [ctx.Queue().get, lambda: full.put(1), jq.join,
+                lambda: sq.put(bytes(3 * RING))]   # more than the ring holds
+    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        for call in blocking:
+            timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+            timer.start()
+            with pytest.raises(Interrupted):
+                call()
+            timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    # the SimpleQueue message cut off by the signal is dropped, not garbled
+    sq.put("next")
+    assert sq.get() == "next"
