@@ -193,14 +193,15 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
     int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
                    && m->pid == chan_pid();
-    int err = chan_lock_writer(m, &chan_no_wait);
-    if (err == EBUSY && !chan_streaming(m)) {
+    /* with messages buffered, ours goes behind them anyway: no waiting */
+    int err = chan_lock_writer(m, &chan_no_wait, !buffered);
+    if (err == EBUSY && !buffered && !chan_streaming(m)) {
         /* wait a moment for a busy lock rather than buffer: buffering
          * costs more, and memory when producers outrun the consumer */
         fastmp_deadline soon;
         fastmp_deadline_from_seconds(LOCK_PATIENCE, &soon);
         Py_BEGIN_ALLOW_THREADS
-        err = chan_lock_writer(m, &soon);
+        err = chan_lock_writer(m, &soon, 1);
         Py_END_ALLOW_THREADS
     }
     if (err) {

@@ -145,11 +145,13 @@ extern const fastmp_deadline chan_no_wait;
  * an errno value. */
 int chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait);
 void chan_unlock(pthread_mutex_t *mu);
-/* Take wlock for a small message: try, spin a little, then sleep until
- * `d` -- unless its holder is streaming a large message.  Repairs a
- * message left unfinished.  Returns 0, EBUSY, or an errno value. */
-int chan_lock_writer(chan_map *m, const fastmp_deadline *d);
-/* True while some writer is in the middle of a streamed message. */
+/* Take wlock for a small message: try, and if `patient`, spin a little
+ * then sleep until `d` -- unless its holder may keep it long
+ * (chan_streaming).  Repairs a message left unfinished.  Returns 0, EBUSY,
+ * or an errno value. */
+int chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient);
+/* True while the wlock holder may keep it long: it is streaming a large
+ * message or waiting for room in the ring. */
 int chan_streaming(const chan_map *m);
 
 /* Largest payload sent as one WHOLE record. */

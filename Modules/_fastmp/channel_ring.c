@@ -198,19 +198,19 @@ chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 }
 
 int
-chan_lock_writer(chan_map *m, const fastmp_deadline *d)
+chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient)
 {
     int err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
     /* another producer holds the lock for one small message, which takes
      * well under a microsecond: worth a short spin, then a short sleep;
      * not so for a message being streamed, which can take long */
-    for (int i = 0; err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
+    for (int i = 0; patient && err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
         for (int j = 0; j < 8; j++) {
             cpu_relax();
         }
         err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
     }
-    if (err == EBUSY && !chan_streaming(m)) {
+    if (patient && err == EBUSY && !chan_streaming(m)) {
         struct timespec left;
         if (fastmp_deadline_remaining(d, &left)) {
             err = chan_lock(&m->sh->wlock, d, 1);
@@ -228,7 +228,9 @@ chan_lock_writer(chan_map *m, const fastmp_deadline *d)
 int
 chan_streaming(const chan_map *m)
 {
-    return __atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED) != 0;
+    /* streaming a large message, or waiting for room in a full ring */
+    return __atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED) != 0
+           || __atomic_load_n(&m->sh->wr_sleeping, __ATOMIC_RELAXED) != 0;
 }
 
 void
