@@ -159,6 +159,7 @@ def test_closed_queue_refuses(fork_ctx):
     q = fork_ctx.Queue()
     q.put(1)
     q.close()
+    assert q.qsize() == 1 and not q.full()
     with pytest.raises(ValueError, match="is closed"):
         q.put(2)
     with pytest.raises(ValueError, match="is closed"):

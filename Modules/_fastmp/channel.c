@@ -31,16 +31,16 @@ chan_state(PyObject *self)
     return fastmp_state_from_type(Py_TYPE(self));
 }
 
-/* The map, or NULL with an exception if unusable (never set up, or
- * closed in this process). */
+/* The map, or NULL with an exception if it was never set up or, for
+ * `transfer` (put and get), if the queue was closed in this process. */
 static chan_map *
-usable_map(ChannelObject *self)
+usable_map(ChannelObject *self, int transfer)
 {
     if (self->map == NULL) {
         PyErr_SetString(PyExc_ValueError, "queue is not initialised");
         return NULL;
     }
-    if (self->closed) {
+    if (transfer && self->closed) {
         if (self->map->sh->flags & CHAN_SIMPLE) {
             PyErr_SetString(PyExc_OSError, "handle is closed");
         }
@@ -300,7 +300,7 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
 static PyObject *
 put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int simple)
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 1);
     fastmp_state *st = chan_state((PyObject *)self);
     if (m == NULL || st == NULL) {
         return NULL;
@@ -500,7 +500,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
 static PyObject *
 get_impl(ChannelObject *self, int block, PyObject *timeout)
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 1);
     fastmp_state *st = chan_state((PyObject *)self);
     if (m == NULL || st == NULL) {
         return NULL;
@@ -562,7 +562,7 @@ Channel_get_nowait(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_qsize(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -572,7 +572,7 @@ Channel_qsize(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -582,7 +582,7 @@ Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_full(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -595,7 +595,7 @@ Channel_full(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_task_done(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -620,7 +620,7 @@ Channel_task_done(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_join(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -764,11 +764,8 @@ Channel_attach(ChannelObject *self, PyObject *arg)
 static PyObject *
 Channel_fd(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->map == NULL) {
-        PyErr_SetString(PyExc_ValueError, "queue is not initialised");
-        return NULL;
-    }
-    return PyLong_FromLong(self->map->fd);
+    chan_map *m = usable_map(self, 0);
+    return m == NULL ? NULL : PyLong_FromLong(m->fd);
 }
 
 static PyObject *
