@@ -632,6 +632,9 @@ Channel_join(ChannelObject *self, PyObject *Py_UNUSED(ignored))
         if (err == 0) {
             Py_RETURN_NONE;
         }
+        if (err != EINTR) {
+            return fastmp_oserror(err, "futex");
+        }
         if (PyErr_CheckSignals() < 0) {
             return NULL;
         }

@@ -201,7 +201,8 @@ void chan_count_cancel(chan_map *m);
 uint64_t chan_qsize(const chan_map *m);
 /* Wake data waiters after a publish (cheap when nobody waits). */
 void chan_notify_data(chan_map *m);
-/* JoinableQueue: wait until `unfinished` is 0.  0 or EINTR. */
+/* JoinableQueue: wait until `unfinished` is 0.  Returns 0, EINTR (a
+ * signal arrived) or an errno value. */
 int chan_wait_joined(chan_map *m);
 
 /* ---- channel_feeder.c: the per-process buffer and feeder thread ------ */

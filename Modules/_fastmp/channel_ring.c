@@ -168,24 +168,31 @@ chan_map_decref(chan_map *m)
 
 const fastmp_deadline chan_no_wait = {0, {0, 0}};
 
+/* The earlier of `d` and one signal-check slice from now, in *until.
+ * Returns 1 if that is `d` itself (a timeout there is final), 0 if it is
+ * the slice (a timeout there means "check signals, then go on"). */
+static int
+slice_end(const fastmp_deadline *d, fastmp_deadline *until)
+{
+    fastmp_deadline_from_seconds(SLICE_NS / 1e9, until);
+    if (!d->infinite
+        && (d->at.tv_sec < until->at.tv_sec
+            || (d->at.tv_sec == until->at.tv_sec && d->at.tv_nsec < until->at.tv_nsec))) {
+        *until = *d;
+        return 1;
+    }
+    return 0;
+}
+
 int
 chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 {
     int err = pthread_mutex_trylock(mu);
     if (err == EBUSY && wait) {
-        /* wait in slices so the caller can run signal handlers */
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += SLICE_NS;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
-        int capped = !d->infinite
-            && (d->at.tv_sec < until.tv_sec
-                || (d->at.tv_sec == until.tv_sec && d->at.tv_nsec < until.tv_nsec));
-        err = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, capped ? &d->at : &until);
-        if (err == ETIMEDOUT && !capped) {
+        fastmp_deadline until;
+        int final = slice_end(d, &until);
+        err = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &until.at);
+        if (err == ETIMEDOUT && !final) {
             return EINTR;
         }
     }
@@ -342,19 +349,16 @@ wait_space(chan_map *m, uint64_t need, const fastmp_deadline *d)
     if (!fastmp_deadline_remaining(d, &left)) {
         return ETIMEDOUT;
     }
-    fastmp_deadline slice;
-    fastmp_deadline_from_seconds(SLICE_NS / 1e9, &slice);
-    int capped = !d->infinite
-        && (d->at.tv_sec < slice.at.tv_sec
-            || (d->at.tv_sec == slice.at.tv_sec && d->at.tv_nsec < slice.at.tv_nsec));
+    fastmp_deadline until;
+    int final = slice_end(d, &until);
     uint32_t seq = __atomic_load_n(&sh->space_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->wr_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
     if (free_space(m, need) < need) {
-        err = fastmp_futex_wait(&sh->space_seq, seq, capped ? d : &slice);
+        err = fastmp_futex_wait(&sh->space_seq, seq, &until);
     }
     __atomic_store_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST);
-    if (err == ETIMEDOUT && !capped) {
+    if (err == ETIMEDOUT && !final) {
         err = EINTR;
     }
     return err;
@@ -629,19 +633,18 @@ chan_qsize(const chan_map *m)
 int
 chan_wait_joined(chan_map *m)
 {
+    static const fastmp_deadline forever = {1, {0, 0}};
     chan_shared *sh = m->sh;
-    fastmp_deadline slice;
     for (;;) {
         uint32_t u = __atomic_load_n(&sh->unfinished, __ATOMIC_SEQ_CST);
         if (u == 0) {
             return 0;
         }
         __atomic_add_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
-        fastmp_deadline_from_seconds(SLICE_NS / 1e9, &slice);
-        int err = fastmp_futex_wait(&sh->unfinished, u, &slice);
+        int err = fastmp_futex_wait(&sh->unfinished, u, &forever);
         __atomic_sub_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
-        if (err == ETIMEDOUT || err == EINTR) {
-            return EINTR;
+        if (err) {
+            return err;                 /* EINTR: let the caller see signals */
         }
     }
 }
