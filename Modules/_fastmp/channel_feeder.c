@@ -11,7 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define IDLE_EXIT_NS 200000000L         /* an idle feeder exits after this */
+#define IDLE_EXIT_SECONDS 0.2           /* an idle feeder exits after this */
+#define FLUSH_SLICE_SECONDS 0.05        /* signal checks while flushing */
 
 /* GIL-protected list of this process's channels with feeder state. */
 static chan_map *live_head;
@@ -104,9 +105,15 @@ chan_feeder_adopt(chan_map *m)
     }
     m->listed = 0;
     m->next_live = NULL;
+    /* with default attributes these cannot fail on Linux; the conditions
+     * time out on CLOCK_MONOTONIC like every other wait here */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_mutex_init(&m->mu, NULL);
-    pthread_cond_init(&m->work, NULL);
-    pthread_cond_init(&m->idle, NULL);
+    pthread_cond_init(&m->work, &attr);
+    pthread_cond_init(&m->idle, &attr);
+    pthread_condattr_destroy(&attr);
     m->first = m->last = m->done = NULL;
     m->feeder_running = 0;
     m->cancelled = 0;
@@ -132,14 +139,9 @@ next_item(chan_map *m)
 {
     pthread_mutex_lock(&m->mu);
     while (m->first == NULL) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += IDLE_EXIT_NS;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
-        if (pthread_cond_timedwait(&m->work, &m->mu, &until) == ETIMEDOUT
+        fastmp_deadline until;
+        fastmp_deadline_from_seconds(IDLE_EXIT_SECONDS, &until);
+        if (pthread_cond_timedwait(&m->work, &m->mu, &until.at) == ETIMEDOUT
             && m->first == NULL) {
             m->feeder_running = 0;
             pthread_mutex_unlock(&m->mu);
@@ -306,14 +308,9 @@ chan_feeder_wait_empty(chan_map *m)
     pthread_mutex_lock(&m->mu);
     int err = 0;
     if (m->first != NULL && !m->cancelled) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 50000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&m->idle, &m->mu, &until);
+        fastmp_deadline until;
+        fastmp_deadline_from_seconds(FLUSH_SLICE_SECONDS, &until);
+        pthread_cond_timedwait(&m->idle, &m->mu, &until.at);
         err = (m->first != NULL && !m->cancelled) ? EINTR : 0;
     }
     pthread_mutex_unlock(&m->mu);
