@@ -238,7 +238,6 @@ buffer_message(chan_map *m, Py_buffer *view, uint32_t flags)
         item->view = *view;
         item->data = view->buf;
     }
-    chan_feeder_release_done(m);
     int err = chan_feeder_push(m, item);
     if (err) {
         if (!copy) {
@@ -295,6 +294,16 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
     return 0;
 }
 
+/* Let go of the large objects the feeder thread has finished sending
+ * (it cannot: it never holds the GIL). */
+static inline void
+release_sent(chan_map *m)
+{
+    if (__atomic_load_n(&m->done, __ATOMIC_RELAXED) != NULL) {
+        chan_feeder_release_done(m);
+    }
+}
+
 /* put for all three classes; `simple` selects SimpleQueue's blocking
  * write instead of the feeder buffer. */
 static PyObject *
@@ -309,6 +318,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
     if (fastmp_deadline_from_object(block ? timeout : Py_None, &d) < 0) {
         return NULL;
     }
+    release_sent(m);
     Py_buffer view;
     uint32_t flags;
     if (encode(st, obj, &view, &flags) < 0) {
@@ -528,6 +538,7 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
     if (err) {
         return fastmp_oserror(err, "pthread_mutex_lock");
     }
+    release_sent(m);
     uint32_t flags = 0;
     PyObject *msg = read_message(m, block, &d, &flags);
     chan_unlock(&m->sh->rlock);
