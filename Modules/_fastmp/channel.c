@@ -304,6 +304,60 @@ release_sent(chan_map *m)
     }
 }
 
+/* The pending exception, normalized, with its traceback (new reference). */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Raise `exc` again (steals the reference). */
+static void
+raise_again(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* `obj` could not be pickled: hand the error to the queue's
+ * _on_queue_feeder_error(e, obj) hook, which the standard package calls
+ * from its feeder thread.  If the hook returns, put drops the message and
+ * returns None; if it raises (fastmp's default hook re-raises), or there
+ * is no hook (SimpleQueue), put raises. */
+static PyObject *
+unpicklable(ChannelObject *self, PyObject *obj)
+{
+    PyObject *exc = take_exception();
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyObject *hook = PyObject_GetAttrString((PyObject *)self, "_on_queue_feeder_error");
+    if (hook == NULL) {
+        PyErr_Clear();
+        raise_again(exc);
+        return NULL;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(hook, exc, obj, NULL);
+    Py_DECREF(hook);
+    Py_DECREF(exc);
+    return r == NULL ? NULL : (Py_DECREF(r), Py_NewRef(Py_None));
+}
+
 /* put for all three classes; `simple` selects SimpleQueue's blocking
  * write instead of the feeder buffer. */
 static PyObject *
@@ -322,7 +376,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
     Py_buffer view;
     uint32_t flags;
     if (encode(st, obj, &view, &flags) < 0) {
-        return NULL;
+        return unpicklable(self, obj);
     }
     if (count_in(st, m, block, &d) < 0) {
         PyBuffer_Release(&view);
@@ -542,6 +596,7 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
     uint32_t flags = 0;
     PyObject *msg = read_message(m, block, &d, &flags);
     chan_unlock(&m->sh->rlock);
+    chan_rearm(m);
     if (msg == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetNone(st->chan_Empty);
@@ -757,18 +812,27 @@ Channel_create(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-Channel_attach(ChannelObject *self, PyObject *arg)
+Channel_attach(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) {
+    /* _attach(fd, event_fd) */
+    int fds[2];
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_attach(fd, event_fd)");
         return NULL;
     }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "bad file descriptor");
-        return NULL;
+    for (int i = 0; i < 2; i++) {
+        long fd = PyLong_AsLong(args[i]);
+        if (fd == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+            return NULL;
+        }
+        fds[i] = (int)fd;
     }
     chan_map *m = NULL;
-    int err = chan_map_attach((int)fd, &m);
+    int err = chan_map_attach(fds[0], fds[1], &m);
     if (set_map(self, m, err) < 0) {
         return NULL;
     }
@@ -776,10 +840,17 @@ Channel_attach(ChannelObject *self, PyObject *arg)
 }
 
 static PyObject *
-Channel_fd(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+Channel_fds(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     chan_map *m = usable_map(self, 0);
-    return m == NULL ? NULL : PyLong_FromLong(m->fd);
+    return m == NULL ? NULL : Py_BuildValue("(ii)", m->fd, m->efd);
+}
+
+static PyObject *
+Channel_watch(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = usable_map(self, 0);
+    return m == NULL ? NULL : PyLong_FromLong(chan_watch(m));
 }
 
 static PyObject *
@@ -881,8 +952,12 @@ static PyMethodDef Channel_methods[] = {
      "do not wait for buffered messages at exit"},
     {"_create", (PyCFunction)(void (*)(void))Channel_create, METH_FASTCALL,
      "_create(maxsize, flags, capacity): a new channel"},
-    {"_attach", (PyCFunction)Channel_attach, METH_O, "_attach(fd): map a channel fd (owned)"},
-    {"_fd", (PyCFunction)Channel_fd, METH_NOARGS, "the channel's memfd"},
+    {"_attach", (PyCFunction)(void (*)(void))Channel_attach, METH_FASTCALL,
+     "_attach(fd, event_fd): map a channel (both fds become owned)"},
+    {"_fds", (PyCFunction)Channel_fds, METH_NOARGS,
+     "(memfd, readiness eventfd) of the channel"},
+    {"_watch", (PyCFunction)Channel_watch, METH_NOARGS,
+     "the eventfd that is readable while messages are waiting"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -50,6 +50,7 @@ typedef struct {
     uint32_t flags;
     uint64_t capacity;                  /* ring bytes, a power of two */
     uint32_t maxsize;                   /* message limit (bounded queues) */
+    uint32_t watched;                   /* someone polls the eventfd */
     pthread_mutex_t wlock;              /* held by one writer per message */
     pthread_mutex_t rlock;              /* held by one reader per message */
     /* writer side: changed only by the wlock holder */
@@ -96,6 +97,7 @@ typedef struct chan_map {
     uint64_t mask;
     size_t map_len;
     int fd;
+    int efd;                            /* readiness eventfd (see chan_watch) */
     int refs;                           /* atomic */
     /* last values seen of the other side's counter (they only grow), so
      * that the lock holder rarely touches the other side's cache line */
@@ -128,9 +130,10 @@ typedef struct {
 /* Create a memfd-backed channel with `capacity` ring bytes (power of two).
  * Returns 0 and sets *out, or an errno value. */
 int chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **out);
-/* Map an existing channel fd (taking ownership of fd on success).  Returns
- * 0, EINVAL for a fd that is not a channel, or an errno value. */
-int chan_map_attach(int fd, chan_map **out);
+/* Map an existing channel fd with its readiness eventfd (taking
+ * ownership of both on success).  Returns 0, EINVAL for a fd that is not a
+ * channel, or an errno value. */
+int chan_map_attach(int fd, int efd, chan_map **out);
 void chan_map_incref(chan_map *m);
 /* Drop a reference; the last one unmaps and closes the fd. */
 void chan_map_decref(chan_map *m);
@@ -201,6 +204,12 @@ void chan_count_cancel(chan_map *m);
 uint64_t chan_qsize(const chan_map *m);
 /* Wake data waiters after a publish (cheap when nobody waits). */
 void chan_notify_data(chan_map *m);
+/* Readiness for poll()/connection.wait(): from the first call on, in any
+ * process, the eventfd returned is readable whenever a message is there
+ * (writers signal it, readers re-arm it with chan_rearm after a get).
+ * Until then nobody pays the system calls. */
+int chan_watch(chan_map *m);
+void chan_rearm(chan_map *m);
 /* JoinableQueue: wait until `unfinished` is 0.  Returns 0, EINTR (a
  * signal arrived) or an errno value. */
 int chan_wait_joined(chan_map *m);

@@ -11,6 +11,7 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -77,6 +78,7 @@ map_fd(int fd, size_t len, chan_map **out)
     m->ring = (unsigned char *)base + CHAN_HEADER_SIZE;
     m->map_len = len;
     m->fd = fd;
+    m->efd = -1;
     m->refs = 1;
     m->pid = -1;                        /* feeder state not set up yet */
     *out = m;
@@ -97,6 +99,12 @@ chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **
         close(fd);
         return err;
     }
+    m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->efd < 0) {
+        err = errno;
+        chan_map_decref(m);
+        return err;
+    }
     chan_shared *sh = m->sh;            /* fresh memfd pages are zero */
     sh->capacity = capacity;
     sh->maxsize = maxsize;
@@ -113,7 +121,7 @@ chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **
 }
 
 int
-chan_map_attach(int fd, chan_map **out)
+chan_map_attach(int fd, int efd, chan_map **out)
 {
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -135,6 +143,7 @@ chan_map_attach(int fd, chan_map **out)
         chan_map_decref(m);
         return EINVAL;
     }
+    m->efd = efd;
     m->mask = cap - 1;
     *out = m;
     return 0;
@@ -160,6 +169,9 @@ chan_map_decref(chan_map *m)
     munmap(m->sh, m->map_len);
     if (m->fd >= 0) {
         close(m->fd);
+    }
+    if (m->efd >= 0) {
+        close(m->efd);
     }
     free(m);
 }
@@ -283,6 +295,42 @@ ring_put(chan_map *m, uint64_t pos, const void *src, uint64_t n)
     }
 }
 
+/* Make the readiness eventfd readable (it counts; a reader drains it). */
+static void
+signal_ready(chan_map *m)
+{
+    uint64_t one = 1;
+    /* EAGAIN would mean the counter is saturated: it is readable anyway */
+    (void)!write(m->efd, &one, sizeof(one));
+}
+
+int
+chan_watch(chan_map *m)
+{
+    /* pairs with the fence in chan_notify_data: a writer that published
+     * before seeing the flag is caught by the check below */
+    __atomic_store_n(&m->sh->watched, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (chan_available(m)) {
+        signal_ready(m);
+    }
+    return m->efd;
+}
+
+void
+chan_rearm(chan_map *m)
+{
+    if (!__atomic_load_n(&m->sh->watched, __ATOMIC_RELAXED)) {
+        return;
+    }
+    uint64_t count;
+    (void)!read(m->efd, &count, sizeof(count));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (chan_available(m)) {
+        signal_ready(m);
+    }
+}
+
 void
 chan_notify_data(chan_map *m)
 {
@@ -290,6 +338,9 @@ chan_notify_data(chan_map *m)
     /* pairs with the fence in chan_wait_data: either the reader sees the
      * new tail or we see its flag; only the first waker pays a syscall */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sh->watched, __ATOMIC_RELAXED)) {
+        signal_ready(m);
+    }
     if (__atomic_load_n(&sh->rd_sleeping, __ATOMIC_RELAXED)
         && __atomic_exchange_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
