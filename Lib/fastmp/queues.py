@@ -49,10 +49,53 @@ _register_exit_flush()
 util.register_after_fork(_exit_flush_anchor, _register_exit_flush)
 
 
+def _channel_state(queue):
+    """The channel's fds, for a child being started (and only then)."""
+    context.assert_spawning(queue)
+    return tuple(reduction.DupFd(fd) for fd in queue._fds())
+
+
+def _attach_channel(queue, dups):
+    queue._attach(*(dup.detach() for dup in dups))
+
+
+class _ChannelEnd:
+    """Stands for the pipe end the standard queues keep as ``_reader`` or
+    ``_writer``, for code that reaches for it: concurrent.futures waits on
+    a SimpleQueue's reader with connection.wait() and receives from it,
+    and closes the reader of a Queue whose consumers died."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self, queue):
+        self._queue = queue
+
+    @property
+    def closed(self):
+        return self._queue._closed or self._queue._ends_closed
+
+    def fileno(self):
+        # readable whenever a message is waiting (see channel.h)
+        return self._queue._watch()
+
+    def recv(self):
+        return self._queue.get()
+
+    def close(self):
+        # nobody will read what this process still buffers: drop it at exit
+        # instead of waiting for room (puts remain allowed, as with a pipe
+        # whose reader is gone and whose writer ignores EPIPE)
+        self._queue._ends_closed = True
+        self._queue.cancel_join_thread()
+
+
 class Queue(_fastmp.Channel):
     """A process-shared FIFO queue (``multiprocessing.Queue``)."""
 
     _kind = 0
+    _reader = property(_ChannelEnd)
+    _writer = property(_ChannelEnd)
+    _ends_closed = False
 
     def __init__(self, maxsize=0, *, ctx):
         if maxsize <= 0:
@@ -63,17 +106,29 @@ class Queue(_fastmp.Channel):
         self._create(limit, self._kind, RING_BYTES)
 
     def __getstate__(self):
-        context.assert_spawning(self)
-        return (reduction.DupFd(self._fd()), self._maxsize)
+        return (_channel_state(self), self._maxsize)
 
     def __setstate__(self, state):
-        dup, self._maxsize = state
-        self._attach(dup.detach())
+        dups, self._maxsize = state
+        _attach_channel(self, dups)
 
     def join_thread(self):
         """Wait until the messages this process buffered are in the ring."""
         assert self._closed, "Queue {0!r} not closed".format(self)
         self._flush()
+
+    def _terminate_broken(self):
+        self._reader.close()
+        self.close()
+        self.join_thread()
+
+    @staticmethod
+    def _on_queue_feeder_error(e, obj):
+        """Called with the error when put cannot pickle `obj`.  fastmp
+        pickles in put itself, so by default the error propagates from put;
+        a subclass that handles it instead (as it would for the standard
+        package's feeder thread) makes put drop the message."""
+        raise e
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
@@ -89,15 +144,18 @@ class JoinableQueue(Queue):
 class SimpleQueue(_fastmp.Channel):
     """A simplified queue: get, put, empty and close only."""
 
+    _reader = property(_ChannelEnd)
+    _writer = property(_ChannelEnd)
+    _ends_closed = False
+
     def __init__(self, *, ctx):
         self._create(0, _SIMPLE, RING_BYTES)
 
     def __getstate__(self):
-        context.assert_spawning(self)
-        return reduction.DupFd(self._fd())
+        return _channel_state(self)
 
-    def __setstate__(self, dup):
-        self._attach(dup.detach())
+    def __setstate__(self, dups):
+        _attach_channel(self, dups)
 
     put = _fastmp.Channel._put_blocking
 

@@ -31,16 +31,16 @@ chan_state(PyObject *self)
     return fastmp_state_from_type(Py_TYPE(self));
 }
 
-/* The map, or NULL with an exception if unusable (never set up, or
- * closed in this process). */
+/* The map, or NULL with an exception if it was never set up or, for
+ * `transfer` (put and get), if the queue was closed in this process. */
 static chan_map *
-usable_map(ChannelObject *self)
+usable_map(ChannelObject *self, int transfer)
 {
     if (self->map == NULL) {
         PyErr_SetString(PyExc_ValueError, "queue is not initialised");
         return NULL;
     }
-    if (self->closed) {
+    if (transfer && self->closed) {
         if (self->map->sh->flags & CHAN_SIMPLE) {
             PyErr_SetString(PyExc_OSError, "handle is closed");
         }
@@ -193,14 +193,15 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
     int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
                    && m->pid == chan_pid();
-    int err = chan_lock_writer(m, &chan_no_wait);
-    if (err == EBUSY && !chan_streaming(m)) {
+    /* with messages buffered, ours goes behind them anyway: no waiting */
+    int err = chan_lock_writer(m, &chan_no_wait, !buffered);
+    if (err == EBUSY && !buffered && !chan_streaming(m)) {
         /* wait a moment for a busy lock rather than buffer: buffering
          * costs more, and memory when producers outrun the consumer */
         fastmp_deadline soon;
         fastmp_deadline_from_seconds(LOCK_PATIENCE, &soon);
         Py_BEGIN_ALLOW_THREADS
-        err = chan_lock_writer(m, &soon);
+        err = chan_lock_writer(m, &soon, 1);
         Py_END_ALLOW_THREADS
     }
     if (err) {
@@ -237,7 +238,6 @@ buffer_message(chan_map *m, Py_buffer *view, uint32_t flags)
         item->view = *view;
         item->data = view->buf;
     }
-    chan_feeder_release_done(m);
     int err = chan_feeder_push(m, item);
     if (err) {
         if (!copy) {
@@ -294,12 +294,76 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
     return 0;
 }
 
+/* Let go of the large objects the feeder thread has finished sending
+ * (it cannot: it never holds the GIL). */
+static inline void
+release_sent(chan_map *m)
+{
+    if (__atomic_load_n(&m->done, __ATOMIC_RELAXED) != NULL) {
+        chan_feeder_release_done(m);
+    }
+}
+
+/* The pending exception, normalized, with its traceback (new reference). */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Raise `exc` again (steals the reference). */
+static void
+raise_again(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* `obj` could not be pickled: hand the error to the queue's
+ * _on_queue_feeder_error(e, obj) hook, which the standard package calls
+ * from its feeder thread.  If the hook returns, put drops the message and
+ * returns None; if it raises (fastmp's default hook re-raises), or there
+ * is no hook (SimpleQueue), put raises. */
+static PyObject *
+unpicklable(ChannelObject *self, PyObject *obj)
+{
+    PyObject *exc = take_exception();
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyObject *hook = PyObject_GetAttrString((PyObject *)self, "_on_queue_feeder_error");
+    if (hook == NULL) {
+        PyErr_Clear();
+        raise_again(exc);
+        return NULL;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(hook, exc, obj, NULL);
+    Py_DECREF(hook);
+    Py_DECREF(exc);
+    return r == NULL ? NULL : (Py_DECREF(r), Py_NewRef(Py_None));
+}
+
 /* put for all three classes; `simple` selects SimpleQueue's blocking
  * write instead of the feeder buffer. */
 static PyObject *
 put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int simple)
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 1);
     fastmp_state *st = chan_state((PyObject *)self);
     if (m == NULL || st == NULL) {
         return NULL;
@@ -308,10 +372,11 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
     if (fastmp_deadline_from_object(block ? timeout : Py_None, &d) < 0) {
         return NULL;
     }
+    release_sent(m);
     Py_buffer view;
     uint32_t flags;
     if (encode(st, obj, &view, &flags) < 0) {
-        return NULL;
+        return unpicklable(self, obj);
     }
     if (count_in(st, m, block, &d) < 0) {
         PyBuffer_Release(&view);
@@ -499,7 +564,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
 static PyObject *
 get_impl(ChannelObject *self, int block, PyObject *timeout)
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 1);
     fastmp_state *st = chan_state((PyObject *)self);
     if (m == NULL || st == NULL) {
         return NULL;
@@ -527,9 +592,11 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
     if (err) {
         return fastmp_oserror(err, "pthread_mutex_lock");
     }
+    release_sent(m);
     uint32_t flags = 0;
     PyObject *msg = read_message(m, block, &d, &flags);
     chan_unlock(&m->sh->rlock);
+    chan_rearm(m);
     if (msg == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetNone(st->chan_Empty);
@@ -561,7 +628,7 @@ Channel_get_nowait(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_qsize(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -571,7 +638,7 @@ Channel_qsize(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -581,7 +648,7 @@ Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_full(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -594,7 +661,7 @@ Channel_full(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_task_done(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -619,7 +686,7 @@ Channel_task_done(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_join(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    chan_map *m = usable_map(self);
+    chan_map *m = usable_map(self, 0);
     if (m == NULL) {
         return NULL;
     }
@@ -630,6 +697,9 @@ Channel_join(ChannelObject *self, PyObject *Py_UNUSED(ignored))
         Py_END_ALLOW_THREADS
         if (err == 0) {
             Py_RETURN_NONE;
+        }
+        if (err != EINTR) {
+            return fastmp_oserror(err, "futex");
         }
         if (PyErr_CheckSignals() < 0) {
             return NULL;
@@ -742,18 +812,27 @@ Channel_create(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-Channel_attach(ChannelObject *self, PyObject *arg)
+Channel_attach(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) {
+    /* _attach(fd, event_fd) */
+    int fds[2];
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_attach(fd, event_fd)");
         return NULL;
     }
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "bad file descriptor");
-        return NULL;
+    for (int i = 0; i < 2; i++) {
+        long fd = PyLong_AsLong(args[i]);
+        if (fd == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (fd < 0 || fd > INT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+            return NULL;
+        }
+        fds[i] = (int)fd;
     }
     chan_map *m = NULL;
-    int err = chan_map_attach((int)fd, &m);
+    int err = chan_map_attach(fds[0], fds[1], &m);
     if (set_map(self, m, err) < 0) {
         return NULL;
     }
@@ -761,13 +840,17 @@ Channel_attach(ChannelObject *self, PyObject *arg)
 }
 
 static PyObject *
-Channel_fd(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+Channel_fds(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->map == NULL) {
-        PyErr_SetString(PyExc_ValueError, "queue is not initialised");
-        return NULL;
-    }
-    return PyLong_FromLong(self->map->fd);
+    chan_map *m = usable_map(self, 0);
+    return m == NULL ? NULL : Py_BuildValue("(ii)", m->fd, m->efd);
+}
+
+static PyObject *
+Channel_watch(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = usable_map(self, 0);
+    return m == NULL ? NULL : PyLong_FromLong(chan_watch(m));
 }
 
 static PyObject *
@@ -782,8 +865,9 @@ Channel_dealloc(ChannelObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     if (self->map != NULL) {
+        chan_feeder_adopt(self->map);
         chan_feeder_release_done(self->map);
-        chan_live_remove_idle(self->map);
+        chan_live_prune();
         chan_map_decref(self->map);
         self->map = NULL;
     }
@@ -803,13 +887,33 @@ Channel_traverse(ChannelObject *self, visitproc visit, void *arg)
 static PyObject *
 channel_flush_all(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    for (chan_map *m = chan_live_first(); m != NULL; ) {
-        chan_map *next = m->next_live;
-        if (flush_map(m) < 0) {
-            return NULL;
-        }
-        m = next;
+    /* flushing releases the GIL, so the list may change meanwhile: work
+     * on a snapshot holding its own references */
+    size_t n = 0;
+    for (chan_map *m = chan_live_first(); m != NULL; m = m->next_live) {
+        n++;
     }
+    chan_map **maps = PyMem_Malloc((n ? n : 1) * sizeof(*maps));
+    if (maps == NULL) {
+        return PyErr_NoMemory();
+    }
+    n = 0;
+    for (chan_map *m = chan_live_first(); m != NULL; m = m->next_live) {
+        chan_map_incref(m);
+        maps[n++] = m;
+    }
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!failed && flush_map(maps[i]) < 0) {
+            failed = 1;
+        }
+        chan_map_decref(maps[i]);
+    }
+    PyMem_Free(maps);
+    if (failed) {
+        return NULL;
+    }
+    chan_live_prune();
     Py_RETURN_NONE;
 }
 
@@ -848,8 +952,12 @@ static PyMethodDef Channel_methods[] = {
      "do not wait for buffered messages at exit"},
     {"_create", (PyCFunction)(void (*)(void))Channel_create, METH_FASTCALL,
      "_create(maxsize, flags, capacity): a new channel"},
-    {"_attach", (PyCFunction)Channel_attach, METH_O, "_attach(fd): map a channel fd (owned)"},
-    {"_fd", (PyCFunction)Channel_fd, METH_NOARGS, "the channel's memfd"},
+    {"_attach", (PyCFunction)(void (*)(void))Channel_attach, METH_FASTCALL,
+     "_attach(fd, event_fd): map a channel (both fds become owned)"},
+    {"_fds", (PyCFunction)Channel_fds, METH_NOARGS,
+     "(memfd, readiness eventfd) of the channel"},
+    {"_watch", (PyCFunction)Channel_watch, METH_NOARGS,
+     "the eventfd that is readable while messages are waiting"},
     {NULL, NULL, 0, NULL},
 };
 

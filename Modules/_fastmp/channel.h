@@ -50,6 +50,7 @@ typedef struct {
     uint32_t flags;
     uint64_t capacity;                  /* ring bytes, a power of two */
     uint32_t maxsize;                   /* message limit (bounded queues) */
+    uint32_t watched;                   /* someone polls the eventfd */
     pthread_mutex_t wlock;              /* held by one writer per message */
     pthread_mutex_t rlock;              /* held by one reader per message */
     /* writer side: changed only by the wlock holder */
@@ -96,6 +97,7 @@ typedef struct chan_map {
     uint64_t mask;
     size_t map_len;
     int fd;
+    int efd;                            /* readiness eventfd (see chan_watch) */
     int refs;                           /* atomic */
     /* last values seen of the other side's counter (they only grow), so
      * that the lock holder rarely touches the other side's cache line */
@@ -128,9 +130,10 @@ typedef struct {
 /* Create a memfd-backed channel with `capacity` ring bytes (power of two).
  * Returns 0 and sets *out, or an errno value. */
 int chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **out);
-/* Map an existing channel fd (taking ownership of fd on success).  Returns
- * 0, EINVAL for a fd that is not a channel, or an errno value. */
-int chan_map_attach(int fd, chan_map **out);
+/* Map an existing channel fd with its readiness eventfd (taking
+ * ownership of both on success).  Returns 0, EINVAL for a fd that is not a
+ * channel, or an errno value. */
+int chan_map_attach(int fd, int efd, chan_map **out);
 void chan_map_incref(chan_map *m);
 /* Drop a reference; the last one unmaps and closes the fd. */
 void chan_map_decref(chan_map *m);
@@ -145,11 +148,13 @@ extern const fastmp_deadline chan_no_wait;
  * an errno value. */
 int chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait);
 void chan_unlock(pthread_mutex_t *mu);
-/* Take wlock for a small message: try, spin a little, then sleep until
- * `d` -- unless its holder is streaming a large message.  Repairs a
- * message left unfinished.  Returns 0, EBUSY, or an errno value. */
-int chan_lock_writer(chan_map *m, const fastmp_deadline *d);
-/* True while some writer is in the middle of a streamed message. */
+/* Take wlock for a small message: try, and if `patient`, spin a little
+ * then sleep until `d` -- unless its holder may keep it long
+ * (chan_streaming).  Repairs a message left unfinished.  Returns 0, EBUSY,
+ * or an errno value. */
+int chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient);
+/* True while the wlock holder may keep it long: it is streaming a large
+ * message or waiting for room in the ring. */
 int chan_streaming(const chan_map *m);
 
 /* Largest payload sent as one WHOLE record. */
@@ -199,7 +204,14 @@ void chan_count_cancel(chan_map *m);
 uint64_t chan_qsize(const chan_map *m);
 /* Wake data waiters after a publish (cheap when nobody waits). */
 void chan_notify_data(chan_map *m);
-/* JoinableQueue: wait until `unfinished` is 0.  0 or EINTR. */
+/* Readiness for poll()/connection.wait(): from the first call on, in any
+ * process, the eventfd returned is readable whenever a message is there
+ * (writers signal it, readers re-arm it with chan_rearm after a get).
+ * Until then nobody pays the system calls. */
+int chan_watch(chan_map *m);
+void chan_rearm(chan_map *m);
+/* JoinableQueue: wait until `unfinished` is 0.  Returns 0, EINTR (a
+ * signal arrived) or an errno value. */
 int chan_wait_joined(chan_map *m);
 
 /* ---- channel_feeder.c: the per-process buffer and feeder thread ------ */
@@ -235,7 +247,8 @@ int chan_feeder_has_pending(chan_map *m);
 /* The process's maps that ever buffered messages (flushed at exit);
  * GIL-protected. */
 void chan_live_add(chan_map *m);
-void chan_live_remove_idle(chan_map *m);
+/* Drop the maps that have nothing buffered any more. */
+void chan_live_prune(void);
 chan_map *chan_live_first(void);
 
 #endif /* FASTMP_CHANNEL_H */

@@ -11,7 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define IDLE_EXIT_NS 200000000L         /* an idle feeder exits after this */
+#define IDLE_EXIT_SECONDS 0.2           /* an idle feeder exits after this */
+#define FLUSH_SLICE_SECONDS 0.05        /* signal checks while flushing */
 
 /* GIL-protected list of this process's channels with feeder state. */
 static chan_map *live_head;
@@ -66,19 +67,19 @@ chan_live_add(chan_map *m)
 }
 
 void
-chan_live_remove_idle(chan_map *m)
+chan_live_prune(void)
 {
     live_adopt();
-    if (!m->listed || chan_feeder_has_pending(m)) {
-        return;
-    }
-    for (chan_map **p = &live_head; *p != NULL; p = &(*p)->next_live) {
-        if (*p == m) {
-            *p = m->next_live;
-            m->listed = 0;
-            chan_map_decref(m);
-            return;
+    chan_map **p = &live_head;
+    while (*p != NULL) {
+        chan_map *m = *p;
+        if (chan_feeder_has_pending(m)) {
+            p = &m->next_live;
+            continue;
         }
+        *p = m->next_live;
+        m->listed = 0;
+        chan_map_decref(m);
     }
 }
 
@@ -98,14 +99,21 @@ chan_feeder_adopt(chan_map *m)
     }
     /* first use in this process: the parent's buffer, thread and lock
      * state (possibly mid-operation at fork) are not ours; abandon them */
-    if (m->pid >= 0 && m->feeder_running) {
-        __atomic_sub_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+    if (m->pid >= 0) {
+        /* the parent's feeder thread and live list held references */
+        __atomic_sub_fetch(&m->refs, m->feeder_running + m->listed, __ATOMIC_RELAXED);
     }
     m->listed = 0;
     m->next_live = NULL;
+    /* with default attributes these cannot fail on Linux; the conditions
+     * time out on CLOCK_MONOTONIC like every other wait here */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_mutex_init(&m->mu, NULL);
-    pthread_cond_init(&m->work, NULL);
-    pthread_cond_init(&m->idle, NULL);
+    pthread_cond_init(&m->work, &attr);
+    pthread_cond_init(&m->idle, &attr);
+    pthread_condattr_destroy(&attr);
     m->first = m->last = m->done = NULL;
     m->feeder_running = 0;
     m->cancelled = 0;
@@ -131,14 +139,9 @@ next_item(chan_map *m)
 {
     pthread_mutex_lock(&m->mu);
     while (m->first == NULL) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += IDLE_EXIT_NS;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
-        if (pthread_cond_timedwait(&m->work, &m->mu, &until) == ETIMEDOUT
+        fastmp_deadline until;
+        fastmp_deadline_from_seconds(IDLE_EXIT_SECONDS, &until);
+        if (pthread_cond_timedwait(&m->work, &m->mu, &until.at) == ETIMEDOUT
             && m->first == NULL) {
             m->feeder_running = 0;
             pthread_mutex_unlock(&m->mu);
@@ -272,6 +275,7 @@ chan_feeder_push(chan_map *m, chan_pending *item)
     }
     pthread_mutex_unlock(&m->mu);
     if (err == 0) {
+        chan_live_prune();
         chan_live_add(m);
     }
     return err;
@@ -304,14 +308,9 @@ chan_feeder_wait_empty(chan_map *m)
     pthread_mutex_lock(&m->mu);
     int err = 0;
     if (m->first != NULL && !m->cancelled) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 50000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&m->idle, &m->mu, &until);
+        fastmp_deadline until;
+        fastmp_deadline_from_seconds(FLUSH_SLICE_SECONDS, &until);
+        pthread_cond_timedwait(&m->idle, &m->mu, &until.at);
         err = (m->first != NULL && !m->cancelled) ? EINTR : 0;
     }
     pthread_mutex_unlock(&m->mu);

@@ -11,6 +11,7 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -77,6 +78,7 @@ map_fd(int fd, size_t len, chan_map **out)
     m->ring = (unsigned char *)base + CHAN_HEADER_SIZE;
     m->map_len = len;
     m->fd = fd;
+    m->efd = -1;
     m->refs = 1;
     m->pid = -1;                        /* feeder state not set up yet */
     *out = m;
@@ -97,6 +99,12 @@ chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **
         close(fd);
         return err;
     }
+    m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->efd < 0) {
+        err = errno;
+        chan_map_decref(m);
+        return err;
+    }
     chan_shared *sh = m->sh;            /* fresh memfd pages are zero */
     sh->capacity = capacity;
     sh->maxsize = maxsize;
@@ -113,7 +121,7 @@ chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **
 }
 
 int
-chan_map_attach(int fd, chan_map **out)
+chan_map_attach(int fd, int efd, chan_map **out)
 {
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -135,6 +143,7 @@ chan_map_attach(int fd, chan_map **out)
         chan_map_decref(m);
         return EINVAL;
     }
+    m->efd = efd;
     m->mask = cap - 1;
     *out = m;
     return 0;
@@ -161,6 +170,9 @@ chan_map_decref(chan_map *m)
     if (m->fd >= 0) {
         close(m->fd);
     }
+    if (m->efd >= 0) {
+        close(m->efd);
+    }
     free(m);
 }
 
@@ -168,24 +180,31 @@ chan_map_decref(chan_map *m)
 
 const fastmp_deadline chan_no_wait = {0, {0, 0}};
 
+/* The earlier of `d` and one signal-check slice from now, in *until.
+ * Returns 1 if that is `d` itself (a timeout there is final), 0 if it is
+ * the slice (a timeout there means "check signals, then go on"). */
+static int
+slice_end(const fastmp_deadline *d, fastmp_deadline *until)
+{
+    fastmp_deadline_from_seconds(SLICE_NS / 1e9, until);
+    if (!d->infinite
+        && (d->at.tv_sec < until->at.tv_sec
+            || (d->at.tv_sec == until->at.tv_sec && d->at.tv_nsec < until->at.tv_nsec))) {
+        *until = *d;
+        return 1;
+    }
+    return 0;
+}
+
 int
 chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 {
     int err = pthread_mutex_trylock(mu);
     if (err == EBUSY && wait) {
-        /* wait in slices so the caller can run signal handlers */
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += SLICE_NS;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
-        int capped = !d->infinite
-            && (d->at.tv_sec < until.tv_sec
-                || (d->at.tv_sec == until.tv_sec && d->at.tv_nsec < until.tv_nsec));
-        err = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, capped ? &d->at : &until);
-        if (err == ETIMEDOUT && !capped) {
+        fastmp_deadline until;
+        int final = slice_end(d, &until);
+        err = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &until.at);
+        if (err == ETIMEDOUT && !final) {
             return EINTR;
         }
     }
@@ -198,19 +217,19 @@ chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 }
 
 int
-chan_lock_writer(chan_map *m, const fastmp_deadline *d)
+chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient)
 {
     int err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
     /* another producer holds the lock for one small message, which takes
      * well under a microsecond: worth a short spin, then a short sleep;
      * not so for a message being streamed, which can take long */
-    for (int i = 0; err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
+    for (int i = 0; patient && err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
         for (int j = 0; j < 8; j++) {
             cpu_relax();
         }
         err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
     }
-    if (err == EBUSY && !chan_streaming(m)) {
+    if (patient && err == EBUSY && !chan_streaming(m)) {
         struct timespec left;
         if (fastmp_deadline_remaining(d, &left)) {
             err = chan_lock(&m->sh->wlock, d, 1);
@@ -228,7 +247,9 @@ chan_lock_writer(chan_map *m, const fastmp_deadline *d)
 int
 chan_streaming(const chan_map *m)
 {
-    return __atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED) != 0;
+    /* streaming a large message, or waiting for room in a full ring */
+    return __atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED) != 0
+           || __atomic_load_n(&m->sh->wr_sleeping, __ATOMIC_RELAXED) != 0;
 }
 
 void
@@ -274,6 +295,42 @@ ring_put(chan_map *m, uint64_t pos, const void *src, uint64_t n)
     }
 }
 
+/* Make the readiness eventfd readable (it counts; a reader drains it). */
+static void
+signal_ready(chan_map *m)
+{
+    uint64_t one = 1;
+    /* EAGAIN would mean the counter is saturated: it is readable anyway */
+    (void)!write(m->efd, &one, sizeof(one));
+}
+
+int
+chan_watch(chan_map *m)
+{
+    /* pairs with the fence in chan_notify_data: a writer that published
+     * before seeing the flag is caught by the check below */
+    __atomic_store_n(&m->sh->watched, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (chan_available(m)) {
+        signal_ready(m);
+    }
+    return m->efd;
+}
+
+void
+chan_rearm(chan_map *m)
+{
+    if (!__atomic_load_n(&m->sh->watched, __ATOMIC_RELAXED)) {
+        return;
+    }
+    uint64_t count;
+    (void)!read(m->efd, &count, sizeof(count));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (chan_available(m)) {
+        signal_ready(m);
+    }
+}
+
 void
 chan_notify_data(chan_map *m)
 {
@@ -281,6 +338,9 @@ chan_notify_data(chan_map *m)
     /* pairs with the fence in chan_wait_data: either the reader sees the
      * new tail or we see its flag; only the first waker pays a syscall */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sh->watched, __ATOMIC_RELAXED)) {
+        signal_ready(m);
+    }
     if (__atomic_load_n(&sh->rd_sleeping, __ATOMIC_RELAXED)
         && __atomic_exchange_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
@@ -340,19 +400,16 @@ wait_space(chan_map *m, uint64_t need, const fastmp_deadline *d)
     if (!fastmp_deadline_remaining(d, &left)) {
         return ETIMEDOUT;
     }
-    fastmp_deadline slice;
-    fastmp_deadline_from_seconds(SLICE_NS / 1e9, &slice);
-    int capped = !d->infinite
-        && (d->at.tv_sec < slice.at.tv_sec
-            || (d->at.tv_sec == slice.at.tv_sec && d->at.tv_nsec < slice.at.tv_nsec));
+    fastmp_deadline until;
+    int final = slice_end(d, &until);
     uint32_t seq = __atomic_load_n(&sh->space_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->wr_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
     if (free_space(m, need) < need) {
-        err = fastmp_futex_wait(&sh->space_seq, seq, capped ? d : &slice);
+        err = fastmp_futex_wait(&sh->space_seq, seq, &until);
     }
     __atomic_store_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST);
-    if (err == ETIMEDOUT && !capped) {
+    if (err == ETIMEDOUT && !final) {
         err = EINTR;
     }
     return err;
@@ -627,19 +684,18 @@ chan_qsize(const chan_map *m)
 int
 chan_wait_joined(chan_map *m)
 {
+    static const fastmp_deadline forever = {1, {0, 0}};
     chan_shared *sh = m->sh;
-    fastmp_deadline slice;
     for (;;) {
         uint32_t u = __atomic_load_n(&sh->unfinished, __ATOMIC_SEQ_CST);
         if (u == 0) {
             return 0;
         }
         __atomic_add_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
-        fastmp_deadline_from_seconds(SLICE_NS / 1e9, &slice);
-        int err = fastmp_futex_wait(&sh->unfinished, u, &slice);
+        int err = fastmp_futex_wait(&sh->unfinished, u, &forever);
         __atomic_sub_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
-        if (err == ETIMEDOUT || err == EINTR) {
-            return EINTR;
+        if (err) {
+            return err;                 /* EINTR: let the caller see signals */
         }
     }
 }
