@@ -602,9 +602,11 @@ class _PoolCore:
         self.workers[:] = []
 
     def kill_workers(self):
+        """Terminate the workers; True when they will exit promptly."""
         for proc in list(self.workers):
             if proc.exitcode is None:
                 proc.terminate()
+        return True
 
     def abandon_results(self):
         """The dispatcher is closed: results finish with what they got."""
@@ -620,10 +622,11 @@ class _PoolCore:
                 return
             self.state = TERMINATE
             self.dispatcher.close(False)
-            self.kill_workers()
+            killed = self.kill_workers()
         self.join_handler()
         self.handler = None
-        self.join_workers()
+        if killed:
+            self.join_workers()
         self.abandon_results()
 
     def finish(self):
@@ -1021,7 +1024,9 @@ class _ThreadPoolCore(_PoolCore):
         self.workers.append(proc)
 
     def kill_workers(self):
-        """Threads cannot be killed: the closed dispatcher stops them."""
+        """Threads cannot be killed: each stops after its current task
+        (the dispatcher is closed), so terminate() does not wait."""
+        return False
 
 
 def _make_thread_worker(core, channel):
