@@ -13,11 +13,13 @@ a ``terminate()`` cut short fails with ``WorkerLostError`` instead of never
 finishing.
 """
 import collections
+import functools
 import itertools
 import os
 import pickle
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -256,14 +258,15 @@ class ApplyResult:
 
     def _finish(self):
         self._pool.forget(self._job)
-        if self._success:
-            if self._callback is not None:
-                self._callback(self._value)
-        elif self._error_callback is not None:
-            self._error_callback(self._value)
-        if self._event is not None:
-            self._event.set()
-        self._pool = self._pool.finished_marker
+        try:
+            if self._success:
+                if self._callback is not None:
+                    self._callback(self._value)
+            elif self._error_callback is not None:
+                self._error_callback(self._value)
+        finally:
+            if self._event is not None:
+                self._event.set()
 
     def _abandon(self):
         """The pool is gone: finish with the outcomes that came, failing
@@ -271,10 +274,6 @@ class ApplyResult:
         state, outcomes = self._pool.dispatcher.collect(self._job, 0, _NO_WAIT)
         self._absorb(_CLOSED if state == _PENDING else state, outcomes)
 
-    def __del__(self):
-        core = getattr(self, '_pool', None)
-        if core is not None and not self._done:
-            core.forget(self._job)
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
@@ -381,11 +380,6 @@ class IMapIterator:
         self._length = nchunks
         self._pool.dispatcher.expect(self._job, nchunks)
 
-    def __del__(self):
-        core = getattr(self, '_pool', None)
-        if core is not None:
-            core.forget(self._job)
-
 
 class IMapUnorderedIterator(IMapIterator):
     """The iterator imap_unordered() returns: results as they come."""
@@ -449,8 +443,6 @@ class _Feeder:
 class _PoolCore:
     """What the handler thread, the results and the finalizer share.  It
     never refers to the Pool object, so a dropped pool can be collected."""
-
-    finished_marker = None
 
     def __init__(self, ctx, processes, initializer, initargs, maxtasks, make_worker):
         self.ctx = ctx
@@ -584,7 +576,16 @@ class _PoolCore:
                 else:
                     result = self.cache.get(value)
                     if result is not None:
-                        result._absorb(*self.dispatcher.collect(value, 0, _NO_WAIT))
+                        self.run_callbacks(result)
+
+    def run_callbacks(self, result):
+        """Finish `result` in the handler thread, where its callbacks run;
+        a callback that raises is reported and the handler goes on."""
+        try:
+            result._absorb(*self.dispatcher.collect(result._job, 0, _NO_WAIT))
+        except Exception:
+            sys.stderr.write("Exception in a pool callback:\n")
+            traceback.print_exc()
 
     def start_handler(self):
         self.handler = threading.Thread(target=self.serve_events, daemon=True,
@@ -639,8 +640,8 @@ class _PoolCore:
         self.abandon_results()
 
 
-def _make_process_worker(core, channel):
-    proc = core.pool_process(core.ctx, target=worker, args=(
+def _make_process_worker(process_factory, core, channel):
+    proc = process_factory(core.ctx, target=worker, args=(
         channel, core.initializer, core.initargs, core.maxtasks))
     proc.name = proc.name.replace('Process', 'PoolWorker')
     proc.daemon = True
@@ -678,7 +679,6 @@ class Pool(object):
         self._initargs = initargs
         self._maxtasksperchild = maxtasksperchild
         core = self._make_core()
-        core.pool_process = self.Process
         self._core = core
         self._pool = core.workers
         self._cache = core.cache
@@ -690,7 +690,8 @@ class Pool(object):
 
     def _make_core(self):
         return _PoolCore(self._ctx, self._processes, self._initializer,
-                         self._initargs, self._maxtasksperchild, _make_process_worker)
+                         self._initargs, self._maxtasksperchild,
+                         functools.partial(_make_process_worker, self.Process))
 
     def _start_workers(self, core):
         """Start every worker before serving any, so that a failure to
