@@ -410,3 +410,32 @@ def test_threadpool_api():
             pool.apply_async(time.sleep, (0.5,)).get(timeout=0.05)
         assert len(pool._pool) == 3
     pool.join()
+
+
+_ORPHAN_PROGRAM = textwrap.dedent("""
+    import os, sys
+    import fastmp
+    if __name__ == "__main__":
+        pool = fastmp.get_context(%(method)r).Pool(2, maxtasksperchild=2)
+        for i in range(6):                      # some workers replaced
+            pool.apply(abs, (i,))
+        print(" ".join(str(w.pid) for w in pool._pool), flush=True)
+        os._exit(0)                             # no clean-up at all
+""")
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_workers_exit_when_parent_dies(start_method):
+    out = run_python("-c", _ORPHAN_PROGRAM % {"method": start_method}, timeout=60,
+                     env={"PYTHONPATH": os.path.join(ROOT, "Lib")})
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=10), pids

@@ -158,10 +158,13 @@ def _encode_failure(exc, value):
 
 class _ChildEnd:
     """The worker's end of its channel; pickles (spawn, forkserver) as a
-    duplicate of the descriptor for the child."""
+    duplicate of the descriptor for the child.  A forked child inherits
+    the parent's end too (`parent_fd`) and must close it, or it would not
+    see end of file when the parent dies."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, parent_fd=None):
         self.fd = fd
+        self.parent_fd = parent_fd
 
     def __reduce__(self):
         from .reduction import DupFd
@@ -174,6 +177,8 @@ def _rebuild_child_end(dup):
 
 def worker(channel, initializer=None, initargs=(), maxtasks=None):
     """A process worker's body: run the initializer, then serve tasks."""
+    if channel.parent_fd is not None:
+        os.close(channel.parent_fd)
     if initializer is not None:
         initializer(*initargs)
     worker_loop(channel.fd, pickle.loads, _dumps, _encode_failure, maxtasks or 0)
@@ -250,14 +255,16 @@ class ApplyResult:
             if state == _CLOSED:
                 self._record(None, False, _terminated())
             self._done = True
-        self._finish()
+        self._finish(state)
 
     def _record(self, index, ok, value):
         if self._success is None or (self._success and not ok):
             self._success, self._value = ok, value
 
-    def _finish(self):
-        self._pool.forget(self._job)
+    def _finish(self, state):
+        self._pool.cache.pop(self._job, None)
+        if state != _READY:             # else collect() forgot the job
+            self._pool.dispatcher.forget(self._job)
         try:
             if self._success:
                 if self._callback is not None:
@@ -512,7 +519,7 @@ class _PoolCore:
         """Start one worker; return (process, parent_fd)."""
         parent, child = socket.socketpair()
         try:
-            proc = self.make_worker(self, _ChildEnd(child.fileno()))
+            proc = self.make_worker(self, _ChildEnd(child.fileno(), parent.fileno()))
             proc.start()
         except BaseException:
             parent.close()
@@ -742,7 +749,7 @@ class Pool(object):
         self._check_running()
         result = ApplyResult(self._core, callback, error_callback)
         try:
-            self._core.submit(result._job, 0, TASK_APPLY, (func, tuple(args), dict(kwds)))
+            self._core.submit(result._job, 0, TASK_APPLY, (func, tuple(args), kwds if type(kwds) is dict else dict(kwds)))
         except BaseException:
             self._core.forget(result._job)
             result._done = True
@@ -942,6 +949,8 @@ class _ThreadDispatcher:
                 return _CLOSED, []
             outcomes, slot[6] = slot[6], []
             if self._ready(slot):
+                if want != _WAIT_ANY:
+                    del self.jobs[job]
                 return _READY, outcomes
             return (_CLOSED if self.closed else _PENDING), outcomes
 
