@@ -26,8 +26,8 @@ import traceback
 import types
 import warnings
 
-from . import util
 from .reduction import ForkingPickler
+from . import util
 from ._fastmp import ProcessError, TimeoutError
 from ._fastmp import (Dispatcher, worker_loop, TASK_APPLY, TASK_MAP,
                       TASK_STARMAP, RESULT_OK, RESULT_ERROR, RESULT_LOST,
@@ -660,27 +660,16 @@ def _make_process_worker(process_factory, core, channel):
 class Pool(object):
     """A pool of worker processes that run tasks submitted to it."""
 
-    @staticmethod
-    def Process(ctx, *args, **kwds):
-        return ctx.Process(*args, **kwds)
-
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, context=None):
-        self._pool = []
         self._state = INIT
+        self._pool = []
         if context is None:
             from . import context as _context
             context = _context._default_context
         self._ctx = context
-        if processes is None:
-            processes = _default_processes()
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None:
-            if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
-                raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError('initializer must be a callable')
+        processes = _default_processes() if processes is None else processes
+        _check_pool_arguments(processes, initializer, maxtasksperchild)
         self._processes = processes
         self._initializer = initializer
         self._initargs = initargs
@@ -694,6 +683,10 @@ class Pool(object):
         core.state = RUN
         self._state = RUN
         self._terminate = util.Finalize(self, core.terminate, exitpriority=15)
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        return ctx.Process(*args, **kwds)
 
     def _make_core(self):
         return _PoolCore(self._ctx, self._processes, self._initializer,
@@ -862,6 +855,18 @@ def _default_chunksize(length, nworkers):
         return 1
     chunksize, extra = divmod(length, max(1, nworkers) * 4)
     return chunksize + 1 if extra else chunksize
+
+
+def _check_pool_arguments(processes, initializer, maxtasksperchild):
+    """The standard package's checks, with its exception types."""
+    if processes < 1:
+        raise ValueError("Number of processes must be at least 1")
+    if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
+        raise ValueError("maxtasksperchild must be a positive int or None, not %r"
+                         % (maxtasksperchild,))
+    if initializer is not None and not callable(initializer):
+        raise TypeError('initializer must be a callable')
 
 
 def _default_processes():
@@ -1051,13 +1056,13 @@ def _make_thread_worker(core, channel):
 class ThreadPool(Pool):
     """A pool of worker threads with the Pool API."""
 
+    def __init__(self, processes=None, initializer=None, initargs=()):
+        super().__init__(processes, initializer, initargs)
+
     @staticmethod
     def Process(ctx, *args, **kwds):
-        from .dummy import Process
-        return Process(*args, **kwds)
-
-    def __init__(self, processes=None, initializer=None, initargs=()):
-        Pool.__init__(self, processes, initializer, initargs)
+        from .dummy import DummyProcess
+        return DummyProcess(*args, **kwds)
 
     def _make_core(self):
         return _ThreadPoolCore(self._ctx, self._processes, self._initializer,
