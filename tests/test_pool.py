@@ -14,7 +14,7 @@ import pytest
 
 import fastmp
 import fastmp.pool
-from support import ROOT, run_python, wait_for
+from support import run_python, wait_for
 
 
 # ---- worker functions (module level: spawn and forkserver import them) -----
@@ -293,8 +293,7 @@ _CTRL_C_PROGRAM = textwrap.dedent("""
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_ctrl_c_while_waiting(start_method):
     program = _CTRL_C_PROGRAM % {"tests": os.path.dirname(__file__), "method": start_method}
-    out = run_python("-c", program, timeout=50,
-                     env={"PYTHONPATH": os.path.join(ROOT, "Lib")})
+    out = run_python("-c", program, timeout=50)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split("\n")
     assert lines[0].startswith("interrupted after ") and float(lines[0].split()[2]) < 3

@@ -35,9 +35,23 @@ typedef struct {
 
     /* channel.c */
     PyTypeObject *Channel_type;
+    PyObject *chan_Empty;           /* queue.Empty */
+    PyObject *chan_Full;            /* queue.Full */
+    PyObject *chan_fast_dumps;      /* pickle.dumps, for plain atoms */
+    PyObject *chan_dumps;           /* ForkingPickler-aware dumps */
+    PyObject *chan_loads;           /* pickle.loads */
 
-    /* shm.c */
+    /* shm.c, shm_sync.c, shm_segment.c */
     PyTypeObject *Arena_type;
+    PyTypeObject *Heap_type;
+    PyTypeObject *BufferWrapper_type;
+    PyObject *str_heap;             /* interned "_heap" */
+    PyTypeObject *SyncCore_type;    /* lock + ctypes object, generic access */
+    PyTypeObject *SyncValue_type;   /* + fast .value */
+    PyTypeObject *SyncArray_type;   /* + fast [i] */
+    PyObject *str_value;            /* interned "value" */
+    PyObject *plain_lock_types;     /* {lock type: keeps SemLock's methods?} */
+    PyTypeObject *SegmentMapping_type;  /* shm_segment.c */
 
     /* dispatch.c */
     PyTypeObject *Dispatcher_type;

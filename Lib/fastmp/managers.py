@@ -1,0 +1,743 @@
+"""Managers: a server process that holds Python objects, and the manager
+objects that start it (or connect to it) and hand out proxies for what it
+holds.  The proxies and the client half of the protocol are in _proxies.
+
+The protocol is the standard package's, so fastmp clients and servers mix
+with standard ones.  A new connection is authenticated both ways, then
+carries either one control request (create, incref, decref, shutdown...)
+or, after ``accept_connection``, the method calls of one client thread for
+as long as it lives.
+"""
+import array
+import os
+import signal
+import sys
+import threading
+from traceback import format_exc
+
+from . import connection
+from . import process
+from . import reduction
+from . import util
+from .context import ProcessError
+from ._proxies import (  # noqa: F401 (the standard module's names)
+    Token, RemoteError, State, BaseProxy, RebuildProxy, AutoProxy,
+    MakeProxyType, Namespace, Value, Array, IteratorProxy, AcquirerProxy,
+    ConditionProxy, EventProxy, BarrierProxy, NamespaceProxy, ValueProxy,
+    BaseListProxy, ListProxy, DictProxy, SetProxy, ArrayProxy, BasePoolProxy,
+    PoolProxy, ProcessLocalSet, dispatch, convert_to_error, listener_client,
+    call_server, connect_client, control, adopt_reference,
+    proxytype_for_typeid, INBAND_CONTROL)
+
+__all__ = ['BaseManager', 'SyncManager', 'BaseProxy', 'Token',
+           'SharedMemoryManager']
+
+# Results the server sends back must pickle: arrays by value, dict views
+# as lists.
+def _reduce_array(a):
+    return array.array, (a.typecode, a.tobytes())
+
+
+def _reduce_view(view):
+    return list, (list(view),)
+
+
+reduction.register(array.array, _reduce_array)
+for _view in ({}.keys(), {}.values(), {}.items()):
+    reduction.register(type(_view), _reduce_view)
+del _view
+
+
+def all_methods(obj):
+    """Names of the callable attributes of `obj`."""
+    return [name for name in dir(obj) if callable(getattr(obj, name))]
+
+
+def public_methods(obj):
+    """Names of the callable attributes of `obj` not starting with '_'."""
+    return [name for name in all_methods(obj) if name[0] != '_']
+
+
+# Returned by a control request that has sent its reply itself (shutdown):
+# a second one would only meet a closed connection, and formatting that
+# failure would hold up the server's exit.
+_ANSWERED = object()
+
+
+class _StartFailure:
+    """Sent by a server process that could not start, instead of its
+    address: the error start() raises."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def report(self, writer):
+        with writer:
+            try:
+                writer.send(self)
+            except Exception:   # the error itself does not pickle
+                writer.send(_StartFailure(ProcessError(
+                    'the manager process failed to start: %r' % (self.error,))))
+
+
+def _check_initial(state, what='server'):
+    """Raise ProcessError unless a manager in `state` can still start."""
+    if state.value == State.STARTED:
+        raise ProcessError("Already started %s" % what)
+    if state.value == State.SHUTDOWN:
+        raise ProcessError("Manager has shut down")
+    if state.value != State.INITIAL:
+        raise ProcessError("Unknown state %r" % (state.value,))
+
+
+# -- the server -----------------------------------------------------------
+
+class Server:
+    """Holds the shared objects and serves requests for them, one thread
+    per connection."""
+
+    # Control requests a fresh connection may make.
+    public = ['shutdown', 'create', 'accept_connection', 'get_methods',
+              'debug_info', 'number_of_objects', 'dummy', 'incref', 'decref']
+
+    def __init__(self, registry, address, authkey, serializer):
+        if not isinstance(authkey, bytes):
+            raise TypeError("Authkey %r is type %s, not bytes"
+                            % (authkey, type(authkey)))
+        self.registry = registry
+        self.authkey = process.AuthenticationString(authkey)
+        self.mutex = threading.Lock()
+        # id -> (object, exposed method names, method -> result typeid)
+        self.id_to_obj = {'0': (None, ())}
+        self.id_to_refcount = {}
+        # Objects referenced by proxies stored inside other shared objects.
+        self.id_to_local_proxy_obj = {}
+        # Clients authenticate per connection, after accept.
+        self.listener = listener_client[serializer][0](address=address,
+                                                       backlog=128)
+        self.address = self.listener.address
+
+    def serve_forever(self):
+        """Serve until a client asks for shutdown (or SIGINT/SystemExit),
+        then exit the process."""
+        self.stop_event = threading.Event()
+        process.current_process()._manager_server = self
+        try:
+            threading.Thread(target=self.accepter, daemon=True).start()
+            try:
+                while not self.stop_event.is_set():
+                    self.stop_event.wait(1)
+            except (KeyboardInterrupt, SystemExit):
+                pass
+        finally:
+            if sys.stdout != sys.__stdout__:
+                sys.stdout = sys.__stdout__
+                sys.stderr = sys.__stderr__
+            sys.exit(0)
+
+    def accepter(self):
+        while True:
+            try:
+                conn = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self.handle_request, args=(conn,),
+                             daemon=True).start()
+
+    def handle_request(self, conn):
+        """Authenticate a new connection and serve its first request."""
+        try:
+            self._handle_request(conn)
+        except SystemExit:
+            pass   # a served client went away
+        finally:
+            conn.close()
+
+    def _handle_request(self, c):
+        request = None
+        try:
+            connection.deliver_challenge(c, self.authkey)
+            connection.answer_challenge(c, self.authkey)
+            request = c.recv()
+            _, funcname, args, kwds = request
+            if funcname not in self.public:
+                raise AssertionError('%r unrecognized' % (funcname,))
+            func = getattr(self, funcname)
+        except Exception:
+            reply = ('#TRACEBACK', format_exc())
+        else:
+            try:
+                result = func(c, *args, **kwds)
+            except Exception:
+                reply = ('#TRACEBACK', format_exc())
+            else:
+                if result is _ANSWERED:
+                    return
+                reply = ('#RETURN', result)
+        try:
+            c.send(reply)
+        except Exception as e:
+            try:
+                c.send(('#TRACEBACK', format_exc()))
+            except Exception:
+                pass
+            util.info('Failure to send message: %r', reply)
+            util.info(' ... request was %r', request)
+            util.info(' ... exception was %r', e)
+
+    def _lookup(self, ident):
+        try:
+            return self.id_to_obj[ident]
+        except KeyError:
+            entry = self.id_to_local_proxy_obj.get(ident)
+            if entry is None:
+                raise
+            return entry
+
+    def _call(self, conn, ident, methodname, args, kwds):
+        """Run one method call; return the reply to send."""
+        if ident is None:
+            return self._inband_control(conn, methodname, args, kwds)
+        try:
+            obj, exposed, gettypeid = self._lookup(ident)
+            if methodname not in exposed:
+                raise AttributeError('method %r of %r object is not in exposed=%r'
+                                     % (methodname, type(obj), exposed))
+            method = getattr(obj, methodname)
+        except AttributeError:
+            fallback = self.fallback_mapping.get(methodname)
+            if fallback is None:
+                return ('#TRACEBACK', format_exc())
+            try:
+                return ('#RETURN', fallback(self, conn, ident, obj, *args, **kwds))
+            except Exception:
+                return ('#TRACEBACK', format_exc())
+        except Exception:
+            return ('#TRACEBACK', format_exc())
+        try:
+            result = method(*args, **kwds)
+        except Exception as e:
+            return ('#ERROR', e)
+        typeid = gettypeid.get(methodname) if gettypeid else None
+        if typeid is None:
+            return ('#RETURN', result)
+        try:
+            rident, rexposed = self.create(conn, typeid, result)
+        except Exception:
+            return ('#TRACEBACK', format_exc())
+        return ('#PROXY', (rexposed, Token(typeid, self.address, rident)))
+
+    # Control requests that need a connection of their own.
+    _CONNECTION_CONTROL = frozenset(['accept_connection', 'shutdown'])
+
+    def _inband_control(self, conn, methodname, args, kwds):
+        """A control request made on a serving connection (by a fastmp
+        client); return the reply to send."""
+        try:
+            if (methodname not in self.public
+                    or methodname in self._CONNECTION_CONTROL):
+                raise ValueError('%r cannot be requested on a connection '
+                                 'serving method calls' % (methodname,))
+            return ('#RETURN', getattr(self, methodname)(conn, *args, **kwds))
+        except Exception:
+            return ('#TRACEBACK', format_exc())
+
+    def serve_client(self, conn):
+        """Serve the method calls of one client thread until it hangs up."""
+        recv = conn.recv
+        send = conn.send
+        call = self._call
+        while not self.stop_event.is_set():
+            try:
+                request = recv()
+            except EOFError:
+                sys.exit(0)
+            except Exception:
+                reply = ('#TRACEBACK', format_exc())
+            else:
+                try:
+                    ident, methodname, args, kwds = request
+                except Exception:
+                    reply = ('#TRACEBACK', format_exc())
+                else:
+                    reply = call(conn, ident, methodname, args, kwds)
+                request = None
+            try:
+                try:
+                    send(reply)
+                except Exception:
+                    send(('#UNSERIALIZABLE', format_exc()))
+            except Exception as e:
+                util.info('exception in thread serving %r',
+                          threading.current_thread().name)
+                util.info(' ... message was %r', reply)
+                util.info(' ... exception was %r', e)
+                conn.close()
+                sys.exit(1)
+            reply = None
+
+    # Methods every shared object answers, exposed or not:
+    # name -> fn(server, conn, ident, obj).
+    fallback_mapping = {
+        '__str__': lambda server, conn, ident, obj: str(obj),
+        '__repr__': lambda server, conn, ident, obj: repr(obj),
+        '#GETVALUE': lambda server, conn, ident, obj: obj,
+    }
+
+    def dummy(self, c):
+        pass
+
+    def debug_info(self, c):
+        """One line per live object with its reference count."""
+        with self.mutex:
+            return '\n'.join(
+                '  %s:       refcount=%s\n    %s'
+                % (ident, count, str(self.id_to_obj[ident][0])[:75])
+                for ident, count in sorted(self.id_to_refcount.items())
+                if ident != '0')
+
+    def number_of_objects(self, c):
+        """How many shared objects are alive."""
+        return len(self.id_to_refcount)
+
+    def shutdown(self, c):
+        """Acknowledge, then stop serve_forever()."""
+        try:
+            c.send(('#RETURN', None))
+        except Exception as e:
+            util.info('could not acknowledge shutdown: %r', e)
+        finally:
+            self.stop_event.set()
+        return _ANSWERED
+
+    def create(self, c, typeid, /, *args, **kwds):
+        """Make a new shared object of `typeid` with one reference; return
+        (id, exposed method names)."""
+        with self.mutex:
+            factory, exposed, method_to_typeid, _ = self.registry[typeid]
+            if factory is None:
+                if kwds or len(args) != 1:
+                    raise ValueError(
+                        "Without callable, must have one non-keyword argument")
+                obj = args[0]
+            else:
+                obj = factory(*args, **kwds)
+            if exposed is None:
+                exposed = public_methods(obj)
+            if method_to_typeid is not None:
+                if not isinstance(method_to_typeid, dict):
+                    raise TypeError("Method_to_typeid %r: type %s, not dict"
+                                    % (method_to_typeid, type(method_to_typeid)))
+                exposed = list(exposed) + list(method_to_typeid)
+            # A string id: xmlrpclib has only 32-bit integers.
+            ident = '%x' % id(obj)
+            self.id_to_obj[ident] = (obj, set(exposed), method_to_typeid)
+            self.id_to_refcount.setdefault(ident, 0)
+        self.incref(c, ident)
+        return ident, tuple(exposed)
+
+    def get_methods(self, c, token):
+        """The exposed method names of the object `token` names."""
+        return tuple(self.id_to_obj[token.id][1])
+
+    def accept_connection(self, c, name):
+        """Turn this connection into one serving method calls."""
+        threading.current_thread().name = name
+        # Tells a fastmp client it may send control requests here too.
+        c.send(('#RETURN', INBAND_CONTROL))
+        self.serve_client(c)
+
+    def incref(self, c, ident):
+        with self.mutex:
+            if ident in self.id_to_refcount:
+                self.id_to_refcount[ident] += 1
+            elif ident in self.id_to_local_proxy_obj:
+                # Only a proxy stored inside the server still held it; a new
+                # outside reference brings it back under counting.
+                self.id_to_refcount[ident] = 1
+                self.id_to_obj[ident] = self.id_to_local_proxy_obj[ident]
+            else:
+                raise KeyError(ident)
+
+    def decref(self, c, ident):
+        if (ident not in self.id_to_refcount
+                and ident in self.id_to_local_proxy_obj):
+            return
+        with self.mutex:
+            count = self.id_to_refcount[ident]
+            if count <= 0:
+                raise AssertionError("Id %s (%r) has refcount %d, not 1+"
+                                     % (ident, self.id_to_obj[ident], count))
+            if count > 1:
+                self.id_to_refcount[ident] = count - 1
+                return
+            del self.id_to_refcount[ident]
+            # Drop the object outside the mutex: if it holds proxies of
+            # other objects here, their decref needs the mutex.
+            entry = self.id_to_obj[ident]
+            self.id_to_obj[ident] = (None, (), None)
+        del entry
+        with self.mutex:
+            if ident not in self.id_to_refcount:
+                self.id_to_obj.pop(ident, None)
+
+
+# -- managers -------------------------------------------------------------
+
+class BaseManager:
+    """Starts (or connects to) a server and creates shared objects in it
+    through the typeids registered on the class."""
+
+    _registry = {}
+    _Server = Server
+
+    def __init__(self, address=None, authkey=None, serializer='pickle',
+                 ctx=None, *, shutdown_timeout=1.0):
+        self._address = address     # the real one is known once started
+        self._authkey = process.AuthenticationString(
+            process.current_process().authkey if authkey is None else authkey)
+        self._state = State()
+        self._state.value = State.INITIAL
+        self._serializer = serializer
+        self._Listener, self._Client = listener_client[serializer]
+        if ctx is None:
+            from . import get_context
+            ctx = get_context()
+        self._ctx = ctx
+        self._shutdown_timeout = shutdown_timeout
+        self._process = None
+
+    @property
+    def address(self):
+        return self._address
+
+    def get_server(self):
+        """A server for this manager's registry, to run in this process
+        with serve_forever()."""
+        _check_initial(self._state)
+        return self._Server(self._registry, self._address, self._authkey,
+                            self._serializer)
+
+    def connect(self):
+        """Use the server already running at self.address."""
+        call_server(self._Client, self._address, self._authkey, 'dummy')
+        self._state.value = State.STARTED
+
+    def start(self, initializer=None, initargs=()):
+        """Start the server in a new process."""
+        _check_initial(self._state)
+        if initializer is not None and not callable(initializer):
+            raise TypeError('initializer must be a callable')
+        # The server reports its address (known once it listens) here.
+        reader, writer = connection.Pipe(duplex=False)
+        server_args = (self._registry, self._address, self._authkey,
+                       self._serializer, writer, initializer, initargs)
+        self._process = self._ctx.Process(target=type(self)._run_server,
+                                          args=server_args)
+        self._process.name = '%s-%s' % (
+            type(self).__name__, ':'.join(map(str, self._process._identity)))
+        self._process.start()
+        writer.close()
+        try:
+            reply = reader.recv()
+        except EOFError:
+            reply = _StartFailure(ProcessError(
+                'the manager process died before serving'))
+        finally:
+            reader.close()
+        if isinstance(reply, _StartFailure):
+            self._process.join()
+            raise reply.error
+        self._address = reply
+        self._state.value = State.STARTED
+        stop_args = (self._process, self._address, self._authkey, self._state,
+                     self._Client, self._shutdown_timeout)
+        self.shutdown = util.Finalize(self, type(self)._finalize_manager,
+                                      args=stop_args, exitpriority=0)
+
+    @classmethod
+    def _run_server(cls, registry, address, authkey, serializer, writer,
+                    initializer=None, initargs=()):
+        """Body of the server process: report the address, then serve."""
+        # Ctrl-C in a terminal reaches the whole process group; the owner
+        # decides when its manager stops.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if initializer is not None:
+                initializer(*initargs)
+            server = cls._Server(registry, address, authkey, serializer)
+        except BaseException as e:
+            # The owner raises it from start(), rather than a bare EOF.
+            _StartFailure(e).report(writer)
+            raise
+        with writer:
+            writer.send(server.address)
+        util.info('manager serving at %r', server.address)
+        server.serve_forever()
+
+    def _create(self, typeid, /, *args, **kwds):
+        """Create a shared object; return (token, exposed).  The server has
+        counted one reference for the caller."""
+        if self._state.value != State.STARTED:
+            raise ProcessError('server not yet started')
+        ident, exposed = control(self._serializer, self._address,
+                                 self._authkey, 'create', (typeid,) + args,
+                                 kwds, open_connection=True)
+        return Token(typeid, self._address, ident), exposed
+
+    def join(self, timeout=None):
+        """Wait for the server process (if this manager started one)."""
+        if self._process is not None:
+            self._process.join(timeout)
+            if not self._process.is_alive():
+                self._process = None
+
+    def _debug_info(self):
+        """Text listing the server's objects and reference counts."""
+        return control(self._serializer, self._address, self._authkey,
+                       'debug_info')
+
+    def _number_of_objects(self):
+        """How many objects the server holds."""
+        return control(self._serializer, self._address, self._authkey,
+                       'number_of_objects')
+
+    @staticmethod
+    def _finalize_manager(process, address, authkey, state, _Client,
+                          shutdown_timeout):
+        """Ask the server to stop; escalate to SIGTERM, then SIGKILL, if it
+        does not exit within `shutdown_timeout` each time."""
+        if process.is_alive():
+            # Asked from a helper thread: a server too stuck to answer
+            # must not hang its owner.
+            asker = threading.Thread(target=_request_shutdown,
+                                     args=(_Client, address, authkey),
+                                     daemon=True)
+            asker.start()
+            asker.join(shutdown_timeout)
+            process.join(timeout=shutdown_timeout)
+            if process.is_alive() and hasattr(process, 'terminate'):
+                util.info('manager still alive: terminating it')
+                process.terminate()
+                process.join(timeout=shutdown_timeout)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+        state.value = State.SHUTDOWN
+        BaseProxy._address_to_local.pop(address, None)
+
+    def __enter__(self):
+        if self._state.value == State.INITIAL:
+            self.start()
+        if self._state.value == State.INITIAL:
+            raise ProcessError("Unable to start server")
+        if self._state.value != State.STARTED:
+            _check_initial(self._state)
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.shutdown()
+
+    @classmethod
+    def register(cls, typeid, callable=None, proxytype=None, exposed=None,
+                 method_to_typeid=None, create_method=True):
+        """Register `typeid` on this manager class: `callable` makes the
+        object in the server, `proxytype` wraps it here."""
+        if '_registry' not in cls.__dict__:
+            cls._registry = cls._registry.copy()
+        if proxytype is None:
+            proxytype = AutoProxy
+        exposed = exposed or getattr(proxytype, '_exposed_', None)
+        method_to_typeid = (method_to_typeid
+                            or getattr(proxytype, '_method_to_typeid_', None))
+        for key, value in (method_to_typeid or {}).items():
+            if type(key) is not str or type(value) is not str:
+                raise TypeError('method_to_typeid must map str to str, not '
+                                '%r: %r' % (key, value))
+        cls._registry[typeid] = (callable, exposed, method_to_typeid, proxytype)
+        proxytype_for_typeid[typeid] = proxytype
+        if create_method:
+            setattr(cls, typeid, _creator(typeid, proxytype))
+
+
+def _request_shutdown(Client, address, authkey):
+    try:
+        call_server(Client, address, authkey, 'shutdown')
+    except Exception as e:
+        util.debug('shutdown request failed: %s', e)
+
+
+def _creator(typeid, proxytype):
+    """The manager method that creates a `typeid` object and returns its
+    proxy."""
+    def create(self, /, *args, **kwds):
+        token, exposed = self._create(typeid, *args, **kwds)
+        return adopt_reference(proxytype, token, self._serializer, self,
+                               self._authkey, exposed)
+    create.__name__ = create.__qualname__ = typeid
+    return create
+
+
+# -- SyncManager ----------------------------------------------------------
+
+class SyncManager(BaseManager):
+    """A manager serving the threading synchronization types, queues,
+    list, dict, set, Namespace, Value, Array and Pool.  fastmp.Manager()
+    returns a started one."""
+
+
+def _make_pool(*args, **kwds):
+    # Imported on first use: most managers never start a pool.
+    from .pool import Pool
+    return Pool(*args, **kwds)
+
+
+def _register_sync_types():
+    import queue
+    register = SyncManager.register
+    register('Queue', queue.Queue)
+    register('JoinableQueue', queue.Queue)
+    register('Event', threading.Event, EventProxy)
+    register('Lock', threading.Lock, AcquirerProxy)
+    register('RLock', threading.RLock, AcquirerProxy)
+    register('Semaphore', threading.Semaphore, AcquirerProxy)
+    register('BoundedSemaphore', threading.BoundedSemaphore, AcquirerProxy)
+    register('Condition', threading.Condition, ConditionProxy)
+    register('Barrier', threading.Barrier, BarrierProxy)
+    register('Pool', _make_pool, PoolProxy)
+    register('list', list, ListProxy)
+    register('dict', dict, DictProxy)
+    register('set', set, SetProxy)
+    register('Value', Value, ValueProxy)
+    register('Array', Array, ArrayProxy)
+    register('Namespace', Namespace, NamespaceProxy)
+    # Types of results that stay in the server (pool and dict methods).
+    register('Iterator', proxytype=IteratorProxy, create_method=False)
+    register('AsyncResult', create_method=False)
+
+
+_register_sync_types()
+
+
+# -- SharedMemoryManager --------------------------------------------------
+
+class _SegmentTracker:
+    """The shared-memory segments a SharedMemoryServer unlinks when it
+    stops."""
+
+    def __init__(self, name, segment_names=None):
+        self.shared_memory_context_name = name
+        self.segment_names = [] if segment_names is None else segment_names
+
+    def register_segment(self, segment_name):
+        self.segment_names.append(segment_name)
+
+    def destroy_segment(self, segment_name):
+        """Forget `segment_name` and unlink its segment."""
+        from .shared_memory import SharedMemory
+        self.segment_names.remove(segment_name)
+        segment = SharedMemory(segment_name)
+        segment.close()
+        segment.unlink()
+
+    def unlink(self):
+        for segment_name in list(self.segment_names):
+            self.destroy_segment(segment_name)
+
+    def __del__(self):
+        self.unlink()
+
+    def __getstate__(self):
+        return (self.shared_memory_context_name, self.segment_names)
+
+    def __setstate__(self, state):
+        self.__init__(*state)
+
+
+_SharedMemoryTracker = _SegmentTracker
+
+
+class SharedMemoryServer(Server):
+    """A Server that also tracks shared-memory segments made through its
+    manager, and unlinks them at shutdown."""
+
+    public = Server.public + ['track_segment', 'release_segment',
+                              'list_segments']
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        address = self.address
+        if isinstance(address, bytes):   # Linux abstract socket names
+            address = os.fsdecode(address)
+        self.shared_memory_context = _SegmentTracker(
+            'shm_%s_%d' % (address, os.getpid()))
+
+    def create(self, c, typeid, /, *args, **kwargs):
+        """As Server.create; proxy types marked _shared_memory_proxy get
+        the segment tracker as `shared_memory_context`."""
+        if hasattr(self.registry[typeid][-1], '_shared_memory_proxy'):
+            kwargs['shared_memory_context'] = self.shared_memory_context
+        return super().create(c, typeid, *args, **kwargs)
+
+    def shutdown(self, c):
+        """Unlink every tracked segment, then stop."""
+        self.shared_memory_context.unlink()
+        return super().shutdown(c)
+
+    def track_segment(self, c, segment_name):
+        self.shared_memory_context.register_segment(segment_name)
+
+    def release_segment(self, c, segment_name):
+        self.shared_memory_context.destroy_segment(segment_name)
+
+    def list_segments(self, c):
+        return self.shared_memory_context.segment_names
+
+
+class SharedMemoryManager(BaseManager):
+    """A manager whose SharedMemory and ShareableList segments live until
+    it shuts down (then they are unlinked)."""
+
+    _Server = SharedMemoryServer
+
+    def __init__(self, *args, **kwargs):
+        # Start the resource tracker before the server process forks, so
+        # both share one tracker.
+        from . import resource_tracker
+        resource_tracker.ensure_running()
+        super().__init__(*args, **kwargs)
+
+    def get_server(self):
+        _check_initial(self._state, 'SharedMemoryServer')
+        return self._Server(self._registry, self._address, self._authkey,
+                            self._serializer)
+
+    def _tracked(self, make, segment_of):
+        """Make a shared-memory object and have the server track its
+        segment; unlink it if the server cannot be told."""
+        if self._address is None:
+            raise ValueError('the SharedMemoryManager is not started')
+        conn = connect_client(self._Client, self._address, self._authkey)
+        try:
+            obj = make()
+            segment = segment_of(obj)
+            try:
+                dispatch(conn, None, 'track_segment', (segment.name,))
+            except BaseException:
+                segment.unlink()
+                raise
+        finally:
+            conn.close()
+        return obj
+
+    def SharedMemory(self, size):
+        """A new SharedMemory of `size` bytes, tracked by the manager."""
+        from .shared_memory import SharedMemory
+        return self._tracked(lambda: SharedMemory(None, create=True, size=size),
+                             lambda shm: shm)
+
+    def ShareableList(self, sequence):
+        """A new ShareableList holding `sequence`, tracked by the manager."""
+        from .shared_memory import ShareableList
+        return self._tracked(lambda: ShareableList(sequence),
+                             lambda sl: sl.shm)

@@ -1,0 +1,194 @@
+"""ctypes objects in shared memory, optionally guarded by a lock.
+
+The objects are real ctypes instances laid over a block of the shared heap
+(``fastmp.heap``), so ``memoryview(obj)`` and ``numpy.frombuffer(obj)`` see
+the shared bytes.  The synchronized wrappers are built on C cores: reading
+or writing ``.value`` of a simple number, or one element of an array of
+simple numbers, takes the lock and touches the memory in C.
+"""
+import ctypes
+import weakref
+
+from . import context, heap, reduction
+from ._fastmp import (SynchronizedCore as _Core, SynchronizedValueCore as _ValueCore,
+                      SynchronizedArrayCore as _ArrayCore)
+from .context import assert_spawning
+
+__all__ = ['RawValue', 'RawArray', 'Value', 'Array', 'copy', 'synchronized']
+
+typecode_to_type = {
+    'c': ctypes.c_char, 'u': ctypes.c_wchar,
+    'b': ctypes.c_byte, 'B': ctypes.c_ubyte,
+    'h': ctypes.c_short, 'H': ctypes.c_ushort,
+    'i': ctypes.c_int, 'I': ctypes.c_uint,
+    'l': ctypes.c_long, 'L': ctypes.c_ulong,
+    'q': ctypes.c_longlong, 'Q': ctypes.c_ulonglong,
+    'f': ctypes.c_float, 'd': ctypes.c_double,
+}
+
+# The ctypes classes the C accessors load and store themselves (exact
+# classes only: subclasses and byte-swapped variants behave differently).
+_NUMERIC_CODES = {cls: code for code, cls in typecode_to_type.items() if code not in 'cu'}
+
+
+def _default_context():
+    return context._default_context.get_context()
+
+
+def _shared_instance(type_):
+    """An instance of ctypes type `type_` over a fresh zeroed heap block."""
+    return rebuild_ctype(type_, heap.BufferWrapper(ctypes.sizeof(type_)), None)
+
+
+def RawValue(typecode_or_type, *args):
+    """A ctypes object of the given type code or ctypes type, allocated in
+    shared memory and initialised with `args`."""
+    obj = _shared_instance(typecode_to_type.get(typecode_or_type, typecode_or_type))
+    if args:
+        obj.__init__(*args)
+    return obj
+
+
+def RawArray(typecode_or_type, size_or_initializer):
+    """A ctypes array in shared memory: `size_or_initializer` zeroed
+    elements, or a copy of the given sequence."""
+    item_type = typecode_to_type.get(typecode_or_type, typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        return _shared_instance(item_type * size_or_initializer)
+    array = _shared_instance(item_type * len(size_or_initializer))
+    array.__init__(*size_or_initializer)
+    return array
+
+
+def _guard(obj, lock, ctx):
+    """Wrap `obj` in a synchronized wrapper unless `lock` is False."""
+    if lock is False:
+        return obj
+    if lock in (True, None):
+        lock = (ctx or _default_context()).RLock()
+    elif not hasattr(lock, 'acquire'):
+        raise AttributeError("%r has no method 'acquire'" % lock)
+    return synchronized(obj, lock, ctx=ctx)
+
+
+def Value(typecode_or_type, *args, lock=True, ctx=None):
+    """A shared ctypes value, guarded by a new RLock (lock=True), by the
+    given lock, or unguarded (lock=False)."""
+    return _guard(RawValue(typecode_or_type, *args), lock, ctx)
+
+
+def Array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
+    """A shared ctypes array, guarded as for Value."""
+    return _guard(RawArray(typecode_or_type, size_or_initializer), lock, ctx)
+
+
+def copy(obj):
+    """A new shared ctypes object holding a copy of `obj`'s bytes."""
+    duplicate = _shared_instance(type(obj))
+    ctypes.memmove(ctypes.addressof(duplicate), ctypes.addressof(obj), ctypes.sizeof(obj))
+    return duplicate
+
+
+# Synchronized wrapper classes made for Structure types, per type.
+class_cache = weakref.WeakKeyDictionary()
+
+
+def synchronized(obj, lock=None, ctx=None):
+    """Wrap the shared ctypes object `obj` so that access goes through
+    `lock` (a new RLock if none is given)."""
+    assert not isinstance(obj, SynchronizedBase), 'object already synchronized'
+    if isinstance(obj, ctypes._SimpleCData):
+        wrapper_class = Synchronized
+    elif isinstance(obj, ctypes.Array):
+        wrapper_class = SynchronizedString if obj._type_ is ctypes.c_char else SynchronizedArray
+    else:
+        wrapper_class = class_cache.get(type(obj))
+        if wrapper_class is None:
+            wrapper_class = class_cache[type(obj)] = _structure_wrapper(type(obj))
+    return wrapper_class(obj, lock, ctx)
+
+
+def _structure_wrapper(struct_type):
+    fields = {name: make_property(name) for name, *_ in struct_type._fields_}
+    return type('Synchronized' + struct_type.__name__, (SynchronizedBase,), fields)
+
+
+def make_property(name):
+    """A property reading and writing attribute `name` of the wrapped object
+    with the lock held."""
+    def get(self):
+        return self._locked_getattr(name)
+
+    def set(self, value):
+        self._locked_setattr(name, value)
+    return property(get, set, doc='%s, read and written under the lock' % name)
+
+
+# ---- pickling -----------------------------------------------------------
+
+def reduce_ctype(obj):
+    assert_spawning(obj)
+    if isinstance(obj, ctypes.Array):
+        return rebuild_ctype, (obj._type_, obj._wrapper, obj._length_)
+    return rebuild_ctype, (type(obj), obj._wrapper, None)
+
+
+def rebuild_ctype(type_, wrapper, length):
+    """The ctypes object of `type_` (an array of `length` of them if not
+    None) over the bytes of `wrapper`."""
+    if length is not None:
+        type_ = type_ * length
+    reduction.ForkingPickler.register(type_, reduce_ctype)
+    obj = type_.from_buffer(wrapper)
+    obj._wrapper = wrapper
+    return obj
+
+
+# ---- synchronized wrappers ----------------------------------------------
+
+class SynchronizedBase(_Core):
+    """A shared ctypes object together with the lock that guards it."""
+
+    def __init__(self, obj, lock=None, ctx=None):
+        if not lock:
+            lock = (ctx or _default_context()).RLock()
+        code, length = self._fast_access(obj)
+        _Core.__init__(self, obj, lock, code, ctypes.addressof(obj), length)
+
+    @staticmethod
+    def _fast_access(obj):
+        """(struct code, element count) for the C accessors; code '' means
+        they go through ctypes."""
+        return '', 0
+
+    def __reduce__(self):
+        assert_spawning(self)
+        return synchronized, (self._obj, self._lock)
+
+    def __repr__(self):
+        return '<%s wrapper for %s>' % (type(self).__name__, self._obj)
+
+
+class Synchronized(SynchronizedBase, _ValueCore):
+    """A shared simple ctypes value; ``.value`` is read and written under
+    the lock."""
+
+    @staticmethod
+    def _fast_access(obj):
+        return _NUMERIC_CODES.get(type(obj), ''), 1
+
+
+class SynchronizedArray(SynchronizedBase, _ArrayCore):
+    """A shared ctypes array; items and slices are read and written under
+    the lock."""
+
+    @staticmethod
+    def _fast_access(obj):
+        return _NUMERIC_CODES.get(obj._type_, ''), len(obj)
+
+
+class SynchronizedString(SynchronizedArray):
+    """A shared array of c_char, with ``.value`` and ``.raw`` under the lock."""
+
+    value = make_property('value')
+    raw = make_property('raw')

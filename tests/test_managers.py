@@ -1,0 +1,521 @@
+"""Managers and proxies: SyncManager types, custom managers, proxies in
+child processes, reference counting, SharedMemoryManager, the doc examples.
+Remote (TCP) use and wire compatibility are in test_managers_remote.py."""
+import copy
+import errno
+import os
+import queue
+import signal
+import threading
+import time
+
+import pytest
+
+import fastmp
+import fastmp.managers as fmanagers
+from support import ROOT, run_python
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def manager(impl):
+    """A started SyncManager of `impl` (fork), shut down afterwards."""
+    m = impl.get_context('fork').Manager()
+    yield m
+    m.shutdown()
+
+
+@pytest.fixture
+def fmanager():
+    """A started fastmp SyncManager (fork)."""
+    m = fastmp.get_context('fork').Manager()
+    yield m
+    m.shutdown()
+
+
+# -- workers run in child processes (module level: spawn imports them) ----
+
+def _child_uses_proxies(lst, dct, lock, q, ns, nested):
+    with lock:
+        lst.append('child')
+    dct['pid'] = os.getpid()
+    q.put(sum(range(10)))
+    ns.seen = True
+    nested['inner'].append(7)
+
+
+def _child_sets_event(event, value):
+    value.value = 42
+    event.set()
+
+
+def _child_waits_barrier(barrier):
+    barrier.wait(timeout=20)
+
+
+def _square(x):
+    return x * x
+
+
+# -- the standard types, fastmp and stdlib side by side -----------------------
+
+def test_list_proxy_agrees(manager):
+    lst = manager.list([3, 1, 2])
+    lst.append(4)
+    lst.extend([5, 6])
+    lst += [7]
+    lst *= 1
+    lst.sort()
+    assert lst[0] == 1 and lst[-1] == 7
+    assert lst[1:3] == [2, 3]
+    assert len(lst) == 7 and 5 in lst
+    assert lst.index(4) == 3 and lst.count(2) == 1
+    assert list(reversed(lst)) == [7, 6, 5, 4, 3, 2, 1]
+    del lst[0]
+    assert lst.pop() == 7
+    assert lst + [0] == [2, 3, 4, 5, 6, 0]
+    assert lst._getvalue() == [2, 3, 4, 5, 6]
+    assert str(lst) == '[2, 3, 4, 5, 6]'
+    assert repr(lst).startswith('<ListProxy object, typeid \'list\' at 0x')
+
+
+def test_dict_proxy_agrees(manager):
+    dct = manager.dict(a=1)
+    dct['b'] = 2
+    dct.update(c=3)
+    assert dct['a'] == 1 and dct.get('z', 9) == 9
+    assert sorted(dct.keys()) == ['a', 'b', 'c']
+    assert sorted(dct.items()) == [('a', 1), ('b', 2), ('c', 3)]
+    assert sorted(dct) == ['a', 'b', 'c']           # __iter__: an Iterator proxy
+    assert dct.setdefault('d', 4) == 4 and dct.pop('d') == 4
+    assert 'a' in dct and len(dct) == 3
+    assert dct.copy() == {'a': 1, 'b': 2, 'c': 3}
+    with pytest.raises(KeyError):
+        dct['missing']
+    dct.clear()
+    assert len(dct) == 0
+
+
+def test_dict_proxy_newer_methods(fmanager):
+    dct = fmanager.dict({'a': 1, 'b': 2})
+    assert list(reversed(dct)) == ['b', 'a']
+    assert dct | {'c': 3} == {'a': 1, 'b': 2, 'c': 3}
+    assert {'z': 0} | dct == {'z': 0, 'a': 1, 'b': 2}
+    alias = dct
+    dct |= {'d': 4}
+    assert dct is alias and dct['d'] == 4
+    assert dct.fromkeys('xy', 0) == {'x': 0, 'y': 0}
+    assert dct.copy() == {'a': 1, 'b': 2, 'd': 4}
+    dct.clear()
+    assert dct._getvalue() == {}
+
+
+def test_list_proxy_newer_methods(fmanager):
+    lst = fmanager.list([1, 2])
+    assert lst.copy() == [1, 2]
+    lst.clear()
+    assert len(lst) == 0
+
+
+def test_set_proxy(fmanager):
+    s = fmanager.set([1, 2, 3])
+    s.add(4)
+    s.discard(1)
+    assert 2 in s and 1 not in s and len(s) == 3
+    assert sorted(s) == [2, 3, 4]
+    assert s | {9} == {2, 3, 4, 9} and s & {2, 7} == {2}
+    assert s - {2} == {3, 4} and s ^ {2, 5} == {3, 4, 5}
+    assert s.issubset({2, 3, 4, 5}) and s <= {2, 3, 4}
+    alias = s
+    s |= {10}
+    s -= {2}
+    assert s is alias and s._getvalue() == {3, 4, 10}
+    import collections.abc
+    assert isinstance(s, collections.abc.MutableSet)
+
+
+def test_namespace_value_array(manager):
+    ns = manager.Namespace(x=1)
+    ns.y = 'two'
+    assert ns.x == 1 and ns.y == 'two'
+    del ns.x
+    with pytest.raises(AttributeError):
+        ns.x
+    assert str(ns) == "Namespace(y='two')"
+    val = manager.Value('i', 5)
+    val.value += 1
+    assert val.get() == 6
+    arr = manager.Array('i', [1, 2, 3])
+    arr[0] = 9
+    assert len(arr) == 3 and arr[0] == 9 and list(arr[:]) == [9, 2, 3]
+
+
+def test_sync_primitives(manager):
+    lock = manager.Lock()
+    assert lock.acquire() is True
+    assert lock.acquire(timeout=0.01) is False
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    rlock = manager.RLock()
+    with rlock:
+        assert rlock.acquire(blocking=False)
+        rlock.release()
+    sem = manager.BoundedSemaphore(1)
+    sem.acquire()
+    sem.release()
+    with pytest.raises(ValueError):
+        sem.release()
+    event = manager.Event()
+    assert event.wait(0.01) is False
+    event.set()
+    assert event.is_set() and event.wait()
+    cond = manager.Condition()
+    with cond:
+        assert cond.wait_for(lambda: True, timeout=1)
+        assert cond.wait(0.01) is False
+        cond.notify_all()
+    barrier = manager.Barrier(1)
+    assert barrier.parties == 1 and barrier.n_waiting == 0
+    assert barrier.wait() == 0 and not barrier.broken
+
+
+def test_queue_and_errors_come_back_as_themselves(manager):
+    q = manager.Queue(2)
+    q.put('a')
+    q.put('b')
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(queue.Full):
+        q.put_nowait('c')
+    assert q.get() == 'a' and q.get() == 'b'
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+    jq = manager.JoinableQueue()
+    jq.put(1)
+    jq.get()
+    jq.task_done()
+    jq.join()
+
+
+def test_remote_error_carries_server_traceback(impl, manager):
+    lst = manager.list()
+    with pytest.raises(impl.managers.RemoteError) as info:
+        lst._callmethod('not_a_method')
+    text = str(info.value)
+    assert 'Traceback' in text and 'not_a_method' in text
+    assert text.startswith('\n' + '-' * 75)
+
+
+def test_copy_and_deepcopy(manager):
+    lst = manager.list([[1], 2])
+    twin = copy.copy(lst)
+    assert type(twin) is type(lst) and twin._token.id == lst._token.id
+    twin.append(3)
+    assert len(lst) == 3
+    deep = copy.deepcopy(lst)
+    assert deep == [[1], 2, 3] and type(deep) is list
+
+
+def test_pool_proxy(manager):
+    with manager.Pool(2) as pool:
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+        assert pool.apply_async(abs, (-3,)).get(timeout=30) == 3
+        assert list(pool.imap(abs, [-4, -5])) == [4, 5]
+
+
+def test_threads_each_get_a_connection(fmanager):
+    dct = fmanager.dict()
+
+    def bump(tag):
+        for i in range(50):
+            dct['%s-%d' % (tag, i)] = i
+
+    threads = [threading.Thread(target=bump, args=(t,)) for t in 'abcd']
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(dct) == 200
+
+
+# -- proxies in child processes ------------------------------------------
+
+def test_proxies_in_child_processes(fctx):
+    with fctx.Manager() as m:
+        lst, dct, lock, q = m.list(), m.dict(), m.Lock(), m.Queue()
+        ns = m.Namespace()
+        nested = m.dict(inner=m.list())
+        p = fctx.Process(target=_child_uses_proxies,
+                         args=(lst, dct, lock, q, ns, nested))
+        p.start()
+        assert q.get(timeout=30) == 45
+        p.join(30)
+        assert p.exitcode == 0
+        assert lst[:] == ['child'] and dct['pid'] == p.pid
+        assert ns.seen is True
+        assert nested['inner'][:] == [7]
+
+
+def test_proxies_carry_the_authkey_to_spawned_children():
+    ctx = fastmp.get_context('spawn')
+    # The manager's key is not the child's own: only the proxies carry it.
+    with fmanagers.SyncManager(authkey=b'not-the-default', ctx=ctx) as m:
+        assert m._authkey != fastmp.current_process().authkey
+        event, value = m.Event(), m.Value('i', 0)
+        p = ctx.Process(target=_child_sets_event, args=(event, value))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0 and event.is_set() and value.value == 42
+
+
+def test_barrier_across_processes():
+    ctx = fastmp.get_context('fork')
+    with ctx.Manager() as m:
+        barrier = m.Barrier(3)
+        procs = [ctx.Process(target=_child_waits_barrier, args=(barrier,))
+                 for _ in range(2)]
+        for p in procs:
+            p.start()
+        barrier.wait(timeout=20)
+        for p in procs:
+            p.join(30)
+        assert [p.exitcode for p in procs] == [0, 0]
+
+
+# -- reference counting ------------------------------------------------
+
+def test_server_frees_objects_when_proxies_go(manager):
+    lst = manager.list(range(5))
+    dct = manager.dict()
+    assert manager._number_of_objects() == 2
+    del lst, dct
+    assert manager._number_of_objects() == 0
+
+
+def test_nested_proxies_are_freed(manager):
+    outer = manager.dict()
+    outer['l'] = manager.list([1, 2])
+    inner = outer['l']
+    inner.append(3)
+    assert outer['l'][:] == [1, 2, 3]
+    del inner
+    outer['l'].append(4)
+    assert outer['l'][-1] == 4
+    del outer
+    assert manager._number_of_objects() == 0
+
+
+def test_long_run_does_not_leak(fmanager):
+    keep = fmanager.dict()
+    for i in range(200):
+        tmp = fmanager.list([i])
+        keep[i % 5] = tmp._getvalue()
+        for _ in tmp:
+            pass
+    del tmp
+    assert fmanager._number_of_objects() == 1
+    assert 'refcount=1' in fmanager._debug_info()
+
+
+# -- BaseManager ----------------------------------------------------------
+
+class Maths:
+    def add(self, a, b):
+        return a + b
+
+    def fail(self):
+        raise ArithmeticError('no')
+
+    def _hidden(self):
+        return 'hidden'
+
+    def numbers(self):
+        return iter(range(3))
+
+
+def _counter_gen():
+    yield from range(4)
+
+
+class MathsManager(fmanagers.BaseManager):
+    pass
+
+
+MathsManager.register('Maths', Maths, method_to_typeid={'numbers': 'Iter'})
+MathsManager.register('Hidden', Maths, exposed=('add', '_hidden'))
+MathsManager.register('counter', _counter_gen,
+                      proxytype=fmanagers.IteratorProxy)
+MathsManager.register('Iter', proxytype=fmanagers.IteratorProxy,
+                      create_method=False)
+
+
+def _init_server(marker):
+    os.environ['FASTMP_TEST_MARKER'] = marker
+
+
+def test_custom_manager(start_method):
+    ctx = fastmp.get_context(start_method)
+    with MathsManager(ctx=ctx, shutdown_timeout=5) as m:
+        maths = m.Maths()
+        assert maths.add(2, 3) == 5
+        assert not hasattr(maths, '_hidden')
+        with pytest.raises(ArithmeticError):
+            maths.fail()
+        with pytest.raises(fmanagers.RemoteError):
+            maths._callmethod('_hidden')
+        assert list(maths.numbers()) == [0, 1, 2]
+        hidden = m.Hidden()
+        assert hidden._hidden() == 'hidden' and not hasattr(hidden, 'fail')
+        assert list(m.counter()) == [0, 1, 2, 3]
+    assert m._process.exitcode == 0
+
+
+def test_lifecycle_errors_and_initializer():
+    m = MathsManager(ctx=fastmp.get_context('fork'))
+    with pytest.raises(TypeError):
+        m.start(initializer=42)
+    m.join(0)                       # not started: nothing to join
+    m.start(_init_server, ('set',))
+    with pytest.raises(fastmp.ProcessError):
+        m.start()
+    with pytest.raises(fastmp.ProcessError):
+        m.get_server()
+    address = m.address
+    assert isinstance(address, str) and os.path.exists(address)
+    other = MathsManager(address=address)
+    other.connect()
+    assert other.Maths().add(1, 1) == 2
+    m.shutdown()
+    m.join(10)
+    assert m._process is None
+    with pytest.raises(fastmp.ProcessError):
+        m.start()
+
+
+def test_shutdown_escalates_when_server_does_not_stop():
+    m = MathsManager(ctx=fastmp.get_context('fork'), shutdown_timeout=0.2)
+    m.start()
+    proc = m._process
+    os.kill(proc.pid, 19)            # SIGSTOP: it cannot answer
+    start = time.monotonic()
+    m.shutdown()
+    assert time.monotonic() - start < 10
+    assert not proc.is_alive()
+
+
+def test_xmlrpclib_serializer():
+    with MathsManager(serializer='xmlrpclib') as m:
+        maths = m.Maths()
+        assert maths.add(2, 3) == 5
+        assert maths.add([1], [2]) == [1, 2]
+
+
+def test_dead_server_raises_not_hangs(fmanager):
+    lst = fmanager.list([1])
+    assert lst[0] == 1
+    fmanager._process.kill()
+    fmanager._process.join(10)
+    start = time.monotonic()
+    with pytest.raises((EOFError, ConnectionError)):
+        lst.append(2)
+    with pytest.raises((EOFError, ConnectionError)):
+        fmanager.dict()
+    assert time.monotonic() - start < 5
+
+
+# -- SharedMemoryManager ------------------------------------------------
+
+def test_shared_memory_manager_releases_segments():
+    from fastmp.managers import SharedMemoryManager
+    with SharedMemoryManager() as smm:
+        shm = smm.SharedMemory(64)
+        shm.buf[:3] = b'abc'
+        sl = smm.ShareableList([1, 'two', 3.0])
+        assert sl[1] == 'two'
+        names = [shm.name.lstrip('/'), sl.shm.name.lstrip('/')]
+        assert all(os.path.exists('/dev/shm/' + n) for n in names)
+        shm.close()
+        sl.shm.close()
+    assert not any(os.path.exists('/dev/shm/' + n) for n in names)
+
+
+# -- the documentation's examples -----------------------------------------
+
+def _doc_examples_dir():
+    """../shared/doc-examples from the checkout (or from any parent, for a
+    worktree nested one level deeper)."""
+    here = ROOT
+    while here != os.path.dirname(here):
+        candidate = os.path.join(here, 'shared', 'doc-examples')
+        if os.path.isdir(candidate):
+            return candidate
+        here = os.path.dirname(here)
+    pytest.fail('shared/doc-examples not found above %s' % ROOT)
+
+
+@pytest.mark.parametrize('example', ['manager_dict_list.py',
+                                     'custom_manager_maths.py',
+                                     'mp_newtype.py'])
+def test_doc_example_matches_stdlib(example, tmp_path):
+    path = os.path.join(_doc_examples_dir(), example)
+    env = {'PYTHONPATH': os.path.dirname(os.path.dirname(fastmp.__file__))}
+    ours = run_python('-m', 'fastmp', path, cwd=str(tmp_path), env=env)
+    theirs = run_python(path, cwd=str(tmp_path))
+    assert ours.returncode == 0, ours.stderr
+    assert theirs.returncode == 0, theirs.stderr
+    assert ours.stdout == theirs.stdout
+
+
+def _failing_initializer():
+    raise LookupError('initializer failed')
+
+
+def test_start_failure_is_raised_by_start(capfd):
+    m = MathsManager(ctx=fastmp.get_context('fork'))
+    with pytest.raises(LookupError, match='initializer failed'):
+        m.start(_failing_initializer)
+    assert m._process.exitcode == 1
+    busy = fmanagers.BaseManager(address=('127.0.0.1', 0))
+    server = busy.get_server()
+    try:
+        taken = MathsManager(address=server.address,
+                             ctx=fastmp.get_context('fork'))
+        with pytest.raises(OSError) as info:
+            taken.start()
+        assert info.value.errno == errno.EADDRINUSE
+    finally:
+        server.listener.close()
+
+
+def test_interrupted_call_leaves_the_proxy_usable(fmanager):
+    """A call cut short by an exception from a signal handler must not
+    leave its late reply to be taken as the answer to the next call."""
+    event, lst = fmanager.Event(), fmanager.list()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(KeyboardInterrupt):
+            event.wait(1)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    lst.append('after')
+    assert lst[:] == ['after'] and event.is_set() is False
+
+
+def test_many_short_lived_proxies(fmanager):
+    """Creating and dropping proxies (each a create and a decref) and
+    nested proxies (each an incref and a decref) stays correct."""
+    outer = fmanager.dict()
+    outer['inner'] = fmanager.list([0])
+    for i in range(100):
+        outer['inner'].append(i)
+        fmanager.list([i])
+    assert len(outer['inner']) == 101
+    # Only the dict is referenced from outside the server now.
+    assert fmanager._number_of_objects() == 1
