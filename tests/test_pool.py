@@ -425,8 +425,7 @@ _ORPHAN_PROGRAM = textwrap.dedent("""
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_workers_exit_when_parent_dies(start_method):
-    out = run_python("-c", _ORPHAN_PROGRAM % {"method": start_method}, timeout=60,
-                     env={"PYTHONPATH": os.path.join(ROOT, "Lib")})
+    out = run_python("-c", _ORPHAN_PROGRAM % {"method": start_method}, timeout=60)
     assert out.returncode == 0, out.stderr
     pids = [int(p) for p in out.stdout.split()]
     assert len(pids) == 2
