@@ -13,19 +13,21 @@ a ``terminate()`` cut short fails with ``WorkerLostError`` instead of never
 finishing.
 """
 import collections
+import functools
 import itertools
 import os
 import pickle
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
 import types
 import warnings
 
-from . import util
 from .reduction import ForkingPickler
+from . import util
 from ._fastmp import ProcessError, TimeoutError
 from ._fastmp import (Dispatcher, worker_loop, TASK_APPLY, TASK_MAP,
                       TASK_STARMAP, RESULT_OK, RESULT_ERROR, RESULT_LOST,
@@ -156,10 +158,13 @@ def _encode_failure(exc, value):
 
 class _ChildEnd:
     """The worker's end of its channel; pickles (spawn, forkserver) as a
-    duplicate of the descriptor for the child."""
+    duplicate of the descriptor for the child.  A forked child inherits
+    the parent's end too (`parent_fd`) and must close it, or it would not
+    see end of file when the parent dies."""
 
-    def __init__(self, fd):
+    def __init__(self, fd, parent_fd=None):
         self.fd = fd
+        self.parent_fd = parent_fd
 
     def __reduce__(self):
         from .reduction import DupFd
@@ -172,6 +177,8 @@ def _rebuild_child_end(dup):
 
 def worker(channel, initializer=None, initargs=(), maxtasks=None):
     """A process worker's body: run the initializer, then serve tasks."""
+    if channel.parent_fd is not None:
+        os.close(channel.parent_fd)
     if initializer is not None:
         initializer(*initargs)
     worker_loop(channel.fd, pickle.loads, _dumps, _encode_failure, maxtasks or 0)
@@ -248,22 +255,25 @@ class ApplyResult:
             if state == _CLOSED:
                 self._record(None, False, _terminated())
             self._done = True
-        self._finish()
+        self._finish(state)
 
     def _record(self, index, ok, value):
         if self._success is None or (self._success and not ok):
             self._success, self._value = ok, value
 
-    def _finish(self):
-        self._pool.forget(self._job)
-        if self._success:
-            if self._callback is not None:
-                self._callback(self._value)
-        elif self._error_callback is not None:
-            self._error_callback(self._value)
-        if self._event is not None:
-            self._event.set()
-        self._pool = self._pool.finished_marker
+    def _finish(self, state):
+        self._pool.cache.pop(self._job, None)
+        if state != _READY:             # else collect() forgot the job
+            self._pool.dispatcher.forget(self._job)
+        try:
+            if self._success:
+                if self._callback is not None:
+                    self._callback(self._value)
+            elif self._error_callback is not None:
+                self._error_callback(self._value)
+        finally:
+            if self._event is not None:
+                self._event.set()
 
     def _abandon(self):
         """The pool is gone: finish with the outcomes that came, failing
@@ -271,10 +281,6 @@ class ApplyResult:
         state, outcomes = self._pool.dispatcher.collect(self._job, 0, _NO_WAIT)
         self._absorb(_CLOSED if state == _PENDING else state, outcomes)
 
-    def __del__(self):
-        core = getattr(self, '_pool', None)
-        if core is not None and not self._done:
-            core.forget(self._job)
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
@@ -381,11 +387,6 @@ class IMapIterator:
         self._length = nchunks
         self._pool.dispatcher.expect(self._job, nchunks)
 
-    def __del__(self):
-        core = getattr(self, '_pool', None)
-        if core is not None:
-            core.forget(self._job)
-
 
 class IMapUnorderedIterator(IMapIterator):
     """The iterator imap_unordered() returns: results as they come."""
@@ -449,8 +450,6 @@ class _Feeder:
 class _PoolCore:
     """What the handler thread, the results and the finalizer share.  It
     never refers to the Pool object, so a dropped pool can be collected."""
-
-    finished_marker = None
 
     def __init__(self, ctx, processes, initializer, initargs, maxtasks, make_worker):
         self.ctx = ctx
@@ -520,7 +519,7 @@ class _PoolCore:
         """Start one worker; return (process, parent_fd)."""
         parent, child = socket.socketpair()
         try:
-            proc = self.make_worker(self, _ChildEnd(child.fileno()))
+            proc = self.make_worker(self, _ChildEnd(child.fileno(), parent.fileno()))
             proc.start()
         except BaseException:
             parent.close()
@@ -584,7 +583,16 @@ class _PoolCore:
                 else:
                     result = self.cache.get(value)
                     if result is not None:
-                        result._absorb(*self.dispatcher.collect(value, 0, _NO_WAIT))
+                        self.run_callbacks(result)
+
+    def run_callbacks(self, result):
+        """Finish `result` in the handler thread, where its callbacks run;
+        a callback that raises is reported and the handler goes on."""
+        try:
+            result._absorb(*self.dispatcher.collect(result._job, 0, _NO_WAIT))
+        except Exception:
+            sys.stderr.write("Exception in a pool callback:\n")
+            traceback.print_exc()
 
     def start_handler(self):
         self.handler = threading.Thread(target=self.serve_events, daemon=True,
@@ -602,9 +610,11 @@ class _PoolCore:
         self.workers[:] = []
 
     def kill_workers(self):
+        """Terminate the workers; True when they will exit promptly."""
         for proc in list(self.workers):
             if proc.exitcode is None:
                 proc.terminate()
+        return True
 
     def abandon_results(self):
         """The dispatcher is closed: results finish with what they got."""
@@ -620,10 +630,11 @@ class _PoolCore:
                 return
             self.state = TERMINATE
             self.dispatcher.close(False)
-            self.kill_workers()
+            killed = self.kill_workers()
         self.join_handler()
         self.handler = None
-        self.join_workers()
+        if killed:
+            self.join_workers()
         self.abandon_results()
 
     def finish(self):
@@ -636,8 +647,8 @@ class _PoolCore:
         self.abandon_results()
 
 
-def _make_process_worker(core, channel):
-    proc = core.pool_process(core.ctx, target=worker, args=(
+def _make_process_worker(process_factory, core, channel):
+    proc = process_factory(core.ctx, target=worker, args=(
         channel, core.initializer, core.initargs, core.maxtasks))
     proc.name = proc.name.replace('Process', 'PoolWorker')
     proc.daemon = True
@@ -649,33 +660,21 @@ def _make_process_worker(core, channel):
 class Pool(object):
     """A pool of worker processes that run tasks submitted to it."""
 
-    @staticmethod
-    def Process(ctx, *args, **kwds):
-        return ctx.Process(*args, **kwds)
-
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, context=None):
-        self._pool = []
         self._state = INIT
+        self._pool = []
         if context is None:
             from . import context as _context
             context = _context._default_context
         self._ctx = context
-        if processes is None:
-            processes = _default_processes()
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None:
-            if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
-                raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError('initializer must be a callable')
+        processes = _default_processes() if processes is None else processes
+        _check_pool_arguments(processes, initializer, maxtasksperchild)
         self._processes = processes
         self._initializer = initializer
         self._initargs = initargs
         self._maxtasksperchild = maxtasksperchild
         core = self._make_core()
-        core.pool_process = self.Process
         self._core = core
         self._pool = core.workers
         self._cache = core.cache
@@ -685,9 +684,14 @@ class Pool(object):
         self._state = RUN
         self._terminate = util.Finalize(self, core.terminate, exitpriority=15)
 
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        return ctx.Process(*args, **kwds)
+
     def _make_core(self):
         return _PoolCore(self._ctx, self._processes, self._initializer,
-                         self._initargs, self._maxtasksperchild, _make_process_worker)
+                         self._initargs, self._maxtasksperchild,
+                         functools.partial(_make_process_worker, self.Process))
 
     def _start_workers(self, core):
         """Start every worker before serving any, so that a failure to
@@ -738,7 +742,7 @@ class Pool(object):
         self._check_running()
         result = ApplyResult(self._core, callback, error_callback)
         try:
-            self._core.submit(result._job, 0, TASK_APPLY, (func, tuple(args), dict(kwds)))
+            self._core.submit(result._job, 0, TASK_APPLY, (func, tuple(args), kwds if type(kwds) is dict else dict(kwds)))
         except BaseException:
             self._core.forget(result._job)
             result._done = True
@@ -853,6 +857,18 @@ def _default_chunksize(length, nworkers):
     return chunksize + 1 if extra else chunksize
 
 
+def _check_pool_arguments(processes, initializer, maxtasksperchild):
+    """The standard package's checks, with its exception types."""
+    if processes < 1:
+        raise ValueError("Number of processes must be at least 1")
+    if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0):
+        raise ValueError("maxtasksperchild must be a positive int or None, not %r"
+                         % (maxtasksperchild,))
+    if initializer is not None and not callable(initializer):
+        raise TypeError('initializer must be a callable')
+
+
 def _default_processes():
     count = getattr(os, 'process_cpu_count', os.cpu_count)()
     return count or 1
@@ -938,6 +954,8 @@ class _ThreadDispatcher:
                 return _CLOSED, []
             outcomes, slot[6] = slot[6], []
             if self._ready(slot):
+                if want != _WAIT_ANY:
+                    del self.jobs[job]
                 return _READY, outcomes
             return (_CLOSED if self.closed else _PENDING), outcomes
 
@@ -1021,7 +1039,9 @@ class _ThreadPoolCore(_PoolCore):
         self.workers.append(proc)
 
     def kill_workers(self):
-        """Threads cannot be killed: the closed dispatcher stops them."""
+        """Threads cannot be killed: each stops after its current task
+        (the dispatcher is closed), so terminate() does not wait."""
+        return False
 
 
 def _make_thread_worker(core, channel):
@@ -1036,13 +1056,13 @@ def _make_thread_worker(core, channel):
 class ThreadPool(Pool):
     """A pool of worker threads with the Pool API."""
 
+    def __init__(self, processes=None, initializer=None, initargs=()):
+        super().__init__(processes, initializer, initargs)
+
     @staticmethod
     def Process(ctx, *args, **kwds):
-        from .dummy import Process
-        return Process(*args, **kwds)
-
-    def __init__(self, processes=None, initializer=None, initargs=()):
-        Pool.__init__(self, processes, initializer, initargs)
+        from .dummy import DummyProcess
+        return DummyProcess(*args, **kwds)
 
     def _make_core(self):
         return _ThreadPoolCore(self._ctx, self._processes, self._initializer,

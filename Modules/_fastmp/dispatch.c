@@ -86,8 +86,11 @@ typedef struct event {
     int64_t value;
 } event_t;
 
-typedef struct {
+typedef struct Dispatcher {
     PyObject_HEAD
+    struct Dispatcher *next_live;   /* the fork registry */
+    int registered;                 /* mutexes made, in the registry */
+    pthread_mutex_t alloc_mu;       /* held by the thread while it allocates */
     pthread_mutex_t mu;
     pthread_t thread;
     int thread_running;
@@ -106,6 +109,96 @@ typedef struct {
     event_t *ev_head, *ev_tail;
     int error;                   /* errno that stopped the thread, or 0 */
 } Dispatcher;
+
+/* ---- fork safety ------------------------------------------------------
+ * The dispatcher thread allocates memory without the GIL.  Some malloc
+ * implementations (ASan's, for one) leave their lock held in a child
+ * forked while another thread was inside malloc, and the child then hangs
+ * at its first allocation.  So fork waits until no dispatcher thread is in
+ * an allocating section (alloc_mu).  Only dispatcher threads take
+ * alloc_mu, and they never wait for the GIL while holding it, so the
+ * forking thread (which holds the GIL) cannot deadlock on it. */
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static Dispatcher *registry_head;
+static int atfork_installed;
+
+static void
+before_fork(void)
+{
+    pthread_mutex_lock(&registry_mu);
+    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
+        pthread_mutex_lock(&d->alloc_mu);
+    }
+}
+
+static void
+after_fork_in_parent(void)
+{
+    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
+        pthread_mutex_unlock(&d->alloc_mu);
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* The child has no dispatcher thread: fresh, unlocked mutexes. */
+static void
+after_fork_in_child(void)
+{
+    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
+        (void)pthread_mutex_init(&d->alloc_mu, NULL);
+        (void)pthread_mutex_init(&d->mu, NULL);
+    }
+    (void)pthread_mutex_init(&registry_mu, NULL);
+}
+
+/* Add d to the registry (installing the fork handlers once).  Returns 0
+ * or an errno value. */
+static int
+register_dispatcher(Dispatcher *d)
+{
+    pthread_mutex_lock(&registry_mu);
+    int err = 0;
+    if (!atfork_installed) {
+        err = pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
+        atfork_installed = err == 0;
+    }
+    if (err == 0) {
+        d->next_live = registry_head;
+        registry_head = d;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return err;
+}
+
+static void
+unregister_dispatcher(Dispatcher *d)
+{
+    pthread_mutex_lock(&registry_mu);
+    Dispatcher **link = &registry_head;
+    while (*link != NULL && *link != d) {
+        link = &(*link)->next_live;
+    }
+    if (*link == d) {
+        *link = d->next_live;
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* The dispatcher thread's critical section: the state and allocation. */
+static void
+thread_lock(Dispatcher *d)
+{
+    pthread_mutex_lock(&d->mu);
+    pthread_mutex_lock(&d->alloc_mu);
+}
+
+static void
+thread_unlock(Dispatcher *d)
+{
+    pthread_mutex_unlock(&d->alloc_mu);
+    pthread_mutex_unlock(&d->mu);
+}
 
 /* ---- helpers run with the mutex held (no GIL needed) ------------------ */
 
@@ -128,6 +221,31 @@ free_completions(completion_t *c)
         free(c->data);
         free(c);
         c = next;
+    }
+}
+
+/* Take job `id` out of the table (mutex held); the caller frees it.
+ * Returns NULL if there is no such job. */
+static job_t *
+unlink_job(Dispatcher *d, uint64_t id)
+{
+    job_t **link = &d->jobs[id % JOB_BUCKETS];
+    while (*link != NULL && (*link)->id != id) {
+        link = &(*link)->next;
+    }
+    job_t *j = *link;
+    if (j != NULL) {
+        *link = j->next;
+    }
+    return j;
+}
+
+static void
+free_job(job_t *j)
+{
+    if (j != NULL) {
+        free_completions(j->head);
+        free(j);
     }
 }
 
@@ -389,7 +507,7 @@ parse_results(Dispatcher *d, worker_t *w)
  * no other thread uses: the dispatcher thread calls it without the lock.
  * Returns 0 or an errno value. */
 static int
-slurp_worker(worker_t *w)
+slurp_worker(Dispatcher *d, worker_t *w, int holding_alloc)
 {
     for (;;) {
         size_t want = READ_CHUNK;
@@ -402,7 +520,13 @@ slurp_worker(worker_t *w)
         }
         if (w->in_cap - w->in_len < want) {
             size_t cap = w->in_len + want;
+            if (!holding_alloc) {
+                pthread_mutex_lock(&d->alloc_mu);
+            }
             unsigned char *in = realloc(w->in, cap);
+            if (!holding_alloc) {
+                pthread_mutex_unlock(&d->alloc_mu);
+            }
             if (in == NULL) {
                 return ENOMEM;
             }
@@ -425,12 +549,12 @@ slurp_worker(worker_t *w)
     }
 }
 
-/* Read and record what worker w sent (mutex held).  Returns 0 or an
- * errno value. */
+/* Read and record what worker w sent (the dispatcher thread, inside
+ * thread_lock).  Returns 0 or an errno value. */
 static int
 read_worker(Dispatcher *d, worker_t *w)
 {
-    int err = slurp_worker(w);
+    int err = slurp_worker(d, w, 1);
     int perr = parse_results(d, w);
     return err != 0 ? err : perr;
 }
@@ -499,7 +623,7 @@ dispatcher_main(void *arg)
     int *read_err = NULL;        /* what reading fds[k] gave */
     size_t cap = 0;
 
-    pthread_mutex_lock(&d->mu);
+    thread_lock(d);
     while (!d->closed) {
         (void)assign_pending(d);
         size_t need = 1 + 2 * (size_t)d->nworkers;
@@ -537,7 +661,7 @@ dispatcher_main(void *arg)
             }
         }
         d->polling = 1;
-        pthread_mutex_unlock(&d->mu);
+        thread_unlock(d);
 
         int r = poll(fds, (nfds_t)n, -1);
         int poll_errno = errno;
@@ -551,11 +675,11 @@ dispatcher_main(void *arg)
             worker_t *w = owner[k];
             read_err[k] = 0;
             if (fds[k].fd == w->fd && (fds[k].revents & (POLLIN | POLLHUP | POLLERR))) {
-                read_err[k] = slurp_worker(w);
+                read_err[k] = slurp_worker(d, w, 0);
             }
         }
 
-        pthread_mutex_lock(&d->mu);
+        thread_lock(d);
         d->polling = 0;
         if (r < 0) {
             if (poll_errno == EINTR) {
@@ -603,7 +727,7 @@ dispatcher_main(void *arg)
     free(read_err);
     /* a fatal error: sleepers must not wait for results that will not come */
     announce(d);
-    pthread_mutex_unlock(&d->mu);
+    thread_unlock(d);
     return NULL;
 }
 
@@ -716,10 +840,20 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     d->owner = getpid();
     d->inflight_max = inflight;
     int err = pthread_mutex_init(&d->mu, NULL);
+    if (err == 0 && (err = pthread_mutex_init(&d->alloc_mu, NULL)) != 0) {
+        (void)pthread_mutex_destroy(&d->mu);
+    }
     if (err != 0) {
         Py_DECREF(d);
         return fastmp_oserror(err, "pthread_mutex_init");
     }
+    if ((err = register_dispatcher(d)) != 0) {
+        (void)pthread_mutex_destroy(&d->alloc_mu);
+        (void)pthread_mutex_destroy(&d->mu);
+        Py_DECREF(d);
+        return fastmp_oserror(err, "pthread_atfork");
+    }
+    d->registered = 1;
     d->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (d->wakefd < 0) {
         err = errno;
@@ -792,12 +926,14 @@ static void
 Dispatcher_dealloc(Dispatcher *d)
 {
     PyTypeObject *tp = Py_TYPE(d);
-    shutdown_dispatcher(d, 1);
+    if (d->registered) {
+        shutdown_dispatcher(d, 1);
+        unregister_dispatcher(d);
+    }
     for (int b = 0; b < JOB_BUCKETS; b++) {
         for (job_t *j = d->jobs[b]; j != NULL;) {
             job_t *next = j->next;
-            free_completions(j->head);
-            free(j);
+            free_job(j);
             j = next;
         }
     }
@@ -813,7 +949,10 @@ Dispatcher_dealloc(Dispatcher *d)
     if (d->wakefd >= 0) {
         close(d->wakefd);
     }
-    (void)pthread_mutex_destroy(&d->mu);
+    if (d->registered) {
+        (void)pthread_mutex_destroy(&d->alloc_mu);
+        (void)pthread_mutex_destroy(&d->mu);
+    }
     tp->tp_free((PyObject *)d);
     Py_DECREF(tp);
 }
@@ -969,19 +1108,9 @@ Dispatcher_forget(Dispatcher *d, PyObject *arg)
         return NULL;
     }
     lock_dispatcher(d);
-    job_t **link = &d->jobs[id % JOB_BUCKETS];
-    while (*link != NULL && (*link)->id != id) {
-        link = &(*link)->next;
-    }
-    job_t *j = *link;
-    if (j != NULL) {
-        *link = j->next;
-    }
+    job_t *j = unlink_job(d, id);
     pthread_mutex_unlock(&d->mu);
-    if (j != NULL) {
-        free_completions(j->head);
-        free(j);
-    }
+    free_job(j);
     Py_RETURN_NONE;
 }
 
@@ -1117,7 +1246,9 @@ enum { STATE_PENDING = 0, STATE_READY = 1, STATE_CLOSED = 2 };
 /* collect(job, timeout, want) -> (state, outcomes)
  * want 0: do not block; 1: until an outcome is there; 2: until the job is
  * ready.  state: 0 pending, 1 ready, 2 the dispatcher closed first (or
- * the job is unknown).  outcomes: every outcome not collected before. */
+ * the job is unknown).  outcomes: every outcome not collected before.
+ * A ready job is forgotten here, except with want 1 (an imap iterator
+ * asks again until it has seen every chunk). */
 static PyObject *
 Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1162,7 +1293,12 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyObject *outcomes = j != NULL ? take_completions(j) : PyList_New(0);
+    job_t *done = NULL;
+    if (state == STATE_READY && want != WAIT_ANY) {
+        done = unlink_job(d, id);
+    }
     pthread_mutex_unlock(&d->mu);
+    free_job(done);
     if (outcomes == NULL) {
         return NULL;
     }

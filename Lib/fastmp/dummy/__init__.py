@@ -89,19 +89,16 @@ class Value(object):
     """A boxed value; `lock` is accepted and ignored (threads share it)."""
 
     def __init__(self, typecode, value, lock=True):
-        self._typecode = typecode
-        self._value = value
-
-    @property
-    def value(self):
-        return self._value
-
-    @value.setter
-    def value(self, value):
-        self._value = value
+        self._typecode, self.value = typecode, value
 
     def __repr__(self):
-        return '<%s(%r, %r)>' % (type(self).__name__, self._typecode, self._value)
+        return '<%s(%r, %r)>' % (type(self).__name__, self._typecode, self.value)
+
+
+def Pool(processes=None, initializer=None, initargs=()):
+    """A pool of worker threads."""
+    from ..pool import ThreadPool
+    return ThreadPool(processes, initializer, initargs)
 
 
 def Manager():
@@ -110,12 +107,7 @@ def Manager():
 
 
 def shutdown():
-    pass
-
-
-def Pool(processes=None, initializer=None, initargs=()):
-    from ..pool import ThreadPool
-    return ThreadPool(processes, initializer, initargs)
+    """The module-as-manager has nothing to shut down."""
 
 
 JoinableQueue = Queue

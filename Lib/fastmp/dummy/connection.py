@@ -18,9 +18,6 @@ class Listener(object):
         inbox, outbox = self._pending.get()
         return Connection(inbox, outbox)
 
-    def close(self):
-        self._pending = None
-
     @property
     def address(self):
         return self._pending
@@ -28,8 +25,11 @@ class Listener(object):
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc_value, exc_tb):
+    def __exit__(self, *exc_info):
         self.close()
+
+    def close(self):
+        self._pending = None
 
 
 def Client(address):
@@ -54,20 +54,19 @@ class Connection(object):
         self.send = self.send_bytes = outbox.put
         self.recv = self.recv_bytes = inbox.get
 
-    def poll(self, timeout=0.0):
-        if self._in.qsize() > 0:
-            return True
-        if timeout <= 0.0:
-            return False
-        with self._in.not_empty:
-            self._in.not_empty.wait(timeout)
-        return self._in.qsize() > 0
-
-    def close(self):
-        pass
-
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, exc_value, exc_tb):
+    def __exit__(self, *exc_info):
         self.close()
+
+    def poll(self, timeout=0.0):
+        """True when something can be received, waiting up to `timeout`."""
+        inbox = self._in
+        if inbox.qsize() == 0 and timeout > 0.0:
+            with inbox.not_empty:
+                inbox.not_empty.wait(timeout)
+        return inbox.qsize() != 0
+
+    def close(self):
+        """Nothing to release between threads."""
