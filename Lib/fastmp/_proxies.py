@@ -218,6 +218,34 @@ def unwrap_reply(kind, result):
         result = None
 
 
+# Addresses of the servers this process started and has not shut down:
+# its thread connections to them stay open (for creates and the final
+# shutdown) even while it holds no proxies.
+owned_servers = set()
+
+
+def shutdown_inband(address, timeout):
+    """Ask the server at `address` to shut down on this thread's connection,
+    if the server takes control requests there; wait at most `timeout`
+    seconds for the answer.  False if it could not be asked that way."""
+    shared = BaseProxy._address_to_local.get(address)
+    tls = shared[0] if shared else None
+    conn = getattr(tls, 'connection', None)
+    if conn is None or not tls.inband or getattr(tls, 'busy', False):
+        return False
+    tls.busy = True
+    try:
+        conn.send((None, 'shutdown', (), {}))
+        if conn.poll(timeout):
+            conn.recv_bytes()
+    except (OSError, EOFError) as e:
+        util.debug('shutdown request failed: %s', e)
+    finally:
+        tls.busy = False
+        forget_connection(tls, conn)
+    return True
+
+
 def adopt_reference(proxytype, token, serializer, manager, authkey, exposed):
     """A proxy taking over the reference the server counted when it created
     the object (saving the incref/decref pair, two connections)."""
@@ -351,7 +379,9 @@ class BaseProxy:
                 util.debug('decref of %r failed: %s', token.id, e)
         # The thread's connection is no longer needed once the process
         # holds nothing from this server.
-        conn = getattr(tls, 'connection', None) if not idset else None
+        conn = None
+        if not idset and token.address not in owned_servers:
+            conn = getattr(tls, 'connection', None)
         if conn is not None:
             del tls.connection
             conn.close()

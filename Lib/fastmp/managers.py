@@ -27,7 +27,7 @@ from ._proxies import (  # noqa: F401 (the standard module's names)
     BaseListProxy, ListProxy, DictProxy, SetProxy, ArrayProxy, BasePoolProxy,
     PoolProxy, ProcessLocalSet, dispatch, convert_to_error, listener_client,
     call_server, connect_client, control, adopt_reference,
-    proxytype_for_typeid, INBAND_CONTROL)
+    proxytype_for_typeid, INBAND_CONTROL, owned_servers, shutdown_inband)
 
 __all__ = ['BaseManager', 'SyncManager', 'BaseProxy', 'Token',
            'SharedMemoryManager']
@@ -58,9 +58,9 @@ def public_methods(obj):
     return [name for name in all_methods(obj) if name[0] != '_']
 
 
-# Returned by a control request that has sent its reply itself (shutdown):
-# a second one would only meet a closed connection, and formatting that
-# failure would hold up the server's exit.
+# Returned by a control request that has sent its reply itself (shutdown,
+# accept_connection): a second one would only meet a closed connection,
+# and formatting that failure would hold up the server's exit.
 _ANSWERED = object()
 
 
@@ -227,20 +227,17 @@ class Server:
             return ('#TRACEBACK', format_exc())
         return ('#PROXY', (rexposed, Token(typeid, self.address, rident)))
 
-    # Control requests that need a connection of their own.
-    _CONNECTION_CONTROL = frozenset(['accept_connection', 'shutdown'])
-
     def _inband_control(self, conn, methodname, args, kwds):
         """A control request made on a serving connection (by a fastmp
-        client); return the reply to send."""
+        client); return the reply to send (None: it answered itself)."""
         try:
-            if (methodname not in self.public
-                    or methodname in self._CONNECTION_CONTROL):
+            if methodname not in self.public or methodname == 'accept_connection':
                 raise ValueError('%r cannot be requested on a connection '
                                  'serving method calls' % (methodname,))
-            return ('#RETURN', getattr(self, methodname)(conn, *args, **kwds))
+            result = getattr(self, methodname)(conn, *args, **kwds)
         except Exception:
             return ('#TRACEBACK', format_exc())
+        return None if result is _ANSWERED else ('#RETURN', result)
 
     def serve_client(self, conn):
         """Serve the method calls of one client thread until it hangs up."""
@@ -262,6 +259,8 @@ class Server:
                 else:
                     reply = call(conn, ident, methodname, args, kwds)
                 request = None
+                if reply is None:       # the request answered itself
+                    continue
             try:
                 try:
                     send(reply)
@@ -346,6 +345,7 @@ class Server:
         # Tells a fastmp client it may send control requests here too.
         c.send(('#RETURN', INBAND_CONTROL))
         self.serve_client(c)
+        return _ANSWERED
 
     def incref(self, c, ident):
         with self.mutex:
@@ -428,6 +428,10 @@ class BaseManager:
         _check_initial(self._state)
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
+        if self._address is None and self._ctx.get_start_method() == 'fork':
+            # The forked server then puts its socket in this process's
+            # temporary directory instead of making and removing its own.
+            util.get_temp_dir()
         # The server reports its address (known once it listens) here.
         reader, writer = connection.Pipe(duplex=False)
         server_args = (self._registry, self._address, self._authkey,
@@ -450,8 +454,9 @@ class BaseManager:
             raise reply.error
         self._address = reply
         self._state.value = State.STARTED
+        owned_servers.add(self._address)
         stop_args = (self._process, self._address, self._authkey, self._state,
-                     self._Client, self._shutdown_timeout)
+                     self._serializer, self._shutdown_timeout)
         self.shutdown = util.Finalize(self, type(self)._finalize_manager,
                                       args=stop_args, exitpriority=0)
 
@@ -503,18 +508,22 @@ class BaseManager:
                        'number_of_objects')
 
     @staticmethod
-    def _finalize_manager(process, address, authkey, state, _Client,
+    def _finalize_manager(process, address, authkey, state, serializer,
                           shutdown_timeout):
         """Ask the server to stop; escalate to SIGTERM, then SIGKILL, if it
         does not exit within `shutdown_timeout` each time."""
-        if process.is_alive():
+        owned_servers.discard(address)
+        if process.is_alive() and not shutdown_inband(address,
+                                                      shutdown_timeout):
             # Asked from a helper thread: a server too stuck to answer
             # must not hang its owner.
+            Client = listener_client[serializer][1]
             asker = threading.Thread(target=_request_shutdown,
-                                     args=(_Client, address, authkey),
+                                     args=(Client, address, authkey),
                                      daemon=True)
             asker.start()
             asker.join(shutdown_timeout)
+        if process.is_alive():
             process.join(timeout=shutdown_timeout)
             if process.is_alive() and hasattr(process, 'terminate'):
                 util.info('manager still alive: terminating it')
