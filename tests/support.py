@@ -9,12 +9,21 @@ ROOT = os.path.dirname(HERE)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
+def child_env(extra=None):
+    """os.environ plus `extra`, with PYTHONPATH made absolute so a child
+    started in another directory imports the same fastmp."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p)
+    env.update(extra or {})
+    return env
+
+
 def run_python(*args, timeout=60, cwd=None, env=None, input=None):
     """Run this interpreter with `args`; return the CompletedProcess (text
     output).  Raises subprocess.TimeoutExpired rather than hang."""
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    full_env = child_env(env)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env,
                            input=input, capture_output=True, text=True,
                            timeout=timeout)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from support import SHARED
+from support import SHARED, child_env
 
 DOC_EXAMPLES = os.path.join(SHARED, "doc-examples")
 
@@ -43,7 +43,7 @@ def _last_line(text):
 def _start(argv):
     return subprocess.Popen([sys.executable, *argv], cwd=DOC_EXAMPLES,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+                            stdin=subprocess.DEVNULL, text=True, env=child_env())
 
 
 @pytest.mark.timeout(100)

@@ -1,25 +1,941 @@
-/* channel.c - shared-memory message channel behind Queue.  (Not written yet.) */
-#include "fastmp.h"
+/* channel.c - fastmp._fastmp.Channel, the C core of Queue, JoinableQueue
+ * and SimpleQueue (fastmp.queues subclasses it): put/get with pickling,
+ * timeouts, the bounded-queue slots, JoinableQueue's task counter, and the
+ * exit-time flush of buffered messages.  The ring itself is in
+ * channel_ring.c and the feeder thread in channel_feeder.c. */
+#include "channel.h"
+
+#include "futex.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Payloads up to this size are copied into the feeder buffer; larger ones
+ * are sent straight from the pickled object, which the buffer keeps. */
+#define COPY_LIMIT (64u * 1024u)
+/* Seconds a put waits for a writer lock held for small messages before
+ * it buffers its message instead. */
+#define LOCK_PATIENCE 0.001
+
+typedef struct {
+    PyObject_HEAD
+    chan_map *map;                      /* NULL until _create/_attach */
+    int closed;
+} ChannelObject;
+
+static fastmp_state *
+chan_state(PyObject *self)
+{
+    return fastmp_state_from_type(Py_TYPE(self));
+}
+
+/* The map, or NULL with an exception if unusable (never set up, or
+ * closed in this process). */
+static chan_map *
+usable_map(ChannelObject *self)
+{
+    if (self->map == NULL) {
+        PyErr_SetString(PyExc_ValueError, "queue is not initialised");
+        return NULL;
+    }
+    if (self->closed) {
+        if (self->map->sh->flags & CHAN_SIMPLE) {
+            PyErr_SetString(PyExc_OSError, "handle is closed");
+        }
+        else {
+            PyErr_Format(PyExc_ValueError, "Queue %R is closed", (PyObject *)self);
+        }
+        return NULL;
+    }
+    return self->map;
+}
+
+/* Parse the optional (block=True, timeout=None) after `skip` leading
+ * positional arguments.  Returns -1 with an exception set. */
+static int
+parse_block_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    Py_ssize_t skip, const char *fname, int *block, PyObject **timeout)
+{
+    *block = 1;
+    *timeout = Py_None;
+    PyObject *given[2] = {NULL, NULL};
+    if (nargs > skip + 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments", fname, skip + 2);
+        return -1;
+    }
+    for (Py_ssize_t i = skip; i < nargs; i++) {
+        given[i - skip] = args[i];
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        int slot = PyUnicode_CompareWithASCIIString(key, "block") == 0 ? 0
+                   : PyUnicode_CompareWithASCIIString(key, "timeout") == 0 ? 1 : -1;
+        if (slot < 0 || given[slot] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected or repeated "
+                         "keyword argument %R", fname, key);
+            return -1;
+        }
+        given[slot] = args[nargs + i];
+    }
+    if (given[0] != NULL && (*block = PyObject_IsTrue(given[0])) < 0) {
+        return -1;
+    }
+    if (given[1] != NULL) {
+        *timeout = given[1];
+    }
+    return 0;
+}
+
+/* ---- encoding -------------------------------------------------------- */
+
+/* The message for `obj`: a bytes object is sent as is (REC_RAW), a str
+ * as its UTF-8 (REC_STR; both skip pickle entirely), other plain atoms go
+ * through pickle.dumps and everything else through the ForkingPickler-
+ * aware dumps.  Returns 0 with *view filled (it keeps the source alive),
+ * or -1. */
+static int
+encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
+{
+    *flags = 0;
+    if (PyBytes_CheckExact(obj)) {
+        *flags = REC_RAW;
+        return PyObject_GetBuffer(obj, view, PyBUF_SIMPLE);
+    }
+    if (PyUnicode_CheckExact(obj)) {
+        Py_ssize_t len;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(obj, &len);
+        if (utf8 != NULL) {
+            *flags = REC_STR;
+            return PyBuffer_FillInfo(view, obj, (void *)utf8, len, 1, PyBUF_SIMPLE);
+        }
+        PyErr_Clear();                  /* lone surrogates: pickle copes */
+    }
+    int atom = PyUnicode_CheckExact(obj) || PyLong_CheckExact(obj)
+               || PyFloat_CheckExact(obj) || obj == Py_None || PyBool_Check(obj);
+    PyObject *payload = PyObject_CallOneArg(atom ? st->chan_fast_dumps : st->chan_dumps, obj);
+    if (payload == NULL) {
+        return -1;
+    }
+    int r = PyObject_GetBuffer(payload, view, PyBUF_SIMPLE);
+    Py_DECREF(payload);
+    return r;
+}
+
+/* The object for a received message (consumes `msg`, the payload bytes,
+ * or for a str that was decoded straight from the ring, the str). */
+static PyObject *
+decode(fastmp_state *st, PyObject *msg, uint32_t flags)
+{
+    if ((flags & REC_RAW) || PyUnicode_CheckExact(msg)) {
+        return msg;
+    }
+    PyObject *obj;
+    if (flags & REC_STR) {
+        obj = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), NULL);
+    }
+    else {
+        obj = PyObject_CallOneArg(st->chan_loads, msg);
+    }
+    Py_DECREF(msg);
+    return obj;
+}
+
+/* ---- put ------------------------------------------------------------- */
+
+/* Count the message in (a slot on a bounded queue, waiting per `block` and
+ * the deadline).  Returns 0, or -1 with Full or another exception set. */
+static int
+count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
+{
+    chan_shared *sh = m->sh;
+    int err = chan_count_in(m, &chan_no_wait);
+    if (err == ETIMEDOUT && block) {
+        do {
+            Py_BEGIN_ALLOW_THREADS
+            err = chan_count_in(m, d);
+            Py_END_ALLOW_THREADS
+        } while (err == EINTR && PyErr_CheckSignals() == 0);
+    }
+    if (err == ETIMEDOUT) {
+        PyErr_SetNone(st->chan_Full);
+        return -1;
+    }
+    if (err) {
+        if (err != EINTR) {             /* EINTR: a signal handler raised */
+            fastmp_oserror(err, "futex");
+        }
+        return -1;
+    }
+    if (sh->flags & CHAN_JOINABLE) {
+        __atomic_add_fetch(&sh->unfinished, 1, __ATOMIC_SEQ_CST);
+    }
+    return 0;
+}
+
+/* Undo count_in for a message that will not be sent. */
+static void
+count_out(chan_map *m)
+{
+    if (m->sh->flags & CHAN_JOINABLE) {
+        __atomic_sub_fetch(&m->sh->unfinished, 1, __ATOMIC_SEQ_CST);
+    }
+    chan_count_cancel(m);
+}
+
+/* Try to publish the message right now, without sleeping.  Messages this
+ * process buffered earlier go first (FIFO); if they do not all fit, this
+ * one is buffered behind them.  Returns 0 or EAGAIN. */
+static int
+try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
+{
+    int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
+                   && m->pid == chan_pid();
+    int err = chan_lock_writer(m, &chan_no_wait);
+    if (err == EBUSY && !chan_streaming(m)) {
+        /* wait a moment for a busy lock rather than buffer: buffering
+         * costs more, and memory when producers outrun the consumer */
+        fastmp_deadline soon;
+        fastmp_deadline_from_seconds(LOCK_PATIENCE, &soon);
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_lock_writer(m, &soon);
+        Py_END_ALLOW_THREADS
+    }
+    if (err) {
+        return EAGAIN;
+    }
+    err = buffered ? chan_feeder_drain(m) : 0;
+    if (err == 0) {
+        err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
+    }
+    chan_unlock(&m->sh->wlock);
+    return err;
+}
+
+/* Hand the message to the feeder thread (takes over *view).  Returns 0 or
+ * -1 with an exception set. */
+static int
+buffer_message(chan_map *m, Py_buffer *view, uint32_t flags)
+{
+    int copy = (uint64_t)view->len <= COPY_LIMIT;
+    chan_pending *item = malloc(sizeof(*item) + (copy ? (size_t)view->len : 0));
+    if (item == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(item, 0, sizeof(*item));
+    item->len = (uint64_t)view->len;
+    item->flags = flags;
+    if (copy) {
+        memcpy(item + 1, view->buf, (size_t)view->len);
+        item->data = (const char *)(item + 1);
+        PyBuffer_Release(view);
+    }
+    else {
+        item->view = *view;
+        item->data = view->buf;
+    }
+    chan_feeder_release_done(m);
+    int err = chan_feeder_push(m, item);
+    if (err) {
+        if (!copy) {
+            *view = item->view;         /* the caller still releases it */
+        }
+        free(item);
+        fastmp_oserror(err, "pthread_create");
+        return -1;
+    }
+    if (!copy) {
+        view->obj = NULL;
+    }
+    return 0;
+}
+
+/* SimpleQueue: write the message with the writer lock held, waiting for
+ * space as long as it takes (like a pipe write).  Returns 0 or -1. */
+static int
+write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
+{
+    fastmp_deadline forever;
+    fastmp_deadline_from_seconds(-1.0, &forever);
+    int err = chan_lock(&m->sh->wlock, &forever, 0);
+    while (err == EBUSY || err == EINTR) {
+        if (err == EINTR && PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_lock(&m->sh->wlock, &forever, 1);
+        Py_END_ALLOW_THREADS
+    }
+    if (err) {
+        fastmp_oserror(err, "pthread_mutex_lock");
+        return -1;
+    }
+    chan_repair_writer(m);
+    chan_wmsg w = {view->buf, (uint64_t)view->len, flags, 0, 0};
+    err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
+    while (err == ETIMEDOUT || err == EINTR) {
+        if (err == EINTR && PyErr_CheckSignals() < 0) {
+            /* a started message stays flagged: the next writer aborts it */
+            chan_unlock(&m->sh->wlock);
+            return -1;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_write(m, &w, &forever);
+        Py_END_ALLOW_THREADS
+    }
+    chan_unlock(&m->sh->wlock);
+    if (err) {
+        fastmp_oserror(err, "futex");
+        return -1;
+    }
+    return 0;
+}
+
+/* put for all three classes; `simple` selects SimpleQueue's blocking
+ * write instead of the feeder buffer. */
+static PyObject *
+put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int simple)
+{
+    chan_map *m = usable_map(self);
+    fastmp_state *st = chan_state((PyObject *)self);
+    if (m == NULL || st == NULL) {
+        return NULL;
+    }
+    fastmp_deadline d;
+    if (fastmp_deadline_from_object(block ? timeout : Py_None, &d) < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    uint32_t flags;
+    if (encode(st, obj, &view, &flags) < 0) {
+        return NULL;
+    }
+    if (count_in(st, m, block, &d) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int failed = 0;
+    if (try_write_now(m, &view, flags) != 0) {
+        failed = simple ? write_blocking(m, &view, flags) : buffer_message(m, &view, flags);
+    }
+    if (view.obj != NULL) {
+        PyBuffer_Release(&view);
+    }
+    if (failed) {
+        count_out(m);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Channel_put(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "put() missing required argument 'obj'");
+        return NULL;
+    }
+    int block;
+    PyObject *timeout;
+    if (parse_block_timeout(args, nargs, kwnames, 1, "put", &block, &timeout) < 0) {
+        return NULL;
+    }
+    return put_impl(self, args[0], block, timeout, 0);
+}
+
+static PyObject *
+Channel_put_nowait(ChannelObject *self, PyObject *obj)
+{
+    return put_impl(self, obj, 0, Py_None, 0);
+}
+
+static PyObject *
+Channel_put_blocking(ChannelObject *self, PyObject *obj)
+{
+    return put_impl(self, obj, 1, Py_None, 1);
+}
+
+/* ---- get ------------------------------------------------------------- */
+
+/* A torn message (its writer died or gave up, or its reader did) is gone:
+ * forget it and count it out. */
+static void
+drop_torn(chan_map *m, PyObject **msg, int *skipping)
+{
+    Py_CLEAR(*msg);
+    *skipping = 0;
+    m->sh->rd_in_message = 0;
+    chan_count_done(m);
+}
+
+/* Holding rlock: wait for and read one whole message.  Returns its bytes
+ * (flags in *flags); NULL without an exception for "nothing before the
+ * deadline" (Empty); NULL with an exception on error. */
+static PyObject *
+read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
+{
+    chan_shared *sh = m->sh;
+    /* a reader before us stopped inside a message: skip its remainder */
+    int skipping = sh->rd_in_message;
+    PyObject *msg = NULL;
+    uint64_t total = 0, filled = 0;
+    for (;;) {
+        if (!chan_readable(m)) {
+            int mid = msg != NULL || skipping;
+            if (!mid && !block) {
+                return NULL;
+            }
+            /* inside a message the deadline no longer applies, but we look
+             * at the writer every slice in case it is gone */
+            fastmp_deadline slice;
+            fastmp_deadline_from_seconds(0.05, &slice);
+            int err;
+            Py_BEGIN_ALLOW_THREADS
+            err = chan_wait_data(m, mid ? &slice : d);
+            Py_END_ALLOW_THREADS
+            if (err == ETIMEDOUT) {
+                if (!mid) {
+                    return NULL;
+                }
+                if (chan_writer_gone(m)) {
+                    drop_torn(m, &msg, &skipping);
+                }
+            }
+            else if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    Py_XDECREF(msg);    /* rd_in_message tells the next reader */
+                    return NULL;
+                }
+            }
+            else if (err) {
+                Py_XDECREF(msg);
+                return fastmp_oserror(err, "futex");
+            }
+            continue;
+        }
+        chan_rec rec;
+        chan_peek(m, &rec);
+        uint32_t kind = rec.kind & REC_KIND_MASK;
+        if (kind == REC_WHOLE || kind == REC_FIRST) {
+            if (msg != NULL) {
+                drop_torn(m, &msg, &skipping);
+            }
+            skipping = 0;
+            *flags = rec.kind & (REC_RAW | REC_STR);
+            uint64_t head = 0;
+            if (kind == REC_FIRST) {
+                chan_copy_out(m, 0, &total, sizeof(total));
+                head = sizeof(total);
+                sh->rd_in_message = 1;
+            }
+            else {
+                total = rec.len;
+            }
+            if (rec.len < head || total > (uint64_t)PY_SSIZE_T_MAX
+                || total < rec.len - head) {
+                chan_consume(m, &rec);
+                PyErr_SetString(PyExc_OSError, "queue channel is corrupt");
+                return NULL;
+            }
+            const char *direct = kind == REC_WHOLE && (*flags & REC_STR)
+                                 ? chan_payload_ptr(m, total) : NULL;
+            if (direct != NULL) {
+                /* a str in one piece: decode it straight from the ring */
+                msg = PyUnicode_DecodeUTF8(direct, (Py_ssize_t)total, NULL);
+                chan_consume(m, &rec);
+                if (msg == NULL) {
+                    return NULL;
+                }
+                break;
+            }
+            msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+            if (msg == NULL) {
+                chan_consume(m, &rec);  /* the next reader skips the rest */
+                return NULL;
+            }
+            filled = rec.len - head;
+            chan_copy_out(m, head, PyBytes_AS_STRING(msg), filled);
+            chan_consume(m, &rec);
+            if (kind == REC_WHOLE) {
+                break;
+            }
+        }
+        else if (kind == REC_MORE || kind == REC_LAST) {
+            if (msg != NULL && filled + rec.len <= total) {
+                chan_copy_out(m, 0, PyBytes_AS_STRING(msg) + filled, rec.len);
+                filled += rec.len;
+            }
+            else if (msg != NULL) {
+                drop_torn(m, &msg, &skipping);
+                skipping = kind == REC_MORE;
+                sh->rd_in_message = skipping;
+            }
+            chan_consume(m, &rec);
+            if (kind == REC_LAST) {
+                if (msg != NULL && filled == total) {
+                    break;
+                }
+                if (skipping) {
+                    drop_torn(m, &msg, &skipping);
+                }
+            }
+        }
+        else {
+            /* ABORT (or an unknown kind): the message in progress is torn */
+            chan_consume(m, &rec);
+            if (msg != NULL || skipping) {
+                drop_torn(m, &msg, &skipping);
+            }
+        }
+    }
+    sh->rd_in_message = 0;
+    chan_count_done(m);
+    return msg;
+}
+
+static PyObject *
+get_impl(ChannelObject *self, int block, PyObject *timeout)
+{
+    chan_map *m = usable_map(self);
+    fastmp_state *st = chan_state((PyObject *)self);
+    if (m == NULL || st == NULL) {
+        return NULL;
+    }
+    fastmp_deadline d;
+    if (fastmp_deadline_from_object(block ? timeout : Py_None, &d) < 0) {
+        return NULL;
+    }
+    int err = chan_lock(&m->sh->rlock, &d, 0);
+    while (err == EBUSY || err == EINTR) {
+        if (!block) {
+            break;
+        }
+        if (err == EINTR && PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_lock(&m->sh->rlock, &d, 1);
+        Py_END_ALLOW_THREADS
+    }
+    if (err == EBUSY || err == ETIMEDOUT) {
+        PyErr_SetNone(st->chan_Empty);
+        return NULL;
+    }
+    if (err) {
+        return fastmp_oserror(err, "pthread_mutex_lock");
+    }
+    uint32_t flags = 0;
+    PyObject *msg = read_message(m, block, &d, &flags);
+    chan_unlock(&m->sh->rlock);
+    if (msg == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetNone(st->chan_Empty);
+        }
+        return NULL;
+    }
+    return decode(st, msg, flags);
+}
+
+static PyObject *
+Channel_get(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    int block;
+    PyObject *timeout;
+    if (parse_block_timeout(args, nargs, kwnames, 0, "get", &block, &timeout) < 0) {
+        return NULL;
+    }
+    return get_impl(self, block, timeout);
+}
+
+static PyObject *
+Channel_get_nowait(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return get_impl(self, 0, Py_None);
+}
+
+/* ---- state queries --------------------------------------------------- */
+
+static PyObject *
+Channel_qsize(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = usable_map(self);
+    if (m == NULL) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(chan_qsize(m));
+}
+
+static PyObject *
+Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = usable_map(self);
+    if (m == NULL) {
+        return NULL;
+    }
+    return PyBool_FromLong(chan_available(m) == 0);
+}
+
+static PyObject *
+Channel_full(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = usable_map(self);
+    if (m == NULL) {
+        return NULL;
+    }
+    uint32_t max = m->sh->maxsize;
+    return PyBool_FromLong(max != 0 && chan_qsize(m) >= max);
+}
+
+/* ---- JoinableQueue --------------------------------------------------- */
+
+static PyObject *
+Channel_task_done(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = usable_map(self);
+    if (m == NULL) {
+        return NULL;
+    }
+    chan_shared *sh = m->sh;
+    uint32_t u = __atomic_load_n(&sh->unfinished, __ATOMIC_SEQ_CST);
+    do {
+        if (u == 0) {
+            PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+            return NULL;
+        }
+    } while (!__atomic_compare_exchange_n(&sh->unfinished, &u, u - 1, 0,
+                                          __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    if (u == 1 && __atomic_load_n(&sh->join_waiters, __ATOMIC_SEQ_CST)) {
+        int err = fastmp_futex_wake(&sh->unfinished, INT32_MAX);
+        if (err) {
+            return fastmp_oserror(err, "futex");
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Channel_join(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = usable_map(self);
+    if (m == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_wait_joined(m);
+        Py_END_ALLOW_THREADS
+        if (err == 0) {
+            Py_RETURN_NONE;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+}
+
+/* ---- lifetime -------------------------------------------------------- */
+
+/* Wait (GIL released in slices) until this process's buffer for `m` is
+ * sent or cancelled.  Returns 0 or -1 if a signal handler raised. */
+static int
+flush_map(chan_map *m)
+{
+    for (;;) {
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_feeder_wait_empty(m);
+        Py_END_ALLOW_THREADS
+        chan_feeder_release_done(m);
+        if (err == 0) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+static PyObject *
+Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Channel_flush(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->map != NULL && flush_map(self->map) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Channel_cancel_join_thread(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    chan_map *m = self->map;
+    if (m != NULL) {
+        chan_feeder_adopt(m);
+        pthread_mutex_lock(&m->mu);
+        m->cancelled = 1;
+        pthread_cond_broadcast(&m->idle);
+        pthread_mutex_unlock(&m->mu);
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+set_map(ChannelObject *self, chan_map *m, int err)
+{
+    if (err) {
+        fastmp_oserror(err, "queue channel");
+        return -1;
+    }
+    if (self->map != NULL) {
+        chan_map_decref(self->map);
+    }
+    self->map = m;
+    self->closed = 0;
+    return 0;
+}
+
+static PyObject *
+Channel_create(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* _create(maxsize, kind_flags, capacity) */
+    long long maxsize, capacity;
+    unsigned long kind;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_create(maxsize, flags, capacity)");
+        return NULL;
+    }
+    if ((maxsize = PyLong_AsLongLong(args[0])) == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if ((kind = PyLong_AsUnsignedLong(args[1])) == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if ((capacity = PyLong_AsLongLong(args[2])) == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (maxsize < 0 || maxsize > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "maxsize out of range");
+        return NULL;
+    }
+    if (capacity < 4096 || capacity > (1LL << 40) || (capacity & (capacity - 1))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "capacity must be a power of two between 4096 and 2**40");
+        return NULL;
+    }
+    chan_map *m = NULL;
+    int err = chan_map_create((uint64_t)capacity, (uint32_t)maxsize,
+                              (uint32_t)kind & (CHAN_JOINABLE | CHAN_SIMPLE), &m);
+    if (set_map(self, m, err) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Channel_attach(ChannelObject *self, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "bad file descriptor");
+        return NULL;
+    }
+    chan_map *m = NULL;
+    int err = chan_map_attach((int)fd, &m);
+    if (set_map(self, m, err) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Channel_fd(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->map == NULL) {
+        PyErr_SetString(PyExc_ValueError, "queue is not initialised");
+        return NULL;
+    }
+    return PyLong_FromLong(self->map->fd);
+}
+
+static PyObject *
+Channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static void
+Channel_dealloc(ChannelObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->map != NULL) {
+        chan_feeder_release_done(self->map);
+        chan_live_remove_idle(self->map);
+        chan_map_decref(self->map);
+        self->map = NULL;
+    }
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+Channel_traverse(ChannelObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+/* Module function: flush every channel this process buffered messages
+ * for, except cancelled ones (run at exit, like joining feeder threads). */
+static PyObject *
+channel_flush_all(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    for (chan_map *m = chan_live_first(); m != NULL; ) {
+        chan_map *next = m->next_live;
+        if (flush_map(m) < 0) {
+            return NULL;
+        }
+        m = next;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Module function: _channel_setup(dumps) installs the ForkingPickler-aware
+ * dumps used for everything but bytes and plain atoms. */
+static PyObject *
+channel_setup(PyObject *module, PyObject *dumps)
+{
+    fastmp_state *st = PyModule_GetState(module);
+    if (!PyCallable_Check(dumps)) {
+        PyErr_SetString(PyExc_TypeError, "dumps must be callable");
+        return NULL;
+    }
+    Py_XSETREF(st->chan_dumps, Py_NewRef(dumps));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Channel_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))Channel_put, METH_FASTCALL | METH_KEYWORDS,
+     "put(obj, block=True, timeout=None)"},
+    {"get", (PyCFunction)(void (*)(void))Channel_get, METH_FASTCALL | METH_KEYWORDS,
+     "get(block=True, timeout=None)"},
+    {"put_nowait", (PyCFunction)Channel_put_nowait, METH_O, "put(obj, False)"},
+    {"get_nowait", (PyCFunction)Channel_get_nowait, METH_NOARGS, "get(False)"},
+    {"_put_blocking", (PyCFunction)Channel_put_blocking, METH_O,
+     "put that waits for room in the ring instead of buffering (SimpleQueue)"},
+    {"qsize", (PyCFunction)Channel_qsize, METH_NOARGS, "messages put and not yet got"},
+    {"empty", (PyCFunction)Channel_empty, METH_NOARGS, "True if nothing is ready to get"},
+    {"full", (PyCFunction)Channel_full, METH_NOARGS, "True if a bounded queue is full"},
+    {"_task_done", (PyCFunction)Channel_task_done, METH_NOARGS, "JoinableQueue.task_done"},
+    {"_join", (PyCFunction)Channel_join, METH_NOARGS, "JoinableQueue.join"},
+    {"close", (PyCFunction)Channel_close, METH_NOARGS, "no more put/get in this process"},
+    {"_flush", (PyCFunction)Channel_flush, METH_NOARGS,
+     "wait until this process's buffered messages are in the ring"},
+    {"cancel_join_thread", (PyCFunction)Channel_cancel_join_thread, METH_NOARGS,
+     "do not wait for buffered messages at exit"},
+    {"_create", (PyCFunction)(void (*)(void))Channel_create, METH_FASTCALL,
+     "_create(maxsize, flags, capacity): a new channel"},
+    {"_attach", (PyCFunction)Channel_attach, METH_O, "_attach(fd): map a channel fd (owned)"},
+    {"_fd", (PyCFunction)Channel_fd, METH_NOARGS, "the channel's memfd"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Channel_getset[] = {
+    {"_closed", (getter)Channel_get_closed, NULL, "close() was called here", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Channel_slots[] = {
+    {Py_tp_dealloc, Channel_dealloc},
+    {Py_tp_traverse, Channel_traverse},
+    {Py_tp_methods, Channel_methods},
+    {Py_tp_getset, Channel_getset},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "Shared-memory message channel behind fastmp.queues."},
+    {0, NULL},
+};
+
+static PyType_Spec Channel_spec = {
+    .name = "fastmp._fastmp.Channel",
+    .basicsize = sizeof(ChannelObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Channel_slots,
+};
+
+static PyMethodDef channel_functions[] = {
+    {"_channel_flush_all", channel_flush_all, METH_NOARGS,
+     "flush the buffered messages of every queue of this process"},
+    {"_channel_setup", channel_setup, METH_O,
+     "_channel_setup(dumps): the pickling function for queue messages"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+import_attr(PyObject **slot, const char *module, const char *name)
+{
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL) {
+        return -1;
+    }
+    *slot = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    return *slot == NULL ? -1 : 0;
+}
 
 int
 fastmp_channel_exec(PyObject *module, fastmp_state *st)
 {
-    (void)module;
-    (void)st;
+    int err = chan_pid_init();
+    if (err) {
+        fastmp_oserror(err, "pthread_atfork");
+        return -1;
+    }
+    st->Channel_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Channel_spec, NULL);
+    if (st->Channel_type == NULL
+        || PyModule_AddObjectRef(module, "Channel", (PyObject *)st->Channel_type) < 0
+        || PyModule_AddFunctions(module, channel_functions) < 0
+        || import_attr(&st->chan_Empty, "queue", "Empty") < 0
+        || import_attr(&st->chan_Full, "queue", "Full") < 0
+        || import_attr(&st->chan_fast_dumps, "pickle", "dumps") < 0
+        || import_attr(&st->chan_loads, "pickle", "loads") < 0) {
+        return -1;
+    }
+    st->chan_dumps = Py_NewRef(st->chan_fast_dumps);
     return 0;
 }
 
 int
 fastmp_channel_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
-    (void)st;
-    (void)visit;
-    (void)arg;
+    Py_VISIT(st->Channel_type);
+    Py_VISIT(st->chan_Empty);
+    Py_VISIT(st->chan_Full);
+    Py_VISIT(st->chan_fast_dumps);
+    Py_VISIT(st->chan_dumps);
+    Py_VISIT(st->chan_loads);
     return 0;
 }
 
 void
 fastmp_channel_clear(fastmp_state *st)
 {
-    (void)st;
+    Py_CLEAR(st->Channel_type);
+    Py_CLEAR(st->chan_Empty);
+    Py_CLEAR(st->chan_Full);
+    Py_CLEAR(st->chan_fast_dumps);
+    Py_CLEAR(st->chan_dumps);
+    Py_CLEAR(st->chan_loads);
 }

@@ -35,6 +35,11 @@ typedef struct {
 
     /* channel.c */
     PyTypeObject *Channel_type;
+    PyObject *chan_Empty;           /* queue.Empty */
+    PyObject *chan_Full;            /* queue.Full */
+    PyObject *chan_fast_dumps;      /* pickle.dumps, for plain atoms */
+    PyObject *chan_dumps;           /* ForkingPickler-aware dumps */
+    PyObject *chan_loads;           /* pickle.loads */
 
     /* shm.c, shm_sync.c, shm_segment.c */
     PyTypeObject *Arena_type;

@@ -1,0 +1,241 @@
+/* channel.h - internals of the Queue channel, shared by channel.c (the
+ * Python type), channel_ring.c (the shared-memory ring, no GIL) and
+ * channel_feeder.c (the per-process native feeder thread).
+ *
+ * The channel is an anonymous memfd mapping: a header (two robust
+ * process-shared mutexes, the ring indices and the futex words) followed by
+ * a power-of-two byte ring.  Messages travel as records: an 8-byte header
+ * (payload length, kind) and the payload padded to 8 bytes.  A message that
+ * fits a quarter of the ring is one WHOLE record; a larger one streams as
+ * FIRST (whose payload starts with the 64-bit total length), MORE..., LAST.
+ * One writer at a time holds `wlock` for a whole message and one reader
+ * holds `rlock` for a whole message, so between them the ring is a
+ * single-producer single-consumer ring on two 64-bit counters.
+ *
+ * Crash safety: a writer that dies or gives up mid-message leaves
+ * `wr_in_message` set; the next holder of `wlock` publishes an ABORT record
+ * (space for it is always kept free), and readers drop the torn message.  A
+ * reader that dies mid-message leaves `rd_in_message` set; the next holder
+ * of `rlock` skips the rest of that message.  Robust mutexes hand the lock
+ * over (EOWNERDEAD) instead of wedging. */
+#ifndef FASTMP_CHANNEL_H
+#define FASTMP_CHANNEL_H
+
+#include "fastmp.h"
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#define CHAN_MAGIC 0x464d5143u          /* "FMQC" */
+#define CHAN_HEADER_SIZE 4096u
+#define CHAN_DEFAULT_CAPACITY (1u << 20)
+
+/* record kinds (low byte of chan_rec.kind) */
+enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 };
+#define REC_KIND_MASK 0xffu
+#define REC_RAW 0x100u                  /* payload is the bytes object itself */
+#define REC_STR 0x200u                  /* payload is a str's UTF-8 */
+
+/* chan_shared.flags */
+#define CHAN_JOINABLE 1u
+#define CHAN_SIMPLE 2u                  /* SimpleQueue: put blocks, no feeder */
+
+typedef struct {
+    uint32_t len;                       /* payload bytes in this record */
+    uint32_t kind;                      /* REC_* | REC_RAW */
+} chan_rec;
+
+typedef struct {
+    uint32_t magic;
+    uint32_t flags;
+    uint64_t capacity;                  /* ring bytes, a power of two */
+    uint32_t maxsize;                   /* message limit (bounded queues) */
+    pthread_mutex_t wlock;              /* held by one writer per message */
+    pthread_mutex_t rlock;              /* held by one reader per message */
+    /* writer side: changed only by the wlock holder */
+    _Alignas(64) uint64_t tail;         /* bytes ever published */
+    uint32_t wr_in_message;             /* a streamed message is unfinished */
+    /* reader side: changed only by the rlock holder */
+    _Alignas(64) uint64_t head;         /* bytes ever consumed */
+    uint32_t rd_in_message;
+    uint64_t n_got;                     /* messages taken out (unbounded) */
+    /* futex words, bumped when data / space appears; at most one reader
+     * (the rlock holder) and one writer (the wlock holder) sleep on them,
+     * and each raises its `sleeping` flag first */
+    _Alignas(64) uint32_t data_seq;
+    uint32_t rd_sleeping;
+    _Alignas(64) uint32_t space_seq;
+    uint32_t wr_sleeping;
+    /* messages put (unbounded queues: n_put - n_got is qsize) */
+    _Alignas(64) uint64_t n_put;
+    /* bounded queues: messages in, and put calls waiting for a slot */
+    _Alignas(64) uint32_t count;
+    uint32_t slot_waiters;
+    /* JoinableQueue */
+    _Alignas(64) uint32_t unfinished;
+    uint32_t join_waiters;
+} chan_shared;
+
+/* A message waiting in this process for the feeder thread.  Small payloads
+ * are copied after the struct; large ones point into `view`, the buffer
+ * of the pickled object, which is released with the GIL once sent. */
+typedef struct chan_pending {
+    struct chan_pending *next;
+    const char *data;
+    uint64_t len;
+    uint32_t flags;                     /* REC_RAW or 0 */
+    Py_buffer view;                     /* view.obj is NULL when copied */
+} chan_pending;
+
+/* One process's view of a channel: the mapping and the feeder state.
+ * Reference-counted: the Python object, the process's live list and a
+ * running feeder thread each hold one reference. */
+typedef struct chan_map {
+    chan_shared *sh;
+    unsigned char *ring;
+    uint64_t mask;
+    size_t map_len;
+    int fd;
+    int refs;                           /* atomic */
+    /* last values seen of the other side's counter (they only grow), so
+     * that the lock holder rarely touches the other side's cache line */
+    uint64_t seen_head;                 /* under wlock */
+    uint64_t seen_tail;                 /* under rlock */
+    /* feeder state, valid in process `pid` only */
+    pid_t pid;
+    pthread_mutex_t mu;
+    pthread_cond_t work;                /* signalled when messages arrive */
+    pthread_cond_t idle;                /* broadcast when `first` empties */
+    chan_pending *first, *last;         /* FIFO; the head leaves once written */
+    chan_pending *done;                 /* sent, owner still to release */
+    int feeder_running;
+    int cancelled;                      /* cancel_join_thread: no flush */
+    int listed;                         /* on the process's live list */
+    struct chan_map *next_live;
+} chan_map;
+
+/* A message being written: the payload and how much of it is published. */
+typedef struct {
+    const char *data;
+    uint64_t len;
+    uint32_t flags;
+    uint64_t sent;                      /* payload bytes published */
+    int started;                        /* first record published */
+} chan_wmsg;
+
+/* ---- channel_ring.c: no GIL needed, errors as errno values ----------- */
+
+/* Create a memfd-backed channel with `capacity` ring bytes (power of two).
+ * Returns 0 and sets *out, or an errno value. */
+int chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **out);
+/* Map an existing channel fd (taking ownership of fd on success).  Returns
+ * 0, EINVAL for a fd that is not a channel, or an errno value. */
+int chan_map_attach(int fd, chan_map **out);
+void chan_map_incref(chan_map *m);
+/* Drop a reference; the last one unmaps and closes the fd. */
+void chan_map_decref(chan_map *m);
+
+/* A deadline that has always passed: "do not wait". */
+extern const fastmp_deadline chan_no_wait;
+
+/* Lock a robust mutex, waiting at most until `d` (or one signal-check slice
+ * of ~50 ms, which returns EINTR).  On EOWNERDEAD the lock is made
+ * consistent and 0 is returned: callers repair from the shared flags.
+ * `wait` 0 means try once (EBUSY).  Returns 0, EBUSY, ETIMEDOUT, EINTR or
+ * an errno value. */
+int chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait);
+void chan_unlock(pthread_mutex_t *mu);
+/* Take wlock for a small message: try, spin a little, then sleep until
+ * `d` -- unless its holder is streaming a large message.  Repairs a
+ * message left unfinished.  Returns 0, EBUSY, or an errno value. */
+int chan_lock_writer(chan_map *m, const fastmp_deadline *d);
+/* True while some writer is in the middle of a streamed message. */
+int chan_streaming(const chan_map *m);
+
+/* Largest payload sent as one WHOLE record. */
+uint64_t chan_whole_max(const chan_map *m);
+/* Holding wlock: publish an ABORT for a message a previous holder left
+ * unfinished, if any. */
+void chan_repair_writer(chan_map *m);
+/* Holding wlock: publish WHOLE if it fits now; returns 0 or EAGAIN. */
+int chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags);
+/* Holding wlock: publish as much of `w` as space allows, waiting for
+ * space until `d`.  Returns 0 when all is published, ETIMEDOUT, or EINTR
+ * (a signal-check slice; call again to continue).  A caller that gives up
+ * on a started message leaves wr_in_message set for the next writer. */
+int chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d);
+
+/* Bytes published and not consumed (any process, no lock). */
+uint64_t chan_available(const chan_map *m);
+/* The same for the rlock holder, mostly from its cached view of tail. */
+uint64_t chan_readable(chan_map *m);
+/* Spin briefly, then sleep until data is published or `d` passes.  Returns
+ * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
+int chan_wait_data(chan_map *m, const fastmp_deadline *d);
+/* Holding rlock: copy the record header at head into *rec. */
+void chan_peek(const chan_map *m, chan_rec *rec);
+/* Holding rlock: copy `n` bytes from ring offset `off` past the record
+ * header at head into dst. */
+void chan_copy_out(const chan_map *m, uint64_t off, void *dst, uint64_t n);
+/* Holding rlock: the payload of the record at head if its first `n`
+ * bytes are contiguous in the ring, else NULL. */
+const char *chan_payload_ptr(const chan_map *m, uint64_t n);
+/* Holding rlock: consume the record at head (header + padded payload) and
+ * wake writers waiting for space. */
+void chan_consume(chan_map *m, const chan_rec *rec);
+/* Holding rlock, mid-message with nothing to read: decide whether the
+ * writer is gone.  Returns 1 (and discards the torn remainder) if so, 0 if
+ * a live writer holds the message or data arrived. */
+int chan_writer_gone(chan_map *m);
+
+/* Message accounting: a message is counted in at put (a slot on a
+ * bounded queue, waiting until `d`: 0, ETIMEDOUT, EINTR) and out when read
+ * or lost (chan_count_done, under rlock) or when put fails
+ * (chan_count_cancel). */
+int chan_count_in(chan_map *m, const fastmp_deadline *d);
+void chan_count_done(chan_map *m);
+void chan_count_cancel(chan_map *m);
+/* Messages put and not yet read. */
+uint64_t chan_qsize(const chan_map *m);
+/* Wake data waiters after a publish (cheap when nobody waits). */
+void chan_notify_data(chan_map *m);
+/* JoinableQueue: wait until `unfinished` is 0.  0 or EINTR. */
+int chan_wait_joined(chan_map *m);
+
+/* ---- channel_feeder.c: the per-process buffer and feeder thread ------ */
+
+/* This process's pid without a system call; chan_pid_init (at module
+ * exec) sets it and keeps it right in fork children.  Returns 0 or an
+ * errno value. */
+extern pid_t chan_current_pid;
+int chan_pid_init(void);
+static inline pid_t
+chan_pid(void)
+{
+    return chan_current_pid;
+}
+
+/* Reset the feeder state if this process is a fork of the one that set it
+ * up.  Call with the GIL held before touching the feeder state. */
+void chan_feeder_adopt(chan_map *m);
+/* Queue `item` for the feeder thread, starting the thread if needed.
+ * Returns 0 or an errno value (item not queued). */
+int chan_feeder_push(chan_map *m, chan_pending *item);
+/* Holding wlock: send the buffered messages that fit in the ring now, in
+ * order.  Returns 0 when the buffer is empty, EAGAIN when some remain. */
+int chan_feeder_drain(chan_map *m);
+/* With the GIL: release the owners of messages the feeder has sent. */
+void chan_feeder_release_done(chan_map *m);
+/* Wait (GIL released by the caller) up to one slice for the buffer to
+ * empty.  Returns 0 when empty or cancelled, EINTR for another slice. */
+int chan_feeder_wait_empty(chan_map *m);
+/* True if this process has messages waiting for the feeder. */
+int chan_feeder_has_pending(chan_map *m);
+
+/* The process's maps that ever buffered messages (flushed at exit);
+ * GIL-protected. */
+void chan_live_add(chan_map *m);
+void chan_live_remove_idle(chan_map *m);
+chan_map *chan_live_first(void);
+
+#endif /* FASTMP_CHANNEL_H */

@@ -1,0 +1,319 @@
+/* channel_feeder.c - the per-process buffer of an unbounded Queue and the
+ * native thread that drains it into the ring when the ring is full (or a
+ * message is too big to go in at once), plus the process's list of
+ * channels that have buffered messages, flushed at exit.  The thread never
+ * touches Python objects: owners of sent payloads go on a `done` list that
+ * GIL holders release. */
+#include "channel.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#define IDLE_EXIT_NS 200000000L         /* an idle feeder exits after this */
+
+/* GIL-protected list of this process's channels with feeder state. */
+static chan_map *live_head;
+static pid_t live_pid;
+
+/* This process's pid, kept current across fork by an atfork handler
+ * (getpid is a system call, and the put path asks often). */
+pid_t chan_current_pid;
+
+static void
+refresh_pid(void)
+{
+    chan_current_pid = getpid();
+}
+
+int
+chan_pid_init(void)
+{
+    static int registered;
+    refresh_pid();
+    if (!registered) {
+        int err = pthread_atfork(NULL, NULL, refresh_pid);
+        if (err) {
+            return err;
+        }
+        registered = 1;
+    }
+    return 0;
+}
+
+static void
+live_adopt(void)
+{
+    /* a forked child inherits the parent's list but none of its feeders */
+    pid_t pid = chan_pid();
+    if (live_pid != pid) {
+        live_head = NULL;
+        live_pid = pid;
+    }
+}
+
+void
+chan_live_add(chan_map *m)
+{
+    live_adopt();
+    if (!m->listed) {
+        chan_map_incref(m);
+        m->listed = 1;
+        m->next_live = live_head;
+        live_head = m;
+    }
+}
+
+void
+chan_live_remove_idle(chan_map *m)
+{
+    live_adopt();
+    if (!m->listed || chan_feeder_has_pending(m)) {
+        return;
+    }
+    for (chan_map **p = &live_head; *p != NULL; p = &(*p)->next_live) {
+        if (*p == m) {
+            *p = m->next_live;
+            m->listed = 0;
+            chan_map_decref(m);
+            return;
+        }
+    }
+}
+
+chan_map *
+chan_live_first(void)
+{
+    live_adopt();
+    return live_head;
+}
+
+void
+chan_feeder_adopt(chan_map *m)
+{
+    pid_t pid = chan_pid();
+    if (m->pid == pid) {
+        return;
+    }
+    /* first use in this process: the parent's buffer, thread and lock
+     * state (possibly mid-operation at fork) are not ours; abandon them */
+    if (m->pid >= 0 && m->feeder_running) {
+        __atomic_sub_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+    }
+    m->listed = 0;
+    m->next_live = NULL;
+    pthread_mutex_init(&m->mu, NULL);
+    pthread_cond_init(&m->work, NULL);
+    pthread_cond_init(&m->idle, NULL);
+    m->first = m->last = m->done = NULL;
+    m->feeder_running = 0;
+    m->cancelled = 0;
+    m->pid = pid;
+}
+
+int
+chan_feeder_has_pending(chan_map *m)
+{
+    if (m->pid != chan_pid()) {
+        return 0;
+    }
+    pthread_mutex_lock(&m->mu);
+    int pending = m->first != NULL;
+    pthread_mutex_unlock(&m->mu);
+    return pending;
+}
+
+/* Wait for the next message; returns it (still at the head of the list),
+ * or NULL when the feeder has been idle long enough to exit. */
+static chan_pending *
+next_item(chan_map *m)
+{
+    pthread_mutex_lock(&m->mu);
+    while (m->first == NULL) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += IDLE_EXIT_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&m->work, &m->mu, &until) == ETIMEDOUT
+            && m->first == NULL) {
+            m->feeder_running = 0;
+            pthread_mutex_unlock(&m->mu);
+            return NULL;
+        }
+    }
+    chan_pending *item = m->first;
+    pthread_mutex_unlock(&m->mu);
+    return item;
+}
+
+/* Take the sent head item off the list. */
+static void
+retire_item(chan_map *m, chan_pending *item)
+{
+    pthread_mutex_lock(&m->mu);
+    m->first = item->next;
+    if (m->first == NULL) {
+        m->last = NULL;
+        pthread_cond_broadcast(&m->idle);
+    }
+    if (item->view.obj != NULL) {
+        item->next = m->done;
+        m->done = item;
+        item = NULL;
+    }
+    pthread_mutex_unlock(&m->mu);
+    free(item);
+}
+
+/* The head of the buffer, or NULL. */
+static chan_pending *
+peek_item(chan_map *m)
+{
+    pthread_mutex_lock(&m->mu);
+    chan_pending *item = m->first;
+    pthread_mutex_unlock(&m->mu);
+    return item;
+}
+
+static void *
+feeder_main(void *arg)
+{
+    chan_map *m = arg;
+    fastmp_deadline forever;
+    fastmp_deadline_from_seconds(-1.0, &forever);
+    while (next_item(m) != NULL) {
+        int err;
+        while ((err = chan_lock(&m->sh->wlock, &forever, 1)) == EINTR) {
+        }
+        if (err) {
+            /* the lock is unusable (ENOTRECOVERABLE): drop the message
+             * rather than spin; the channel is broken for everyone */
+            retire_item(m, peek_item(m));
+            continue;
+        }
+        chan_repair_writer(m);
+        /* send everything buffered while we hold the lock; a put may have
+         * sent some of it meanwhile (chan_feeder_drain), so look again */
+        chan_pending *item;
+        while ((item = peek_item(m)) != NULL) {
+            chan_wmsg w = {item->data, item->len, item->flags, 0, 0};
+            while (chan_write(m, &w, &forever) == EINTR) {
+            }
+            retire_item(m, item);
+        }
+        chan_unlock(&m->sh->wlock);
+    }
+    chan_map_decref(m);
+    return NULL;
+}
+
+int
+chan_feeder_drain(chan_map *m)
+{
+    chan_pending *item;
+    while ((item = peek_item(m)) != NULL) {
+        if (chan_try_write_whole(m, item->data, item->len, item->flags) != 0) {
+            return EAGAIN;
+        }
+        retire_item(m, item);
+    }
+    return 0;
+}
+
+static int
+start_feeder(chan_map *m)
+{
+    /* the thread takes no signals: they belong to Python's main thread */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_attr_t attr;
+    int err = pthread_attr_init(&attr);
+    if (err) {
+        return err;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_t tid;
+    chan_map_incref(m);
+    err = pthread_create(&tid, &attr, feeder_main, m);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err) {
+        chan_map_decref(m);
+        return err;
+    }
+    m->feeder_running = 1;
+    return 0;
+}
+
+int
+chan_feeder_push(chan_map *m, chan_pending *item)
+{
+    chan_feeder_adopt(m);
+    item->next = NULL;
+    pthread_mutex_lock(&m->mu);
+    int err = 0;
+    if (!m->feeder_running) {
+        err = start_feeder(m);
+    }
+    if (err == 0) {
+        if (m->last != NULL) {
+            m->last->next = item;
+        }
+        else {
+            m->first = item;
+        }
+        m->last = item;
+        pthread_cond_signal(&m->work);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (err == 0) {
+        chan_live_add(m);
+    }
+    return err;
+}
+
+void
+chan_feeder_release_done(chan_map *m)
+{
+    if (m->pid != chan_pid()) {
+        return;
+    }
+    pthread_mutex_lock(&m->mu);
+    chan_pending *done = m->done;
+    m->done = NULL;
+    pthread_mutex_unlock(&m->mu);
+    while (done != NULL) {
+        chan_pending *next = done->next;
+        PyBuffer_Release(&done->view);
+        free(done);
+        done = next;
+    }
+}
+
+int
+chan_feeder_wait_empty(chan_map *m)
+{
+    if (m->pid != chan_pid()) {
+        return 0;
+    }
+    pthread_mutex_lock(&m->mu);
+    int err = 0;
+    if (m->first != NULL && !m->cancelled) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 50000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&m->idle, &m->mu, &until);
+        err = (m->first != NULL && !m->cancelled) ? EINTR : 0;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return err;
+}

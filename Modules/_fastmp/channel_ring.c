@@ -1,0 +1,645 @@
+/* channel_ring.c - the shared-memory ring behind Queue: creating and
+ * mapping the memfd, the robust locks, writing and reading records, and the
+ * futex waits.  Nothing here touches Python objects or needs the GIL;
+ * errors are errno values.  See channel.h for the layout and the crash
+ * rules. */
+#include "channel.h"
+#include "futex.h"
+
+#include <errno.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ALIGN8(n) (((n) + 7u) & ~(uint64_t)7u)
+#define SLICE_NS 50000000L              /* signal-check slice for waits */
+#define SPIN_ROUNDS 2000                /* polls before sleeping for data */
+#define WRITER_SPIN_ROUNDS 4           /* tries for a briefly held wlock */
+
+static inline uint64_t
+load_acq(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline void
+store_rel(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ---- mapping --------------------------------------------------------- */
+
+static int
+init_robust_mutex(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t attr;
+    int err = pthread_mutexattr_init(&attr);
+    if (err) {
+        return err;
+    }
+    if ((err = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) == 0
+        && (err = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) == 0) {
+        err = pthread_mutex_init(mu, &attr);
+    }
+    pthread_mutexattr_destroy(&attr);
+    return err;
+}
+
+static int
+map_fd(int fd, size_t len, chan_map **out)
+{
+    chan_map *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return ENOMEM;
+    }
+    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        int err = errno;
+        free(m);
+        return err;
+    }
+    m->sh = base;
+    m->ring = (unsigned char *)base + CHAN_HEADER_SIZE;
+    m->map_len = len;
+    m->fd = fd;
+    m->refs = 1;
+    m->pid = -1;                        /* feeder state not set up yet */
+    *out = m;
+    return 0;
+}
+
+int
+chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **out)
+{
+    int fd = memfd_create("fastmp-queue", MFD_CLOEXEC);
+    if (fd < 0) {
+        return errno;
+    }
+    size_t len = CHAN_HEADER_SIZE + capacity;
+    chan_map *m = NULL;
+    int err = ftruncate(fd, (off_t)len) < 0 ? errno : map_fd(fd, len, &m);
+    if (err) {
+        close(fd);
+        return err;
+    }
+    chan_shared *sh = m->sh;            /* fresh memfd pages are zero */
+    sh->capacity = capacity;
+    sh->maxsize = maxsize;
+    sh->flags = flags;
+    if ((err = init_robust_mutex(&sh->wlock)) != 0
+        || (err = init_robust_mutex(&sh->rlock)) != 0) {
+        chan_map_decref(m);
+        return err;
+    }
+    m->mask = capacity - 1;
+    __atomic_store_n(&sh->magic, CHAN_MAGIC, __ATOMIC_RELEASE);
+    *out = m;
+    return 0;
+}
+
+int
+chan_map_attach(int fd, chan_map **out)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        return errno;
+    }
+    if (st.st_size <= CHAN_HEADER_SIZE) {
+        return EINVAL;
+    }
+    chan_map *m = NULL;
+    int err = map_fd(fd, (size_t)st.st_size, &m);
+    if (err) {
+        return err;
+    }
+    uint64_t cap = m->sh->capacity;
+    if (__atomic_load_n(&m->sh->magic, __ATOMIC_ACQUIRE) != CHAN_MAGIC
+        || cap == 0 || (cap & (cap - 1)) != 0
+        || cap + CHAN_HEADER_SIZE != (uint64_t)st.st_size) {
+        m->fd = -1;                     /* not ours to close on failure */
+        chan_map_decref(m);
+        return EINVAL;
+    }
+    m->mask = cap - 1;
+    *out = m;
+    return 0;
+}
+
+void
+chan_map_incref(chan_map *m)
+{
+    __atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+}
+
+void
+chan_map_decref(chan_map *m)
+{
+    if (__atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0) {
+        return;
+    }
+    if (m->pid >= 0) {
+        pthread_mutex_destroy(&m->mu);
+        pthread_cond_destroy(&m->work);
+        pthread_cond_destroy(&m->idle);
+    }
+    munmap(m->sh, m->map_len);
+    if (m->fd >= 0) {
+        close(m->fd);
+    }
+    free(m);
+}
+
+/* ---- locks ----------------------------------------------------------- */
+
+const fastmp_deadline chan_no_wait = {0, {0, 0}};
+
+int
+chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
+{
+    int err = pthread_mutex_trylock(mu);
+    if (err == EBUSY && wait) {
+        /* wait in slices so the caller can run signal handlers */
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += SLICE_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        int capped = !d->infinite
+            && (d->at.tv_sec < until.tv_sec
+                || (d->at.tv_sec == until.tv_sec && d->at.tv_nsec < until.tv_nsec));
+        err = pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, capped ? &d->at : &until);
+        if (err == ETIMEDOUT && !capped) {
+            return EINTR;
+        }
+    }
+    if (err == EOWNERDEAD) {
+        /* the holder died: the lock is ours; the shared flags say what to
+         * repair, so the state is consistent as far as the lock goes */
+        err = pthread_mutex_consistent(mu);
+    }
+    return err;
+}
+
+int
+chan_lock_writer(chan_map *m, const fastmp_deadline *d)
+{
+    int err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
+    /* another producer holds the lock for one small message, which takes
+     * well under a microsecond: worth a short spin, then a short sleep;
+     * not so for a message being streamed, which can take long */
+    for (int i = 0; err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
+        for (int j = 0; j < 8; j++) {
+            cpu_relax();
+        }
+        err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
+    }
+    if (err == EBUSY && !chan_streaming(m)) {
+        struct timespec left;
+        if (fastmp_deadline_remaining(d, &left)) {
+            err = chan_lock(&m->sh->wlock, d, 1);
+            if (err == ETIMEDOUT || err == EINTR) {
+                err = EBUSY;
+            }
+        }
+    }
+    if (err == 0) {
+        chan_repair_writer(m);
+    }
+    return err;
+}
+
+int
+chan_streaming(const chan_map *m)
+{
+    return __atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED) != 0;
+}
+
+void
+chan_unlock(pthread_mutex_t *mu)
+{
+    (void)pthread_mutex_unlock(mu);
+}
+
+/* ---- writing --------------------------------------------------------- */
+
+uint64_t
+chan_whole_max(const chan_map *m)
+{
+    return m->sh->capacity / 4 - sizeof(chan_rec);
+}
+
+/* Free bytes for the wlock holder; re-reads head only when the cached
+ * value shows less than `need`. */
+static uint64_t
+free_space(chan_map *m, uint64_t need)
+{
+    uint64_t used = m->sh->tail - m->seen_head;
+    if (used > m->sh->capacity || m->sh->capacity - used < need) {
+        /* stale (another process wrote since) or short: look again */
+        m->seen_head = load_acq(&m->sh->head);
+        used = m->sh->tail - m->seen_head;
+    }
+    return m->sh->capacity - used;
+}
+
+/* Copy n bytes to the ring at absolute position pos (wrapping). */
+static void
+ring_put(chan_map *m, uint64_t pos, const void *src, uint64_t n)
+{
+    uint64_t at = pos & m->mask;
+    uint64_t first = m->sh->capacity - at;
+    if (first >= n) {
+        memcpy(m->ring + at, src, n);
+    }
+    else {
+        memcpy(m->ring + at, src, first);
+        memcpy(m->ring, (const char *)src + first, n - first);
+    }
+}
+
+void
+chan_notify_data(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    /* pairs with the fence in chan_wait_data: either the reader sees the
+     * new tail or we see its flag; only the first waker pays a syscall */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sh->rd_sleeping, __ATOMIC_RELAXED)
+        && __atomic_exchange_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
+        (void)fastmp_futex_wake(&sh->data_seq, INT32_MAX);
+    }
+}
+
+/* Write one record (header, then payload parts a and b) at tail and
+ * publish it. */
+static void
+put_record(chan_map *m, uint32_t kind, const void *a, uint64_t alen,
+           const void *b, uint64_t blen)
+{
+    chan_shared *sh = m->sh;
+    chan_rec rec = {(uint32_t)(alen + blen), kind};
+    uint64_t pos = sh->tail;
+    ring_put(m, pos, &rec, sizeof(rec));
+    if (alen) {
+        ring_put(m, pos + sizeof(rec), a, alen);
+    }
+    if (blen) {
+        ring_put(m, pos + sizeof(rec) + alen, b, blen);
+    }
+    store_rel(&sh->tail, pos + sizeof(rec) + ALIGN8(alen + blen));
+}
+
+void
+chan_repair_writer(chan_map *m)
+{
+    if (m->sh->wr_in_message) {
+        /* a streamed message was cut off; its writer kept room for this */
+        put_record(m, REC_ABORT, NULL, 0, NULL, 0);
+        m->sh->wr_in_message = 0;
+        chan_notify_data(m);
+    }
+}
+
+int
+chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags)
+{
+    uint64_t need = sizeof(chan_rec) + ALIGN8(len);
+    if (len > chan_whole_max(m) || free_space(m, need) < need) {
+        return EAGAIN;
+    }
+    put_record(m, REC_WHOLE | flags, data, len, NULL, 0);
+    chan_notify_data(m);
+    return 0;
+}
+
+/* Sleep until the free space may have changed from what `seen` shows, or
+ * until `d` / one slice passes.  Returns 0, ETIMEDOUT or EINTR. */
+static int
+wait_space(chan_map *m, uint64_t need, const fastmp_deadline *d)
+{
+    chan_shared *sh = m->sh;
+    struct timespec left;
+    if (!fastmp_deadline_remaining(d, &left)) {
+        return ETIMEDOUT;
+    }
+    fastmp_deadline slice;
+    fastmp_deadline_from_seconds(SLICE_NS / 1e9, &slice);
+    int capped = !d->infinite
+        && (d->at.tv_sec < slice.at.tv_sec
+            || (d->at.tv_sec == slice.at.tv_sec && d->at.tv_nsec < slice.at.tv_nsec));
+    uint32_t seq = __atomic_load_n(&sh->space_seq, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->wr_sleeping, 1, __ATOMIC_SEQ_CST);
+    int err = 0;
+    if (free_space(m, need) < need) {
+        err = fastmp_futex_wait(&sh->space_seq, seq, capped ? d : &slice);
+    }
+    __atomic_store_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST);
+    if (err == ETIMEDOUT && !capped) {
+        err = EINTR;
+    }
+    return err;
+}
+
+int
+chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d)
+{
+    uint64_t whole_max = chan_whole_max(m);
+    while (!w->started || w->sent < w->len) {
+        uint64_t need, chunk;
+        if (!w->started && w->len <= whole_max) {
+            chunk = w->len;
+            need = sizeof(chan_rec) + ALIGN8(chunk);
+        }
+        else {
+            /* a streamed piece, keeping room for an ABORT record after it */
+            uint64_t header = w->started ? 0 : sizeof(uint64_t);
+            chunk = w->len - w->sent;
+            if (chunk > whole_max - header) {
+                chunk = whole_max - header;
+            }
+            need = sizeof(chan_rec) + ALIGN8(header + chunk) + sizeof(chan_rec);
+        }
+        if (free_space(m, need) < need) {
+            int err = wait_space(m, need, d);
+            if (err) {
+                return err;
+            }
+            continue;
+        }
+        const char *src = w->data + w->sent;
+        if (!w->started && w->len <= whole_max) {
+            put_record(m, REC_WHOLE | w->flags, src, chunk, NULL, 0);
+        }
+        else if (!w->started) {
+            m->sh->wr_in_message = 1;
+            uint64_t total = w->len;
+            put_record(m, REC_FIRST | w->flags, &total, sizeof(total), src, chunk);
+        }
+        else {
+            int last = w->sent + chunk == w->len;
+            put_record(m, last ? REC_LAST : REC_MORE, src, chunk, NULL, 0);
+            if (last) {
+                m->sh->wr_in_message = 0;
+            }
+        }
+        w->started = 1;
+        w->sent += chunk;
+        chan_notify_data(m);
+    }
+    return 0;
+}
+
+/* ---- reading --------------------------------------------------------- */
+
+uint64_t
+chan_available(const chan_map *m)
+{
+    return load_acq(&m->sh->tail) - load_acq(&m->sh->head);
+}
+
+uint64_t
+chan_readable(chan_map *m)
+{
+    uint64_t head = m->sh->head;
+    if ((int64_t)(m->seen_tail - head) <= 0) {
+        /* all seen is read (possibly by another process): look again */
+        m->seen_tail = load_acq(&m->sh->tail);
+    }
+    return m->seen_tail - head;
+}
+
+int
+chan_wait_data(chan_map *m, const fastmp_deadline *d)
+{
+    chan_shared *sh = m->sh;
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        if (chan_available(m)) {
+            return 0;
+        }
+        cpu_relax();
+    }
+    uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->rd_sleeping, 1, __ATOMIC_SEQ_CST);
+    int err = 0;
+    if (!chan_available(m)) {
+        err = fastmp_futex_wait(&sh->data_seq, seq, d);
+    }
+    __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
+    return err;
+}
+
+/* Copy a large piece out of the ring into a message buffer that will not
+ * be read again soon: streaming stores skip reading the destination into
+ * the cache first, which matters when the machine is short of memory
+ * bandwidth (a 64 MiB message). */
+static void
+copy_to_fresh(void *dst, const void *src, uint64_t n)
+{
+#if defined(__SSE2__)
+    if (n >= 65536) {
+        unsigned char *d = dst;
+        const unsigned char *s = src;
+        size_t lead = (16 - ((uintptr_t)d & 15)) & 15;
+        memcpy(d, s, lead);
+        d += lead;
+        s += lead;
+        n -= lead;
+        for (; n >= 64; n -= 64, d += 64, s += 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)s);
+            __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+            __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+            __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+            _mm_stream_si128((__m128i *)d, a);
+            _mm_stream_si128((__m128i *)(d + 16), b);
+            _mm_stream_si128((__m128i *)(d + 32), c);
+            _mm_stream_si128((__m128i *)(d + 48), e);
+        }
+        _mm_sfence();
+        memcpy(d, s, n);
+        return;
+    }
+#endif
+    memcpy(dst, src, n);
+}
+
+void
+chan_copy_out(const chan_map *m, uint64_t off, void *dst, uint64_t n)
+{
+    uint64_t at = (m->sh->head + sizeof(chan_rec) + off) & m->mask;
+    uint64_t first = m->sh->capacity - at;
+    if (first >= n) {
+        copy_to_fresh(dst, m->ring + at, n);
+    }
+    else {
+        copy_to_fresh(dst, m->ring + at, first);
+        copy_to_fresh((char *)dst + first, m->ring, n - first);
+    }
+}
+
+const char *
+chan_payload_ptr(const chan_map *m, uint64_t n)
+{
+    uint64_t at = (m->sh->head + sizeof(chan_rec)) & m->mask;
+    return m->sh->capacity - at >= n ? (const char *)m->ring + at : NULL;
+}
+
+void
+chan_peek(const chan_map *m, chan_rec *rec)
+{
+    memcpy(rec, m->ring + (m->sh->head & m->mask), sizeof(*rec));
+}
+
+static void
+notify_space(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sh->wr_sleeping, __ATOMIC_RELAXED)
+        && __atomic_exchange_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(&sh->space_seq, 1, __ATOMIC_SEQ_CST);
+        (void)fastmp_futex_wake(&sh->space_seq, INT32_MAX);
+    }
+}
+
+void
+chan_consume(chan_map *m, const chan_rec *rec)
+{
+    store_rel(&m->sh->head, m->sh->head + sizeof(chan_rec) + ALIGN8(rec->len));
+    notify_space(m);
+}
+
+int
+chan_writer_gone(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    if (chan_lock(&sh->wlock, &chan_no_wait, 0) != 0) {
+        return 0;                       /* a live writer is at work */
+    }
+    int gone = 0;
+    if (!chan_readable(m)) {
+        /* nobody is writing and the message we are in never finished:
+         * whatever its writer published is already read, so just forget
+         * that it was streaming */
+        sh->wr_in_message = 0;
+        gone = 1;
+    }
+    chan_unlock(&sh->wlock);
+    return gone;
+}
+
+/* ---- counters -------------------------------------------------------- */
+
+int
+chan_count_in(chan_map *m, const fastmp_deadline *d)
+{
+    chan_shared *sh = m->sh;
+    if (sh->maxsize == 0) {
+        __atomic_add_fetch(&sh->n_put, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    for (;;) {
+        uint32_t c = __atomic_load_n(&sh->count, __ATOMIC_SEQ_CST);
+        if (c < sh->maxsize) {
+            if (__atomic_compare_exchange_n(&sh->count, &c, c + 1, 0,
+                                            __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+                return 0;
+            }
+            continue;
+        }
+        __atomic_add_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
+        int err = fastmp_futex_wait(&sh->count, c, d);
+        __atomic_sub_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
+        if (err) {
+            return err;
+        }
+    }
+}
+
+/* Take one message off a bounded queue's count and wake a blocked put. */
+static void
+release_slot(chan_shared *sh)
+{
+    uint32_t c = __atomic_load_n(&sh->count, __ATOMIC_RELAXED);
+    /* never below zero, even after a crash miscounted */
+    while (c && !__atomic_compare_exchange_n(&sh->count, &c, c - 1, 0,
+                                             __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+    }
+    if (__atomic_load_n(&sh->slot_waiters, __ATOMIC_SEQ_CST)) {
+        (void)fastmp_futex_wake(&sh->count, 1);
+    }
+}
+
+void
+chan_count_done(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    if (sh->maxsize) {
+        release_slot(sh);
+    }
+    else {
+        /* only the rlock holder writes n_got */
+        __atomic_store_n(&sh->n_got, sh->n_got + 1, __ATOMIC_RELAXED);
+    }
+}
+
+void
+chan_count_cancel(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    if (sh->maxsize) {
+        release_slot(sh);
+    }
+    else {
+        __atomic_sub_fetch(&sh->n_put, 1, __ATOMIC_RELAXED);
+    }
+}
+
+uint64_t
+chan_qsize(const chan_map *m)
+{
+    const chan_shared *sh = m->sh;
+    if (sh->maxsize) {
+        return __atomic_load_n(&sh->count, __ATOMIC_SEQ_CST);
+    }
+    uint64_t got = __atomic_load_n(&sh->n_got, __ATOMIC_SEQ_CST);
+    uint64_t put = __atomic_load_n(&sh->n_put, __ATOMIC_SEQ_CST);
+    return put > got ? put - got : 0;
+}
+
+int
+chan_wait_joined(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    fastmp_deadline slice;
+    for (;;) {
+        uint32_t u = __atomic_load_n(&sh->unfinished, __ATOMIC_SEQ_CST);
+        if (u == 0) {
+            return 0;
+        }
+        __atomic_add_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
+        fastmp_deadline_from_seconds(SLICE_NS / 1e9, &slice);
+        int err = fastmp_futex_wait(&sh->unfinished, u, &slice);
+        __atomic_sub_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
+        if (err == ETIMEDOUT || err == EINTR) {
+            return EINTR;
+        }
+    }
+}

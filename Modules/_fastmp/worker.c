@@ -1,0 +1,334 @@
+/* worker.c - the pool worker's loop (child side of dispatch.h): read a
+ * task frame from the parent's socket, run it in Python, write the result
+ * frame back; until STOP, end of file or the task budget is spent. */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define READ_SIZE 65536
+
+/* The worker's input buffer: one read() often brings several tasks. */
+typedef struct {
+    char *buf;
+    size_t start, len, cap;     /* unparsed bytes: buf[start:start+len] */
+} inbuf;
+
+/* Make sure `want` unparsed bytes are buffered, reading with the GIL
+ * released and retrying after EINTR once signal handlers ran.  Returns 1
+ * when they are, 0 on end of file with nothing buffered, -1 with an
+ * exception set otherwise (end of file in mid-frame is an EOFError). */
+static int
+fill(int fd, inbuf *in, size_t want)
+{
+    if (in->len >= want) {
+        return 1;
+    }
+    if (in->start + want > in->cap) {
+        memmove(in->buf, in->buf + in->start, in->len);
+        in->start = 0;
+        if (want > in->cap) {
+            char *grown = PyMem_RawRealloc(in->buf, want);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            in->buf = grown;
+            in->cap = want;
+        }
+    }
+    while (in->len < want) {
+        char *at = in->buf + in->start + in->len;
+        size_t room = in->cap - in->start - in->len;
+        ssize_t n;
+        Py_BEGIN_ALLOW_THREADS
+        n = read(fd, at, room);
+        Py_END_ALLOW_THREADS
+        if (n > 0) {
+            in->len += (size_t)n;
+            continue;
+        }
+        if (n == 0) {
+            if (in->len == 0) {
+                return 0;
+            }
+            PyErr_SetString(PyExc_EOFError, "pool channel closed in mid-frame");
+            return -1;
+        }
+        if (errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
+        fastmp_oserror(errno, "read");
+        return -1;
+    }
+    return 1;
+}
+
+/* Read the next frame: its header into *h and, for a task, its payload
+ * as a new bytes object in *payload.  Returns 1, 0 at end of file, or -1
+ * with an exception set. */
+static int
+next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
+{
+    *payload = NULL;
+    int r = fill(fd, in, sizeof(*h));
+    if (r <= 0) {
+        return r;
+    }
+    memcpy(h, in->buf + in->start, sizeof(*h));
+    if (h->kind == FRAME_STOP) {
+        in->start += sizeof(*h);
+        in->len -= sizeof(*h);
+        return 1;
+    }
+    if (h->kind < FRAME_APPLY || h->kind > FRAME_STARMAP || h->len > FRAME_MAX_PAYLOAD) {
+        PyErr_Format(PyExc_ValueError, "bad pool frame (kind %u, %llu bytes)",
+                     (unsigned)h->kind, (unsigned long long)h->len);
+        return -1;
+    }
+    size_t total = sizeof(*h) + (size_t)h->len;
+    r = fill(fd, in, total);
+    if (r <= 0) {
+        if (r == 0) {
+            PyErr_SetString(PyExc_EOFError, "pool channel closed in mid-frame");
+        }
+        return -1;
+    }
+    *payload = PyBytes_FromStringAndSize(in->buf + in->start + sizeof(*h),
+                                         (Py_ssize_t)h->len);
+    if (*payload == NULL) {
+        return -1;
+    }
+    in->start += total;
+    in->len -= total;
+    if (in->len == 0) {
+        in->start = 0;
+    }
+    return 1;
+}
+
+/* Write the header and payload with the GIL released.  Returns 0, or -1
+ * with an exception set. */
+static int
+write_frame(int fd, frame_header *h, const char *payload)
+{
+    struct iovec iov[2] = {
+        {.iov_base = h, .iov_len = sizeof(*h)},
+        {.iov_base = (void *)payload, .iov_len = (size_t)h->len},
+    };
+    int nvec = 2, first = 0;
+    while (first < nvec) {
+        ssize_t n;
+        Py_BEGIN_ALLOW_THREADS
+        n = writev(fd, iov + first, nvec - first);
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            fastmp_oserror(errno, "writev");
+            return -1;
+        }
+        size_t left = (size_t)n;
+        while (first < nvec && left >= iov[first].iov_len) {
+            left -= iov[first].iov_len;
+            first++;
+        }
+        if (first < nvec) {
+            iov[first].iov_base = (char *)iov[first].iov_base + left;
+            iov[first].iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* Apply `func` to each item of `items` (each item unpacked as the
+ * arguments when `star`).  Returns a new list or NULL with an exception. */
+static PyObject *
+map_items(PyObject *func, PyObject *items, int star)
+{
+    PyObject *seq = PySequence_Fast(items, "map task items must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *value;
+        if (star) {
+            PyObject *args = PySequence_Tuple(item);
+            value = args == NULL ? NULL : PyObject_Call(func, args, NULL);
+            Py_XDECREF(args);
+        }
+        else {
+            value = PyObject_CallOneArg(func, item);
+        }
+        if (value == NULL) {
+            Py_DECREF(out);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, value);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+/* Run one unpickled task.  Returns the task's value, or NULL with the
+ * task's exception set. */
+static PyObject *
+run_task(uint32_t kind, PyObject *task)
+{
+    PyObject *func, *args, *kwds = NULL;
+    if (kind == FRAME_APPLY) {
+        if (!PyArg_ParseTuple(task, "OO|O:apply task", &func, &args, &kwds)) {
+            return NULL;
+        }
+        if (!PyTuple_Check(args)) {
+            PyErr_SetString(PyExc_TypeError, "apply task arguments must be a tuple");
+            return NULL;
+        }
+        return PyObject_Call(func, args, kwds == Py_None ? NULL : kwds);
+    }
+    if (!PyArg_ParseTuple(task, "OO:map task", &func, &args)) {
+        return NULL;
+    }
+    return map_items(func, args, kind == FRAME_STARMAP);
+}
+
+/* Take the raised exception (normalized, with its traceback attached);
+ * NULL if none is set. */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) {
+        (void)PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Pickle the outcome of one task into a bytes object and set *status.
+ * A failure (or a value `dumps` refuses) goes through on_failure(exc,
+ * value), which returns the bytes to send.  Returns NULL with an
+ * exception set only when even that fails, or for a BaseException that is
+ * not an Exception (KeyboardInterrupt, SystemExit: they end the worker). */
+static PyObject *
+encode_outcome(PyObject *value, PyObject *dumps, PyObject *on_failure,
+               uint32_t *status)
+{
+    if (value != NULL) {
+        PyObject *data = PyObject_CallOneArg(dumps, value);
+        if (data != NULL) {
+            *status = RESULT_OK;
+            return data;
+        }
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return NULL;
+    }
+    PyObject *exc = take_exception();
+    PyObject *data = PyObject_CallFunctionObjArgs(
+        on_failure, exc, value == NULL ? Py_None : value, NULL);
+    Py_DECREF(exc);
+    *status = RESULT_ERROR;
+    return data;
+}
+
+/* worker_loop(fd, loads, dumps, on_failure, maxtasks) -> tasks run */
+static PyObject *
+worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "worker_loop(fd, loads, dumps, on_failure, maxtasks)");
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0) {
+        return NULL;
+    }
+    PyObject *loads = args[1], *dumps = args[2], *on_failure = args[3];
+    long long maxtasks = PyLong_AsLongLong(args[4]);
+    if (maxtasks == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+
+    inbuf in = {.buf = PyMem_RawMalloc(READ_SIZE), .cap = READ_SIZE};
+    if (in.buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    long long done = 0;
+    PyObject *outcome = NULL;
+    while (maxtasks <= 0 || done < maxtasks) {
+        frame_header h;
+        PyObject *payload;
+        int r = next_frame(fd, &in, &h, &payload);
+        if (r <= 0 || h.kind == FRAME_STOP) {
+            if (r >= 0) {
+                outcome = PyLong_FromLongLong(done);
+            }
+            break;
+        }
+        PyObject *task = PyObject_CallOneArg(loads, payload);
+        Py_DECREF(payload);
+        PyObject *value = task == NULL ? NULL : run_task(h.kind, task);
+        Py_XDECREF(task);
+        uint32_t status = RESULT_OK;
+        PyObject *data = encode_outcome(value, dumps, on_failure, &status);
+        Py_XDECREF(value);
+        if (data == NULL) {
+            break;
+        }
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(data);
+            break;
+        }
+        frame_header reply = {
+            .kind = FRAME_RESULT, .status = status, .job = h.job,
+            .index = h.index, .len = (uint64_t)view.len,
+        };
+        r = write_frame(fd, &reply, view.buf);
+        PyBuffer_Release(&view);
+        Py_DECREF(data);
+        if (r < 0) {
+            break;
+        }
+        done++;
+    }
+    if (outcome == NULL && !PyErr_Occurred()) {
+        outcome = PyLong_FromLongLong(done);     /* the budget is spent */
+    }
+    PyMem_RawFree(in.buf);
+    return outcome;
+}
+
+PyMethodDef fastmp_worker_functions[] = {
+    {"worker_loop", (PyCFunction)(void (*)(void))worker_loop, METH_FASTCALL,
+     "worker_loop(fd, loads, dumps, on_failure, maxtasks) -> int\n\n"
+     "Serve pool tasks from the parent's socket `fd` until STOP, end of file\n"
+     "or `maxtasks` tasks (0: no limit); return the number of tasks run."},
+    {NULL, NULL, 0, NULL},
+};

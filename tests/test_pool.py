@@ -1,0 +1,407 @@
+"""Pool and ThreadPool: the standard API and behaviour, worker death of
+every kind (WorkerLostError, the pool keeps serving), Ctrl-C, terminate,
+garbage collection, buffersize, and a large ordered run."""
+import ctypes
+import gc
+import itertools
+import os
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+
+import fastmp
+import fastmp.pool
+from support import run_python, wait_for
+
+
+# ---- worker functions (module level: spawn and forkserver import them) -----
+
+def square(x):
+    return x * x
+
+
+def mul(a, b):
+    return a * b
+
+
+def ident(x):
+    return x
+
+
+def sleep_then(x, seconds=0.2):
+    time.sleep(seconds)
+    return x
+
+
+def fail_with(message):
+    raise KeyError(message)  # the line the remote traceback must show
+
+
+def unpicklable():
+    return lambda: 1
+
+
+def getpid(_=None):
+    return os.getpid()
+
+
+def exit_hard(code):
+    os._exit(code)
+
+
+def segfault():
+    return ctypes.string_at(0)
+
+
+def slow_unless_last(x):
+    time.sleep(0.5 if x < 6 else 0)
+    return x
+
+
+def failing_initializer():
+    raise RuntimeError("initializer failed on purpose")
+
+
+_INIT_VALUE = None
+
+
+def set_init_value(value):
+    global _INIT_VALUE
+    _INIT_VALUE = value
+
+
+def read_init_value(_=None):
+    return _INIT_VALUE
+
+
+# ---- every method, both implementations agreeing ---------------------------
+
+def test_every_method_agrees_with_stdlib(ctx):
+    with ctx.Pool(2) as pool:
+        assert pool.apply(square, (7,)) == 49
+        assert pool.apply(mul, (), {"a": 3, "b": 4}) == 12
+        assert pool.apply_async(square, (8,)).get(timeout=30) == 64
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+        assert pool.map(square, range(100), chunksize=7) == [x * x for x in range(100)]
+        assert pool.map_async(square, range(5)).get(timeout=30) == [0, 1, 4, 9, 16]
+        pairs = list(zip(range(20), range(20, 0, -1)))
+        assert pool.starmap(mul, pairs) == [a * b for a, b in pairs]
+        assert pool.starmap_async(mul, pairs, 3).get(timeout=30) == [a * b for a, b in pairs]
+        assert list(pool.imap(square, range(50))) == [x * x for x in range(50)]
+        assert list(pool.imap(square, range(50), chunksize=8)) == [x * x for x in range(50)]
+        assert sorted(pool.imap_unordered(square, range(50), 4)) == [x * x for x in range(50)]
+        assert pool.map(square, []) == []
+        assert list(pool.imap(square, [])) == []
+        assert list(pool.imap_unordered(square, iter([]))) == []
+        # a generator argument (no len) for imap is fed in the background
+        assert list(pool.imap(square, (x for x in range(30)))) == [x * x for x in range(30)]
+        result = pool.apply_async(sleep_then, (5, 0.3))
+        assert not result.ready()
+        result.wait(timeout=30)
+        assert result.ready() and result.successful() and result.get() == 5
+
+
+def test_pool_lifecycle_errors(ctx):
+    pool = ctx.Pool(1)
+    assert len(pool._pool) == 1
+    with pytest.raises(ValueError):
+        pool.join()                      # still running
+    pool.close()
+    with pytest.raises(ValueError):
+        pool.apply_async(square, (1,))
+    with pytest.raises(ValueError):
+        pool.map(square, [1])
+    with pytest.raises(ValueError):
+        with pool:
+            pass
+    pool.join()
+    with pytest.raises(ValueError):
+        ctx.Pool(0)
+    with pytest.raises(ValueError):
+        ctx.Pool(1, maxtasksperchild=0)
+    with pytest.raises(TypeError):
+        ctx.Pool(1, initializer=1)
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_remote_exception_and_traceback(ctx):
+    with ctx.Pool(1) as pool:
+        with pytest.raises(KeyError) as info:
+            pool.apply(fail_with, ("boom",))
+        cause = info.value.__cause__
+        assert type(cause).__name__ == "RemoteTraceback"
+        assert "the line the remote traceback must show" in cause.tb
+        with pytest.raises(type(info.value)):
+            pool.map(fail_with, ["a", "b"])
+        pool_module = sys.modules[type(pool).__module__]
+        with pytest.raises(pool_module.MaybeEncodingError) as enc:
+            pool.apply(unpicklable)
+        assert enc.value.exc and enc.value.value
+        assert pool.apply(square, (3,)) == 9      # the worker survived
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_callbacks_run_in_parent(ctx):
+    import threading
+    seen, errors = [], []
+    with ctx.Pool(2) as pool:
+        pool.apply_async(square, (4,), callback=seen.append).wait(30)
+        pool.map_async(square, [1, 2], callback=seen.append).wait(30)
+        pool.apply_async(fail_with, ("x",), error_callback=errors.append).wait(30)
+        pool.map_async(int, ["a"], error_callback=errors.append).wait(30)
+        threads = []
+        pool.apply_async(getpid, callback=lambda pid: threads.append(
+            (pid, os.getpid(), threading.current_thread() is threading.main_thread()))).wait(30)
+    assert seen == [16, [1, 4]]
+    assert isinstance(errors[0], KeyError) and isinstance(errors[1], ValueError)
+    worker_pid, callback_pid, in_main = threads[0]
+    assert worker_pid != callback_pid == os.getpid() and not in_main
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_timeouts(ctx):
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(sleep_then, (1, 2.0))
+        started = time.monotonic()
+        with pytest.raises(ctx.TimeoutError):
+            result.get(timeout=0.2)
+        assert time.monotonic() - started < 1.5
+        it = pool.imap(sleep_then, [1, 2])
+        with pytest.raises(ctx.TimeoutError):
+            it.next(timeout=0.05)
+        assert result.get(timeout=30) == 1
+        with pytest.raises(ValueError):
+            pool.apply_async(sleep_then, (1, 1.0)).successful()
+
+
+def test_maxtasksperchild_replaces_workers(ctx):
+    with ctx.Pool(2, maxtasksperchild=3) as pool:
+        first = {w.pid for w in pool._pool}
+        pids = [pool.apply_async(getpid).get(timeout=60) for _ in range(12)]
+        assert len(set(pids)) >= 4
+        assert wait_for(lambda: len(pool._pool) == 2 and
+                        all(w.is_alive() for w in pool._pool), timeout=30)
+        assert {w.pid for w in pool._pool} != first
+        assert pool.map(square, range(20), chunksize=1) == [x * x for x in range(20)]
+
+
+def test_initializer(ctx):
+    with ctx.Pool(2, initializer=set_init_value, initargs=(42,)) as pool:
+        assert pool.map(read_init_value, range(4)) == [42] * 4
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_failing_initializer_does_not_hang(fctx):
+    pool = fctx.Pool(1, initializer=failing_initializer)
+    result = pool.apply_async(square, (2,))
+    with pytest.raises(fastmp.pool.WorkerLostError):
+        result.get(timeout=30)
+    started = time.monotonic()
+    pool.terminate()
+    pool.join()
+    assert time.monotonic() - started < 5
+
+
+# ---- worker death: WorkerLostError, and the pool keeps serving -------------
+
+def _kill_one_busy_worker(pool):
+    victim = pool._pool[0].pid
+    time.sleep(0.3)
+    os.kill(victim, signal.SIGKILL)
+    return victim
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_mid_map(fctx):
+    with fctx.Pool(2) as pool:
+        pool.map(square, range(4))                       # workers up
+        result = pool.map_async(sleep_then, range(8), chunksize=1)
+        victim = _kill_one_busy_worker(pool)
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            result.get(timeout=30)
+        assert info.value.pid == victim
+        assert info.value.exitcode == -signal.SIGKILL
+        assert str(victim) in str(info.value) and "SIGKILL" in str(info.value)
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+        assert wait_for(lambda: len(pool._pool) == 2, timeout=30)
+        assert victim not in [w.pid for w in pool._pool]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_os_exit_in_task(fctx):
+    with fctx.Pool(2) as pool:
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            pool.apply(exit_hard, (7,))
+        assert info.value.exitcode == 7
+        it = pool.imap(exit_hard, [3])
+        with pytest.raises(fastmp.pool.WorkerLostError):
+            next(it)
+        assert pool.apply(square, (5,)) == 25
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_segfault_in_task(fctx):
+    with fctx.Pool(1) as pool:
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            pool.apply(segfault)
+        assert info.value.exitcode == -signal.SIGSEGV
+        assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_other_tasks_survive_a_death(fctx):
+    with fctx.Pool(2) as pool:
+        good = [pool.apply_async(sleep_then, (i, 0.05)) for i in range(10)]
+        bad = pool.apply_async(exit_hard, (1,))
+        assert [r.get(timeout=60) for r in good] == list(range(10))
+        with pytest.raises(fastmp.pool.WorkerLostError):
+            bad.get(timeout=60)
+
+
+# ---- Ctrl-C, terminate, garbage collection --------------------------------
+
+_CTRL_C_PROGRAM = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    sys.path.insert(0, %(tests)r)
+    import fastmp
+    from test_pool import sleep_then
+    if __name__ == "__main__":
+        pool = fastmp.get_context(%(method)r).Pool(2)
+        pool.apply(sleep_then, (0, 0))
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        try:
+            pool.map(time.sleep, [30] * 4, chunksize=1)
+        except KeyboardInterrupt:
+            print("interrupted after %%.1f s" %% (time.monotonic() - started))
+        started = time.monotonic()
+        pool.terminate()
+        pool.join()
+        print("terminated in %%.1f s" %% (time.monotonic() - started))
+""")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_ctrl_c_while_waiting(start_method):
+    program = _CTRL_C_PROGRAM % {"tests": os.path.dirname(__file__), "method": start_method}
+    out = run_python("-c", program, timeout=50)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0].startswith("interrupted after ") and float(lines[0].split()[2]) < 3
+    assert lines[1].startswith("terminated in ") and float(lines[1].split()[2]) < 3
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_terminate_while_tasks_run(fctx):
+    pool = fctx.Pool(2)
+    result = pool.map_async(time.sleep, [30] * 100, chunksize=1)
+    time.sleep(0.2)
+    started = time.monotonic()
+    pool.terminate()
+    pool.join()
+    assert time.monotonic() - started < 2
+    with pytest.raises(fastmp.pool.WorkerLostError):
+        result.get(timeout=5)
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_close_join_waits_for_queued_work(fctx):
+    pool = fctx.Pool(2)
+    results = [pool.apply_async(sleep_then, (i, 0.05)) for i in range(10)]
+    pool.close()
+    pool.join()
+    assert all(r.ready() for r in results)
+    assert [r.get() for r in results] == list(range(10))
+    assert not any(w.is_alive() for w in pool._pool)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_dropped_pool_leaves_no_process(fctx):
+    def make():
+        pool = fctx.Pool(2)
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+        return [w.pid for w in pool._pool]
+    with pytest.warns(ResourceWarning):
+        pids = make()
+        gc.collect()
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=10)
+
+
+# ---- imap buffersize, a large ordered run --------------------------------
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_imap_buffersize_bounds_read_ahead(fctx):
+    produced = []
+
+    def endless():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+    with fctx.Pool(2) as pool:
+        it = pool.imap(square, endless(), buffersize=4)
+        assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
+        assert len(produced) <= 10 + 4 + 1
+        unordered = pool.imap_unordered(square, range(1000), chunksize=2, buffersize=3)
+        assert sorted(unordered) == [x * x for x in range(1000)]
+        with pytest.raises(ValueError):
+            pool.imap(square, range(3), buffersize=0)
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_iterable_that_raises(fctx):
+    def gen(n, when):
+        for i in range(n):
+            if i == when:
+                raise ZeroDivisionError("input failed")
+            yield i
+    with fctx.Pool(2) as pool:
+        with pytest.raises(ZeroDivisionError):
+            pool.map(square, gen(10, 3))
+        it = pool.imap(square, gen(10, 3))
+        assert [next(it) for _ in range(3)] == [0, 1, 4]
+        with pytest.raises(ZeroDivisionError):
+            next(it)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_100k_tiny_tasks_in_order(fctx):
+    n = 100_000
+    with fctx.Pool(2) as pool:
+        assert list(pool.imap(ident, range(n))) == list(range(n))
+        assert pool.map(ident, range(n), chunksize=1)[-3:] == [n - 3, n - 2, n - 1]
+
+
+# ---- ThreadPool ------------------------------------------------------------
+
+def test_threadpool_api():
+    from fastmp.pool import ThreadPool
+    with ThreadPool(3) as pool:
+        assert pool.map(lambda x: x + 1, range(10)) == list(range(1, 11))
+        assert pool.apply(lambda a, b: a - b, (5, 3)) == 2
+        assert list(pool.imap(str, range(5), chunksize=2)) == ["0", "1", "2", "3", "4"]
+        assert sorted(pool.imap_unordered(abs, range(-3, 3))) == [0, 1, 1, 2, 2, 3]
+        assert pool.starmap(mul, [(2, 3), (4, 5)]) == [6, 20]
+        seen = []
+        pool.apply_async(abs, (-4,), callback=seen.append).wait(10)
+        assert seen == [4]
+        with pytest.raises(KeyError) as info:
+            pool.apply(fail_with, ("thread",))
+        assert info.value.__cause__ is None       # not wrapped for threads
+        with pytest.raises(fastmp.TimeoutError):
+            pool.apply_async(time.sleep, (0.5,)).get(timeout=0.05)
+        assert len(pool._pool) == 3
+    pool.join()
