@@ -68,15 +68,11 @@ class State:
     SHUTDOWN = 2
 
 
-def _serializer_endpoints():
-    return {
-        'pickle': (connection.Listener, connection.Client),
-        'xmlrpclib': (connection.XmlListener, connection.XmlClient),
-    }
-
-
 # serializer name -> (Listener type, Client function)
-listener_client = _serializer_endpoints()
+listener_client = {
+    'pickle': (connection.Listener, connection.Client),
+    'xmlrpclib': (connection.XmlListener, connection.XmlClient),
+}
 
 
 def convert_to_error(kind, result):
@@ -338,8 +334,11 @@ class BaseProxy:
     def _adopt(self, exposed, token):
         """A proxy for an object the server created as a method's result."""
         manager = self._manager
-        if manager is not None:
-            proxytype = manager._registry[token.typeid][-1]
+        # A proxy without a manager (in a child), or whose manager class
+        # lacks the typeid (a client of a remote server), still needs one.
+        entry = manager._registry.get(token.typeid) if manager else None
+        if entry is not None:
+            proxytype = entry[-1]
         else:
             proxytype = proxytype_for_typeid.get(token.typeid, AutoProxy)
         token.address = self._token.address
@@ -380,7 +379,8 @@ class BaseProxy:
         # The thread's connection is no longer needed once the process
         # holds nothing from this server.
         conn = None
-        if not idset and token.address not in owned_servers:
+        if (not idset and token.address not in owned_servers
+                and not getattr(tls, 'busy', False)):
             conn = getattr(tls, 'connection', None)
         if conn is not None:
             del tls.connection
