@@ -13,7 +13,6 @@ import pytest
 
 import fastmp
 import fastmp.managers as fmanagers
-from support import ROOT, run_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -438,33 +437,6 @@ def test_shared_memory_manager_releases_segments():
         shm.close()
         sl.shm.close()
     assert not any(os.path.exists('/dev/shm/' + n) for n in names)
-
-
-# -- the documentation's examples -----------------------------------------
-
-def _doc_examples_dir():
-    """../shared/doc-examples from the checkout (or from any parent, for a
-    worktree nested one level deeper)."""
-    here = ROOT
-    while here != os.path.dirname(here):
-        candidate = os.path.join(here, 'shared', 'doc-examples')
-        if os.path.isdir(candidate):
-            return candidate
-        here = os.path.dirname(here)
-    pytest.fail('shared/doc-examples not found above %s' % ROOT)
-
-
-@pytest.mark.parametrize('example', ['manager_dict_list.py',
-                                     'custom_manager_maths.py',
-                                     'mp_newtype.py'])
-def test_doc_example_matches_stdlib(example, tmp_path):
-    path = os.path.join(_doc_examples_dir(), example)
-    env = {'PYTHONPATH': os.path.dirname(os.path.dirname(fastmp.__file__))}
-    ours = run_python('-m', 'fastmp', path, cwd=str(tmp_path), env=env)
-    theirs = run_python(path, cwd=str(tmp_path))
-    assert ours.returncode == 0, ours.stderr
-    assert theirs.returncode == 0, theirs.stderr
-    assert ours.stdout == theirs.stdout
 
 
 def _failing_initializer():

@@ -14,7 +14,7 @@ import pytest
 
 import fastmp
 import fastmp.managers as fmanagers
-from support import ROOT
+from support import HERE, child_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,8 +64,10 @@ CLIENTS = {name: _client_class(mods[1]) for name, mods in IMPLS.items()}
 
 
 def _env():
+    """The environment of a server or client program: it imports this
+    fastmp, and this file's helpers."""
     lib = os.path.dirname(os.path.dirname(fastmp.__file__))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([lib, os.path.join(ROOT, 'tests')]))
+    return child_env({'PYTHONPATH': os.pathsep.join([lib, HERE])})
 
 
 class _RemoteServer:
