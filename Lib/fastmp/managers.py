@@ -7,6 +7,20 @@ with standard ones.  A new connection is authenticated both ways, then
 carries either one control request (create, incref, decref, shutdown...)
 or, after ``accept_connection``, the method calls of one client thread for
 as long as it lives.
+
+Where fastmp behaves differently from the standard package:
+- A fastmp server also takes control requests on a thread's open
+  connection, and fastmp clients use that (see _proxies): creating,
+  passing and dropping proxies costs no new connection.  Standard clients
+  and servers never see the difference.
+- start() raises the error that kept the server from starting (an
+  initializer's exception, OSError for an address in use), not EOFError.
+- shutdown() gives up on a server that does not answer within
+  shutdown_timeout and goes on to terminate it, instead of hanging.
+- A proxied call cut short (say by KeyboardInterrupt) drops its thread's
+  connection, so its late reply is never taken for a later call's.
+- A call to a server that is gone raises ConnectionRefusedError (also for
+  a Unix socket whose file was removed) or EOFError.
 """
 import array
 import os
