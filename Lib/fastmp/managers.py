@@ -131,13 +131,18 @@ class Server:
                                                        backlog=128)
         self.address = self.listener.address
 
+    def _start_accepting(self):
+        """Start taking connections (once)."""
+        if getattr(self, 'stop_event', None) is None:
+            self.stop_event = threading.Event()
+            process.current_process()._manager_server = self
+            threading.Thread(target=self.accepter, daemon=True).start()
+
     def serve_forever(self):
         """Serve until a client asks for shutdown (or SIGINT/SystemExit),
         then exit the process."""
-        self.stop_event = threading.Event()
-        process.current_process()._manager_server = self
         try:
-            threading.Thread(target=self.accepter, daemon=True).start()
+            self._start_accepting()
             try:
                 while not self.stop_event.is_set():
                     self.stop_event.wait(1)
@@ -489,6 +494,9 @@ class BaseManager:
             # The owner raises it from start(), rather than a bare EOF.
             _StartFailure(e).report(writer)
             raise
+        # Accepting before the owner learns the address: its first
+        # request need not wait for the accepting thread to start.
+        server._start_accepting()
         with writer:
             writer.send(server.address)
         util.info('manager serving at %r', server.address)
