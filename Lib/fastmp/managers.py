@@ -3,7 +3,9 @@ objects that start it (or connect to it) and hand out proxies for what it
 holds.  The proxies and the client half of the protocol are in _proxies.
 
 The protocol is the standard package's, so fastmp clients and servers mix
-with standard ones.  A new connection is authenticated both ways, then
+with standard ones.  (A standard peer needs fastmp importable only when
+fastmp tokens or proxies travel inside messages: results returned as
+proxies, proxies stored in shared containers.)  A new connection is authenticated both ways, then
 carries either one control request (create, incref, decref, shutdown...)
 or, after ``accept_connection``, the method calls of one client thread for
 as long as it lives.
