@@ -5,9 +5,9 @@ VPY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Tests that exercise C code, run under ASan/UBSan by `make sanitize`.
 SANITIZE_TESTS ?= tests
-SAN_TREE := build/sanitize-tree
+SAN_TREE := build/sanitize
 
-.PHONY: all venv build inplace demo examples bench test sanitize clean
+.PHONY: all venv build inplace demo examples bench test sanitize matrix conformance conformance-tree clean
 
 all: build
 
@@ -38,18 +38,44 @@ demo: examples bench
 test: build
 	timeout -k 30 1700 $(VPY) -m pytest $(PYTEST_ARGS)
 
-# ASan/UBSan build into a private tree (Lib/ stays clean), then the tests.
+# $(call fastmp_tree,PYTHON,DIR,ENV): build the extension with PYTHON (and
+# the ENV settings) and lay out an importable fastmp in DIR, leaving Lib/ clean.
+define fastmp_tree
+	rm -rf $(2) $(2)-build $(2)-tmp
+	$(3) $(1) setup.py -q build_ext --build-lib $(2)-build --build-temp $(2)-tmp --force
+	mkdir -p $(2)
+	cp -r Lib/fastmp $(2)/
+	find $(2) -name '*.so' -delete
+	cp $(2)-build/fastmp/_fastmp*.so $(2)/fastmp/
+endef
+
+# ASan/UBSan build into a private tree, then the tests.
 sanitize: venv
-	rm -rf $(SAN_TREE) build/sanitize
-	FASTMP_SANITIZE=1 $(VPY) setup.py -q build_ext --build-lib build/sanitize --build-temp build/sanitize-tmp --force
-	mkdir -p $(SAN_TREE)
-	cp -r Lib/fastmp $(SAN_TREE)/
-	find $(SAN_TREE) -name '*.so' -delete
-	cp build/sanitize/fastmp/_fastmp*.so $(SAN_TREE)/fastmp/
+	$(call fastmp_tree,$(VPY),$(SAN_TREE),FASTMP_SANITIZE=1)
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PYTHONPATH=$(SAN_TREE) FASTMP_SANITIZED=1 \
 	timeout -k 30 2400 $(VPY) -m pytest -p no:randomly $(SANITIZE_TESTS) $(PYTEST_ARGS)
+
+# Every supported interpreter, through pyenv.
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
+MATRIX   ?= 3.10 3.11 3.12 3.13
+py_for = $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)))
+
+# `make test` on each interpreter, each in its own venv.
+matrix:
+	$(foreach v,$(MATRIX),$(MAKE) --no-print-directory test PYTHON=$(call py_for,$(v)) VENV=.venv-$(v) &&) true
+
+# CPython's own suite on fastmp and on the standard package, every
+# interpreter and start method; writes conformance-out/summary.md.
+conformance:
+	@for v in $(MATRIX); do $(MAKE) --no-print-directory conformance-tree V=$$v || exit 1; done
+	$(PYTHON) tools/conformance.py $(foreach v,$(MATRIX),--python $(v)=.venv-$(v)/bin/python --tree $(v)=build/conformance/$(v))
+
+# The venv of interpreter $(V) and a fastmp built for it.
+conformance-tree:
+	$(MAKE) --no-print-directory venv PYTHON=$(call py_for,$(V)) VENV=.venv-$(V)
+	$(call fastmp_tree,.venv-$(V)/bin/python,build/conformance/$(V),)
 
 # Development build for PYTHONPATH=Lib, with $(PYTHON).  The new .so is
 # renamed into place, so processes running the old one are not disturbed.
@@ -60,4 +86,4 @@ inplace:
 	done
 
 clean:
-	rm -rf build dist Lib/*.egg-info Lib/fastmp/*.so
+	rm -rf build dist conformance-out Lib/*.egg-info Lib/fastmp/*.so

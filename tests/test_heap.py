@@ -183,10 +183,15 @@ def test_forked_child_has_its_own_heap(fresh_heap):
     _check_layout(fresh_heap)
 
 
-def test_block_reaches_child(fctx):
-    w = heap.BufferWrapper(16)
-    p = fctx.Process(target=_write_block, args=(w, b"from the child"))
-    p.start()
-    p.join(60)
-    assert p.exitcode == 0
-    assert bytes(w.create_memoryview()) == b"from the child\0\0"
+def test_blocks_reach_child(fctx):
+    small = heap.BufferWrapper(16)
+    large = heap.BufferWrapper(3 * 1024 * 1024)          # a dedicated arena
+    p = fctx.Process(target=_write_block, args=(small, b"from the child"))
+    q = fctx.Process(target=_write_block, args=(large, b"\x01" * 1000))
+    for child in (p, q):
+        child.start()
+    for child in (p, q):
+        child.join(60)
+        assert child.exitcode == 0
+    assert bytes(small.create_memoryview()) == b"from the child\0\0"
+    assert bytes(large.create_memoryview()[:1001]) == b"\x01" * 1000 + b"\0"

@@ -246,3 +246,23 @@ def test_uninitialised_wrapper_fails_cleanly():
         bare.value
     with pytest.raises(ValueError):
         bare.get_obj()
+
+
+def test_overridden_lock_methods_are_called():
+    from fastmp import synchronize
+    calls = []
+
+    class TracingRLock(synchronize.RLock):
+        def acquire(self, *args, **kwargs):
+            calls.append("acquire")
+            return super().acquire(*args, **kwargs)
+
+    lock = TracingRLock(ctx=fastmp.get_context())
+    v = fastmp.Value("i", 0, lock=lock)
+    a = fastmp.Array("i", 2, lock=lock)
+    v.value = 5
+    a[1] = a[0] + 1
+    assert calls == ["acquire"] * 3
+    plain = fastmp.Value("i", 0, lock=fastmp.RLock())
+    plain.value = 1                       # the C path: nothing to trace
+    assert calls == ["acquire"] * 3 and (v.value, a[1], plain.value) == (5, 1, 1)

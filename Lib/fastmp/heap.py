@@ -60,13 +60,13 @@ def _attach_block(arena, start, size):
     return BufferWrapper._attach(arena, start, size)
 
 
-def _reduce_arena(arena):
+def reduce_arena(arena):
     # the receiving process maps the same memfd through a duplicate of its fd
-    return _rebuild_arena, (arena.size, reduction.DupFd(arena.fd))
+    return rebuild_arena, (arena.size, reduction.DupFd(arena.fd))
 
 
-def _rebuild_arena(size, dupfd):
+def rebuild_arena(size, dupfd):
     return Arena(size, dupfd.detach())
 
 
-reduction.register(Arena, _reduce_arena)
+reduction.register(Arena, reduce_arena)

@@ -50,6 +50,7 @@ typedef struct {
     PyTypeObject *SyncValue_type;   /* + fast .value */
     PyTypeObject *SyncArray_type;   /* + fast [i] */
     PyObject *str_value;            /* interned "value" */
+    PyObject *plain_lock_types;     /* {lock type: keeps SemLock's methods?} */
     PyTypeObject *SegmentMapping_type;  /* shm_segment.c */
 
     /* dispatch.c */

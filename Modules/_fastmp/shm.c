@@ -395,7 +395,10 @@ heap_malloc(HeapObject *h, fastmp_state *st, size_t request)
             return NULL;
         }
         c = take_fitting_chunk(h, size);
-        assert(c != NULL);
+        if (c == NULL) {            /* cannot happen: the new arena fits */
+            PyErr_SetString(PyExc_SystemError, "fresh arena has no room for the block");
+            return NULL;
+        }
     }
     if (c->size - size >= CHUNK_ALIGN && !c->arena->dedicated) {
         chunk *rest = PyMem_Calloc(1, sizeof(chunk));

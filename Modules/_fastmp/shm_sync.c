@@ -6,6 +6,7 @@
  * the shared bytes directly; every other type, and values the fast path
  * does not convert itself, go through the ctypes object under the lock. */
 #include "shm.h"
+#include "semlock.h"
 
 #include <errno.h>
 #include <string.h>
@@ -16,6 +17,8 @@ typedef struct {
     PyObject *obj;                  /* the ctypes object */
     PyObject *lock;
     PyObject *acquire, *release;    /* lock.acquire, lock.release */
+    PyObject *semlock;              /* `lock`, borrowed, when it is a fastmp SemLock
+                                     * with the C methods: taken without calls */
     char *address;                  /* obj's bytes, for the fast path */
     Py_ssize_t length;              /* element count (arrays) */
     char code;                      /* struct type code, or 0: no fast path */
@@ -23,10 +26,59 @@ typedef struct {
 
 /* ---- the lock -------------------------------------------------------- */
 
+/* Whether instances of `type` (a SemLock subclass) keep SemLock's own
+ * acquire/release/__enter__/__exit__.  -1 with an exception set on error. */
+static int
+keeps_semlock_methods(fastmp_state *st, PyTypeObject *type)
+{
+    static const char *const methods[] = {"acquire", "release", "__enter__", "__exit__"};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        PyObject *ours = PyObject_GetAttrString((PyObject *)type, methods[i]);
+        PyObject *base = PyObject_GetAttrString((PyObject *)st->SemLock_type, methods[i]);
+        int same = ours != NULL && ours == base;
+        Py_XDECREF(ours);
+        Py_XDECREF(base);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        if (!same) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether `lock` is a fastmp SemLock whose lock methods are SemLock's own,
+ * so the C API can stand in for calling them (the answer is cached per
+ * type).  -1 with an exception set on error. */
+static int
+is_plain_semlock(fastmp_state *st, PyObject *lock)
+{
+    if (!fastmp_semlock_check(st, lock)) {
+        return 0;
+    }
+    PyObject *type = (PyObject *)Py_TYPE(lock);
+    PyObject *known = PyDict_GetItemWithError(st->plain_lock_types, type);
+    if (known != NULL) {
+        return known == Py_True;
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    int plain = keeps_semlock_methods(st, Py_TYPE(lock));
+    if (plain < 0 || PyDict_SetItem(st->plain_lock_types, type, plain ? Py_True : Py_False) < 0) {
+        return -1;
+    }
+    return plain;
+}
+
 /* Take the lock.  0, or -1 with an exception set. */
 static int
 sync_acquire(SyncObject *s)
 {
+    if (s->semlock != NULL) {
+        return fastmp_semlock_acquire_blocking(s->semlock);
+    }
     PyObject *r = PyObject_CallNoArgs(s->acquire);
     if (r == NULL) {
         return -1;
@@ -44,17 +96,26 @@ sync_release_with(SyncObject *s, PyObject *result)
     if (result == NULL) {
         PyErr_Fetch(&type, &value, &tb);
     }
-    PyObject *r = PyObject_CallNoArgs(s->release);
-    if (result == NULL) {
+    int released;
+    if (s->semlock != NULL) {
+        released = fastmp_semlock_release(s->semlock);
+    }
+    else {
+        PyObject *r = PyObject_CallNoArgs(s->release);
+        released = r == NULL ? -1 : 0;
         Py_XDECREF(r);
+    }
+    if (result == NULL) {
+        if (released < 0) {
+            PyErr_Clear();
+        }
         PyErr_Restore(type, value, tb);
         return NULL;
     }
-    if (r == NULL) {
+    if (released < 0) {
         Py_DECREF(result);
         return NULL;
     }
-    Py_DECREF(r);
     return result;
 }
 
@@ -162,6 +223,14 @@ Sync_init(SyncObject *self, PyObject *args, PyObject *kwds)
                      PyTuple_GET_ITEM(args, 2));
         return -1;
     }
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return -1;
+    }
+    int plain = is_plain_semlock(st, lock);
+    if (plain < 0) {
+        return -1;
+    }
     PyObject *acquire = PyObject_GetAttrString(lock, "acquire");
     if (acquire == NULL) {
         return -1;
@@ -175,6 +244,7 @@ Sync_init(SyncObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->release, release);
     Py_XSETREF(self->obj, Py_NewRef(obj));
     Py_XSETREF(self->lock, Py_NewRef(lock));
+    self->semlock = plain ? lock : NULL;
     self->code = code_len ? code[0] : 0;
     self->address = (char *)(uintptr_t)address;
     self->length = length;
@@ -196,6 +266,7 @@ static int
 Sync_clear(SyncObject *self)
 {
     self->code = 0;                 /* `address` dies with `obj` */
+    self->semlock = NULL;           /* borrowed from `lock` */
     Py_CLEAR(self->obj);
     Py_CLEAR(self->lock);
     Py_CLEAR(self->acquire);
@@ -242,6 +313,9 @@ Sync_enter(SyncObject *self, PyObject *unused)
     if (!sync_ready(self)) {
         return NULL;
     }
+    if (self->semlock != NULL) {
+        return fastmp_semlock_acquire_blocking(self->semlock) < 0 ? NULL : Py_NewRef(Py_True);
+    }
     return PyObject_CallMethod(self->lock, "__enter__", NULL);
 }
 
@@ -250,6 +324,12 @@ Sync_exit(SyncObject *self, PyObject *args)
 {
     if (!sync_ready(self)) {
         return NULL;
+    }
+    if (self->semlock != NULL) {
+        if (fastmp_semlock_release(self->semlock) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
     }
     PyObject *method = PyObject_GetAttrString(self->lock, "__exit__");
     if (method == NULL) {
@@ -533,7 +613,8 @@ int
 fastmp_shm_sync_exec(PyObject *module, fastmp_state *st)
 {
     st->str_value = PyUnicode_InternFromString("value");
-    if (st->str_value == NULL
+    st->plain_lock_types = PyDict_New();
+    if (st->str_value == NULL || st->plain_lock_types == NULL
         || (st->SyncCore_type = add_subtype(module, &Sync_spec, NULL)) == NULL
         || (st->SyncValue_type = add_subtype(module, &SyncValue_spec, st->SyncCore_type)) == NULL
         || (st->SyncArray_type = add_subtype(module, &SyncArray_spec, st->SyncCore_type)) == NULL) {
@@ -548,6 +629,7 @@ fastmp_shm_sync_traverse(fastmp_state *st, visitproc visit, void *arg)
     Py_VISIT(st->SyncCore_type);
     Py_VISIT(st->SyncValue_type);
     Py_VISIT(st->SyncArray_type);
+    Py_VISIT(st->plain_lock_types);
     return 0;
 }
 
@@ -558,4 +640,5 @@ fastmp_shm_sync_clear(fastmp_state *st)
     Py_CLEAR(st->SyncValue_type);
     Py_CLEAR(st->SyncArray_type);
     Py_CLEAR(st->str_value);
+    Py_CLEAR(st->plain_lock_types);
 }

@@ -1,6 +1,6 @@
 """Shared memory workloads: synchronized ctypes access, heap allocation,
-and SharedMemory segments (all in one process; fork is the default
-start method, so the locks are the default context's)."""
+and SharedMemory segments, all in one process, with the fork context's
+locks."""
 import importlib
 import time
 
@@ -17,17 +17,17 @@ def _timed_loop(n, op):
 @workload("array_locked_get", n=300_000, target=4.0)
 def array_locked_get(mp, n):
     """Array('i', 10, lock=True)[5]"""
-    array = mp.Array('i', 10, lock=True)
+    array = mp.get_context('fork').Array('i', 10, lock=True)
     t0 = time.perf_counter()
     for _ in range(n):
         array[5]
     return time.perf_counter() - t0
 
 
-@workload("array_lockfree_get", n=1_000_000, target=1.0)
+@workload("array_lockfree_get", n=4_000_000, target=1.0)
 def array_lockfree_get(mp, n):
     """Array('i', 10, lock=False)[5]"""
-    array = mp.Array('i', 10, lock=False)
+    array = mp.get_context('fork').Array('i', 10, lock=False)
     t0 = time.perf_counter()
     for _ in range(n):
         array[5]
@@ -37,7 +37,7 @@ def array_lockfree_get(mp, n):
 @workload("value_locked_incr", n=200_000, target=2.0)
 def value_locked_incr(mp, n):
     """with v.get_lock(): v.value += 1"""
-    v = mp.Value('i', 0)
+    v = mp.get_context('fork').Value('i', 0)
     t0 = time.perf_counter()
     for _ in range(n):
         with v.get_lock():
@@ -50,7 +50,8 @@ def value_locked_incr(mp, n):
 @workload("value_alloc_free", n=20_000, target=3.0)
 def value_alloc_free(mp, n):
     """create and drop Value('d')"""
-    return _timed_loop(n, lambda: mp.Value('d'))
+    ctx = mp.get_context('fork')
+    return _timed_loop(n, lambda: ctx.Value('d'))
 
 
 @workload("shm_create_unlink", n=3_000, target=1.0)
