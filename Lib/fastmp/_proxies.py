@@ -428,8 +428,8 @@ def RebuildProxy(func, token, serializer, kwds):
     server = getattr(process.current_process(), '_manager_server', None)
     if server is not None and server.address == token.address:
         kwds['manager_owned'] = True
-        server.id_to_local_proxy_obj.setdefault(token.id,
-                                                server.id_to_obj[token.id])
+        if token.id not in server.id_to_local_proxy_obj:
+            server.id_to_local_proxy_obj[token.id] = server.id_to_obj[token.id]
     incref = (kwds.pop('incref', True)
               and not getattr(process.current_process(), '_inheriting', False))
     return func(token, serializer, incref=incref, **kwds)
