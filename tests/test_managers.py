@@ -491,3 +491,32 @@ def test_many_short_lived_proxies(fmanager):
     assert len(outer['inner']) == 101
     # Only the dict is referenced from outside the server now.
     assert fmanager._number_of_objects() == 1
+
+
+class ServerStats:
+    """Served by StatsManager: looks at the server's own tables."""
+
+    def held_for_stored_proxies(self):
+        server = fastmp.current_process()._manager_server
+        return len(server.id_to_local_proxy_obj)
+
+
+class StatsManager(fmanagers.SyncManager):
+    pass
+
+
+StatsManager.register('Stats', ServerStats)
+
+
+def test_objects_stored_then_replaced_are_freed():
+    """A managed object stored in another and later replaced or removed is
+    freed by the server (the standard server keeps it forever)."""
+    with StatsManager(ctx=fastmp.get_context('fork')) as m:
+        stats, dct = m.Stats(), m.dict()
+        for i in range(50):
+            dct['x'] = m.list([i])
+        assert stats.held_for_stored_proxies() == 1
+        assert dct['x'][:] == [49]
+        dct.clear()
+        assert stats.held_for_stored_proxies() == 0
+        assert m._number_of_objects() == 2

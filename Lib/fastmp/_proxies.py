@@ -19,6 +19,7 @@ import pickle
 import threading
 import time
 import types
+import weakref
 
 from . import connection
 from . import process
@@ -422,14 +423,16 @@ class BaseProxy:
 
 def RebuildProxy(func, token, serializer, kwds):
     """Unpickle a proxy.  Inside the server that holds the referent the
-    proxy is marked manager-owned (the server keeps the object alive while
-    it is stored there); in a process being spawned, the parent's reference
-    covers it."""
+    proxy is marked manager-owned: the server keeps the object alive for as
+    long as such proxies (stored in its other objects) exist.  In a process
+    being spawned, the parent's reference covers it."""
     server = getattr(process.current_process(), '_manager_server', None)
     if server is not None and server.address == token.address:
         kwds['manager_owned'] = True
-        if token.id not in server.id_to_local_proxy_obj:
-            server.id_to_local_proxy_obj[token.id] = server.id_to_obj[token.id]
+        server.hold_for_local_proxy(token.id)
+        proxy = func(token, serializer, incref=False, **kwds)
+        weakref.finalize(proxy, server.release_for_local_proxy, token.id)
+        return proxy
     incref = (kwds.pop('incref', True)
               and not getattr(process.current_process(), '_inheriting', False))
     return func(token, serializer, incref=incref, **kwds)

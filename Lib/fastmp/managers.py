@@ -23,6 +23,9 @@ Where fastmp behaves differently from the standard package:
   connection, so its late reply is never taken for a later call's.
 - A call to a server that is gone raises ConnectionRefusedError (also for
   a Unix socket whose file was removed) or EOFError.
+- An object stored in another shared object (through a proxy) is freed
+  once no stored proxy and no client refers to it; the standard server
+  keeps every such object until it shuts down.
 """
 import array
 import os
@@ -126,8 +129,10 @@ class Server:
         # id -> (object, exposed method names, method -> result typeid)
         self.id_to_obj = {'0': (None, ())}
         self.id_to_refcount = {}
-        # Objects referenced by proxies stored inside other shared objects.
+        # Objects referenced by proxies stored inside other shared objects,
+        # and how many such proxies each has.
         self.id_to_local_proxy_obj = {}
+        self._local_proxy_count = {}
         # Clients authenticate per connection, after accept.
         self.listener = listener_client[serializer][0](address=address,
                                                        backlog=128)
@@ -379,6 +384,29 @@ class Server:
                 self.id_to_obj[ident] = self.id_to_local_proxy_obj[ident]
             else:
                 raise KeyError(ident)
+
+    def hold_for_local_proxy(self, ident):
+        """A proxy of object `ident` is being rebuilt inside this server
+        (stored in another object): keep the object while it lives."""
+        with self.mutex:
+            count = self._local_proxy_count.get(ident, 0)
+            if count == 0:
+                self.id_to_local_proxy_obj[ident] = self.id_to_obj[ident]
+            self._local_proxy_count[ident] = count + 1
+
+    def release_for_local_proxy(self, ident):
+        """Such a proxy is gone; the last one lets the object go (unless
+        clients still reference it)."""
+        entry = None
+        with self.mutex:
+            count = self._local_proxy_count.pop(ident, 0) - 1
+            if count > 0:
+                self._local_proxy_count[ident] = count
+            else:
+                entry = self.id_to_local_proxy_obj.pop(ident, None)
+        # Dropped outside the mutex: the object may hold proxies whose
+        # release needs it.
+        del entry
 
     def decref(self, c, ident):
         if (ident not in self.id_to_refcount
