@@ -13,7 +13,6 @@ import pytest
 
 import fastmp
 import fastmp.managers as fmanagers
-from support import ROOT, run_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -440,33 +439,6 @@ def test_shared_memory_manager_releases_segments():
     assert not any(os.path.exists('/dev/shm/' + n) for n in names)
 
 
-# -- the documentation's examples -----------------------------------------
-
-def _doc_examples_dir():
-    """../shared/doc-examples from the checkout (or from any parent, for a
-    worktree nested one level deeper)."""
-    here = ROOT
-    while here != os.path.dirname(here):
-        candidate = os.path.join(here, 'shared', 'doc-examples')
-        if os.path.isdir(candidate):
-            return candidate
-        here = os.path.dirname(here)
-    pytest.fail('shared/doc-examples not found above %s' % ROOT)
-
-
-@pytest.mark.parametrize('example', ['manager_dict_list.py',
-                                     'custom_manager_maths.py',
-                                     'mp_newtype.py'])
-def test_doc_example_matches_stdlib(example, tmp_path):
-    path = os.path.join(_doc_examples_dir(), example)
-    env = {'PYTHONPATH': os.path.dirname(os.path.dirname(fastmp.__file__))}
-    ours = run_python('-m', 'fastmp', path, cwd=str(tmp_path), env=env)
-    theirs = run_python(path, cwd=str(tmp_path))
-    assert ours.returncode == 0, ours.stderr
-    assert theirs.returncode == 0, theirs.stderr
-    assert ours.stdout == theirs.stdout
-
-
 def _failing_initializer():
     raise LookupError('initializer failed')
 
@@ -519,3 +491,32 @@ def test_many_short_lived_proxies(fmanager):
     assert len(outer['inner']) == 101
     # Only the dict is referenced from outside the server now.
     assert fmanager._number_of_objects() == 1
+
+
+class ServerStats:
+    """Served by StatsManager: looks at the server's own tables."""
+
+    def held_for_stored_proxies(self):
+        server = fastmp.current_process()._manager_server
+        return len(server.id_to_local_proxy_obj)
+
+
+class StatsManager(fmanagers.SyncManager):
+    pass
+
+
+StatsManager.register('Stats', ServerStats)
+
+
+def test_objects_stored_then_replaced_are_freed():
+    """A managed object stored in another and later replaced or removed is
+    freed by the server (the standard server keeps it forever)."""
+    with StatsManager(ctx=fastmp.get_context('fork')) as m:
+        stats, dct = m.Stats(), m.dict()
+        for i in range(50):
+            dct['x'] = m.list([i])
+        assert stats.held_for_stored_proxies() == 1
+        assert dct['x'][:] == [49]
+        dct.clear()
+        assert stats.held_for_stored_proxies() == 0
+        assert m._number_of_objects() == 2

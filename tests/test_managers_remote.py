@@ -14,7 +14,7 @@ import pytest
 
 import fastmp
 import fastmp.managers as fmanagers
-from support import ROOT
+from support import HERE, child_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,8 +64,10 @@ CLIENTS = {name: _client_class(mods[1]) for name, mods in IMPLS.items()}
 
 
 def _env():
+    """The environment of a server or client program: it imports this
+    fastmp, and this file's helpers."""
     lib = os.path.dirname(os.path.dirname(fastmp.__file__))
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([lib, os.path.join(ROOT, 'tests')]))
+    return child_env({'PYTHONPATH': os.pathsep.join([lib, HERE])})
 
 
 class _RemoteServer:
@@ -183,3 +185,41 @@ def test_dead_server_gives_clients_an_error(fastmp_server):
     with pytest.raises(ConnectionError):
         manager.Slow()
     assert time.monotonic() - start < 5
+
+
+PLAIN_STANDARD_CLIENT = textwrap.dedent('''
+    import sys
+    from multiprocessing.managers import BaseManager, DictProxy
+    try:
+        import fastmp
+    except ImportError:
+        pass
+    else:
+        raise SystemExit('fastmp should not be importable here')
+
+    class Remote(BaseManager):
+        pass
+
+    Remote.register('get_queue')
+    Remote.register('get_store', proxytype=DictProxy)
+    Remote.register('Slow')
+    manager = Remote(address=('127.0.0.1', int(sys.argv[1])), authkey=%r)
+    manager.connect()
+    store = manager.get_store()
+    store['from'] = 'standard'
+    q = manager.get_queue()
+    q.put([1, 2.5, 'three'])
+    print(q.get(timeout=10), store['from'], manager.Slow().echo(None))
+''' % AUTHKEY)
+
+
+def test_standard_client_needs_no_fastmp(fastmp_server, tmp_path):
+    """The bytes a fastmp server sends for ordinary calls name nothing
+    from fastmp: a standard client without it installed works."""
+    # -I -S: no PYTHONPATH, no site-packages (where a venv has fastmp).
+    out = subprocess.run([sys.executable, '-I', '-S', '-c',
+                          PLAIN_STANDARD_CLIENT, str(fastmp_server.address[1])],
+                         capture_output=True, text=True, cwd=str(tmp_path),
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "[1, 2.5, 'three'] standard None\n"

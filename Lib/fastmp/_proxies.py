@@ -19,6 +19,7 @@ import pickle
 import threading
 import time
 import types
+import weakref
 
 from . import connection
 from . import process
@@ -68,15 +69,11 @@ class State:
     SHUTDOWN = 2
 
 
-def _serializer_endpoints():
-    return {
-        'pickle': (connection.Listener, connection.Client),
-        'xmlrpclib': (connection.XmlListener, connection.XmlClient),
-    }
-
-
 # serializer name -> (Listener type, Client function)
-listener_client = _serializer_endpoints()
+listener_client = {
+    'pickle': (connection.Listener, connection.Client),
+    'xmlrpclib': (connection.XmlListener, connection.XmlClient),
+}
 
 
 def convert_to_error(kind, result):
@@ -218,6 +215,34 @@ def unwrap_reply(kind, result):
         result = None
 
 
+# Addresses of the servers this process started and has not shut down:
+# its thread connections to them stay open (for creates and the final
+# shutdown) even while it holds no proxies.
+owned_servers = set()
+
+
+def shutdown_inband(address, timeout):
+    """Ask the server at `address` to shut down on this thread's connection,
+    if the server takes control requests there; wait at most `timeout`
+    seconds for the answer.  False if it could not be asked that way."""
+    shared = BaseProxy._address_to_local.get(address)
+    tls = shared[0] if shared else None
+    conn = getattr(tls, 'connection', None)
+    if conn is None or not tls.inband or getattr(tls, 'busy', False):
+        return False
+    tls.busy = True
+    try:
+        conn.send((None, 'shutdown', (), {}))
+        if conn.poll(timeout):
+            conn.recv_bytes()
+    except (OSError, EOFError) as e:
+        util.debug('shutdown request failed: %s', e)
+    finally:
+        tls.busy = False
+        forget_connection(tls, conn)
+    return True
+
+
 def adopt_reference(proxytype, token, serializer, manager, authkey, exposed):
     """A proxy taking over the reference the server counted when it created
     the object (saving the incref/decref pair, two connections)."""
@@ -310,8 +335,11 @@ class BaseProxy:
     def _adopt(self, exposed, token):
         """A proxy for an object the server created as a method's result."""
         manager = self._manager
-        if manager is not None:
-            proxytype = manager._registry[token.typeid][-1]
+        # A proxy without a manager (in a child), or whose manager class
+        # lacks the typeid (a client of a remote server), still needs one.
+        entry = manager._registry.get(token.typeid) if manager else None
+        if entry is not None:
+            proxytype = entry[-1]
         else:
             proxytype = proxytype_for_typeid.get(token.typeid, AutoProxy)
         token.address = self._token.address
@@ -351,7 +379,10 @@ class BaseProxy:
                 util.debug('decref of %r failed: %s', token.id, e)
         # The thread's connection is no longer needed once the process
         # holds nothing from this server.
-        conn = getattr(tls, 'connection', None) if not idset else None
+        conn = None
+        if (not idset and token.address not in owned_servers
+                and not getattr(tls, 'busy', False)):
+            conn = getattr(tls, 'connection', None)
         if conn is not None:
             del tls.connection
             conn.close()
@@ -392,14 +423,16 @@ class BaseProxy:
 
 def RebuildProxy(func, token, serializer, kwds):
     """Unpickle a proxy.  Inside the server that holds the referent the
-    proxy is marked manager-owned (the server keeps the object alive while
-    it is stored there); in a process being spawned, the parent's reference
-    covers it."""
+    proxy is marked manager-owned: the server keeps the object alive for as
+    long as such proxies (stored in its other objects) exist.  In a process
+    being spawned, the parent's reference covers it."""
     server = getattr(process.current_process(), '_manager_server', None)
     if server is not None and server.address == token.address:
         kwds['manager_owned'] = True
-        server.id_to_local_proxy_obj.setdefault(token.id,
-                                                server.id_to_obj[token.id])
+        server.hold_for_local_proxy(token.id)
+        proxy = func(token, serializer, incref=False, **kwds)
+        weakref.finalize(proxy, server.release_for_local_proxy, token.id)
+        return proxy
     incref = (kwds.pop('incref', True)
               and not getattr(process.current_process(), '_inheriting', False))
     return func(token, serializer, incref=incref, **kwds)

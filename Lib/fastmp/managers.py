@@ -3,10 +3,29 @@ objects that start it (or connect to it) and hand out proxies for what it
 holds.  The proxies and the client half of the protocol are in _proxies.
 
 The protocol is the standard package's, so fastmp clients and servers mix
-with standard ones.  A new connection is authenticated both ways, then
+with standard ones.  (A standard peer needs fastmp importable only when
+fastmp tokens or proxies travel inside messages: results returned as
+proxies, proxies stored in shared containers.)  A new connection is authenticated both ways, then
 carries either one control request (create, incref, decref, shutdown...)
 or, after ``accept_connection``, the method calls of one client thread for
 as long as it lives.
+
+Where fastmp behaves differently from the standard package:
+- A fastmp server also takes control requests on a thread's open
+  connection, and fastmp clients use that (see _proxies): creating,
+  passing and dropping proxies costs no new connection.  Standard clients
+  and servers never see the difference.
+- start() raises the error that kept the server from starting (an
+  initializer's exception, OSError for an address in use), not EOFError.
+- shutdown() gives up on a server that does not answer within
+  shutdown_timeout and goes on to terminate it, instead of hanging.
+- A proxied call cut short (say by KeyboardInterrupt) drops its thread's
+  connection, so its late reply is never taken for a later call's.
+- A call to a server that is gone raises ConnectionRefusedError (also for
+  a Unix socket whose file was removed) or EOFError.
+- An object stored in another shared object (through a proxy) is freed
+  once no stored proxy and no client refers to it; the standard server
+  keeps every such object until it shuts down.
 """
 import array
 import os
@@ -27,7 +46,7 @@ from ._proxies import (  # noqa: F401 (the standard module's names)
     BaseListProxy, ListProxy, DictProxy, SetProxy, ArrayProxy, BasePoolProxy,
     PoolProxy, ProcessLocalSet, dispatch, convert_to_error, listener_client,
     call_server, connect_client, control, adopt_reference,
-    proxytype_for_typeid, INBAND_CONTROL)
+    proxytype_for_typeid, INBAND_CONTROL, owned_servers, shutdown_inband)
 
 __all__ = ['BaseManager', 'SyncManager', 'BaseProxy', 'Token',
            'SharedMemoryManager']
@@ -58,9 +77,9 @@ def public_methods(obj):
     return [name for name in all_methods(obj) if name[0] != '_']
 
 
-# Returned by a control request that has sent its reply itself (shutdown):
-# a second one would only meet a closed connection, and formatting that
-# failure would hold up the server's exit.
+# Returned by a control request that has sent its reply itself (shutdown,
+# accept_connection): a second one would only meet a closed connection,
+# and formatting that failure would hold up the server's exit.
 _ANSWERED = object()
 
 
@@ -110,20 +129,27 @@ class Server:
         # id -> (object, exposed method names, method -> result typeid)
         self.id_to_obj = {'0': (None, ())}
         self.id_to_refcount = {}
-        # Objects referenced by proxies stored inside other shared objects.
+        # Objects referenced by proxies stored inside other shared objects,
+        # and how many such proxies each has.
         self.id_to_local_proxy_obj = {}
+        self._local_proxy_count = {}
         # Clients authenticate per connection, after accept.
         self.listener = listener_client[serializer][0](address=address,
                                                        backlog=128)
         self.address = self.listener.address
 
+    def _start_accepting(self):
+        """Start taking connections (once)."""
+        if getattr(self, 'stop_event', None) is None:
+            self.stop_event = threading.Event()
+            process.current_process()._manager_server = self
+            threading.Thread(target=self.accepter, daemon=True).start()
+
     def serve_forever(self):
         """Serve until a client asks for shutdown (or SIGINT/SystemExit),
         then exit the process."""
-        self.stop_event = threading.Event()
-        process.current_process()._manager_server = self
         try:
-            threading.Thread(target=self.accepter, daemon=True).start()
+            self._start_accepting()
             try:
                 while not self.stop_event.is_set():
                     self.stop_event.wait(1)
@@ -227,20 +253,17 @@ class Server:
             return ('#TRACEBACK', format_exc())
         return ('#PROXY', (rexposed, Token(typeid, self.address, rident)))
 
-    # Control requests that need a connection of their own.
-    _CONNECTION_CONTROL = frozenset(['accept_connection', 'shutdown'])
-
     def _inband_control(self, conn, methodname, args, kwds):
         """A control request made on a serving connection (by a fastmp
-        client); return the reply to send."""
+        client); return the reply to send (None: it answered itself)."""
         try:
-            if (methodname not in self.public
-                    or methodname in self._CONNECTION_CONTROL):
+            if methodname not in self.public or methodname == 'accept_connection':
                 raise ValueError('%r cannot be requested on a connection '
                                  'serving method calls' % (methodname,))
-            return ('#RETURN', getattr(self, methodname)(conn, *args, **kwds))
+            result = getattr(self, methodname)(conn, *args, **kwds)
         except Exception:
             return ('#TRACEBACK', format_exc())
+        return None if result is _ANSWERED else ('#RETURN', result)
 
     def serve_client(self, conn):
         """Serve the method calls of one client thread until it hangs up."""
@@ -262,6 +285,8 @@ class Server:
                 else:
                     reply = call(conn, ident, methodname, args, kwds)
                 request = None
+                if reply is None:       # the request answered itself
+                    continue
             try:
                 try:
                     send(reply)
@@ -346,6 +371,7 @@ class Server:
         # Tells a fastmp client it may send control requests here too.
         c.send(('#RETURN', INBAND_CONTROL))
         self.serve_client(c)
+        return _ANSWERED
 
     def incref(self, c, ident):
         with self.mutex:
@@ -358,6 +384,29 @@ class Server:
                 self.id_to_obj[ident] = self.id_to_local_proxy_obj[ident]
             else:
                 raise KeyError(ident)
+
+    def hold_for_local_proxy(self, ident):
+        """A proxy of object `ident` is being rebuilt inside this server
+        (stored in another object): keep the object while it lives."""
+        with self.mutex:
+            count = self._local_proxy_count.get(ident, 0)
+            if count == 0:
+                self.id_to_local_proxy_obj[ident] = self.id_to_obj[ident]
+            self._local_proxy_count[ident] = count + 1
+
+    def release_for_local_proxy(self, ident):
+        """Such a proxy is gone; the last one lets the object go (unless
+        clients still reference it)."""
+        entry = None
+        with self.mutex:
+            count = self._local_proxy_count.pop(ident, 0) - 1
+            if count > 0:
+                self._local_proxy_count[ident] = count
+            else:
+                entry = self.id_to_local_proxy_obj.pop(ident, None)
+        # Dropped outside the mutex: the object may hold proxies whose
+        # release needs it.
+        del entry
 
     def decref(self, c, ident):
         if (ident not in self.id_to_refcount
@@ -428,6 +477,10 @@ class BaseManager:
         _check_initial(self._state)
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
+        if self._address is None and self._ctx.get_start_method() == 'fork':
+            # The forked server then puts its socket in this process's
+            # temporary directory instead of making and removing its own.
+            util.get_temp_dir()
         # The server reports its address (known once it listens) here.
         reader, writer = connection.Pipe(duplex=False)
         server_args = (self._registry, self._address, self._authkey,
@@ -450,8 +503,9 @@ class BaseManager:
             raise reply.error
         self._address = reply
         self._state.value = State.STARTED
+        owned_servers.add(self._address)
         stop_args = (self._process, self._address, self._authkey, self._state,
-                     self._Client, self._shutdown_timeout)
+                     self._serializer, self._shutdown_timeout)
         self.shutdown = util.Finalize(self, type(self)._finalize_manager,
                                       args=stop_args, exitpriority=0)
 
@@ -470,6 +524,9 @@ class BaseManager:
             # The owner raises it from start(), rather than a bare EOF.
             _StartFailure(e).report(writer)
             raise
+        # Accepting before the owner learns the address: its first
+        # request need not wait for the accepting thread to start.
+        server._start_accepting()
         with writer:
             writer.send(server.address)
         util.info('manager serving at %r', server.address)
@@ -503,18 +560,22 @@ class BaseManager:
                        'number_of_objects')
 
     @staticmethod
-    def _finalize_manager(process, address, authkey, state, _Client,
+    def _finalize_manager(process, address, authkey, state, serializer,
                           shutdown_timeout):
         """Ask the server to stop; escalate to SIGTERM, then SIGKILL, if it
         does not exit within `shutdown_timeout` each time."""
-        if process.is_alive():
+        owned_servers.discard(address)
+        if process.is_alive() and not shutdown_inband(address,
+                                                      shutdown_timeout):
             # Asked from a helper thread: a server too stuck to answer
             # must not hang its owner.
+            Client = listener_client[serializer][1]
             asker = threading.Thread(target=_request_shutdown,
-                                     args=(_Client, address, authkey),
+                                     args=(Client, address, authkey),
                                      daemon=True)
             asker.start()
             asker.join(shutdown_timeout)
+        if process.is_alive():
             process.join(timeout=shutdown_timeout)
             if process.is_alive() and hasattr(process, 'terminate'):
                 util.info('manager still alive: terminating it')
