@@ -455,6 +455,52 @@ prepare_large_buffer(char *buf, size_t len)
     Py_END_ALLOW_THREADS
 }
 
+/* Read the next frame's header and check the length it announces (see
+ * check_length).  Returns 0 with *length set, or -1 with an exception
+ * set (EOFError when the peer closed the connection before the frame). */
+static int
+begin_frame(ConnObject *self, Py_ssize_t maxlength, uint64_t *length)
+{
+    int r = read_header(self, length);
+    if (r > 0) {
+        PyErr_SetNone(PyExc_EOFError);
+    }
+    if (r != 0) {
+        return -1;
+    }
+    return check_length(self, *length, maxlength);
+}
+
+/* Read a frame's whole payload of `length` bytes into buf.  Returns 0, or
+ * -1 with an exception set (EOFError when the peer closed first). */
+static int
+read_payload(ConnObject *self, char *buf, uint64_t length)
+{
+    Py_ssize_t n = read_into(self, buf, (size_t)length);
+    if (n >= 0 && (uint64_t)n < length) {
+        raise_truncated((size_t)n, length);
+        return -1;
+    }
+    return n < 0 ? -1 : 0;
+}
+
+/* Read the payload of a frame announcing `length` bytes into a new bytes
+ * object.  Returns a new reference, or NULL with an exception set. */
+static PyObject *
+read_payload_bytes(ConnObject *self, uint64_t length)
+{
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+    if (result == NULL) {
+        return NULL;
+    }
+    prepare_large_buffer(PyBytes_AS_STRING(result), (size_t)length);
+    if (read_payload(self, PyBytes_AS_STRING(result), length) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
 /* Read the next message into a new bytes object.  maxlength < 0: no
  * limit.  Returns a new reference, or NULL with an exception set
  * (EOFError when the peer has closed the connection). */
@@ -462,30 +508,10 @@ static PyObject *
 recv_message(ConnObject *self, Py_ssize_t maxlength)
 {
     uint64_t length;
-    int r = read_header(self, &length);
-    if (r != 0) {
-        if (r > 0) {
-            PyErr_SetNone(PyExc_EOFError);
-        }
+    if (begin_frame(self, maxlength, &length) < 0) {
         return NULL;
     }
-    if (check_length(self, length, maxlength) < 0) {
-        return NULL;
-    }
-    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
-    if (result == NULL) {
-        return NULL;
-    }
-    prepare_large_buffer(PyBytes_AS_STRING(result), (size_t)length);
-    Py_ssize_t n = read_into(self, PyBytes_AS_STRING(result), (size_t)length);
-    if (n < 0 || (uint64_t)n < length) {
-        if (n >= 0) {
-            raise_truncated((size_t)n, length);
-        }
-        Py_DECREF(result);
-        return NULL;
-    }
-    return result;
+    return read_payload_bytes(self, length);
 }
 
 /* Write the frame header for a payload of `length` bytes into h.
@@ -853,38 +879,20 @@ Conn_recv_bytes_into(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_ValueError, "offset too large");
         goto done;
     }
-    int r = read_header(self, &length);
-    if (r != 0) {
-        if (r > 0) {
-            PyErr_SetNone(PyExc_EOFError);
-        }
-        goto done;
-    }
-    if (check_length(self, length, -1) < 0) {
+    if (begin_frame(self, -1, &length) < 0) {
         goto done;
     }
     if (length > (uint64_t)(view.len - offset)) {
         /* does not fit: hand the whole message over in the exception */
-        PyObject *message = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
-        if (message == NULL) {
-            goto done;
-        }
-        Py_ssize_t n = read_into(self, PyBytes_AS_STRING(message), (size_t)length);
-        if (n >= 0 && (uint64_t)n < length) {
-            raise_truncated((size_t)n, length);
-        }
-        else if (n >= 0) {
+        PyObject *message = read_payload_bytes(self, length);
+        if (message != NULL) {
             PyErr_SetObject(st->BufferTooShort, message);
+            Py_DECREF(message);
         }
-        Py_DECREF(message);
         goto done;
     }
-    Py_ssize_t n = read_into(self, (char *)view.buf + offset, (size_t)length);
-    if (n >= 0 && (uint64_t)n < length) {
-        raise_truncated((size_t)n, length);
-    }
-    else if (n >= 0) {
-        result = PyLong_FromSsize_t(n);
+    if (read_payload(self, (char *)view.buf + offset, length) == 0) {
+        result = PyLong_FromUnsignedLongLong((unsigned long long)length);
     }
 done:
     PyBuffer_Release(&view);
