@@ -6,9 +6,13 @@ import array
 import gc
 import os
 import pickle
+import re
+import shutil
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -669,3 +673,33 @@ def test_forking_dumps_matches_forkingpickler():
             # pickling again while the reused pickler is busy
             return (pickle.loads, (_fastmp.forking_dumps("inner"),))
     assert pickle.loads(_fastmp.forking_dumps([Nested(), "outer"])) == ["inner", "outer"]
+
+
+ONE_CALL_PROGRAM = r"""
+import os, fastmp
+a, b = fastmp.Pipe()
+r, w = fastmp.Pipe(duplex=False)
+a.send_bytes(b""); w.send_bytes(b"")      # the first use learns each fd's kind
+os.write(1, b"MARK\n")
+a.send("x" * 100)
+w.send_bytes(b"y" * 1000)
+os.write(1, b"END\n")
+"""
+
+
+def run_python_traced(program):
+    """strace's log of the write-like system calls of `program`."""
+    return subprocess.run(
+        ["strace", "-f", "-e", "trace=write,writev,sendmsg,sendto,pwritev,pwritev2",
+         sys.executable, "-c", program],
+        capture_output=True, text=True, timeout=60).stderr
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_small_message_leaves_in_one_system_call():
+    out = run_python_traced(ONE_CALL_PROGRAM)
+    calls = out.split("MARK", 1)[1].split("END", 1)[0]
+    writes = [line for line in calls.splitlines()
+              if re.match(r"^(\[pid +\d+\] )?(write|writev|sendmsg|sendto|pwritev2?)\(", line)
+              and not line.startswith("write(1")]
+    assert len(writes) == 2, writes     # one per message: header and payload together

@@ -170,12 +170,12 @@ def test_install_from_inside_a_program(program):
 
 def test_missing_submodule_stays_missing():
     code = ("import fastmp; fastmp.install()\n"
-            "try:\n import multiprocessing.no_such_module\n"
+            "try:\n import multiprocessing.no_such_part\n"
             "except ImportError as e: print('missing', e.name)\n"
             "import multiprocessing; print(multiprocessing.__spec__.name)")
     out = run_python("-c", code)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["missing", "multiprocessing.no_such_module", "fastmp"]
+    assert out.stdout.split() == ["missing", "multiprocessing.no_such_part", "fastmp"]
 
 
 def test_plain_import_does_not_alias():
@@ -192,3 +192,28 @@ def test_syntax_error_reported_like_python(tmp_path):
     plain = run_python(str(script))
     assert ours.returncode == plain.returncode == 1
     assert ours.stderr == plain.stderr
+
+
+EXECUTOR_PROGRAM = textwrap.dedent("""
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    def square(x):
+        return x * x
+
+    if __name__ == '__main__':
+        ctx = multiprocessing.get_context(sys.argv[1])
+        with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+            print(type(ctx).__module__, list(pool.map(square, range(6))))
+""")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_concurrent_futures_runs_on_fastmp(tmp_path, method):
+    # the standard library's own user of multiprocessing gets fastmp too
+    script = tmp_path / "executor.py"
+    script.write_text(EXECUTOR_PROGRAM)
+    out = run_python("-m", "fastmp", str(script), method, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "fastmp.context [0, 1, 4, 9, 16, 25]"

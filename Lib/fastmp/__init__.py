@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import context
-from ._dropin import install
+from ._dropin import ENV_VAR as _DROPIN_ENV_VAR, install
 
 __version__ = "0.1.0"
 
@@ -26,5 +26,5 @@ if '__main__' in sys.modules:
     sys.modules['__mp_main__'] = sys.modules['__main__']
 
 # a process started by a program running on the drop-in (see _dropin)
-if os.environ.get('FASTMP_DROPIN') == '1':
+if os.environ.get(_DROPIN_ENV_VAR) == '1':
     install()

@@ -15,13 +15,13 @@ Runs a multiprocessing program unchanged with fastmp standing in for
 multiprocessing (in the program and in every process it starts)."""
 
 
-def _new_main(file=None, spec=None):
+def _new_main(file, spec=None, loader=None):
     """A fresh, empty module installed as __main__ (and __mp_main__, the
     name spawned children give the main module)."""
     main = types.ModuleType('__main__')
     main.__file__ = file
     main.__spec__ = spec
-    main.__loader__ = spec.loader if spec is not None else None
+    main.__loader__ = spec.loader if spec is not None else loader
     main.__package__ = spec.parent if spec is not None else None
     main.__cached__ = None
     main.__builtins__ = __builtins__
@@ -36,7 +36,8 @@ def _script(path):
     with open(path, 'rb') as source:
         code = compile(source.read(), path, 'exec', dont_inherit=True)
     sys.path[0] = os.path.dirname(os.path.realpath(path))
-    return code, _new_main(file=path)
+    from importlib.machinery import SourceFileLoader
+    return code, _new_main(path, loader=SourceFileLoader('__main__', path))
 
 
 def _module(name):
@@ -50,8 +51,7 @@ def _module(name):
         sys.stderr.write('%s: %s\n' % (sys.executable, exc))
         sys.exit(1)
     sys.argv[0] = spec.origin
-    main = _new_main(file=spec.origin, spec=spec)
-    return code, main
+    return code, _new_main(spec.origin, spec=spec)
 
 
 def _report_uncaught(exc):

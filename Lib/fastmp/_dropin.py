@@ -50,10 +50,9 @@ class _AliasFinder:
             if exc.name == ours:
                 return None
             raise
-        spec = importlib.machinery.ModuleSpec(
+        return importlib.machinery.ModuleSpec(
             fullname, _ExistingModuleLoader(module),
             is_package=hasattr(module, '__path__'))
-        return spec
 
 
 def _fastmp_name(name):

@@ -281,20 +281,7 @@ def _detach_from_program(pipe_fd):
     for std_fd in (0, 1):
         if std_fd != pipe_fd:
             os.dup2(devnull, std_fd)
-    _close_fds_except((0, 1, 2, pipe_fd))
-
-
-def _close_fds_except(keep):
-    """Close every open descriptor not in `keep` (those the tracker
-    inherited and must not hold open, such as other programs' pipes)."""
-    try:
-        open_fds = [int(entry) for entry in os.listdir('/proc/self/fd')]
-    except OSError:
-        open_fds = range(util.MAXFD)
-    for fd in open_fds:
-        if fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    util.close_all_fds_except((0, 1, 2, pipe_fd))
 
 
 def _apply(line, live):

@@ -1,13 +1,14 @@
 /* connection.c - Connection: length-prefixed messages over a file
  * descriptor (a pipe end or a socket), on the wire identical to the
- * standard multiprocessing.connection.Connection; the ForkingPickler that
- * send() keeps and reuses (also offered as forking_dumps()); and
- * wait_readable(), the poll(2) loop behind fastmp.connection.wait().
+ * standard multiprocessing.connection.Connection (it pickles with
+ * pickler.c); and wait_readable(), the poll(2) loop behind
+ * fastmp.connection.wait().
  *
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
  * 8-byte big-endian length. */
 #include "fastmp.h"
+#include "pickler.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -48,15 +49,6 @@ typedef struct {
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
-
-/* A read-only mapping that looks a type up in one dict, then another:
- * the dispatch table of the reused pickler, a live view of
- * ForkingPickler._extra_reducers over copyreg.dispatch_table. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *first;
-    PyObject *second;
-} ChainObject;
 
 /* ---- argument binding ------------------------------------------------- */
 
@@ -463,6 +455,52 @@ prepare_large_buffer(char *buf, size_t len)
     Py_END_ALLOW_THREADS
 }
 
+/* Read the next frame's header and check the length it announces (see
+ * check_length).  Returns 0 with *length set, or -1 with an exception
+ * set (EOFError when the peer closed the connection before the frame). */
+static int
+begin_frame(ConnObject *self, Py_ssize_t maxlength, uint64_t *length)
+{
+    int r = read_header(self, length);
+    if (r > 0) {
+        PyErr_SetNone(PyExc_EOFError);
+    }
+    if (r != 0) {
+        return -1;
+    }
+    return check_length(self, *length, maxlength);
+}
+
+/* Read a frame's whole payload of `length` bytes into buf.  Returns 0, or
+ * -1 with an exception set (EOFError when the peer closed first). */
+static int
+read_payload(ConnObject *self, char *buf, uint64_t length)
+{
+    Py_ssize_t n = read_into(self, buf, (size_t)length);
+    if (n >= 0 && (uint64_t)n < length) {
+        raise_truncated((size_t)n, length);
+        return -1;
+    }
+    return n < 0 ? -1 : 0;
+}
+
+/* Read the payload of a frame announcing `length` bytes into a new bytes
+ * object.  Returns a new reference, or NULL with an exception set. */
+static PyObject *
+read_payload_bytes(ConnObject *self, uint64_t length)
+{
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+    if (result == NULL) {
+        return NULL;
+    }
+    prepare_large_buffer(PyBytes_AS_STRING(result), (size_t)length);
+    if (read_payload(self, PyBytes_AS_STRING(result), length) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
 /* Read the next message into a new bytes object.  maxlength < 0: no
  * limit.  Returns a new reference, or NULL with an exception set
  * (EOFError when the peer has closed the connection). */
@@ -470,30 +508,10 @@ static PyObject *
 recv_message(ConnObject *self, Py_ssize_t maxlength)
 {
     uint64_t length;
-    int r = read_header(self, &length);
-    if (r != 0) {
-        if (r > 0) {
-            PyErr_SetNone(PyExc_EOFError);
-        }
+    if (begin_frame(self, maxlength, &length) < 0) {
         return NULL;
     }
-    if (check_length(self, length, maxlength) < 0) {
-        return NULL;
-    }
-    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
-    if (result == NULL) {
-        return NULL;
-    }
-    prepare_large_buffer(PyBytes_AS_STRING(result), (size_t)length);
-    Py_ssize_t n = read_into(self, PyBytes_AS_STRING(result), (size_t)length);
-    if (n < 0 || (uint64_t)n < length) {
-        if (n >= 0) {
-            raise_truncated((size_t)n, length);
-        }
-        Py_DECREF(result);
-        return NULL;
-    }
-    return result;
+    return read_payload_bytes(self, length);
 }
 
 /* Write the frame header for a payload of `length` bytes into h.
@@ -554,209 +572,7 @@ done:
     return rc;
 }
 
-/* ---- pickling --------------------------------------------------------- */
-
-
-/* A new ForkingPickler whose output goes into the list `chunks` (its
- * file is a SimpleNamespace whose write is the list's append), with the
- * live reducer chain as its dispatch table when there is one.  Returns a
- * new reference, or NULL with an exception set. */
-static PyObject *
-new_pickler(fastmp_state *st, PyObject *chunks)
-{
-    PyObject *pickler = NULL, *sink = NULL, *ns = NULL, *noargs = NULL, *kw = NULL;
-    PyObject *append = PyObject_GetAttrString(chunks, "append");
-    PyObject *types = append ? PyImport_ImportModule("types") : NULL;
-    if (types != NULL
-        && (ns = PyObject_GetAttrString(types, "SimpleNamespace")) != NULL
-        && (noargs = PyTuple_New(0)) != NULL
-        && (kw = Py_BuildValue("{sO}", "write", append)) != NULL
-        && (sink = PyObject_Call(ns, noargs, kw)) != NULL
-        && (pickler = PyObject_CallOneArg(st->forking_pickler, sink)) != NULL
-        && st->reducer_chain != NULL
-        && PyObject_SetAttrString(pickler, "dispatch_table", st->reducer_chain) < 0) {
-        Py_CLEAR(pickler);
-    }
-    Py_XDECREF(append);
-    Py_XDECREF(types);
-    Py_XDECREF(ns);
-    Py_XDECREF(noargs);
-    Py_XDECREF(kw);
-    Py_XDECREF(sink);
-    return pickler;
-}
-
-/* The live view of ForkingPickler's reducers over copyreg's, when it
- * keeps them the standard way (the dicts _extra_reducers and
- * _copyreg_dispatch_table).  Returns a new reference; None when it does
- * not; NULL with an exception set on error. */
-static PyObject *
-new_reducer_chain(fastmp_state *st, PyObject *fp)
-{
-    PyObject *extra = PyObject_GetAttrString(fp, "_extra_reducers");
-    PyObject *base = extra ? PyObject_GetAttrString(fp, "_copyreg_dispatch_table") : NULL;
-    if (base == NULL || !PyDict_Check(extra) || !PyDict_Check(base)) {
-        PyErr_Clear();
-        Py_XDECREF(extra);
-        Py_XDECREF(base);
-        Py_RETURN_NONE;
-    }
-    ChainObject *chain = PyObject_GC_New(ChainObject, st->ReducerChain_type);
-    if (chain == NULL) {
-        Py_DECREF(extra);
-        Py_DECREF(base);
-        return NULL;
-    }
-    chain->first = extra;
-    chain->second = base;
-    PyObject_GC_Track(chain);
-    return (PyObject *)chain;
-}
-
-/* On first use: fetch fastmp.reduction.ForkingPickler and its loads, and
- * when its reducers can be followed live, make the pickler that is kept
- * and reused for every message.  Returns 0, or -1 with an exception set. */
-static int
-ensure_pickling(fastmp_state *st)
-{
-    if (st->forking_loads != NULL) {
-        return 0;
-    }
-    PyObject *fp = NULL, *chain = NULL, *pickler = NULL;
-    PyObject *reduction = PyImport_ImportModule("fastmp.reduction");
-    if (reduction != NULL) {
-        fp = PyObject_GetAttrString(reduction, "ForkingPickler");
-        Py_DECREF(reduction);
-    }
-    if (fp == NULL || (chain = new_reducer_chain(st, fp)) == NULL) {
-        goto error;
-    }
-    st->forking_pickler = fp;
-    fp = NULL;
-    if (chain != Py_None) {
-        st->reducer_chain = chain;
-        chain = NULL;
-        if ((st->pickle_chunks = PyList_New(0)) == NULL
-            || (pickler = new_pickler(st, st->pickle_chunks)) == NULL
-            || (st->pickler_dump = PyObject_GetAttrString(pickler, "dump")) == NULL
-            || (st->pickler_clear = PyObject_GetAttrString(pickler, "clear_memo")) == NULL) {
-            goto error;
-        }
-        Py_CLEAR(pickler);
-    }
-    Py_CLEAR(chain);
-    st->forking_loads = PyObject_GetAttrString(st->forking_pickler, "loads");
-    if (st->forking_loads != NULL) {
-        return 0;
-    }
-error:
-    Py_XDECREF(fp);
-    Py_XDECREF(chain);
-    Py_XDECREF(pickler);
-    Py_CLEAR(st->forking_pickler);
-    Py_CLEAR(st->reducer_chain);
-    Py_CLEAR(st->pickle_chunks);
-    Py_CLEAR(st->pickler_dump);
-    Py_CLEAR(st->pickler_clear);
-    return -1;
-}
-
-/* Pickle obj with the bound `dump` of a pickler writing into `chunks`,
- * then reset the pickler (its memo and the chunks) for the next message,
- * whatever happened.  Returns a new reference to the one chunk, or to a
- * list of them whose concatenation is the pickle; NULL with an exception
- * set. */
-static PyObject *
-dump_into(PyObject *dump, PyObject *clear_memo, PyObject *chunks, PyObject *obj)
-{
-    PyObject *result = PyObject_CallOneArg(dump, obj);
-    if (result != NULL) {
-        Py_DECREF(result);
-        Py_ssize_t n = PyList_GET_SIZE(chunks);
-        result = n == 1 ? Py_NewRef(PyList_GET_ITEM(chunks, 0))
-                        : PyList_GetSlice(chunks, 0, n);
-    }
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc = PyErr_GetRaisedException();
-#else
-    PyObject *exc_type, *exc, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc, &exc_tb);
-#endif
-    PyObject *cleared = PyObject_CallNoArgs(clear_memo);
-    if (cleared == NULL || PyList_SetSlice(chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
-        Py_CLEAR(result);           /* reported instead of the pickle */
-    }
-    Py_XDECREF(cleared);
-    if (exc != NULL) {
-        PyErr_Clear();
-#if PY_VERSION_HEX >= 0x030C0000
-        PyErr_SetRaisedException(exc);
-#else
-        PyErr_Restore(exc_type, exc, exc_tb);
-#endif
-    }
-#if PY_VERSION_HEX < 0x030C0000
-    else {
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc_tb);
-    }
-#endif
-    return result;
-}
-
-/* Pickle obj as ForkingPickler.dumps would, with the reused pickler when
- * it is free.  Returns what dump_into() returns. */
-static PyObject *
-pickle_message(fastmp_state *st, PyObject *obj)
-{
-    if (ensure_pickling(st) < 0) {
-        return NULL;
-    }
-    if (st->pickler_dump != NULL && !st->pickler_busy) {
-        st->pickler_busy = 1;
-        PyObject *result = dump_into(st->pickler_dump, st->pickler_clear,
-                                     st->pickle_chunks, obj);
-        st->pickler_busy = 0;
-        return result;
-    }
-    /* A pickler of its own: the reused one is mid-dump (a reducer is
-     * sending, or let another thread in), or there is none. */
-    PyObject *result = NULL, *pickler = NULL, *dump = NULL, *clear_memo = NULL;
-    PyObject *chunks = PyList_New(0);
-    if (chunks != NULL
-        && (pickler = new_pickler(st, chunks)) != NULL
-        && (dump = PyObject_GetAttrString(pickler, "dump")) != NULL
-        && (clear_memo = PyObject_GetAttrString(pickler, "clear_memo")) != NULL) {
-        result = dump_into(dump, clear_memo, chunks, obj);
-    }
-    Py_XDECREF(chunks);
-    Py_XDECREF(pickler);
-    Py_XDECREF(dump);
-    Py_XDECREF(clear_memo);
-    return result;
-}
-
-PyDoc_STRVAR(forking_dumps_doc,
-"forking_dumps(obj)\n--\n\n"
-"Pickle obj as fastmp.reduction.ForkingPickler does (its reducers over\n"
-"copyreg's, default protocol) and return the bytes, with the pickler that\n"
-"Connection.send() keeps and reuses.");
-
-static PyObject *
-forking_dumps(PyObject *module, PyObject *obj)
-{
-    PyObject *pickled = pickle_message((fastmp_state *)PyModule_GetState(module), obj);
-    if (pickled == NULL || !PyList_CheckExact(pickled)) {
-        return pickled;
-    }
-    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
-    PyObject *joined = empty ? PyObject_CallMethod(empty, "join", "O", pickled) : NULL;
-    Py_XDECREF(empty);
-    Py_DECREF(pickled);
-    return joined;
-}
-
-/* Send a pickle_message() result as one frame.  Returns 0, or -1 with an
+/* Send a fastmp_pickle() result as one frame.  Returns 0, or -1 with an
  * exception set. */
 static int
 send_pickle(ConnObject *self, PyObject *payload)
@@ -908,7 +724,7 @@ Conn_send(ConnObject *self, PyObject *obj)
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
-    PyObject *payload = st ? pickle_message(st, obj) : NULL;
+    PyObject *payload = st ? fastmp_pickle(st, obj) : NULL;
     if (payload == NULL) {
         return NULL;
     }
@@ -929,14 +745,15 @@ Conn_recv(ConnObject *self, PyObject *unused)
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
-    if (st == NULL || ensure_pickling(st) < 0) {
+    PyObject *loads = st ? fastmp_unpickler(st) : NULL;
+    if (loads == NULL) {
         return NULL;
     }
     PyObject *data = recv_message(self, -1);
     if (data == NULL) {
         return NULL;
     }
-    PyObject *obj = PyObject_CallOneArg(st->forking_loads, data);
+    PyObject *obj = PyObject_CallOneArg(loads, data);
     Py_DECREF(data);
     return obj;
 }
@@ -1062,38 +879,20 @@ Conn_recv_bytes_into(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_ValueError, "offset too large");
         goto done;
     }
-    int r = read_header(self, &length);
-    if (r != 0) {
-        if (r > 0) {
-            PyErr_SetNone(PyExc_EOFError);
-        }
-        goto done;
-    }
-    if (check_length(self, length, -1) < 0) {
+    if (begin_frame(self, -1, &length) < 0) {
         goto done;
     }
     if (length > (uint64_t)(view.len - offset)) {
         /* does not fit: hand the whole message over in the exception */
-        PyObject *message = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
-        if (message == NULL) {
-            goto done;
-        }
-        Py_ssize_t n = read_into(self, PyBytes_AS_STRING(message), (size_t)length);
-        if (n >= 0 && (uint64_t)n < length) {
-            raise_truncated((size_t)n, length);
-        }
-        else if (n >= 0) {
+        PyObject *message = read_payload_bytes(self, length);
+        if (message != NULL) {
             PyErr_SetObject(st->BufferTooShort, message);
+            Py_DECREF(message);
         }
-        Py_DECREF(message);
         goto done;
     }
-    Py_ssize_t n = read_into(self, (char *)view.buf + offset, (size_t)length);
-    if (n >= 0 && (uint64_t)n < length) {
-        raise_truncated((size_t)n, length);
-    }
-    else if (n >= 0) {
-        result = PyLong_FromSsize_t(n);
+    if (read_payload(self, (char *)view.buf + offset, length) == 0) {
+        result = PyLong_FromUnsignedLongLong((unsigned long long)length);
     }
 done:
     PyBuffer_Release(&view);
@@ -1277,66 +1076,6 @@ static PyType_Spec Conn_spec = {
     .slots = Conn_slots,
 };
 
-/* ---- the reducer chain ------------------------------------------------ */
-
-static PyObject *
-Chain_getitem(ChainObject *self, PyObject *key)
-{
-    PyObject *value = PyDict_GetItemWithError(self->first, key);
-    if (value == NULL && !PyErr_Occurred()) {
-        value = PyDict_GetItemWithError(self->second, key);
-    }
-    if (value != NULL) {
-        return Py_NewRef(value);
-    }
-    if (!PyErr_Occurred()) {
-        PyErr_SetObject(PyExc_KeyError, key);
-    }
-    return NULL;
-}
-
-static int
-Chain_traverse(ChainObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->first);
-    Py_VISIT(self->second);
-    return 0;
-}
-
-static int
-Chain_clear(ChainObject *self)
-{
-    Py_CLEAR(self->first);
-    Py_CLEAR(self->second);
-    return 0;
-}
-
-static void
-Chain_dealloc(ChainObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    (void)Chain_clear(self);
-    PyObject_GC_Del(self);
-    Py_DECREF(tp);
-}
-
-static PyType_Slot Chain_slots[] = {
-    {Py_mp_subscript, Chain_getitem},
-    {Py_tp_traverse, Chain_traverse},
-    {Py_tp_clear, Chain_clear},
-    {Py_tp_dealloc, Chain_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec Chain_spec = {
-    .name = "fastmp._fastmp.ReducerChain",
-    .basicsize = sizeof(ChainObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .slots = Chain_slots,
-};
-
 /* ---- wait_readable ---------------------------------------------------- */
 
 PyDoc_STRVAR(wait_readable_doc,
@@ -1400,7 +1139,6 @@ done:
 static PyMethodDef connection_functions[] = {
     {"wait_readable", (PyCFunction)(void (*)(void))wait_readable, METH_FASTCALL,
      wait_readable_doc},
-    {"forking_dumps", forking_dumps, METH_O, forking_dumps_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1411,39 +1149,23 @@ fastmp_connection_exec(PyObject *module, fastmp_state *st)
 {
     st->Connection_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Conn_spec, NULL);
     if (st->Connection_type == NULL
-        || PyModule_AddObjectRef(module, "Connection", (PyObject *)st->Connection_type) < 0) {
+        || PyModule_AddObjectRef(module, "Connection", (PyObject *)st->Connection_type) < 0
+        || PyModule_AddFunctions(module, connection_functions) < 0) {
         return -1;
     }
-    st->ReducerChain_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Chain_spec, NULL);
-    if (st->ReducerChain_type == NULL) {
-        return -1;
-    }
-    return PyModule_AddFunctions(module, connection_functions);
+    return fastmp_pickler_exec(module, st);
 }
 
 int
 fastmp_connection_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Connection_type);
-    Py_VISIT(st->ReducerChain_type);
-    Py_VISIT(st->forking_pickler);
-    Py_VISIT(st->reducer_chain);
-    Py_VISIT(st->forking_loads);
-    Py_VISIT(st->pickle_chunks);
-    Py_VISIT(st->pickler_dump);
-    Py_VISIT(st->pickler_clear);
-    return 0;
+    return fastmp_pickler_traverse(st, visit, arg);
 }
 
 void
 fastmp_connection_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Connection_type);
-    Py_CLEAR(st->ReducerChain_type);
-    Py_CLEAR(st->forking_pickler);
-    Py_CLEAR(st->reducer_chain);
-    Py_CLEAR(st->forking_loads);
-    Py_CLEAR(st->pickle_chunks);
-    Py_CLEAR(st->pickler_dump);
-    Py_CLEAR(st->pickler_clear);
+    fastmp_pickler_clear(st);
 }

@@ -19,7 +19,8 @@ typedef struct {
     PyObject *AuthenticationError;
     PyObject *flags;                /* dict exposed as _fastmp.flags */
 
-    /* connection.c (the pickling fields are filled on first use) */
+    /* connection.c; pickler.c (its fields after ReducerChain_type are
+     * filled on first use) */
     PyTypeObject *Connection_type;
     PyTypeObject *ReducerChain_type;
     PyObject *forking_pickler;      /* fastmp.reduction.ForkingPickler */
