@@ -557,7 +557,7 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
 static int
 send_objects(ConnObject *self, PyObject *const *objs, Py_ssize_t n)
 {
-    Py_buffer bufs[MAX_CHUNKS];
+    Py_buffer bufs[MAX_CHUNKS] = {{0}};  /* zeroed: quiets a false gcc -O2 warning */
     int got = 0, rc = -1;
     for (; got < n; got++) {
         if (PyObject_GetBuffer(objs[got], &bufs[got], PyBUF_SIMPLE) < 0) {
