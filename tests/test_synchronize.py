@@ -15,7 +15,7 @@ import time
 import pytest
 
 import fastmp
-from fastmp import _multiprocessing, synchronize
+from fastmp import _multiprocessing, _names, synchronize
 from support import run_python, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -24,7 +24,9 @@ SHORT = 0.2
 
 
 def _shm_names():
-    return {n for n in os.listdir('/dev/shm') if 'fmp-' in n}
+    # Only this test run's objects: other runs on the machine make their own.
+    tag = 'fmp-%s-' % _names.root_pid
+    return {n for n in os.listdir('/dev/shm') if tag in n}
 
 
 # ---- workers (module level so spawn/forkserver children can import them) --
