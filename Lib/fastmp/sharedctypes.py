@@ -16,15 +16,11 @@ from .context import assert_spawning
 
 __all__ = ['RawValue', 'RawArray', 'Value', 'Array', 'copy', 'synchronized']
 
-typecode_to_type = {
-    'c': ctypes.c_char, 'u': ctypes.c_wchar,
-    'b': ctypes.c_byte, 'B': ctypes.c_ubyte,
-    'h': ctypes.c_short, 'H': ctypes.c_ushort,
-    'i': ctypes.c_int, 'I': ctypes.c_uint,
-    'l': ctypes.c_long, 'L': ctypes.c_ulong,
-    'q': ctypes.c_longlong, 'Q': ctypes.c_ulonglong,
-    'f': ctypes.c_float, 'd': ctypes.c_double,
-}
+typecode_to_type = dict(zip('cubBhHiIlLqQfd', (
+    ctypes.c_char, ctypes.c_wchar, ctypes.c_byte, ctypes.c_ubyte,
+    ctypes.c_short, ctypes.c_ushort, ctypes.c_int, ctypes.c_uint,
+    ctypes.c_long, ctypes.c_ulong, ctypes.c_longlong, ctypes.c_ulonglong,
+    ctypes.c_float, ctypes.c_double)))
 
 # The ctypes classes the C accessors load and store themselves (exact
 # classes only: subclasses and byte-swapped variants behave differently).
@@ -128,9 +124,9 @@ def make_property(name):
 
 def reduce_ctype(obj):
     assert_spawning(obj)
-    if isinstance(obj, ctypes.Array):
-        return rebuild_ctype, (obj._type_, obj._wrapper, obj._length_)
-    return rebuild_ctype, (type(obj), obj._wrapper, None)
+    length = obj._length_ if isinstance(obj, ctypes.Array) else None
+    item_type = type(obj) if length is None else obj._type_
+    return rebuild_ctype, (item_type, obj._wrapper, length)
 
 
 def rebuild_ctype(type_, wrapper, length):
