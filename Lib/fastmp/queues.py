@@ -19,7 +19,7 @@ Differences from the standard package, on purpose:
 """
 import types
 
-from . import _fastmp, context, reduction, util
+from . import _fastmp, reduction, synchronize, util
 
 __all__ = ['Queue', 'SimpleQueue', 'JoinableQueue']
 
@@ -50,13 +50,16 @@ util.register_after_fork(_exit_flush_anchor, _register_exit_flush)
 
 
 def _channel_state(queue):
-    """The channel's fds, for a child being started (and only then)."""
-    context.assert_spawning(queue)
+    """The channel's fds, for a child being started (and only then).  As
+    in the standard package, a queue made in a fork context may only go to
+    forked children."""
+    synchronize._check_shareable(queue)
     return tuple(reduction.DupFd(fd) for fd in queue._fds())
 
 
 def _attach_channel(queue, dups):
     queue._attach(*(dup.detach() for dup in dups))
+    queue._is_fork_ctx = False
 
 
 class _ChannelEnd:
@@ -104,6 +107,7 @@ class Queue(_fastmp.Channel):
         # a channel limit of 0 means unbounded: no slot accounting at all
         limit = 0 if maxsize >= _MAXSIZE_LIMIT else maxsize
         self._create(limit, self._kind, RING_BYTES)
+        self._is_fork_ctx = ctx.get_start_method() == 'fork'
 
     def __getstate__(self):
         return (_channel_state(self), self._maxsize)
@@ -150,6 +154,7 @@ class SimpleQueue(_fastmp.Channel):
 
     def __init__(self, *, ctx):
         self._create(0, _SIMPLE, RING_BYTES)
+        self._is_fork_ctx = ctx.get_start_method() == 'fork'
 
     def __getstate__(self):
         return _channel_state(self)

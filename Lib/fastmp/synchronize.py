@@ -70,11 +70,11 @@ def _check_shareable(obj):
     that can open it by name."""
     context.assert_spawning(obj)
     if obj._is_fork_ctx:
+        # The standard package's wording (programs and its tests match it)
         raise RuntimeError(
-            'A %s created in a fork context cannot be passed to a process '
-            'started by spawn or forkserver: create it from the same '
-            'context as the Process' % ('SemLock' if isinstance(obj, SemLock)
-                                        else type(obj).__name__))
+            'A SemLock created in a fork context (%s) cannot be passed to a '
+            'process started by spawn or forkserver: create it from the same '
+            'context as the Process' % type(obj).__name__)
 
 
 def _owner_name():
