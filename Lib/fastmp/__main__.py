@@ -4,6 +4,9 @@
 The program runs as `python program.py` would run it (sys.argv, sys.path[0],
 a fresh __main__ module, exit code, traceback), with `multiprocessing`
 resolving to fastmp in it and in every process it starts."""
+
+__all__ = []  # the command-line runner exports nothing
+
 import os
 import sys
 import types

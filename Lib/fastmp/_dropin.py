@@ -9,6 +9,9 @@ forkserver are new interpreters: they inherit the environment variable
 FASTMP_DROPIN=1, and importing fastmp (which their command line does
 first, before unpickling or importing anything of the program) installs
 the finder there too."""
+
+__all__ = ['install']
+
 import importlib
 import importlib.machinery
 import os

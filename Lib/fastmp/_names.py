@@ -6,6 +6,9 @@ fastmp; children inherit it through the environment, so every object a
 program tree creates carries the same tag.  That tells an operator (and the
 test-suite's leak check) which program a stray object in /dev/shm came from.
 """
+
+__all__ = ['fresh_name', 'root_pid']
+
 import os
 import secrets
 
