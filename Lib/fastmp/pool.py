@@ -226,16 +226,16 @@ class ApplyResult:
         return self._success
 
     def wait(self, timeout=None):
-        if self._done:
-            return
+        # With callbacks, _done is set before they run; the event only after.
         if self._event is not None:
             self._event.wait(timeout)
-        else:
+        elif not self._done:
             self._absorb(*self._pool.dispatcher.collect(self._job, timeout, _WAIT_READY))
 
     def get(self, timeout=None):
         self.wait(timeout)
-        if not self._done:
+        finished = self._event.is_set() if self._event is not None else self._done
+        if not finished:
             raise TimeoutError
         if self._success:
             return self._value
