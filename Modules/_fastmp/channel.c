@@ -304,25 +304,6 @@ release_sent(chan_map *m)
     }
 }
 
-/* The pending exception, normalized, with its traceback (new reference). */
-static PyObject *
-take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
 /* Raise `exc` again (steals the reference). */
 static void
 raise_again(PyObject *exc)
@@ -342,7 +323,7 @@ raise_again(PyObject *exc)
 static PyObject *
 unpicklable(ChannelObject *self, PyObject *obj)
 {
-    PyObject *exc = take_exception();
+    PyObject *exc = fastmp_take_exception();
     if (exc == NULL) {
         return NULL;
     }

@@ -86,6 +86,10 @@ FASTMP_DECLARE_PART(dispatch)
  * "call: strerror".  Always returns NULL. */
 PyObject *fastmp_oserror(int err, const char *call);
 
+/* The raised exception, normalized, with its traceback attached (a new
+ * reference; NULL if none is set).  Clears the error indicator. */
+PyObject *fastmp_take_exception(void);
+
 /* ---- deadlines on CLOCK_MONOTONIC ------------------------------------ */
 
 typedef struct {

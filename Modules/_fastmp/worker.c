@@ -209,26 +209,6 @@ run_task(uint32_t kind, PyObject *task)
     return map_items(func, args, kind == FRAME_STARMAP);
 }
 
-/* Take the raised exception (normalized, with its traceback attached);
- * NULL if none is set. */
-static PyObject *
-take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (value != NULL && tb != NULL) {
-        (void)PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
 /* Pickle the outcome of one task into a bytes object and set *status.
  * A failure (or a value `dumps` refuses) goes through on_failure(exc,
  * value), which returns the bytes to send.  Returns NULL with an
@@ -248,7 +228,7 @@ encode_outcome(PyObject *value, PyObject *dumps, PyObject *on_failure,
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
         return NULL;
     }
-    PyObject *exc = take_exception();
+    PyObject *exc = fastmp_take_exception();
     PyObject *data = PyObject_CallFunctionObjArgs(
         on_failure, exc, value == NULL ? Py_None : value, NULL);
     Py_DECREF(exc);
