@@ -12,6 +12,7 @@ from queue import Queue
 from threading import (Barrier, BoundedSemaphore, Condition, Event, Lock,
                        RLock, Semaphore)
 
+from .._proxies import Namespace  # the same attribute bag the managers serve
 from .connection import Pipe
 
 __all__ = [
@@ -63,18 +64,6 @@ def active_children():
 
 def freeze_support():
     pass
-
-
-class Namespace(object):
-    """A plain attribute bag; repr lists the public attributes sorted."""
-
-    def __init__(self, /, **kwds):
-        self.__dict__.update(kwds)
-
-    def __repr__(self):
-        shown = sorted('%s=%r' % kv for kv in self.__dict__.items()
-                       if not kv[0].startswith('_'))
-        return '%s(%s)' % (type(self).__name__, ', '.join(shown))
 
 
 dict = dict
