@@ -13,6 +13,8 @@ all: build
 
 # The venv with the build and test dependencies (from PyPI).
 $(VENV)/.ready: requirements-test.txt
+	@# strace lets a test count the system calls of a send (Debian package)
+	command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; } || echo "strace not installed: the system-call test will be skipped"
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements-test.txt
