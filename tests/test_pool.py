@@ -412,12 +412,15 @@ def test_threadpool_api():
 
 
 _ORPHAN_PROGRAM = textwrap.dedent("""
-    import os, sys
+    import os, sys, time
     import fastmp
     if __name__ == "__main__":
         pool = fastmp.get_context(%(method)r).Pool(2, maxtasksperchild=2)
         for i in range(6):                      # some workers replaced
             pool.apply(abs, (i,))
+        deadline = time.monotonic() + 10        # replacements start async
+        while len(pool._pool) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         print(" ".join(str(w.pid) for w in pool._pool), flush=True)
         os._exit(0)                             # no clean-up at all
 """)
