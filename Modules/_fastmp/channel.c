@@ -339,18 +339,30 @@ unpicklable(ChannelObject *self, PyObject *obj)
     return r == NULL ? NULL : (Py_DECREF(r), Py_NewRef(Py_None));
 }
 
+/* What put and get both start with: the usable mapping, the module state
+ * and the deadline (none when not blocking: the caller checks `block`).
+ * Returns 0, or -1 with an exception set. */
+static int
+begin_op(ChannelObject *self, int block, PyObject *timeout, chan_map **m,
+         fastmp_state **st, fastmp_deadline *d)
+{
+    *m = usable_map(self, 1);
+    *st = chan_state((PyObject *)self);
+    if (*m == NULL || *st == NULL) {
+        return -1;
+    }
+    return fastmp_deadline_from_object(block ? timeout : Py_None, d);
+}
+
 /* put for all three classes; `simple` selects SimpleQueue's blocking
  * write instead of the feeder buffer. */
 static PyObject *
 put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int simple)
 {
-    chan_map *m = usable_map(self, 1);
-    fastmp_state *st = chan_state((PyObject *)self);
-    if (m == NULL || st == NULL) {
-        return NULL;
-    }
+    chan_map *m;
+    fastmp_state *st;
     fastmp_deadline d;
-    if (fastmp_deadline_from_object(block ? timeout : Py_None, &d) < 0) {
+    if (begin_op(self, block, timeout, &m, &st, &d) < 0) {
         return NULL;
     }
     release_sent(m);
@@ -545,13 +557,10 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
 static PyObject *
 get_impl(ChannelObject *self, int block, PyObject *timeout)
 {
-    chan_map *m = usable_map(self, 1);
-    fastmp_state *st = chan_state((PyObject *)self);
-    if (m == NULL || st == NULL) {
-        return NULL;
-    }
+    chan_map *m;
+    fastmp_state *st;
     fastmp_deadline d;
-    if (fastmp_deadline_from_object(block ? timeout : Py_None, &d) < 0) {
+    if (begin_op(self, block, timeout, &m, &st, &d) < 0) {
         return NULL;
     }
     int err = chan_lock(&m->sh->rlock, &d, 0);
