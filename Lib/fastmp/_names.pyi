@@ -1,0 +1,6 @@
+# Type information for fastmp._names (written for fastmp).
+__all__ = ['fresh_name', 'root_pid']
+
+root_pid: str
+
+def fresh_name(kind: str = 'fmp') -> str: ...
