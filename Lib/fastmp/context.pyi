@@ -7,13 +7,12 @@ from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from fastmp import connection, managers, pool, process, queues, sharedctypes, synchronize
 from fastmp.process import BaseProcess
+from fastmp.sharedctypes import _Guard, _LockLike
 
 __all__ = ()
 
 _T = TypeVar('_T')
 _CT = TypeVar('_CT', bound=ctypes._CData)
-# what a context's Value/Array accept as `lock`
-_LockArg = bool | synchronize.Lock | synchronize.RLock
 
 # `from .context import reduction` (loaded on first use)
 reduction: ModuleType
@@ -69,26 +68,26 @@ class BaseContext:
     @overload
     def Value(
         self, typecode_or_type: type[ctypes._SimpleCData[_T]], *args: Any,
-        lock: Literal[True] | synchronize.Lock | synchronize.RLock = True,
+        lock: _Guard = True,
     ) -> sharedctypes.Synchronized[_T]: ...
     @overload
     def Value(self, typecode_or_type: type[_CT], *args: Any, lock: Literal[False]) -> _CT: ...
     @overload
     def Value(
         self, typecode_or_type: str, *args: Any,
-        lock: Literal[True] | synchronize.Lock | synchronize.RLock = True,
+        lock: _Guard = True,
     ) -> sharedctypes.Synchronized[Any]: ...
     @overload
-    def Value(self, typecode_or_type: str | type[ctypes._CData], *args: Any, lock: _LockArg = True) -> Any: ...
+    def Value(self, typecode_or_type: str | type[ctypes._CData], *args: Any, lock: bool | _LockLike = True) -> Any: ...
     @overload
     def Array(
         self, typecode_or_type: type[ctypes.c_char], size_or_initializer: int | Sequence[Any], *,
-        lock: Literal[True] | synchronize.Lock | synchronize.RLock = True,
+        lock: _Guard = True,
     ) -> sharedctypes.SynchronizedString: ...
     @overload
     def Array(
         self, typecode_or_type: type[ctypes._SimpleCData[_T]], size_or_initializer: int | Sequence[Any], *,
-        lock: Literal[True] | synchronize.Lock | synchronize.RLock = True,
+        lock: _Guard = True,
     ) -> sharedctypes.SynchronizedArray[_T]: ...
     @overload
     def Array(
@@ -97,12 +96,12 @@ class BaseContext:
     @overload
     def Array(
         self, typecode_or_type: str, size_or_initializer: int | Sequence[Any], *,
-        lock: Literal[True] | synchronize.Lock | synchronize.RLock = True,
+        lock: _Guard = True,
     ) -> sharedctypes.SynchronizedArray[Any]: ...
     @overload
     def Array(
         self, typecode_or_type: str | type[ctypes._CData], size_or_initializer: int | Sequence[Any], *,
-        lock: _LockArg = True,
+        lock: bool | _LockLike = True,
     ) -> Any: ...
     def freeze_support(self) -> None: ...
     def get_logger(self) -> Logger: ...

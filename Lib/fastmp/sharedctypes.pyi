@@ -2,17 +2,25 @@
 import ctypes
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 from weakref import WeakKeyDictionary
 
 from fastmp.context import BaseContext
-from fastmp.synchronize import Lock, RLock
 
 __all__ = ['RawValue', 'RawArray', 'Value', 'Array', 'copy', 'synchronized']
 
 _T = TypeVar('_T')
 _CT = TypeVar('_CT', bound=ctypes._CData)
-_Guard = Literal[True] | Lock | RLock
+
+class _LockLike(Protocol):
+    # any lock: fastmp's, a manager's, threading's
+    def acquire(self, *args: Any, **kwargs: Any) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> object: ...
+    def __exit__(self, *args: Any, **kwargs: Any) -> None: ...
+
+# `lock` of Value and Array when they return a synchronized wrapper
+_Guard = Literal[True] | _LockLike
 
 typecode_to_type: dict[str, type[ctypes._SimpleCData[Any]]]
 class_cache: WeakKeyDictionary[type[ctypes._CData], type[SynchronizedBase[Any]]]
@@ -35,7 +43,7 @@ def Value(typecode_or_type: type[_CT], *args: Any, lock: Literal[False], ctx: Ba
 def Value(typecode_or_type: str, *args: Any, lock: _Guard = True, ctx: BaseContext | None = None) -> Synchronized[Any]: ...
 @overload
 def Value(
-    typecode_or_type: str | type[ctypes._CData], *args: Any, lock: bool | Lock | RLock = True,
+    typecode_or_type: str | type[ctypes._CData], *args: Any, lock: bool | _LockLike = True,
     ctx: BaseContext | None = None,
 ) -> Any: ...
 @overload
@@ -61,23 +69,23 @@ def Array(
 @overload
 def Array(
     typecode_or_type: str | type[ctypes._CData], size_or_initializer: int | Sequence[Any], *,
-    lock: bool | Lock | RLock = True, ctx: BaseContext | None = None,
+    lock: bool | _LockLike = True, ctx: BaseContext | None = None,
 ) -> Any: ...
 def copy(obj: _CT) -> _CT: ...
 @overload
 def synchronized(
-    obj: ctypes._SimpleCData[_T], lock: Lock | RLock | None = None, ctx: BaseContext | None = None
+    obj: ctypes._SimpleCData[_T], lock: _LockLike | None = None, ctx: BaseContext | None = None
 ) -> Synchronized[_T]: ...
 @overload
 def synchronized(
-    obj: ctypes.Array[ctypes.c_char], lock: Lock | RLock | None = None, ctx: BaseContext | None = None
+    obj: ctypes.Array[ctypes.c_char], lock: _LockLike | None = None, ctx: BaseContext | None = None
 ) -> SynchronizedString: ...
 @overload
 def synchronized(
-    obj: ctypes.Array[ctypes._SimpleCData[_T]], lock: Lock | RLock | None = None, ctx: BaseContext | None = None
+    obj: ctypes.Array[ctypes._SimpleCData[_T]], lock: _LockLike | None = None, ctx: BaseContext | None = None
 ) -> SynchronizedArray[_T]: ...
 @overload
-def synchronized(obj: _CT, lock: Lock | RLock | None = None, ctx: BaseContext | None = None) -> SynchronizedBase[_CT]: ...
+def synchronized(obj: _CT, lock: _LockLike | None = None, ctx: BaseContext | None = None) -> SynchronizedBase[_CT]: ...
 def make_property(name: str) -> property: ...
 def reduce_ctype(obj: ctypes._CData) -> tuple[Callable[..., Any], tuple[Any, ...]]: ...
 def rebuild_ctype(type_: type[_CT], wrapper: Any, length: int | None) -> Any: ...
@@ -86,9 +94,9 @@ class SynchronizedBase(Generic[_CT]):
     # the lock's own methods
     acquire: Callable[..., bool]
     release: Callable[[], None]
-    def __init__(self, obj: _CT, lock: Lock | RLock | None = None, ctx: BaseContext | None = None) -> None: ...
+    def __init__(self, obj: _CT, lock: _LockLike | None = None, ctx: BaseContext | None = None) -> None: ...
     def get_obj(self) -> _CT: ...
-    def get_lock(self) -> Lock | RLock: ...
+    def get_lock(self) -> _LockLike: ...
     def __enter__(self) -> bool: ...
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None, /
