@@ -1,4 +1,5 @@
 # Type information for fastmp.process (written for fastmp).
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -8,9 +9,14 @@ __all__ = ['BaseProcess', 'current_process', 'active_children', 'parent_process'
 
 ORIGINAL_DIR: str | None
 
-@disjoint_base
-class AuthenticationString(bytes):
-    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]: ...
+# a subclass of bytes has its own instance layout before 3.12
+if sys.version_info >= (3, 12):
+    class AuthenticationString(bytes):
+        def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]: ...
+else:
+    @disjoint_base
+    class AuthenticationString(bytes):
+        def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]: ...
 
 class BaseProcess:
     _identity: tuple[int, ...]
