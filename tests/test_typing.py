@@ -18,6 +18,8 @@ ALLOWLIST = os.path.join(HERE, "stubtest_allowlist.txt")
 PACKAGE_DIR = os.path.dirname(fastmp.__file__)
 # a cold mypy run takes tens of seconds on a loaded machine
 MYPY_TIMEOUT = 240
+# the interpreter running the tests, and the ends of the supported range
+VERSIONS = [None, "3.10", "3.13"]
 
 
 def _env():
@@ -36,56 +38,56 @@ def _run(args, cwd, env=None):
                           capture_output=True, text=True, timeout=MYPY_TIMEOUT)
 
 
-def _mypy(tmp_path, *args):
+def _mypy(tmp_path, *args, env=None):
     """`mypy --strict` with a private cache, run in tmp_path (so no
     project configuration applies)."""
     return _run(["-m", "mypy", "--strict", "--cache-dir",
-                 str(tmp_path / "mypy-cache"), *args], cwd=tmp_path)
+                 str(tmp_path / "mypy-cache"), *args], cwd=tmp_path, env=env)
 
 
-def _copy_stubs(dest):
-    """Copy the package's stubs (and only them) to dest/fastmp."""
+@pytest.fixture
+def stubs_only(tmp_path):
+    """The environment for mypy with a copy of the package's stubs (and
+    only them) first on its search path."""
+    stubs = tmp_path / "stubs"
     for folder, _, files in os.walk(PACKAGE_DIR):
         for name in files:
             if name.endswith(".pyi") or name == "py.typed":
-                target = os.path.join(dest, "fastmp",
-                                      os.path.relpath(folder, PACKAGE_DIR))
-                os.makedirs(target, exist_ok=True)
+                target = stubs / "fastmp" / os.path.relpath(folder, PACKAGE_DIR)
+                target.mkdir(parents=True, exist_ok=True)
                 shutil.copy(os.path.join(folder, name), target)
+    env = _env()
+    env["MYPYPATH"] = str(stubs)
+    return env
 
 
 @pytest.mark.timeout(MYPY_TIMEOUT + 30)
-def test_stubs_match_runtime(tmp_path):
+def test_stubs_match_runtime(tmp_path, stubs_only):
     # stubtest sees the stubs alone, so a runtime module or public name
     # without a stub entry is reported, as is a stub entry the runtime lacks
     # or a signature that differs.
-    stubs = tmp_path / "stubs"
-    _copy_stubs(stubs)
-    env = _env()
-    env["MYPYPATH"] = str(stubs)
     result = _run(["-m", "mypy.stubtest", "fastmp", "--concise",
-                   "--allowlist", ALLOWLIST], cwd=tmp_path, env=env)
+                   "--allowlist", ALLOWLIST], cwd=tmp_path, env=stubs_only)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _version_args(version):
+    return [] if version is None else ["--python-version", version]
+
+
 @pytest.mark.timeout(MYPY_TIMEOUT + 30)
-def test_stubs_pass_mypy_strict(tmp_path):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_stubs_pass_mypy_strict(tmp_path, stubs_only, version):
     # the stubs themselves: consistent, and no ignore comment left unused
-    stubs = tmp_path / "stubs"
-    _copy_stubs(stubs)
-    env = _env()
-    env["MYPYPATH"] = str(stubs)
-    result = _run(["-m", "mypy", "--strict", "--cache-dir",
-                   str(tmp_path / "mypy-cache"), "-p", "fastmp"],
-                  cwd=tmp_path, env=env)
+    result = _mypy(tmp_path, *_version_args(version), "-p", "fastmp",
+                   env=stubs_only)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.timeout(MYPY_TIMEOUT + 30)
-@pytest.mark.parametrize("version", [None, "3.10", "3.13"])
+@pytest.mark.parametrize("version", VERSIONS)
 def test_sample_passes_mypy_strict(tmp_path, version):
-    args = [] if version is None else ["--python-version", version]
-    result = _mypy(tmp_path, *args, SAMPLE)
+    result = _mypy(tmp_path, *_version_args(version), SAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Success: no issues found" in result.stdout
 
