@@ -1,12 +1,12 @@
 # Type information for fastmp.shared_memory (written for fastmp).
 from collections.abc import Callable, Iterable
 from types import GenericAlias
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 __all__ = ['SharedMemory', 'ShareableList']
 
-# what a ShareableList slot holds
-_SLT = TypeVar('_SLT', int, float, bool, str, bytes, None)
+# what a ShareableList slot holds (a list may mix them)
+_SLT = TypeVar('_SLT', bound=int | float | bool | str | bytes | None)
 
 class SharedMemory:
     def __init__(self, name: str | None = None, create: bool = False, size: int = 0, *, track: bool = True) -> None: ...
@@ -24,7 +24,10 @@ class SharedMemory:
 class ShareableList(Generic[_SLT]):
     def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
     shm: SharedMemory
-    def __init__(self, sequence: Iterable[_SLT] | None = None, *, name: str | None = None) -> None: ...
+    @overload
+    def __init__(self, sequence: Iterable[_SLT], *, name: str | None = None) -> None: ...
+    @overload  # attaching to an existing list by name
+    def __init__(self: ShareableList[Any], sequence: None = None, *, name: str | None = None) -> None: ...
     def __getitem__(self, position: int) -> _SLT: ...
     def __setitem__(self, position: int, value: _SLT) -> None: ...
     def __len__(self) -> int: ...

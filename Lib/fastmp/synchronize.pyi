@@ -4,6 +4,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeVar
 
+from typing_extensions import Self
+
 from fastmp.context import BaseContext
 
 __all__ = ['Lock', 'RLock', 'Semaphore', 'BoundedSemaphore', 'Condition', 'Event']
@@ -41,7 +43,7 @@ class Condition:
     # the lock's own methods, bound on creation
     acquire: Callable[..., bool]
     release: Callable[[], None]
-    def __new__(cls, lock: Lock | RLock | None = None, *, ctx: BaseContext | None = None) -> Condition: ...
+    def __new__(cls, lock: Lock | RLock | None = None, *, ctx: BaseContext | None = None) -> Self: ...
     def wait(self, timeout: float | None = None) -> bool: ...
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T: ...
     def notify(self, n: int = 1) -> None: ...
