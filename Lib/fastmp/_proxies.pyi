@@ -50,7 +50,7 @@ def dispatch(
 ) -> Any: ...
 
 class BaseProxy:
-    _exposed_: ClassVar[tuple[str, ...]]
+    _exposed_: ClassVar[Sequence[str]]
     _token: Token
     def __init__(
         self, token: Token, serializer: str, manager: Any = None, authkey: bytes | None = None,
