@@ -2,8 +2,8 @@
 # managers (written for fastmp).  The forwarding methods are typed after the
 # referent's methods; at run time they take (*args, **kwds).
 import array
-from collections.abc import (Callable, Set as AbstractSet, ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping,
-                             MutableSequence, MutableSet, Sequence, ValuesView)
+from collections.abc import (Callable, Iterable, Iterator, Mapping, MutableMapping, MutableSequence, MutableSet,
+                             Sequence, Set as AbstractSet)
 from types import GenericAlias, TracebackType
 from typing import Any, ClassVar, Generic, SupportsIndex, TypeVar, overload
 

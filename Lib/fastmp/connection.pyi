@@ -1,5 +1,4 @@
 # Type information for fastmp.connection (written for fastmp).
-import socket
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar

@@ -5,7 +5,7 @@ from logging import Logger
 from types import ModuleType
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
-from fastmp import connection, managers, pool, process, queues, sharedctypes, synchronize
+from fastmp import connection, managers, pool, queues, sharedctypes, synchronize
 from fastmp.process import BaseProcess
 from fastmp.sharedctypes import _Guard, _LockLike
 
