@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -38,14 +39,24 @@
  * kernel cannot do that for the descriptor. */
 enum { IO_SOCKET, IO_RWF, IO_PLAIN };
 
+/* How much a reader that would sleep spins first.  A sleeping reader
+ * costs both sides a kernel wake-up (tens of microseconds); a reader that
+ * retries for a little while picks the data up as it lands.  A connection
+ * whose spins keep timing out (an idle or slow peer) stops spinning for a
+ * while, longer after each run of failures, then tries again. */
+typedef struct {
+    unsigned char fails;        /* spins in a row that timed out */
+    unsigned char backoff;      /* log2 of the next pause, in waits */
+    unsigned short skip;        /* waits left to sleep without spinning */
+} spin_state;
+
 typedef struct {
     PyObject_HEAD
     int fd;                     /* -1 once closed */
     char readable;
     char writable;
     char kind;                  /* how its I/O is done: an IO_* value */
-    char reader_ahead;          /* the last probe found no frame waiting */
-    unsigned char skipped;      /* probes skipped since then */
+    spin_state spin;            /* whether its reads spin before sleeping */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -268,16 +279,156 @@ advance_iov(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
+/* ---- spinning before sleeping ----------------------------------------- */
+
+#define SPIN_NS 50000           /* longest spin before a reader sleeps */
+#define SPIN_FAILS 3            /* timed-out spins in a row before a pause */
+#define SPIN_BACKOFF_MAX 10     /* the longest pause: 2**10 waits */
+
+/* When the CPUs are oversubscribed, a spinner's sched_yield() hands its
+ * CPU to another thread for a whole time slice, and a reader that sleeps
+ * is served sooner than one that spins (the scheduler favours threads
+ * waking up).  A yield that takes this long shows that; then no wait of
+ * this process spins for a pause that doubles while the condition lasts
+ * and halves after each spin that finds data.  Process-wide, updated
+ * without the GIL: relaxed atomics. */
+#define YIELD_SLOW_NS 20000
+#define CONTENDED_PAUSE_MIN_NS 10000000LL
+#define CONTENDED_PAUSE_MAX_NS 1000000000LL
+static int64_t spin_paused_until;      /* CLOCK_MONOTONIC ns */
+static int64_t spin_pause_ns;          /* the next pause */
+
+/* The spin state of wait_readable(), which has no connection to keep it
+ * (the module runs under the GIL, in one interpreter). */
+static spin_state wait_spin;
+
+static int64_t
+monotonic_ns(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_MONOTONIC, &t) < 0) {
+        return 0;
+    }
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Whether the next wait spins: not while spinning is paused for the
+ * process, nor while the pause of `s` lasts (this counts it down). */
+static int
+spin_wanted(spin_state *s)
+{
+    if (monotonic_ns() < __atomic_load_n(&spin_paused_until, __ATOMIC_RELAXED)) {
+        return 0;
+    }
+    if (s->skip == 0) {
+        return 1;
+    }
+    s->skip--;
+    return 0;
+}
+
+/* Learn from a spin: `found` if what it waited for came while it spun.
+ * After SPIN_FAILS misses in a row, the waits of `s` sleep straight away
+ * for the next 1, 2, 4, ... 2**SPIN_BACKOFF_MAX times; a hit starts over. */
+static void
+spin_learn(spin_state *s, int found)
+{
+    if (found) {
+        s->fails = 0;
+        s->backoff = 0;
+        int64_t pause = __atomic_load_n(&spin_pause_ns, __ATOMIC_RELAXED);
+        __atomic_store_n(&spin_pause_ns, pause / 2, __ATOMIC_RELAXED);
+        return;
+    }
+    if (++s->fails < SPIN_FAILS) {
+        return;
+    }
+    s->fails = 0;
+    s->skip = (unsigned short)(1u << s->backoff);
+    if (s->backoff < SPIN_BACKOFF_MAX) {
+        s->backoff++;
+    }
+}
+
+/* Between two tries of a spin that started at *now and may last until
+ * `until`: hand the CPU to any other runnable thread on it.  Returns 1 to
+ * try again (*now updated), 0 when the spin is over: its time ran out, or
+ * the yield took long enough to show the CPUs oversubscribed (which
+ * pauses spinning, see above).  Safe without the GIL. */
+static int
+spin_again(int64_t *now, int64_t until)
+{
+    if (*now >= until) {
+        return 0;
+    }
+    (void)sched_yield();
+    int64_t after = monotonic_ns();
+    if (after - *now > YIELD_SLOW_NS) {
+        int64_t pause = __atomic_load_n(&spin_pause_ns, __ATOMIC_RELAXED);
+        pause = pause < CONTENDED_PAUSE_MIN_NS ? CONTENDED_PAUSE_MIN_NS
+                : pause > CONTENDED_PAUSE_MAX_NS / 2 ? CONTENDED_PAUSE_MAX_NS : 2 * pause;
+        __atomic_store_n(&spin_pause_ns, pause, __ATOMIC_RELAXED);
+        __atomic_store_n(&spin_paused_until, after + pause, __ATOMIC_RELAXED);
+        return 0;
+    }
+    *now = after;
+    return 1;
+}
+
+/* Retry a read that found nothing, without blocking, for up to SPIN_NS
+ * (see spin_again); an IO_PLAIN descriptor is polled instead, then read.
+ * Safe without the GIL.  Returns as io_once; -1 with errno EAGAIN when
+ * the spin ended with nothing read. */
+static ssize_t
+spin_read(int fd, int kind, struct iovec *iov, int iovcnt)
+{
+    int64_t now = monotonic_ns(), until = now + SPIN_NS;
+    do {
+        if (kind == IO_PLAIN) {
+            struct pollfd p = {fd, POLLIN, 0};
+            int ready = poll(&p, 1, 0);
+            if (ready != 0) {
+                return ready < 0 ? -1 : io_once(fd, kind, 0, iov, iovcnt, 0);
+            }
+        }
+        else {
+            ssize_t n = io_once(fd, kind, 0, iov, iovcnt, 1);
+            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                return n;
+            }
+        }
+    } while (spin_again(&now, until));
+    errno = EAGAIN;
+    return -1;
+}
+
+/* poll(2) the descriptors without blocking for up to SPIN_NS (see
+ * spin_again), but not past the deadline `d`.  Safe without the GIL.
+ * Returns what the last poll returned (0: nothing became ready). */
+static int
+spin_poll(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
+{
+    int64_t now = monotonic_ns(), until = now + SPIN_NS;
+    if (!d->infinite) {
+        int64_t at = (int64_t)d->at.tv_sec * 1000000000 + d->at.tv_nsec;
+        until = at < until ? at : until;
+    }
+    int n;
+    do {
+        n = poll(fds, nfds, 0);
+    } while (n == 0 && spin_again(&now, until));
+    return n;
+}
+
 /* Read or write every byte that iov[0..iovcnt) describes (the array is
  * consumed).  A small transfer is first tried without blocking, with the
- * GIL held, if `probe` is set; *blocked (if not NULL) tells whether that
- * try found the descriptor not ready.  Retries partial transfers, waits
- * on non-blocking descriptors, and resumes after EINTR once signal
- * handlers have run.  Returns the bytes moved: all of them, or fewer when
- * a read met end of file; -1 with an exception set on error. */
+ * GIL held.  A read that would block spins first while the connection's
+ * spin state allows (see spin_read).  Retries partial transfers, waits on
+ * non-blocking descriptors, and resumes after EINTR once signal handlers
+ * have run.  Returns the bytes moved: all of them, or fewer when a read
+ * met end of file; -1 with an exception set on error. */
 static Py_ssize_t
-transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
-         int probe, int *blocked)
+transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
 {
     size_t total = 0, moved = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -287,26 +438,35 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
     while (moved < total) {
         ssize_t n = -1;
         int err = EAGAIN;
-        if (probe && total - moved <= SMALL_IO) {
+        if (total - moved <= SMALL_IO) {
             n = try_without_blocking(self, writing, iov, iovcnt);
             err = n < 0 ? errno : 0;
-            if (blocked != NULL && moved == 0) {
-                *blocked = n < 0 && (err == EAGAIN || err == EWOULDBLOCK);
-            }
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
-            int fd = self->fd, kind = self->kind == IO_SOCKET ? IO_SOCKET : IO_PLAIN;
+            int fd = self->fd, kind = self->kind;
+            int spin = !writing && spin_wanted(&self->spin), found = 0;
             Py_BEGIN_ALLOW_THREADS
-            n = io_once(fd, kind, writing, iov, iovcnt, 0);
-            err = n < 0 ? errno : 0;
-            if (err == EAGAIN || err == EWOULDBLOCK) {
-                /* an O_NONBLOCK descriptor: wait until it is ready */
-                struct pollfd p = {fd, writing ? POLLOUT : POLLIN, 0};
-                if (poll(&p, 1, -1) < 0) {
-                    err = errno;
+            if (spin) {
+                n = spin_read(fd, kind, iov, iovcnt);
+                err = n < 0 ? errno : 0;
+                found = n >= 0 || (err != EAGAIN && err != EWOULDBLOCK);
+            }
+            if (!found) {
+                n = io_once(fd, kind == IO_SOCKET ? IO_SOCKET : IO_PLAIN,
+                            writing, iov, iovcnt, 0);
+                err = n < 0 ? errno : 0;
+                if (err == EAGAIN || err == EWOULDBLOCK) {
+                    /* an O_NONBLOCK descriptor: wait until it is ready */
+                    struct pollfd p = {fd, writing ? POLLOUT : POLLIN, 0};
+                    if (poll(&p, 1, -1) < 0) {
+                        err = errno;
+                    }
                 }
             }
             Py_END_ALLOW_THREADS
+            if (spin) {
+                spin_learn(&self->spin, found);
+            }
         }
         if (n > 0) {
             moved += (size_t)n;
@@ -341,25 +501,7 @@ static Py_ssize_t
 read_into(ConnObject *self, void *buf, size_t len)
 {
     struct iovec iov = {buf, len};
-    return transfer(self, 0, &iov, 1, 1, NULL);
-}
-
-/* Read the 4 bytes that start a frame, as read_into().  A reader that
- * keeps finding nothing waiting (it is ahead of its sender) goes straight
- * to the blocking read, and only probes again now and then: a failed
- * probe costs a system call. */
-static Py_ssize_t
-read_frame_start(ConnObject *self, unsigned char *h)
-{
-    struct iovec iov = {h, 4};
-    int probe = !self->reader_ahead || ++self->skipped >= 16;
-    int blocked = self->reader_ahead;
-    Py_ssize_t n = transfer(self, 0, &iov, 1, probe, &blocked);
-    if (probe) {
-        self->reader_ahead = (char)blocked;
-        self->skipped = 0;
-    }
-    return n;
+    return transfer(self, 0, &iov, 1);
 }
 
 /* Read the next frame header.  Returns 0 with *length set, 1 if the
@@ -370,7 +512,7 @@ static int
 read_header(ConnObject *self, uint64_t *length)
 {
     unsigned char h[8];
-    Py_ssize_t n = read_frame_start(self, h);
+    Py_ssize_t n = read_into(self, h, 4);
     if (n < 0) {
         return -1;
     }
@@ -549,7 +691,7 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
     }
     iov[0].iov_base = header;
     iov[0].iov_len = encode_header(header, length);
-    return transfer(self, 1, iov, n + 1, 1, NULL) < 0 ? -1 : 0;
+    return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
 }
 
 /* Send the bytes-like objects objs[0..n) as one message.  Returns 0, or
@@ -598,12 +740,13 @@ send_pickle(ConnObject *self, PyObject *payload)
 /* ---- waiting ---------------------------------------------------------- */
 
 /* poll(2) the descriptors until one has an event or the deadline passes:
- * first without blocking with the GIL held, then with it released;
+ * first without blocking with the GIL held, then with it released,
+ * spinning first as the spin state `s` allows;
  * after EINTR the signal handlers run and the wait resumes against the
  * same deadline.  Returns the number of descriptors with events, 0 on
  * timeout, -1 with an exception set. */
 static int
-poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
+poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d, spin_state *s)
 {
     int n = poll(fds, nfds, 0);
     for (;;) {
@@ -624,9 +767,20 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
         if (ms == 0 && err == 0) {
             return 0;
         }
+        int spin = spin_wanted(s), found = 0;
         Py_BEGIN_ALLOW_THREADS
-        n = poll(fds, nfds, ms);
+        if (spin) {
+            n = spin_poll(fds, nfds, d);
+            found = n != 0;
+            ms = fastmp_deadline_remaining_ms(d);
+        }
+        if (!found) {
+            n = poll(fds, nfds, ms);
+        }
         Py_END_ALLOW_THREADS
+        if (spin) {
+            spin_learn(s, found);
+        }
     }
 }
 
@@ -638,8 +792,7 @@ adopt_fd(ConnObject *self, int fd)
 {
     self->fd = fd;
     self->kind = IO_SOCKET;
-    self->reader_ahead = 0;
-    self->skipped = 0;
+    memset(&self->spin, 0, sizeof(self->spin));
 }
 
 static PyObject *
@@ -922,7 +1075,7 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     struct pollfd p = {self->fd, POLLIN, 0};
-    int n = poll_until(&p, 1, &d);
+    int n = poll_until(&p, 1, &d, &self->spin);
     if (n < 0) {
         return NULL;
     }
@@ -1115,7 +1268,7 @@ wait_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         fds[i].events = POLLIN;
         fds[i].revents = 0;
     }
-    if (poll_until(fds, (nfds_t)n, &d) < 0 || (result = PyList_New(0)) == NULL) {
+    if (poll_until(fds, (nfds_t)n, &d, &wait_spin) < 0 || (result = PyList_New(0)) == NULL) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
