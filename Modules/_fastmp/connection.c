@@ -7,7 +7,7 @@
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
  * 8-byte big-endian length. */
-#include "fastmp.h"
+#include "connection.h"
 #include "pickler.h"
 
 #include <errno.h>
@@ -29,6 +29,9 @@
 #define SMALL_IO (64 * 1024)
 /* Buffers at least this large are prepared for reading (huge pages). */
 #define LARGE_BUFFER (8 * 1024 * 1024)
+/* A message longer than this and than its pipe's capacity is handed to
+ * the pipe by reference (connection_splice.c). */
+#define SPLICE_MIN (1024 * 1024)
 /* A pickle written in more pieces than this is joined before sending. */
 #define MAX_CHUNKS 64
 
@@ -57,6 +60,7 @@ typedef struct {
     char writable;
     char kind;                  /* how its I/O is done: an IO_* value */
     spin_state spin;            /* whether its reads spin before sleeping */
+    int pipe_capacity;          /* bytes if a pipe, -1 if not, 0: not known */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -691,7 +695,29 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
     }
     iov[0].iov_base = header;
     iov[0].iov_len = encode_header(header, length);
-    return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
+    if (length >= SPLICE_MIN && self->pipe_capacity == 0) {
+        self->pipe_capacity = fastmp_pipe_capacity(self->fd);
+    }
+    if (length < SPLICE_MIN || self->pipe_capacity < 0
+        || length <= (uint64_t)self->pipe_capacity) {
+        return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
+    }
+    /* It would not fit in the pipe anyway: the send waits for the reader
+     * either way, and the reader's copy can be the only one. */
+    if (transfer(self, 1, iov, 1) < 0) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = fastmp_splice_to_pipe(self->fd, bufs[i].buf, (size_t)bufs[i].len);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc > 0) {
+            self->pipe_capacity = -1;
+            return transfer(self, 1, iov + 1 + i, n - i) < 0 ? -1 : 0;
+        }
+    }
+    return 0;
 }
 
 /* Send the bytes-like objects objs[0..n) as one message.  Returns 0, or
@@ -793,6 +819,7 @@ adopt_fd(ConnObject *self, int fd)
     self->fd = fd;
     self->kind = IO_SOCKET;
     memset(&self->spin, 0, sizeof(self->spin));
+    self->pipe_capacity = 0;
 }
 
 static PyObject *
