@@ -69,12 +69,14 @@ def _widen_pipe(fd):
 def Pipe(duplex=True):
     """Two connected Connections.  With duplex=False the first only
     receives and the second only sends (an os.pipe); otherwise both do
-    (a socketpair)."""
+    (an AF_UNIX SOCK_SEQPACKET socketpair)."""
     if not duplex:
         read_fd, write_fd = os.pipe()
         _widen_pipe(write_fd)
         return Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    ends = socket.socketpair()
+    # SOCK_SEQPACKET: a small message crosses as one record, taken by one
+    # recv (a stream needs one for the header and one for the rest)
+    ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for end in ends:
         end.setblocking(True)      # even under socket.setdefaulttimeout()
         end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_SNDBUF)

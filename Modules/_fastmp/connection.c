@@ -35,12 +35,22 @@
 /* A pickle written in more pieces than this is joined before sending. */
 #define MAX_CHUNKS 64
 
-/* How a descriptor is read and written.  A new Connection assumes a
- * socket (recv/sendmsg are the cheapest calls, and take MSG_DONTWAIT per
- * call); the first ENOTSOCK moves it to readv/writev, with RWF_NOWAIT for
- * the attempts that must not block, or without such attempts if the
- * kernel cannot do that for the descriptor. */
-enum { IO_SOCKET, IO_RWF, IO_PLAIN };
+/* How a descriptor is read and written, learnt when a Connection takes
+ * it.  A socket uses recv/sendmsg (the cheapest calls, and they take
+ * MSG_DONTWAIT per call).  A SOCK_SEQPACKET socket (Pipe()) carries each
+ * frame as records (see RECORD_MAX), so that one recv takes a small
+ * message whole.  Anything else uses readv/writev, with RWF_NOWAIT for the
+ * attempts that must not block, or without such attempts if the kernel
+ * cannot do that for the descriptor. */
+enum { IO_SOCKET, IO_RECORDS, IO_RWF, IO_PLAIN };
+
+/* The longest record: a frame's first record holds its header and up to
+ * this much of its payload, the rest follows in records of this size at
+ * most.  A reader takes a first record into a buffer of this size (a
+ * record is cut short by a smaller one) and the others straight into the
+ * message.  Well below a socket's default send buffer (which bounds a
+ * record), and small enough for the kernel to allocate with ease. */
+#define RECORD_MAX (64 * 1024)
 
 /* How much a reader that would sleep spins first.  A sleeping reader
  * costs both sides a kernel wake-up (tens of microseconds); a reader that
@@ -61,6 +71,9 @@ typedef struct {
     char kind;                  /* how its I/O is done: an IO_* value */
     spin_state spin;            /* whether its reads spin before sleeping */
     int pipe_capacity;          /* bytes if a pipe, -1 if not, 0: not known */
+    char *record;               /* IO_RECORDS: a first record (RECORD_MAX) */
+    size_t record_at;           /* where its unread payload starts ... */
+    size_t record_left;         /* ... and how long that is */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -217,8 +230,11 @@ raise_truncated(size_t got, uint64_t want)
 static ssize_t
 io_once(int fd, int kind, int writing, struct iovec *iov, int iovcnt, int nowait)
 {
-    if (kind == IO_SOCKET) {
+    if (kind == IO_SOCKET || kind == IO_RECORDS) {
         int flags = nowait ? MSG_DONTWAIT : 0;
+        if (!writing && kind == IO_RECORDS) {
+            flags |= MSG_TRUNC;         /* a record's whole length: see transfer() */
+        }
         if (!writing && iovcnt == 1) {
             return recv(fd, iov[0].iov_base, iov[0].iov_len, flags);
         }
@@ -424,15 +440,19 @@ spin_poll(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
     return n;
 }
 
+static int bad_record(ConnObject *self, size_t length);
+
 /* Read or write every byte that iov[0..iovcnt) describes (the array is
- * consumed).  A small transfer is first tried without blocking, with the
- * GIL held.  A read that would block spins first while the connection's
- * spin state allows (see spin_read).  Retries partial transfers, waits on
+ * consumed), or with `first_only` stop after the first call that moves
+ * any.  A small transfer is first tried without blocking, with the GIL
+ * held.  A read that would block spins first while the connection's spin
+ * state allows (see spin_read).  Retries partial transfers, waits on
  * non-blocking descriptors, and resumes after EINTR once signal handlers
- * have run.  Returns the bytes moved: all of them, or fewer when a read
- * met end of file; -1 with an exception set on error. */
+ * have run.  Returns the bytes moved: all of them (or what the first call
+ * moved), or fewer when a read met end of file; -1 with an exception set
+ * on error (OSError for a record longer than the space left for it). */
 static Py_ssize_t
-transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
+transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first_only)
 {
     size_t total = 0, moved = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -456,8 +476,7 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
                 found = n >= 0 || (err != EAGAIN && err != EWOULDBLOCK);
             }
             if (!found) {
-                n = io_once(fd, kind == IO_SOCKET ? IO_SOCKET : IO_PLAIN,
-                            writing, iov, iovcnt, 0);
+                n = io_once(fd, kind == IO_RWF ? IO_PLAIN : kind, writing, iov, iovcnt, 0);
                 err = n < 0 ? errno : 0;
                 if (err == EAGAIN || err == EWOULDBLOCK) {
                     /* an O_NONBLOCK descriptor: wait until it is ready */
@@ -473,7 +492,13 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
             }
         }
         if (n > 0) {
+            if ((size_t)n > total - moved) {
+                return bad_record(self, (size_t)n);    /* MSG_TRUNC cut it */
+            }
             moved += (size_t)n;
+            if (first_only) {
+                break;
+            }
             advance_iov(&iov, &iovcnt, (size_t)n);
             continue;
         }
@@ -505,7 +530,61 @@ static Py_ssize_t
 read_into(ConnObject *self, void *buf, size_t len)
 {
     struct iovec iov = {buf, len};
-    return transfer(self, 0, &iov, 1);
+    return transfer(self, 0, &iov, 1, 0);
+}
+
+/* The big-endian number in the n bytes at h. */
+static uint64_t
+decode_be(const unsigned char *h, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        v = (v << 8) | h[i];
+    }
+    return v;
+}
+
+/* The stream is out of step with the frames: a record longer than the
+ * space left for it (`length` bytes).  Returns -1 with OSError set. */
+static int
+bad_record(ConnObject *self, size_t length)
+{
+    self->record_left = 0;
+    return bad_message_length(self, "a record longer than its frame", (uint64_t)length);
+}
+
+/* IO_RECORDS: read a frame's first record and take its header.  Returns
+ * as read_header(); on success the record's payload part is left in
+ * self->record for read_payload(). */
+static int
+read_first_record(ConnObject *self, uint64_t *length)
+{
+    if (self->record == NULL && (self->record = PyMem_Malloc(RECORD_MAX)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->record_left = 0;
+    struct iovec iov = {self->record, RECORD_MAX};
+    Py_ssize_t n = transfer(self, 0, &iov, 1, 1);
+    if (n <= 0) {
+        return n < 0 ? -1 : 1;
+    }
+    const unsigned char *h = (const unsigned char *)self->record;
+    uint64_t u = n < 4 ? 0 : decode_be(h, 4);
+    size_t header = u == 0xffffffffU ? 12 : 4;
+    if ((size_t)n < header) {
+        return bad_record(self, (size_t)n);
+    }
+    if (u > SHORT_FRAME_MAX && u != 0xffffffffU) {
+        return bad_message_length(self, "negative length in the frame header", u);
+    }
+    *length = header == 4 ? u : decode_be(h + 4, 8);
+    if ((uint64_t)n - header > *length) {
+        return bad_record(self, (size_t)n);
+    }
+    self->record_at = header;
+    self->record_left = (size_t)n - header;
+    return 0;
 }
 
 /* Read the next frame header.  Returns 0 with *length set, 1 if the
@@ -515,6 +594,9 @@ read_into(ConnObject *self, void *buf, size_t len)
 static int
 read_header(ConnObject *self, uint64_t *length)
 {
+    if (self->kind == IO_RECORDS) {
+        return read_first_record(self, length);
+    }
     unsigned char h[8];
     Py_ssize_t n = read_into(self, h, 4);
     if (n < 0) {
@@ -527,15 +609,13 @@ read_header(ConnObject *self, uint64_t *length)
         raise_truncated((size_t)n, 4);
         return -1;
     }
-    uint32_t u = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16)
-                 | ((uint32_t)h[2] << 8) | (uint32_t)h[3];
+    uint64_t u = decode_be(h, 4);
     if (u <= SHORT_FRAME_MAX) {
         *length = u;
         return 0;
     }
     if (u != 0xffffffffU) {
-        return bad_message_length(self, "negative length in the frame header",
-                                  (uint64_t)u);
+        return bad_message_length(self, "negative length in the frame header", u);
     }
     n = read_into(self, h, 8);
     if (n < 0) {
@@ -545,11 +625,7 @@ read_header(ConnObject *self, uint64_t *length)
         raise_truncated((size_t)n + 4, 12);
         return -1;
     }
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v = (v << 8) | h[i];
-    }
-    *length = v;
+    *length = decode_be(h, 8);
     return 0;
 }
 
@@ -622,9 +698,18 @@ begin_frame(ConnObject *self, Py_ssize_t maxlength, uint64_t *length)
 static int
 read_payload(ConnObject *self, char *buf, uint64_t length)
 {
-    Py_ssize_t n = read_into(self, buf, (size_t)length);
-    if (n >= 0 && (uint64_t)n < length) {
-        raise_truncated((size_t)n, length);
+    /* IO_RECORDS: first what came in the first record */
+    size_t have = self->record_left;
+    if (have > 0) {
+        memcpy(buf, self->record + self->record_at, have);
+        self->record_left = 0;
+        if (have == length) {
+            return 0;
+        }
+    }
+    Py_ssize_t n = read_into(self, buf + have, (size_t)length - have);
+    if (n >= 0 && (uint64_t)n + have < length) {
+        raise_truncated((size_t)n + have, length);
         return -1;
     }
     return n < 0 ? -1 : 0;
@@ -678,6 +763,31 @@ encode_header(unsigned char *h, uint64_t length)
     return 12;
 }
 
+/* IO_RECORDS: send the frame iov[0..iovcnt) (header first; the array
+ * is consumed) as records of at most RECORD_MAX bytes.  Returns 0, or -1
+ * with an exception set. */
+static int
+send_records(ConnObject *self, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        struct iovec record[MAX_CHUNKS + 1];
+        int parts = 0;
+        size_t len = 0;
+        while (iovcnt > 0 && len < RECORD_MAX) {
+            size_t take = iov->iov_len < RECORD_MAX - len ? iov->iov_len : RECORD_MAX - len;
+            record[parts].iov_base = iov->iov_base;
+            record[parts].iov_len = take;
+            parts++;
+            len += take;
+            advance_iov(&iov, &iovcnt, take);
+        }
+        if (transfer(self, 1, record, parts, 0) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Send one frame whose payload is the concatenation of the buffers
  * bufs[0..n) (n <= MAX_CHUNKS): header and payload go out together, in a
  * single system call when the descriptor takes them.  Returns 0, or -1
@@ -695,16 +805,19 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
     }
     iov[0].iov_base = header;
     iov[0].iov_len = encode_header(header, length);
+    if (self->kind == IO_RECORDS) {
+        return send_records(self, iov, n + 1);
+    }
     if (length >= SPLICE_MIN && self->pipe_capacity == 0) {
         self->pipe_capacity = fastmp_pipe_capacity(self->fd);
     }
     if (length < SPLICE_MIN || self->pipe_capacity < 0
         || length <= (uint64_t)self->pipe_capacity) {
-        return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
+        return transfer(self, 1, iov, n + 1, 0) < 0 ? -1 : 0;
     }
     /* It would not fit in the pipe anyway: the send waits for the reader
      * either way, and the reader's copy can be the only one. */
-    if (transfer(self, 1, iov, 1) < 0) {
+    if (transfer(self, 1, iov, 1, 0) < 0) {
         return -1;
     }
     for (int i = 0; i < n; i++) {
@@ -714,7 +827,7 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
         }
         if (rc > 0) {
             self->pipe_capacity = -1;
-            return transfer(self, 1, iov + 1 + i, n - i) < 0 ? -1 : 0;
+            return transfer(self, 1, iov + 1 + i, n - i, 0) < 0 ? -1 : 0;
         }
     }
     return 0;
@@ -812,12 +925,24 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d, spin_state
 
 /* ---- Connection methods ----------------------------------------------- */
 
-/* Make fd the connection's descriptor, of a kind still to be learnt. */
+/* Make fd the connection's descriptor, and learn its kind (a descriptor
+ * that cannot tell is taken for a socket until its first I/O). */
 static void
 adopt_fd(ConnObject *self, int fd)
 {
     self->fd = fd;
     self->kind = IO_SOCKET;
+    self->record_left = 0;
+    if (fd >= 0) {
+        int type;
+        socklen_t len = sizeof(type);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
+            self->kind = type == SOCK_SEQPACKET ? IO_RECORDS : IO_SOCKET;
+        }
+        else if (errno == ENOTSOCK) {
+            self->kind = IO_RWF;
+        }
+    }
     memset(&self->spin, 0, sizeof(self->spin));
     self->pipe_capacity = 0;
 }
@@ -890,6 +1015,7 @@ Conn_dealloc(ConnObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     }
     (void)close_fd(self);
+    PyMem_Free(self->record);
     Py_CLEAR(self->dict);
     tp->tp_free(self);
     Py_DECREF(tp);
