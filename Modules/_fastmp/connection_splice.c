@@ -13,8 +13,9 @@
 #include <sys/uio.h>
 #include <time.h>
 
-/* How fast a reader is assumed to drain a pipe, to pace the checks. */
-#define DRAIN_BYTES_PER_NS 4
+/* How fast a reader is assumed to drain a pipe, to pace the checks (a
+ * little faster than it does: a late check delays the next message). */
+#define DRAIN_BYTES_PER_NS 16
 #define DRAIN_CHECK_MIN_NS 20000L
 #define DRAIN_CHECK_MAX_NS 10000000L
 
