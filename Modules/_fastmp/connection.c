@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -54,17 +53,6 @@ enum { IO_SOCKET, IO_RECORDS, IO_RWF, IO_PLAIN };
  * message.  Well below a socket's default send buffer (which bounds a
  * record), and small enough for the kernel to allocate with ease. */
 #define RECORD_MAX (64 * 1024)
-
-/* How much a reader that would sleep spins first.  A sleeping reader
- * costs both sides a kernel wake-up (tens of microseconds); a reader that
- * retries for a little while picks the data up as it lands.  A connection
- * whose spins keep timing out (an idle or slow peer) stops spinning for a
- * while, longer after each run of failures, then tries again. */
-typedef struct {
-    unsigned char fails;        /* spins in a row that timed out */
-    unsigned char backoff;      /* log2 of the next pause, in waits */
-    unsigned short skip;        /* waits left to sleep without spinning */
-} spin_state;
 
 typedef struct {
     PyObject_HEAD
@@ -304,110 +292,20 @@ advance_iov(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
-/* ---- spinning before sleeping ----------------------------------------- */
-
-#define SPIN_NS 50000           /* longest spin before a reader sleeps */
-#define SPIN_FAILS 3            /* timed-out spins in a row before a pause */
-#define SPIN_BACKOFF_MAX 10     /* the longest pause: 2**10 waits */
-
-/* When the CPUs are oversubscribed, a spinner's sched_yield() hands its
- * CPU to another thread for a whole time slice, and a reader that sleeps
- * is served sooner than one that spins (the scheduler favours threads
- * waking up).  A yield that takes this long shows that; then no wait of
- * this process spins for a pause that doubles while the condition lasts
- * and halves after each spin that finds data.  Process-wide, updated
- * without the GIL: relaxed atomics. */
-#define YIELD_SLOW_NS 20000
-#define CONTENDED_PAUSE_MIN_NS 10000000LL
-#define CONTENDED_PAUSE_MAX_NS 1000000000LL
-static int64_t spin_paused_until;      /* CLOCK_MONOTONIC ns */
-static int64_t spin_pause_ns;          /* the next pause */
+/* ---- spinning before sleeping (connection_spin.c) --------------------- */
 
 /* The spin state of wait_readable(), which has no connection to keep it
  * (the module runs under the GIL, in one interpreter). */
 static spin_state wait_spin;
 
-static int64_t
-monotonic_ns(void)
-{
-    struct timespec t;
-    if (clock_gettime(CLOCK_MONOTONIC, &t) < 0) {
-        return 0;
-    }
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-/* Whether the next wait spins: not while spinning is paused for the
- * process, nor while the pause of `s` lasts (this counts it down). */
-static int
-spin_wanted(spin_state *s)
-{
-    if (monotonic_ns() < __atomic_load_n(&spin_paused_until, __ATOMIC_RELAXED)) {
-        return 0;
-    }
-    if (s->skip == 0) {
-        return 1;
-    }
-    s->skip--;
-    return 0;
-}
-
-/* Learn from a spin: `found` if what it waited for came while it spun.
- * After SPIN_FAILS misses in a row, the waits of `s` sleep straight away
- * for the next 1, 2, 4, ... 2**SPIN_BACKOFF_MAX times; a hit starts over. */
-static void
-spin_learn(spin_state *s, int found)
-{
-    if (found) {
-        s->fails = 0;
-        s->backoff = 0;
-        int64_t pause = __atomic_load_n(&spin_pause_ns, __ATOMIC_RELAXED);
-        __atomic_store_n(&spin_pause_ns, pause / 2, __ATOMIC_RELAXED);
-        return;
-    }
-    if (++s->fails < SPIN_FAILS) {
-        return;
-    }
-    s->fails = 0;
-    s->skip = (unsigned short)(1u << s->backoff);
-    if (s->backoff < SPIN_BACKOFF_MAX) {
-        s->backoff++;
-    }
-}
-
-/* Between two tries of a spin that started at *now and may last until
- * `until`: hand the CPU to any other runnable thread on it.  Returns 1 to
- * try again (*now updated), 0 when the spin is over: its time ran out, or
- * the yield took long enough to show the CPUs oversubscribed (which
- * pauses spinning, see above).  Safe without the GIL. */
-static int
-spin_again(int64_t *now, int64_t until)
-{
-    if (*now >= until) {
-        return 0;
-    }
-    (void)sched_yield();
-    int64_t after = monotonic_ns();
-    if (after - *now > YIELD_SLOW_NS) {
-        int64_t pause = __atomic_load_n(&spin_pause_ns, __ATOMIC_RELAXED);
-        pause = pause < CONTENDED_PAUSE_MIN_NS ? CONTENDED_PAUSE_MIN_NS
-                : pause > CONTENDED_PAUSE_MAX_NS / 2 ? CONTENDED_PAUSE_MAX_NS : 2 * pause;
-        __atomic_store_n(&spin_pause_ns, pause, __ATOMIC_RELAXED);
-        __atomic_store_n(&spin_paused_until, after + pause, __ATOMIC_RELAXED);
-        return 0;
-    }
-    *now = after;
-    return 1;
-}
-
-/* Retry a read that found nothing, without blocking, for up to SPIN_NS
- * (see spin_again); an IO_PLAIN descriptor is polled instead, then read.
- * Safe without the GIL.  Returns as io_once; -1 with errno EAGAIN when
- * the spin ended with nothing read. */
+/* Retry a read that found nothing, without blocking, for as long as a
+ * spin lasts (see fastmp_spin_again); an IO_PLAIN descriptor is polled
+ * instead, then read.  Safe without the GIL.  Returns as io_once; -1
+ * with errno EAGAIN when the spin ended with nothing read. */
 static ssize_t
 spin_read(int fd, int kind, struct iovec *iov, int iovcnt)
 {
-    int64_t now = monotonic_ns(), until = now + SPIN_NS;
+    int64_t now, until = fastmp_spin_start(&now);
     do {
         if (kind == IO_PLAIN) {
             struct pollfd p = {fd, POLLIN, 0};
@@ -422,27 +320,9 @@ spin_read(int fd, int kind, struct iovec *iov, int iovcnt)
                 return n;
             }
         }
-    } while (spin_again(&now, until));
+    } while (fastmp_spin_again(&now, until));
     errno = EAGAIN;
     return -1;
-}
-
-/* poll(2) the descriptors without blocking for up to SPIN_NS (see
- * spin_again), but not past the deadline `d`.  Safe without the GIL.
- * Returns what the last poll returned (0: nothing became ready). */
-static int
-spin_poll(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
-{
-    int64_t now = monotonic_ns(), until = now + SPIN_NS;
-    if (!d->infinite) {
-        int64_t at = (int64_t)d->at.tv_sec * 1000000000 + d->at.tv_nsec;
-        until = at < until ? at : until;
-    }
-    int n;
-    do {
-        n = poll(fds, nfds, 0);
-    } while (n == 0 && spin_again(&now, until));
-    return n;
 }
 
 static int bad_record(ConnObject *self, size_t length);
@@ -473,7 +353,7 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             int fd = self->fd, kind = self->kind;
-            int spin = !writing && spin_wanted(&self->spin), found = 0;
+            int spin = !writing && fastmp_spin_wanted(&self->spin), found = 0;
             Py_BEGIN_ALLOW_THREADS
             if (spin) {
                 n = spin_read(fd, kind, iov, iovcnt);
@@ -493,7 +373,7 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first
             }
             Py_END_ALLOW_THREADS
             if (spin) {
-                spin_learn(&self->spin, found);
+                fastmp_spin_learn(&self->spin, found);
             }
         }
         if (n > 0) {
@@ -924,10 +804,10 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d, spin_state
         if (ms == 0 && err == 0) {
             return 0;
         }
-        int spin = spin_wanted(s), found = 0;
+        int spin = fastmp_spin_wanted(s), found = 0;
         Py_BEGIN_ALLOW_THREADS
         if (spin) {
-            n = spin_poll(fds, nfds, d);
+            n = fastmp_spin_poll(fds, nfds, d);
             found = n != 0;
             ms = fastmp_deadline_remaining_ms(d);
         }
@@ -936,7 +816,7 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d, spin_state
         }
         Py_END_ALLOW_THREADS
         if (spin) {
-            spin_learn(s, found);
+            fastmp_spin_learn(s, found);
         }
     }
 }
