@@ -18,7 +18,17 @@ Where fastmp differs from the standard package:
   message over maxlength;
 - pickling a Connection other than through ForkingPickler raises TypeError;
 - Pipe() asks the kernel for larger buffers (see _widen_pipe), so a sender
-  can run further ahead of its receiver.
+  can run further ahead of its receiver;
+- Pipe(duplex=True) is a SOCK_SEQPACKET socketpair: each frame travels as
+  records of at most 64 KiB, so both ends must be fastmp Connections
+  (Listener and Client keep SOCK_STREAM and the standard wire);
+- through a pipe, a message larger than the pipe's capacity is handed over
+  by reference (vmsplice) and send_bytes() returns once the reader has
+  read all of it, not just all but the last pipe-full;
+- a receiver (recv*, poll with a timeout, wait) that finds nothing waiting
+  spins for up to 50 microseconds, GIL released, before it sleeps; it
+  stops spinning on a connection whose spins keep failing, and while the
+  CPUs are oversubscribed.
 """
 import os
 import secrets
