@@ -583,8 +583,9 @@ begin_frame(ConnObject *self, Py_ssize_t maxlength, uint64_t *length)
 static int
 read_payload(ConnObject *self, char *buf, uint64_t length)
 {
-    /* IO_RECORDS: first what came in the first record */
-    size_t have = self->record_left;
+    /* IO_RECORDS: first what came in the first record (never more than
+     * `length`, even if another thread read a frame in between) */
+    size_t have = self->record_left < length ? self->record_left : (size_t)length;
     if (have > 0) {
         memcpy(buf, self->record + self->record_at, have);
         self->record_left = 0;

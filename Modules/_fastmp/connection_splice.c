@@ -68,7 +68,7 @@ fastmp_splice_to_pipe(int fd, const char *buf, size_t len)
         Py_BEGIN_ALLOW_THREADS
         struct iovec v = {(void *)(buf + done), len - done};
         n = vmsplice(fd, &v, 1, 0);
-        err = n < 0 ? errno : 0;
+        err = n < 0 ? errno : n == 0 ? EIO : 0;
         if (err == EAGAIN) {
             /* an O_NONBLOCK pipe: wait for room */
             struct pollfd p = {fd, POLLOUT, 0};
