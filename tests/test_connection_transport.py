@@ -184,7 +184,7 @@ def test_a_message_larger_than_the_pipe_survives_the_sender_reusing_its_buffer()
 def test_a_large_send_to_a_vanished_reader_does_not_hang():
     reader, writer = fastmp.Pipe(duplex=False)
     capacity = fcntl.fcntl(writer.fileno(), fcntl.F_GETPIPE_SZ)
-    payload = bytes(capacity * 2)
+    payload = bytes(capacity + (1 << 20))
 
     def read_header_then_close():
         os.read(reader.fileno(), 4)
@@ -199,7 +199,7 @@ def test_a_large_send_to_a_vanished_reader_does_not_hang():
 def test_large_messages_through_a_pipe_keep_their_order():
     reader, writer = fastmp.Pipe(duplex=False)
     capacity = fcntl.fcntl(writer.fileno(), fcntl.F_GETPIPE_SZ)
-    payloads = [bytes([i]) * (capacity + i * 4097) for i in range(3)]
+    payloads = [bytes([i]) * (capacity + (1 << 20) + i * 4097) for i in range(3)]
     with reader, writer:
         t = in_thread(lambda: [writer.send_bytes(p) for p in payloads] + [writer.send("end")])
         assert [reader.recv_bytes() for _ in payloads] == payloads
