@@ -17,8 +17,18 @@ Where fastmp differs from the standard package:
   anything is allocated, and the connection stops reading, as for a
   message over maxlength;
 - pickling a Connection other than through ForkingPickler raises TypeError;
-- Pipe() asks the kernel for larger buffers (see _widen_pipe), so a sender
-  can run further ahead of its receiver.
+- Pipe(duplex=True) asks for a larger socket send buffer, so a sender can
+  run further ahead of its receiver;
+- Pipe(duplex=True) is a SOCK_SEQPACKET socketpair: each frame travels as
+  records of at most 64 KiB, so both ends must be fastmp Connections
+  (Listener and Client keep SOCK_STREAM and the standard wire);
+- through a pipe, a message larger than the pipe's capacity is handed over
+  by reference (vmsplice) and send_bytes() returns once the reader has
+  read all of it, not just all but the last pipe-full;
+- a receiver (recv*, poll with a timeout, wait) that finds nothing waiting
+  spins for up to 50 microseconds, GIL released, before it sleeps; it
+  stops spinning on a connection whose spins keep failing, and while the
+  CPUs are oversubscribed.
 """
 import os
 import secrets
@@ -43,38 +53,24 @@ default_family = families[-1]
 # The standard package's base class of its Connection types; ours is one type.
 _ConnectionBase = Connection
 
-# Bigger kernel buffers let a sender run further ahead of its receiver, so
-# a stream of messages (or one big one) crosses in fewer hand-overs between
-# the two processes.  A pipe gets the first size the system allows (above
-# /proc/sys/fs/pipe-max-size needs privileges); a socket's send buffer is
-# capped by net.core.wmem_max.
-_PIPE_SIZES = (16 << 20, 1 << 20)
+# A bigger send buffer lets a sender run further ahead of its receiver, so
+# a stream of messages crosses in fewer hand-overs between the two
+# processes (the kernel caps it at net.core.wmem_max).  Pipes keep their
+# default size: widening them counts against the user's pipe allowance,
+# which once exceeded shrinks every new pipe of that user.
 _SOCKET_SNDBUF = 4 << 20
-
-
-def _widen_pipe(fd):
-    try:
-        import fcntl
-        setpipe = fcntl.F_SETPIPE_SZ
-    except (ImportError, AttributeError):
-        return
-    for size in _PIPE_SIZES:
-        try:
-            fcntl.fcntl(fd, setpipe, size)
-            return
-        except OSError:
-            continue    # over the allowance: try a smaller size
 
 
 def Pipe(duplex=True):
     """Two connected Connections.  With duplex=False the first only
     receives and the second only sends (an os.pipe); otherwise both do
-    (a socketpair)."""
+    (an AF_UNIX SOCK_SEQPACKET socketpair)."""
     if not duplex:
         read_fd, write_fd = os.pipe()
-        _widen_pipe(write_fd)
         return Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    ends = socket.socketpair()
+    # SOCK_SEQPACKET: a small message crosses as one record, taken by one
+    # recv (a stream needs one for the header and one for the rest)
+    ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for end in ends:
         end.setblocking(True)      # even under socket.setdefaulttimeout()
         end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_SNDBUF)

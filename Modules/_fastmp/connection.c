@@ -7,7 +7,7 @@
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
  * 8-byte big-endian length. */
-#include "fastmp.h"
+#include "connection.h"
 #include "pickler.h"
 
 #include <errno.h>
@@ -28,15 +28,31 @@
 #define SMALL_IO (64 * 1024)
 /* Buffers at least this large are prepared for reading (huge pages). */
 #define LARGE_BUFFER (8 * 1024 * 1024)
+/* A message longer than this and than its pipe's capacity is handed to
+ * the pipe by reference (connection_splice.c). */
+#define SPLICE_MIN (1024 * 1024)
+/* A frame with a payload up to this size is copied into one buffer to be
+ * sent. */
+#define SMALL_FRAME 1024
 /* A pickle written in more pieces than this is joined before sending. */
 #define MAX_CHUNKS 64
 
-/* How a descriptor is read and written.  A new Connection assumes a
- * socket (recv/sendmsg are the cheapest calls, and take MSG_DONTWAIT per
- * call); the first ENOTSOCK moves it to readv/writev, with RWF_NOWAIT for
- * the attempts that must not block, or without such attempts if the
- * kernel cannot do that for the descriptor. */
-enum { IO_SOCKET, IO_RWF, IO_PLAIN };
+/* How a descriptor is read and written, learnt when a Connection takes
+ * it.  A socket uses recv/sendmsg (the cheapest calls, and they take
+ * MSG_DONTWAIT per call).  A SOCK_SEQPACKET socket (Pipe()) carries each
+ * frame as records (see RECORD_MAX), so that one recv takes a small
+ * message whole.  Anything else uses readv/writev, with RWF_NOWAIT for the
+ * attempts that must not block, or without such attempts if the kernel
+ * cannot do that for the descriptor. */
+enum { IO_SOCKET, IO_RECORDS, IO_RWF, IO_PLAIN };
+
+/* The longest record: a frame's first record holds its header and up to
+ * this much of its payload, the rest follows in records of this size at
+ * most.  A reader takes a first record into a buffer of this size (a
+ * record is cut short by a smaller one) and the others straight into the
+ * message.  Well below a socket's default send buffer (which bounds a
+ * record), and small enough for the kernel to allocate with ease. */
+#define RECORD_MAX (64 * 1024)
 
 typedef struct {
     PyObject_HEAD
@@ -44,8 +60,11 @@ typedef struct {
     char readable;
     char writable;
     char kind;                  /* how its I/O is done: an IO_* value */
-    char reader_ahead;          /* the last probe found no frame waiting */
-    unsigned char skipped;      /* probes skipped since then */
+    spin_state spin;            /* whether its reads spin before sleeping */
+    int pipe_capacity;          /* bytes if a pipe, -1 if not, 0: not known */
+    char *record;               /* IO_RECORDS: a first record (RECORD_MAX) */
+    size_t record_at;           /* where its unread payload starts ... */
+    size_t record_left;         /* ... and how long that is */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -202,17 +221,22 @@ raise_truncated(size_t got, uint64_t want)
 static ssize_t
 io_once(int fd, int kind, int writing, struct iovec *iov, int iovcnt, int nowait)
 {
-    if (kind == IO_SOCKET) {
+    if (kind == IO_SOCKET || kind == IO_RECORDS) {
         int flags = nowait ? MSG_DONTWAIT : 0;
-        if (!writing && iovcnt == 1) {
-            return recv(fd, iov[0].iov_base, iov[0].iov_len, flags);
+        if (!writing && kind == IO_RECORDS) {
+            flags |= MSG_TRUNC;         /* a record's whole length: see transfer() */
+        }
+        /* a peer that has gone gives EPIPE, not a SIGPIPE */
+        flags |= writing ? MSG_NOSIGNAL : 0;
+        if (iovcnt == 1) {
+            return writing ? send(fd, iov[0].iov_base, iov[0].iov_len, flags)
+                           : recv(fd, iov[0].iov_base, iov[0].iov_len, flags);
         }
         struct msghdr m;
         memset(&m, 0, sizeof(m));
         m.msg_iov = iov;
         m.msg_iovlen = (size_t)iovcnt;
-        /* a peer that has gone gives EPIPE, not a SIGPIPE */
-        return writing ? sendmsg(fd, &m, flags | MSG_NOSIGNAL) : recvmsg(fd, &m, flags);
+        return writing ? sendmsg(fd, &m, flags) : recvmsg(fd, &m, flags);
     }
     if (nowait) {
 #ifdef RWF_NOWAIT
@@ -268,16 +292,52 @@ advance_iov(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
+/* ---- spinning before sleeping (connection_spin.c) --------------------- */
+
+/* The spin state of wait_readable(), which has no connection to keep it
+ * (the module runs under the GIL, in one interpreter). */
+static spin_state wait_spin;
+
+/* Retry a read that found nothing, without blocking, for as long as a
+ * spin lasts (see fastmp_spin_again); an IO_PLAIN descriptor is polled
+ * instead, then read.  Safe without the GIL.  Returns as io_once; -1
+ * with errno EAGAIN when the spin ended with nothing read. */
+static ssize_t
+spin_read(int fd, int kind, struct iovec *iov, int iovcnt)
+{
+    int64_t now, until = fastmp_spin_start(&now);
+    do {
+        if (kind == IO_PLAIN) {
+            struct pollfd p = {fd, POLLIN, 0};
+            int ready = poll(&p, 1, 0);
+            if (ready != 0) {
+                return ready < 0 ? -1 : io_once(fd, kind, 0, iov, iovcnt, 0);
+            }
+        }
+        else {
+            ssize_t n = io_once(fd, kind, 0, iov, iovcnt, 1);
+            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+                return n;
+            }
+        }
+    } while (fastmp_spin_again(&now, until));
+    errno = EAGAIN;
+    return -1;
+}
+
+static int bad_record(ConnObject *self, size_t length);
+
 /* Read or write every byte that iov[0..iovcnt) describes (the array is
- * consumed).  A small transfer is first tried without blocking, with the
- * GIL held, if `probe` is set; *blocked (if not NULL) tells whether that
- * try found the descriptor not ready.  Retries partial transfers, waits
- * on non-blocking descriptors, and resumes after EINTR once signal
- * handlers have run.  Returns the bytes moved: all of them, or fewer when
- * a read met end of file; -1 with an exception set on error. */
+ * consumed), or with `first_only` stop after the first call that moves
+ * any.  A small transfer is first tried without blocking, with the GIL
+ * held.  A read that would block spins first while the connection's spin
+ * state allows (see spin_read).  Retries partial transfers, waits on
+ * non-blocking descriptors, and resumes after EINTR once signal handlers
+ * have run.  Returns the bytes moved: all of them (or what the first call
+ * moved), or fewer when a read met end of file; -1 with an exception set
+ * on error (OSError for a record longer than the space left for it). */
 static Py_ssize_t
-transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
-         int probe, int *blocked)
+transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first_only)
 {
     size_t total = 0, moved = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -287,29 +347,43 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt,
     while (moved < total) {
         ssize_t n = -1;
         int err = EAGAIN;
-        if (probe && total - moved <= SMALL_IO) {
+        if (total - moved <= SMALL_IO) {
             n = try_without_blocking(self, writing, iov, iovcnt);
             err = n < 0 ? errno : 0;
-            if (blocked != NULL && moved == 0) {
-                *blocked = n < 0 && (err == EAGAIN || err == EWOULDBLOCK);
-            }
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
-            int fd = self->fd, kind = self->kind == IO_SOCKET ? IO_SOCKET : IO_PLAIN;
+            int fd = self->fd, kind = self->kind;
+            int spin = !writing && fastmp_spin_wanted(&self->spin), found = 0;
             Py_BEGIN_ALLOW_THREADS
-            n = io_once(fd, kind, writing, iov, iovcnt, 0);
-            err = n < 0 ? errno : 0;
-            if (err == EAGAIN || err == EWOULDBLOCK) {
-                /* an O_NONBLOCK descriptor: wait until it is ready */
-                struct pollfd p = {fd, writing ? POLLOUT : POLLIN, 0};
-                if (poll(&p, 1, -1) < 0) {
-                    err = errno;
+            if (spin) {
+                n = spin_read(fd, kind, iov, iovcnt);
+                err = n < 0 ? errno : 0;
+                found = n >= 0 || (err != EAGAIN && err != EWOULDBLOCK);
+            }
+            if (!found) {
+                n = io_once(fd, kind == IO_RWF ? IO_PLAIN : kind, writing, iov, iovcnt, 0);
+                err = n < 0 ? errno : 0;
+                if (err == EAGAIN || err == EWOULDBLOCK) {
+                    /* an O_NONBLOCK descriptor: wait until it is ready */
+                    struct pollfd p = {fd, writing ? POLLOUT : POLLIN, 0};
+                    if (poll(&p, 1, -1) < 0) {
+                        err = errno;
+                    }
                 }
             }
             Py_END_ALLOW_THREADS
+            if (spin) {
+                fastmp_spin_learn(&self->spin, found);
+            }
         }
         if (n > 0) {
+            if ((size_t)n > total - moved) {
+                return bad_record(self, (size_t)n);    /* MSG_TRUNC cut it */
+            }
             moved += (size_t)n;
+            if (first_only) {
+                break;
+            }
             advance_iov(&iov, &iovcnt, (size_t)n);
             continue;
         }
@@ -341,25 +415,61 @@ static Py_ssize_t
 read_into(ConnObject *self, void *buf, size_t len)
 {
     struct iovec iov = {buf, len};
-    return transfer(self, 0, &iov, 1, 1, NULL);
+    return transfer(self, 0, &iov, 1, 0);
 }
 
-/* Read the 4 bytes that start a frame, as read_into().  A reader that
- * keeps finding nothing waiting (it is ahead of its sender) goes straight
- * to the blocking read, and only probes again now and then: a failed
- * probe costs a system call. */
-static Py_ssize_t
-read_frame_start(ConnObject *self, unsigned char *h)
+/* The big-endian number in the n bytes at h. */
+static uint64_t
+decode_be(const unsigned char *h, int n)
 {
-    struct iovec iov = {h, 4};
-    int probe = !self->reader_ahead || ++self->skipped >= 16;
-    int blocked = self->reader_ahead;
-    Py_ssize_t n = transfer(self, 0, &iov, 1, probe, &blocked);
-    if (probe) {
-        self->reader_ahead = (char)blocked;
-        self->skipped = 0;
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        v = (v << 8) | h[i];
     }
-    return n;
+    return v;
+}
+
+/* The stream is out of step with the frames: a record longer than the
+ * space left for it (`length` bytes).  Returns -1 with OSError set. */
+static int
+bad_record(ConnObject *self, size_t length)
+{
+    self->record_left = 0;
+    return bad_message_length(self, "a record longer than its frame", (uint64_t)length);
+}
+
+/* IO_RECORDS: read a frame's first record and take its header.  Returns
+ * as read_header(); on success the record's payload part is left in
+ * self->record for read_payload(). */
+static int
+read_first_record(ConnObject *self, uint64_t *length)
+{
+    if (self->record == NULL && (self->record = PyMem_Malloc(RECORD_MAX)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->record_left = 0;
+    struct iovec iov = {self->record, RECORD_MAX};
+    Py_ssize_t n = transfer(self, 0, &iov, 1, 1);
+    if (n <= 0) {
+        return n < 0 ? -1 : 1;
+    }
+    const unsigned char *h = (const unsigned char *)self->record;
+    uint64_t u = n < 4 ? 0 : decode_be(h, 4);
+    size_t header = u == 0xffffffffU ? 12 : 4;
+    if ((size_t)n < header) {
+        return bad_record(self, (size_t)n);
+    }
+    if (u > SHORT_FRAME_MAX && u != 0xffffffffU) {
+        return bad_message_length(self, "negative length in the frame header", u);
+    }
+    *length = header == 4 ? u : decode_be(h + 4, 8);
+    if ((uint64_t)n - header > *length) {
+        return bad_record(self, (size_t)n);
+    }
+    self->record_at = header;
+    self->record_left = (size_t)n - header;
+    return 0;
 }
 
 /* Read the next frame header.  Returns 0 with *length set, 1 if the
@@ -369,8 +479,11 @@ read_frame_start(ConnObject *self, unsigned char *h)
 static int
 read_header(ConnObject *self, uint64_t *length)
 {
+    if (self->kind == IO_RECORDS) {
+        return read_first_record(self, length);
+    }
     unsigned char h[8];
-    Py_ssize_t n = read_frame_start(self, h);
+    Py_ssize_t n = read_into(self, h, 4);
     if (n < 0) {
         return -1;
     }
@@ -381,15 +494,13 @@ read_header(ConnObject *self, uint64_t *length)
         raise_truncated((size_t)n, 4);
         return -1;
     }
-    uint32_t u = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16)
-                 | ((uint32_t)h[2] << 8) | (uint32_t)h[3];
+    uint64_t u = decode_be(h, 4);
     if (u <= SHORT_FRAME_MAX) {
         *length = u;
         return 0;
     }
     if (u != 0xffffffffU) {
-        return bad_message_length(self, "negative length in the frame header",
-                                  (uint64_t)u);
+        return bad_message_length(self, "negative length in the frame header", u);
     }
     n = read_into(self, h, 8);
     if (n < 0) {
@@ -399,11 +510,7 @@ read_header(ConnObject *self, uint64_t *length)
         raise_truncated((size_t)n + 4, 12);
         return -1;
     }
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v = (v << 8) | h[i];
-    }
-    *length = v;
+    *length = decode_be(h, 8);
     return 0;
 }
 
@@ -476,9 +583,19 @@ begin_frame(ConnObject *self, Py_ssize_t maxlength, uint64_t *length)
 static int
 read_payload(ConnObject *self, char *buf, uint64_t length)
 {
-    Py_ssize_t n = read_into(self, buf, (size_t)length);
-    if (n >= 0 && (uint64_t)n < length) {
-        raise_truncated((size_t)n, length);
+    /* IO_RECORDS: first what came in the first record (never more than
+     * `length`, even if another thread read a frame in between) */
+    size_t have = self->record_left < length ? self->record_left : (size_t)length;
+    if (have > 0) {
+        memcpy(buf, self->record + self->record_at, have);
+        self->record_left = 0;
+        if (have == length) {
+            return 0;
+        }
+    }
+    Py_ssize_t n = read_into(self, buf + have, (size_t)length - have);
+    if (n >= 0 && (uint64_t)n + have < length) {
+        raise_truncated((size_t)n + have, length);
         return -1;
     }
     return n < 0 ? -1 : 0;
@@ -532,6 +649,31 @@ encode_header(unsigned char *h, uint64_t length)
     return 12;
 }
 
+/* IO_RECORDS: send the frame iov[0..iovcnt) (header first; the array
+ * is consumed) as records of at most RECORD_MAX bytes.  Returns 0, or -1
+ * with an exception set. */
+static int
+send_records(ConnObject *self, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        struct iovec record[MAX_CHUNKS + 1];
+        int parts = 0;
+        size_t len = 0;
+        while (iovcnt > 0 && len < RECORD_MAX) {
+            size_t take = iov->iov_len < RECORD_MAX - len ? iov->iov_len : RECORD_MAX - len;
+            record[parts].iov_base = iov->iov_base;
+            record[parts].iov_len = take;
+            parts++;
+            len += take;
+            advance_iov(&iov, &iovcnt, take);
+        }
+        if (transfer(self, 1, record, parts, 0) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Send one frame whose payload is the concatenation of the buffers
  * bufs[0..n) (n <= MAX_CHUNKS): header and payload go out together, in a
  * single system call when the descriptor takes them.  Returns 0, or -1
@@ -549,7 +691,45 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
     }
     iov[0].iov_base = header;
     iov[0].iov_len = encode_header(header, length);
-    return transfer(self, 1, iov, n + 1, 1, NULL) < 0 ? -1 : 0;
+    if (length <= SMALL_FRAME) {
+        /* one buffer: the kernel takes it with less work than a vector */
+        unsigned char frame[HEADER_MAX + SMALL_FRAME];
+        size_t at = 0;
+        for (int i = 0; i <= n; i++) {
+            if (iov[i].iov_len > 0) {
+                memcpy(frame + at, iov[i].iov_base, iov[i].iov_len);
+                at += iov[i].iov_len;
+            }
+        }
+        struct iovec whole = {frame, at};
+        return transfer(self, 1, &whole, 1, 0) < 0 ? -1 : 0;
+    }
+    if (self->kind == IO_RECORDS) {
+        return send_records(self, iov, n + 1);
+    }
+    if (length >= SPLICE_MIN && self->pipe_capacity == 0) {
+        self->pipe_capacity = fastmp_pipe_capacity(self->fd);
+    }
+    if (length < SPLICE_MIN || self->pipe_capacity < 0
+        || length <= (uint64_t)self->pipe_capacity) {
+        return transfer(self, 1, iov, n + 1, 0) < 0 ? -1 : 0;
+    }
+    /* It would not fit in the pipe anyway: the send waits for the reader
+     * either way, and the reader's copy can be the only one. */
+    if (transfer(self, 1, iov, 1, 0) < 0) {
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = fastmp_splice_to_pipe(self->fd, bufs[i].buf, (size_t)bufs[i].len);
+        if (rc < 0) {
+            return -1;
+        }
+        if (rc > 0) {
+            self->pipe_capacity = -1;
+            return transfer(self, 1, iov + 1 + i, n - i, 0) < 0 ? -1 : 0;
+        }
+    }
+    return 0;
 }
 
 /* Send the bytes-like objects objs[0..n) as one message.  Returns 0, or
@@ -598,12 +778,13 @@ send_pickle(ConnObject *self, PyObject *payload)
 /* ---- waiting ---------------------------------------------------------- */
 
 /* poll(2) the descriptors until one has an event or the deadline passes:
- * first without blocking with the GIL held, then with it released;
+ * first without blocking with the GIL held, then with it released,
+ * spinning first as the spin state `s` allows;
  * after EINTR the signal handlers run and the wait resumes against the
  * same deadline.  Returns the number of descriptors with events, 0 on
  * timeout, -1 with an exception set. */
 static int
-poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
+poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d, spin_state *s)
 {
     int n = poll(fds, nfds, 0);
     for (;;) {
@@ -624,22 +805,45 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d)
         if (ms == 0 && err == 0) {
             return 0;
         }
+        int spin = fastmp_spin_wanted(s), found = 0;
         Py_BEGIN_ALLOW_THREADS
-        n = poll(fds, nfds, ms);
+        if (spin) {
+            n = fastmp_spin_poll(fds, nfds, d);
+            found = n != 0;
+            ms = fastmp_deadline_remaining_ms(d);
+        }
+        if (!found) {
+            n = poll(fds, nfds, ms);
+        }
         Py_END_ALLOW_THREADS
+        if (spin) {
+            fastmp_spin_learn(s, found);
+        }
     }
 }
 
 /* ---- Connection methods ----------------------------------------------- */
 
-/* Make fd the connection's descriptor, of a kind still to be learnt. */
+/* Make fd the connection's descriptor, and learn its kind (a descriptor
+ * that cannot tell is taken for a socket until its first I/O). */
 static void
 adopt_fd(ConnObject *self, int fd)
 {
     self->fd = fd;
     self->kind = IO_SOCKET;
-    self->reader_ahead = 0;
-    self->skipped = 0;
+    self->record_left = 0;
+    if (fd >= 0) {
+        int type;
+        socklen_t len = sizeof(type);
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
+            self->kind = type == SOCK_SEQPACKET ? IO_RECORDS : IO_SOCKET;
+        }
+        else if (errno == ENOTSOCK) {
+            self->kind = IO_RWF;
+        }
+    }
+    memset(&self->spin, 0, sizeof(self->spin));
+    self->pipe_capacity = 0;
 }
 
 static PyObject *
@@ -710,6 +914,7 @@ Conn_dealloc(ConnObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     }
     (void)close_fd(self);
+    PyMem_Free(self->record);
     Py_CLEAR(self->dict);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -922,7 +1127,7 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     struct pollfd p = {self->fd, POLLIN, 0};
-    int n = poll_until(&p, 1, &d);
+    int n = poll_until(&p, 1, &d, &self->spin);
     if (n < 0) {
         return NULL;
     }
@@ -1115,7 +1320,7 @@ wait_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         fds[i].events = POLLIN;
         fds[i].revents = 0;
     }
-    if (poll_until(fds, (nfds_t)n, &d) < 0 || (result = PyList_New(0)) == NULL) {
+    if (poll_until(fds, (nfds_t)n, &d, &wait_spin) < 0 || (result = PyList_New(0)) == NULL) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {

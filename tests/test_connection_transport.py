@@ -1,0 +1,252 @@
+"""How fastmp's Connections move data: Pipe(duplex=True) carries frames as
+SOCK_SEQPACKET records, a message larger than its pipe is handed over by
+reference (vmsplice) and its send waits for the reader, and a reader spins
+briefly before sleeping, but not on an idle or slow peer.  fileno() stays
+truthful for select() throughout: nothing is kept in user space."""
+import fcntl
+import os
+import select
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import fastmp
+from fastmp import connection, reduction
+
+pytestmark = pytest.mark.timeout(60)
+
+RECORD_MAX = 64 * 1024
+
+
+def in_thread(fn, *args):
+    t = threading.Thread(target=fn, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def readable(conn):
+    return bool(select.select([conn.fileno()], [], [], 0)[0])
+
+
+# ---- SOCK_SEQPACKET records ---------------------------------------------
+
+def test_duplex_pipe_is_a_seqpacket_socketpair():
+    a, b = fastmp.Pipe()
+    with a, b:
+        sock = socket.socket(fileno=os.dup(a.fileno()))
+        with sock:
+            assert sock.type == socket.SOCK_SEQPACKET
+
+
+@pytest.mark.parametrize("size", [0, 1, RECORD_MAX - 5, RECORD_MAX - 4, RECORD_MAX - 3,
+                                  RECORD_MAX, 3 * RECORD_MAX + 7, 5 << 20])
+def test_messages_across_record_boundaries(size):
+    a, b = fastmp.Pipe()
+    payload = os.urandom(size)
+    with a, b:
+        t = in_thread(a.send_bytes, payload)
+        assert b.recv_bytes() == payload
+        t.join()
+        b.send([payload, size])
+        assert a.recv() == [payload, size]
+
+
+def test_recv_bytes_into_and_buffer_too_short_span_records():
+    a, b = fastmp.Pipe()
+    payload = os.urandom(2 * RECORD_MAX + 11)
+    with a, b:
+        t = in_thread(lambda: [a.send_bytes(payload) for _ in range(2)])
+        buf = bytearray(len(payload) + 3)
+        assert b.recv_bytes_into(buf, 3) == len(payload)
+        assert buf[3:] == payload
+        with pytest.raises(fastmp.BufferTooShort) as info:
+            b.recv_bytes_into(bytearray(10))
+        assert info.value.args[0] == payload
+        t.join()
+        a.send("still in step")
+        assert b.recv() == "still in step"
+
+
+def test_each_record_is_taken_whole_by_one_read():
+    """A 256-byte message costs the reader one system call."""
+    a, b = fastmp.Pipe()
+    with a, b:
+        a.send_bytes(b"x" * 256)
+        raw = os.read(b.fileno(), 1 << 17)
+        assert raw == struct.pack("!i", 256) + b"x" * 256
+
+
+def test_a_record_longer_than_its_frame_is_refused():
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn = fastmp.connection.Connection(right.detach())
+    with left, conn:
+        left.send(struct.pack("!i", 3) + b"abcdef")
+        with pytest.raises(OSError, match="record longer"):
+            conn.recv_bytes()
+        assert not conn.readable
+
+
+def test_a_record_shorter_than_a_header_is_refused():
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn = fastmp.connection.Connection(right.detach())
+    with left, conn:
+        left.send(b"\0\0")
+        with pytest.raises(OSError):
+            conn.recv_bytes()
+
+
+def test_closed_peer_gives_eoferror():
+    a, b = fastmp.Pipe()
+    a.send("last")
+    a.close()
+    with b:
+        assert b.recv() == "last"
+        with pytest.raises(EOFError):
+            b.recv()
+
+
+def test_peer_closing_between_records_gives_eoferror():
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn = fastmp.connection.Connection(right.detach())
+    with conn:
+        left.send(struct.pack("!i", 10) + b"abc")
+        left.close()
+        with pytest.raises(EOFError):
+            conn.recv_bytes()
+
+
+def test_descriptor_passing_between_messages():
+    a, b = fastmp.Pipe()
+    r, w = os.pipe()
+    with a, b:
+        a.send("before")
+        reduction.send_handle(a, w, os.getpid())
+        a.send("after")
+        assert b.recv() == "before"
+        fd = reduction.recv_handle(b)
+        assert b.recv() == "after"
+        os.write(fd, b"through the passed fd")
+        os.close(fd)
+        assert os.read(r, 100) == b"through the passed fd"
+    os.close(r)
+    os.close(w)
+
+
+# ---- fileno() stays truthful ---------------------------------------------
+
+@pytest.mark.parametrize("duplex", [True, False])
+def test_select_sees_the_second_of_two_queued_messages(duplex):
+    reader, writer = fastmp.Pipe(duplex)
+    with reader, writer:
+        writer.send("one")
+        writer.send("two")
+        assert reader.recv() == "one"
+        assert readable(reader)
+        assert reader.poll()
+        assert connection.wait([reader], 0) == [reader]
+        assert reader.recv() == "two"
+        assert not readable(reader)
+        assert not reader.poll()
+
+
+def test_select_sees_the_second_message_over_a_listener():
+    with connection.Listener(family="AF_UNIX") as listener:
+        client = connection.Client(listener.address)
+        with client, listener.accept() as server:
+            client.send_bytes(b"one")
+            client.send_bytes(b"two")
+            assert server.recv_bytes() == b"one"
+            assert readable(server)
+            assert server.recv_bytes() == b"two"
+            assert not readable(server)
+
+
+# ---- large messages through a pipe (vmsplice) ----------------------------
+
+def test_a_message_larger_than_the_pipe_survives_the_sender_reusing_its_buffer():
+    reader, writer = fastmp.Pipe(duplex=False)
+    capacity = fcntl.fcntl(writer.fileno(), fcntl.F_GETPIPE_SZ)
+    original = os.urandom(capacity + (1 << 20))
+    buf = bytearray(original)
+    got = []
+    with reader, writer:
+        t = in_thread(lambda: (time.sleep(0.3), got.append(reader.recv_bytes())))
+        writer.send_bytes(buf)
+        # the send returned: the reader has the whole message already
+        buf[:] = bytes(len(buf))
+        t.join()
+    assert got == [original]
+
+
+def test_a_large_send_to_a_vanished_reader_does_not_hang():
+    reader, writer = fastmp.Pipe(duplex=False)
+    capacity = fcntl.fcntl(writer.fileno(), fcntl.F_GETPIPE_SZ)
+    payload = bytes(capacity + (1 << 20))
+
+    def read_header_then_close():
+        os.read(reader.fileno(), 4)
+        reader.close()
+    with writer:
+        t = in_thread(read_header_then_close)
+        with pytest.raises(BrokenPipeError):
+            writer.send_bytes(payload)
+        t.join()
+
+
+def test_large_messages_through_a_pipe_keep_their_order():
+    reader, writer = fastmp.Pipe(duplex=False)
+    capacity = fcntl.fcntl(writer.fileno(), fcntl.F_GETPIPE_SZ)
+    payloads = [bytes([i]) * (capacity + (1 << 20) + i * 4097) for i in range(3)]
+    with reader, writer:
+        t = in_thread(lambda: [writer.send_bytes(p) for p in payloads] + [writer.send("end")])
+        assert [reader.recv_bytes() for _ in payloads] == payloads
+        assert reader.recv() == "end"
+        t.join()
+
+
+# ---- spinning before sleeping ---------------------------------------------
+
+def _cpu_of_reader(conn, count):
+    """Receive `count` messages in a thread; its CPU seconds."""
+    spent = []
+
+    def read():
+        start = time.thread_time()
+        for _ in range(count):
+            conn.recv()
+        spent.append(time.thread_time() - start)
+    in_thread(read).join(30)
+    return spent[0]
+
+
+def test_a_reader_of_an_idle_peer_sleeps():
+    a, b = fastmp.Pipe()
+    with a, b:
+        threading.Timer(1.0, a.send, ("late",)).start()
+        # spinning all along would cost about a second of CPU
+        assert _cpu_of_reader(b, 1) < 0.2
+
+
+def test_a_reader_of_a_slow_peer_stops_spinning():
+    a, b = fastmp.Pipe()
+    count = 40
+
+    def slow_sender():
+        for i in range(count):
+            time.sleep(0.02)
+            a.send(i)
+    with a, b:
+        in_thread(slow_sender)
+        assert _cpu_of_reader(b, count) < 0.2
+
+
+def test_poll_with_a_timeout_on_an_idle_peer_sleeps():
+    a, b = fastmp.Pipe()
+    with a, b:
+        start = time.thread_time()
+        for _ in range(20):
+            assert not b.poll(0.02)
+        assert time.thread_time() - start < 0.1
