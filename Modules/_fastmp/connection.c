@@ -920,12 +920,15 @@ Conn_dealloc(ConnObject *self)
     Py_DECREF(tp);
 }
 
-PyDoc_STRVAR(send_doc, "send(obj)\n--\n\nSend a picklable object.");
+PyDoc_STRVAR(send_doc, "send($self, obj)\n--\n\nSend a picklable object.");
 
 static PyObject *
-Conn_send(ConnObject *self, PyObject *obj)
+Conn_send(ConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (check_usable(self, 0) < 0) {
+    static const char *const names[] = {"obj"};
+    PyObject *obj;
+    if (bind_args("send", args, nargs, kwnames, names, 1, 1, &obj) < 0
+        || check_usable(self, 0) < 0) {
         return NULL;
     }
     fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
@@ -941,7 +944,7 @@ Conn_send(ConnObject *self, PyObject *obj)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(recv_doc, "recv()\n--\n\nReceive a pickled object.");
+PyDoc_STRVAR(recv_doc, "recv($self, /)\n--\n\nReceive a pickled object.");
 
 static PyObject *
 Conn_recv(ConnObject *self, PyObject *unused)
@@ -983,7 +986,7 @@ size_arg(PyObject *obj, Py_ssize_t dflt, const char *negative)
 }
 
 PyDoc_STRVAR(send_bytes_doc,
-"send_bytes(buf, offset=0, size=None)\n--\n\n"
+"send_bytes($self, buf, offset=0, size=None)\n--\n\n"
 "Send the bytes of a bytes-like object, from offset (in bytes) for size bytes.");
 
 static PyObject *
@@ -1030,7 +1033,7 @@ done:
 }
 
 PyDoc_STRVAR(recv_bytes_doc,
-"recv_bytes(maxlength=None)\n--\n\n"
+"recv_bytes($self, maxlength=None)\n--\n\n"
 "Receive one message as bytes.  A message longer than maxlength raises\n"
 "OSError and the connection stops reading.");
 
@@ -1052,7 +1055,7 @@ Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
 }
 
 PyDoc_STRVAR(recv_bytes_into_doc,
-"recv_bytes_into(buf, offset=0)\n--\n\n"
+"recv_bytes_into($self, buf, offset=0)\n--\n\n"
 "Receive one message into a writable buffer at offset (in bytes); return\n"
 "its length.  BufferTooShort, carrying the message, if it does not fit.");
 
@@ -1105,7 +1108,7 @@ done:
 }
 
 PyDoc_STRVAR(poll_doc,
-"poll(timeout=0.0)\n--\n\n"
+"poll($self, timeout=0.0)\n--\n\n"
 "Whether a message (or end of file) can be read, waiting up to timeout\n"
 "seconds (None: without limit).");
 
@@ -1223,7 +1226,7 @@ Conn_set_handle(ConnObject *self, PyObject *value, void *unused)
 }
 
 static PyMethodDef Conn_methods[] = {
-    {"send", (PyCFunction)Conn_send, METH_O, send_doc},
+    {"send", (PyCFunction)(void (*)(void))Conn_send, METH_FASTCALL | METH_KEYWORDS, send_doc},
     {"recv", (PyCFunction)Conn_recv, METH_NOARGS, recv_doc},
     {"send_bytes", (PyCFunction)(void (*)(void))Conn_send_bytes,
      METH_FASTCALL | METH_KEYWORDS, send_bytes_doc},
@@ -1234,9 +1237,9 @@ static PyMethodDef Conn_methods[] = {
     {"poll", (PyCFunction)(void (*)(void))Conn_poll,
      METH_FASTCALL | METH_KEYWORDS, poll_doc},
     {"fileno", (PyCFunction)Conn_fileno, METH_NOARGS,
-     PyDoc_STR("fileno()\n--\n\nThe connection's file descriptor.")},
+     PyDoc_STR("fileno($self, /)\n--\n\nThe connection's file descriptor.")},
     {"close", (PyCFunction)Conn_close, METH_NOARGS,
-     PyDoc_STR("close()\n--\n\nClose the connection (again: no effect).")},
+     PyDoc_STR("close($self, /)\n--\n\nClose the connection (again: no effect).")},
     {"__enter__", (PyCFunction)Conn_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Conn_exit, METH_FASTCALL, NULL},
     {"__reduce__", (PyCFunction)Conn_reduce, METH_NOARGS, NULL},
