@@ -4,7 +4,9 @@
 #include "dispatch.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -14,7 +16,29 @@
 typedef struct {
     char *buf;
     size_t start, len, cap;     /* unparsed bytes: buf[start:start+len] */
+    spin_policy spin;           /* for the wait for the next task */
 } inbuf;
+
+/* Retry a non-blocking read for up to SPIN_NS (the GIL released), so that
+ * a task sent soon after the last result needs no wake-up.  Returns what
+ * read() returned, with errno EAGAIN when nothing came. */
+static ssize_t
+spin_read(int fd, char *at, size_t room)
+{
+    ssize_t n;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec start;
+    (void)clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        n = recv(fd, at, room, MSG_DONTWAIT);
+        if (n >= 0 || errno != EAGAIN || spin_elapsed_ns(&start) >= SPIN_NS) {
+            break;
+        }
+        (void)sched_yield();
+    }
+    Py_END_ALLOW_THREADS
+    return n;
+}
 
 /* Make sure `want` unparsed bytes are buffered, reading with the GIL
  * released and retrying after EINTR once signal handlers ran.  Returns 1
@@ -42,10 +66,17 @@ fill(int fd, inbuf *in, size_t want)
     while (in->len < want) {
         char *at = in->buf + in->start + in->len;
         size_t room = in->cap - in->start - in->len;
-        ssize_t n;
-        Py_BEGIN_ALLOW_THREADS
-        n = read(fd, at, room);
-        Py_END_ALLOW_THREADS
+        ssize_t n = -1;
+        errno = EAGAIN;
+        if (spin_wanted(&in->spin)) {
+            n = spin_read(fd, at, room);
+            spin_record(&in->spin, n >= 0 || errno != EAGAIN);
+        }
+        if (n < 0 && errno == EAGAIN) {
+            Py_BEGIN_ALLOW_THREADS
+            n = read(fd, at, room);
+            Py_END_ALLOW_THREADS
+        }
         if (n > 0) {
             in->len += (size_t)n;
             continue;
