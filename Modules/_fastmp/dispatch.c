@@ -17,6 +17,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/* A thread submitting while tasks are in flight pumps once per this
+ * many tasks. */
+#define PUMP_EVERY 8
+
 /* ---- Python-facing methods ------------------------------------------- */
 
 static int
@@ -426,8 +430,13 @@ Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     d->busy++;
     /* This thread writes the task to a worker with room; the dispatcher
      * thread, which polls every worker, sends the rest as results come.
-     * It is told only when a socket filled up (it must poll for POLLOUT). */
-    if (dispatch_assign_pending(d) && d->polling) {
+     * It is told only when a socket filled up (it must poll for POLLOUT).
+     * While tasks are in flight, this thread also collects results now
+     * and then, so that the other is not woken for each. */
+    if (d->busy > 1 && (++d->busy_submits % PUMP_EVERY) == 0) {
+        dispatch_pump(d);
+    }
+    else if (dispatch_assign_pending(d) && d->polling) {
         dispatch_wake_thread(d);
     }
     pthread_mutex_unlock(&d->mu);
@@ -576,9 +585,13 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         }
         if (!spun && spin_wanted(&d->caller_spin)) {
             spun = 1;
-            spin_record(&d->caller_spin, spin_for_job(d, id, want, &dl));
-            continue;
+            int over = spin_for_job(d, id, want, &dl);
+            spin_record(&d->caller_spin, over);
+            if (over) {
+                continue;
+            }
         }
+        dispatch_hand_back(d);
         int *interest = want == WAIT_READY ? &j->want_ready : &j->want_any;
         (*interest)++;
         uint32_t seen = __atomic_load_n(&d->seq, __ATOMIC_SEQ_CST);
@@ -626,6 +639,7 @@ Dispatcher_wait_idle(Dispatcher *d, PyObject *timeout)
             break;
         }
         uint32_t seen = __atomic_load_n(&d->seq, __ATOMIC_SEQ_CST);
+        dispatch_hand_back(d);
         d->idle_waiters++;
         int r = sleep_on_change(d, &d->seq, &d->waiters, seen, &dl);
         d->idle_waiters--;

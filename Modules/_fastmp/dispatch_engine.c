@@ -27,6 +27,8 @@
 #define PIPELINE_NS 2000000.0
 #define DEPTH_MAX 64
 #define WRITE_BATCH 64
+/* How long after a caller's pump the thread does not read results. */
+#define BLIND_NS 1000000
 
 /* ---- spinning (dispatch.h) -------------------------------------------- */
 
@@ -52,13 +54,18 @@ spin_record(spin_policy *p, int succeeded)
     }
 }
 
-int64_t
-spin_elapsed_ns(const struct timespec *start)
+static int64_t
+monotonic_ns(void)
 {
     struct timespec now;
     (void)clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)(now.tv_sec - start->tv_sec) * 1000000000
-           + (now.tv_nsec - start->tv_nsec);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+int64_t
+spin_elapsed_ns(const struct timespec *start)
+{
+    return monotonic_ns() - ((int64_t)start->tv_sec * 1000000000 + start->tv_nsec);
 }
 
 /* ---- fork safety ------------------------------------------------------
@@ -604,8 +611,18 @@ drop_worker(Dispatcher *d, worker_t *w)
 }
 
 void
+dispatch_hand_back(Dispatcher *d)
+{
+    d->pumped_ns = 0;
+    if (d->blind && d->polling) {
+        dispatch_wake_thread(d);
+    }
+}
+
+void
 dispatch_pump(Dispatcher *d)
 {
+    d->pumped_ns = monotonic_ns();
     for (int i = 0; i < d->nworkers; i++) {
         worker_t *w = d->workers[i];
         if (w->fd >= 0 && !w->eof && w->ninflight > 0) {
@@ -643,6 +660,10 @@ dispatcher_main(void *arg)
             }
             cap = need;
         }
+        /* blind: callers pumped lately and read results themselves */
+        int64_t since_pump = monotonic_ns() - d->pumped_ns;
+        d->blind = d->pumped_ns != 0 && since_pump < BLIND_NS;
+        struct timespec blind_left = {0, d->blind ? BLIND_NS - since_pump : 0};
         size_t n = 0;
         fds[n].fd = d->wakefd;
         fds[n].events = POLLIN;
@@ -652,9 +673,9 @@ dispatcher_main(void *arg)
             if (w->fd < 0) {
                 continue;
             }
-            if (!w->eof) {
+            if (!w->eof && (!d->blind || w->writing != NULL)) {
                 fds[n].fd = w->fd;
-                fds[n].events = POLLIN | (w->writing != NULL ? POLLOUT : 0);
+                fds[n].events = (d->blind ? 0 : POLLIN) | (w->writing != NULL ? POLLOUT : 0);
                 owner[n++] = w;
             }
             if (w->sentinel >= 0) {
@@ -666,7 +687,7 @@ dispatcher_main(void *arg)
         d->polling = 1;
         dispatch_unlock_nogil(d);
 
-        int r = poll(fds, (nfds_t)n, -1);
+        int r = ppoll(fds, (nfds_t)n, d->blind ? &blind_left : NULL, NULL);
         int poll_errno = errno;
         if (r > 0 && fds[0].revents) {
             uint64_t count;
@@ -675,6 +696,7 @@ dispatcher_main(void *arg)
 
         dispatch_lock_nogil(d);
         d->polling = 0;
+        d->blind = 0;
         if (r < 0) {
             if (poll_errno == EINTR) {
                 continue;

@@ -84,6 +84,9 @@ typedef struct Dispatcher {
     int wakefd;                  /* eventfd: re-read the state */
     int closed;
     int polling;                 /* the thread sleeps in poll() */
+    int blind;                   /* ... without watching worker results */
+    int64_t pumped_ns;           /* when a caller last pumped, 0: never */
+    unsigned busy_submits;       /* tasks submitted while others were busy */
     int inflight_max;
     uint32_t seq;                /* futex word: outcomes, idleness, closing */
     int waiters;
@@ -128,8 +131,13 @@ void dispatch_announce_events(Dispatcher *d);
 int dispatch_assign_pending(Dispatcher *d);
 /* Read what the workers sent, record it, refill the workers and wake the
  * sleepers concerned: one step of the thread's work, done by a waiting
- * caller so that its result needs no hand-off.  mu and alloc_mu held. */
+ * caller so that its result needs no hand-off.  While callers keep doing
+ * it, the thread leaves results to them (it is "blind" for BLIND_NS after
+ * the last pump) instead of waking for each.  mu and alloc_mu held. */
 void dispatch_pump(Dispatcher *d);
+/* A pumping caller stops (it will sleep): the thread reads results again
+ * at once instead of when its blind spell ends. */
+void dispatch_hand_back(Dispatcher *d);
 /* Tell the thread to re-read the state. */
 void dispatch_wake_thread(Dispatcher *d);
 
