@@ -29,9 +29,9 @@ import warnings
 from .reduction import ForkingPickler
 from . import util
 from ._fastmp import ProcessError, TimeoutError
-from ._fastmp import (Dispatcher, worker_loop, TASK_APPLY, TASK_MAP,
-                      TASK_STARMAP, RESULT_OK, RESULT_ERROR, RESULT_LOST,
-                      EVENT_EXIT, EVENT_READY)
+from ._fastmp import (Dispatcher, worker_loop, forking_dumps, TASK_APPLY,
+                      TASK_MAP, TASK_STARMAP, RESULT_OK, RESULT_ERROR,
+                      RESULT_LOST, EVENT_EXIT, EVENT_READY)
 
 __all__ = ['Pool', 'ThreadPool']
 
@@ -42,7 +42,7 @@ CLOSE = 'CLOSE'
 TERMINATE = 'TERMINATE'
 
 # collect() modes and answers (dispatch.c)
-_NO_WAIT, _WAIT_ANY, _WAIT_READY = 0, 1, 2
+_NO_WAIT, _WAIT_ANY, _WAIT_READY, _WAIT_SOME = 0, 1, 2, 3
 _PENDING, _READY, _CLOSED = 0, 1, 2
 
 # tasks each worker may hold at once (the dispatcher raises it for short tasks)
@@ -181,7 +181,7 @@ def worker(channel, initializer=None, initargs=(), maxtasks=None):
         os.close(channel.parent_fd)
     if initializer is not None:
         initializer(*initargs)
-    worker_loop(channel.fd, pickle.loads, _dumps, _encode_failure, maxtasks or 0)
+    worker_loop(channel.fd, pickle.loads, forking_dumps, _encode_failure, maxtasks or 0)
     os.close(channel.fd)
 
 
@@ -197,9 +197,17 @@ class ApplyResult:
     """The outcome of one apply_async() call."""
 
     _fail_fast = False
+    _wait_mode = _WAIT_READY
 
     def __init__(self, pool, callback=None, error_callback=None, ntasks=1):
         core = pool if isinstance(pool, _PoolCore) else pool._core
+        self._prepare(core, callback, error_callback)
+        core.dispatcher.open_job(self._job, ntasks, self._fail_fast,
+                                 self._event is not None)
+        core.remember(self)
+
+    def _prepare(self, core, callback, error_callback):
+        """The fields; the job is opened by the caller."""
         self._pool = core
         self._job = next(job_counter)
         self._cache = core.cache
@@ -210,8 +218,6 @@ class ApplyResult:
         self._done = False
         self._success = None
         self._value = None
-        core.dispatcher.open_job(self._job, ntasks, self._fail_fast, notify)
-        core.remember(self)
 
     def ready(self):
         if self._event is not None:
@@ -230,13 +236,32 @@ class ApplyResult:
         if self._event is not None:
             self._event.wait(timeout)
         elif not self._done:
-            self._absorb(*self._pool.dispatcher.collect(self._job, timeout, _WAIT_READY))
+            self._collect(timeout)
+
+    def _collect(self, timeout):
+        """Absorb outcomes until the result is done or the timeout passes."""
+        collect = self._pool.dispatcher.collect
+        if self._wait_mode == _WAIT_READY:
+            self._absorb(*collect(self._job, timeout, _WAIT_READY))
+            return
+        # outcomes are decoded as they come, while the rest are computed
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._absorb(*collect(self._job, left, self._wait_mode))
+            if left == 0.0:
+                return
 
     def get(self, timeout=None):
-        self.wait(timeout)
-        finished = self._event.is_set() if self._event is not None else self._done
-        if not finished:
-            raise TimeoutError
+        if self._event is None:
+            if not self._done:
+                self._collect(timeout)
+                if not self._done:
+                    raise TimeoutError
+        else:
+            self._event.wait(timeout)
+            if not self._event.is_set():
+                raise TimeoutError
         if self._success:
             return self._value
         raise self._value
@@ -293,6 +318,7 @@ class MapResult(ApplyResult):
     at the first failure, as in the standard package."""
 
     _fail_fast = True
+    _wait_mode = _WAIT_SOME
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
         self._chunksize = chunksize
@@ -433,7 +459,7 @@ class _Feeder:
                     return
                 index, chunk = entry
                 try:
-                    core.submit(job, index, self.kind, (self.func, chunk))
+                    core.dispatcher.submit(job, index, self.kind, self.func, chunk)
                 except Exception as exc:
                     self.chunks = None
                     self.result._fail_at(index, exc)
@@ -474,9 +500,6 @@ class _PoolCore:
     def make_dispatcher(self):
         return Dispatcher(_INFLIGHT)
 
-    def encode(self, task):
-        return _dumps(task)
-
     def decode(self, status, data):
         """(ok, value) for one outcome of the dispatcher."""
         if status == RESULT_LOST:
@@ -495,8 +518,15 @@ class _PoolCore:
         return [(False, value)]
 
     # -- tasks
-    def submit(self, job, index, kind, task):
-        self.dispatcher.submit(job, index, kind, self.encode(task))
+    def apply(self, func, args, kwds, callback, error_callback):
+        """A new ApplyResult for func(*args, **kwds), its task queued."""
+        result = ApplyResult.__new__(ApplyResult)
+        result._prepare(self, callback, error_callback)
+        self.dispatcher.apply(result._job, result._event is not None, func,
+                              args if type(args) is tuple else tuple(args),
+                              kwds if type(kwds) is dict else dict(kwds))
+        self.remember(result)
+        return result
 
     def remember(self, result):
         self.cache[result._job] = result
@@ -739,15 +769,9 @@ class Pool(object):
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
-        self._check_running()
-        result = ApplyResult(self._core, callback, error_callback)
-        try:
-            self._core.submit(result._job, 0, TASK_APPLY, (func, tuple(args), kwds if type(kwds) is dict else dict(kwds)))
-        except BaseException:
-            self._core.forget(result._job)
-            result._done = True
-            raise
-        return result
+        if self._state != RUN:
+            self._check_running()
+        return self._core.apply(func, args, kwds, callback, error_callback)
 
     def map(self, func, iterable, chunksize=None):
         return self._map_async(func, iterable, TASK_MAP, chunksize).get()
@@ -776,8 +800,8 @@ class Pool(object):
         result = MapResult(self._core, chunksize, len(items), callback, error_callback)
         try:
             for index, start in enumerate(range(0, len(items), chunksize)):
-                self._core.submit(result._job, index, kind,
-                                  (func, items[start:start + chunksize]))
+                self._core.dispatcher.submit(result._job, index, kind, func,
+                                             items[start:start + chunksize])
         except BaseException:
             self._core.forget(result._job)
             result._done = True
@@ -906,13 +930,20 @@ class _ThreadDispatcher:
         with self.cond:
             self.jobs.pop(job, None)
 
-    def submit(self, job, index, kind, task):
+    def submit(self, job, index, kind, func, rest):
         with self.cond:
             if self.closed:
                 raise ValueError("pool dispatcher is closed")
-            self.tasks.append((job, index, kind, task))
+            self.tasks.append((job, index, kind, func, rest))
             self.busy += 1
             self.cond.notify_all()
+
+    def apply(self, job, notify, func, args, kwds):
+        with self.cond:
+            if self.closed:
+                raise ValueError("pool dispatcher is closed")
+            self.jobs[job] = [1, 0, False, False, notify, False, []]
+        self.submit(job, 0, TASK_APPLY, func, (args, kwds))
 
     @staticmethod
     def _ready(slot):
@@ -947,7 +978,8 @@ class _ThreadDispatcher:
             def done():
                 slot = self.jobs.get(job)
                 return (slot is None or self.closed or want == _NO_WAIT
-                        or self._ready(slot) or (want == _WAIT_ANY and slot[6]))
+                        or self._ready(slot)
+                        or (want in (_WAIT_ANY, _WAIT_SOME) and slot[6]))
             self.cond.wait_for(done, timeout)
             slot = self.jobs.get(job)
             if slot is None:
@@ -984,13 +1016,12 @@ class _ThreadDispatcher:
             self.cond.notify_all()
 
 
-def _run_thread_task(kind, task):
-    func = task[0]
+def _run_thread_task(kind, func, rest):
     if kind == TASK_APPLY:
-        return func(*task[1], **task[2])
+        return func(*rest[0], **rest[1])
     if kind == TASK_STARMAP:
-        return [func(*args) for args in task[1]]
-    return [func(x) for x in task[1]]
+        return [func(*args) for args in rest]
+    return [func(x) for x in rest]
 
 
 def _thread_worker(dispatcher, initializer, initargs, maxtasks):
@@ -1004,13 +1035,13 @@ def _thread_worker(dispatcher, initializer, initargs, maxtasks):
             entry = dispatcher.next_task()
             if entry is None:
                 return
-            job, index, kind, task = entry
+            job, index, kind, func, rest = entry
             entry = None
             try:
-                value, status = _run_thread_task(kind, task), RESULT_OK
+                value, status = _run_thread_task(kind, func, rest), RESULT_OK
             except Exception as exc:
                 value, status = exc, RESULT_ERROR
-            task = None
+            func = rest = None
             dispatcher.complete(job, index, status, value)
             value = None
             done += 1
@@ -1022,9 +1053,6 @@ class _ThreadPoolCore(_PoolCore):
 
     def make_dispatcher(self):
         return _ThreadDispatcher()
-
-    def encode(self, task):
-        return task
 
     def decode(self, status, data):
         return status == RESULT_OK, data

@@ -7,6 +7,7 @@
  * then sleeps on a futex, where signals (Ctrl-C) interrupt it. */
 #include "dispatch_engine.h"
 #include "futex.h"
+#include "pickler.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -209,6 +210,10 @@ Dispatcher_dealloc(Dispatcher *d)
         free(d->workers[i]);
     }
     free(d->workers);
+    for (int i = 0; i < FUNC_CACHE; i++) {
+        Py_CLEAR(d->func_refs[i]);
+        Py_CLEAR(d->func_pickles[i]);
+    }
     if (d->wakefd >= 0) {
         close(d->wakefd);
     }
@@ -377,48 +382,179 @@ Dispatcher_forget(Dispatcher *d, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* submit(job, index, kind, payload): queue one task. */
-static PyObject *
-Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
+/* 1 when pickle saves `func` by its module and name only, so that its
+ * pickle can be reused for every task (a plain function or a module-level
+ * builtin, with no reducer registered for its type); 0 when not; -1 with
+ * an exception set.  Called after fastmp_pickle() made the reducer chain. */
+static int
+pickled_by_name(fastmp_state *st, PyObject *func)
 {
-    uint64_t job, index, kind;
-    if (check_nargs("submit", nargs, 4, 4) < 0
-        || parse_u64(args[0], &job) < 0 || parse_u64(args[1], &index) < 0
-        || parse_u64(args[2], &kind) < 0) {
+    int plain = PyFunction_Check(func)
+                || (PyCFunction_Check(func)
+                    && (PyCFunction_GET_SELF(func) == NULL
+                        || PyModule_Check(PyCFunction_GET_SELF(func))));
+    if (!plain || st->reducer_chain == NULL) {
+        return 0;
+    }
+    PyObject *reducer = PyObject_GetItem(st->reducer_chain, (PyObject *)Py_TYPE(func));
+    if (reducer != NULL) {
+        Py_DECREF(reducer);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+        return -1;
+    }
+    PyErr_Clear();
+    return 1;
+}
+
+/* The object a weak reference points to (borrowed), or NULL. */
+static PyObject *
+weak_target(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *target = NULL;
+    if (PyWeakref_GetRef(ref, &target) != 1) {
+        PyErr_Clear();
         return NULL;
     }
+    Py_DECREF(target);          /* the caller holds func: it stays alive */
+    return target;
+#else
+    PyObject *target = PyWeakref_GetObject(ref);
+    return target == Py_None ? NULL : target;
+#endif
+}
+
+/* The pickle of a task's function: from the cache when the function is
+ * pickled by name (*by_name = 1), else freshly made.  Returns a new
+ * reference to what fastmp_pickle() returns, or NULL with an exception
+ * set. */
+static PyObject *
+func_pickle(Dispatcher *d, fastmp_state *st, PyObject *func, int *by_name)
+{
+    size_t slot = ((uintptr_t)func >> 4) % FUNC_CACHE;
+    if (d->func_refs[slot] != NULL && weak_target(d->func_refs[slot]) == func) {
+        *by_name = 1;
+        return Py_NewRef(d->func_pickles[slot]);
+    }
+    PyObject *pickled = fastmp_pickle(st, func);
+    if (pickled == NULL || !PyBytes_CheckExact(pickled)) {
+        *by_name = 0;
+        return pickled;         /* a large pickle in pieces: not cached */
+    }
+    int r = pickled_by_name(st, func);
+    if (r < 0) {
+        Py_DECREF(pickled);
+        return NULL;
+    }
+    *by_name = r;
+    if (r) {
+        PyObject *ref = PyWeakref_NewRef(func, NULL);
+        if (ref == NULL) {
+            PyErr_Clear();          /* not weakly referenceable: no cache */
+        }
+        else {
+            Py_XSETREF(d->func_refs[slot], ref);
+            Py_XSETREF(d->func_pickles[slot], Py_NewRef(pickled));
+        }
+    }
+    return pickled;
+}
+
+/* Append the pickle `part` (a bytes-like object, or a list of them) to
+ * the parts to send.  Returns 0, or -1 with an exception set. */
+static int
+add_parts(PyObject *part, Py_buffer *views, int *nviews, int max)
+{
+    Py_ssize_t n = PyList_Check(part) ? PyList_GET_SIZE(part) : 1;
+    if (*nviews + n > max) {
+        PyErr_SetString(PyExc_ValueError, "task pickle in too many pieces");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *chunk = PyList_Check(part) ? PyList_GET_ITEM(part, i) : part;
+        if (PyObject_GetBuffer(chunk, &views[*nviews], PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        (*nviews)++;
+    }
+    return 0;
+}
+
+#define TASK_PARTS 16
+
+/* A task frame: the function's pickle (status: its length, and
+ * FUNC_BY_NAME when the worker may cache what it unpickles to), then the
+ * pickle of `rest` (apply: (args, kwds); map: the items).  Returns NULL
+ * with an exception set on failure. */
+static task_t *
+make_task(Dispatcher *d, uint64_t job, uint64_t index, uint64_t kind,
+          PyObject *func, PyObject *rest)
+{
     if (kind < FRAME_APPLY || kind > FRAME_STARMAP) {
         PyErr_Format(PyExc_ValueError, "bad task kind %llu", (unsigned long long)kind);
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[3], &view, PyBUF_SIMPLE) < 0) {
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(d));
+    if (st == NULL) {
         return NULL;
     }
-    if ((uint64_t)view.len > FRAME_MAX_PAYLOAD) {
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "task of %zd bytes is too large", view.len);
-        return NULL;
+    int by_name = 0;
+    PyObject *fpick = func_pickle(d, st, func, &by_name);
+    PyObject *rpick = fpick != NULL ? fastmp_pickle(st, rest) : NULL;
+    Py_buffer views[TASK_PARTS];
+    int nviews = 0;
+    task_t *t = NULL;
+    int nfunc = 0;
+    if (rpick != NULL && add_parts(fpick, views, &nviews, TASK_PARTS) == 0
+        && (nfunc = nviews, add_parts(rpick, views, &nviews, TASK_PARTS) == 0)) {
+        uint64_t len = 0, func_len = 0;
+        for (int i = 0; i < nviews; i++) {
+            len += (uint64_t)views[i].len;
+            func_len += i < nfunc ? (uint64_t)views[i].len : 0;
+        }
+        if (len > FRAME_MAX_PAYLOAD || func_len >= FUNC_BY_NAME) {
+            PyErr_Format(PyExc_ValueError, "task of %llu bytes is too large",
+                         (unsigned long long)len);
+        }
+        else if ((t = malloc(sizeof(*t) + sizeof(frame_header) + (size_t)len)) == NULL) {
+            PyErr_NoMemory();
+        }
+        else {
+            frame_header h = {.kind = (uint32_t)kind, .job = job, .index = index,
+                              .len = len,
+                              .status = (uint32_t)func_len
+                                        | (by_name ? FUNC_BY_NAME : 0)};
+            t->next = NULL;
+            t->size = sizeof(h) + (size_t)len;
+            memcpy(t->frame, &h, sizeof(h));
+            unsigned char *at = t->frame + sizeof(h);
+            for (int i = 0; i < nviews; i++) {
+                memcpy(at, views[i].buf, (size_t)views[i].len);
+                at += views[i].len;
+            }
+        }
     }
-    task_t *t = malloc(sizeof(*t) + sizeof(frame_header) + (size_t)view.len);
-    if (t == NULL) {
-        PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+    for (int i = 0; i < nviews; i++) {
+        PyBuffer_Release(&views[i]);
     }
-    frame_header h = {.kind = (uint32_t)kind, .job = job, .index = index,
-                      .len = (uint64_t)view.len};
-    t->next = NULL;
-    t->size = sizeof(h) + (size_t)view.len;
-    memcpy(t->frame, &h, sizeof(h));
-    memcpy(t->frame + sizeof(h), view.buf, (size_t)view.len);
-    PyBuffer_Release(&view);
+    Py_XDECREF(fpick);
+    Py_XDECREF(rpick);
+    return t;
+}
 
+/* Queue task t (and count it busy), then send what can be sent.  Takes
+ * the mutex.  Returns 0, or -1 with an exception set (t is freed). */
+static int
+queue_task(Dispatcher *d, task_t *t)
+{
     lock_dispatcher(d);
     if (d->closed || d->error || !dispatch_owned(d)) {
         pthread_mutex_unlock(&d->mu);
         free(t);
         (void)check_usable(d);
-        return NULL;
+        return -1;
     }
     if (d->pend_tail) {
         d->pend_tail->next = t;
@@ -440,6 +576,67 @@ Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         dispatch_wake_thread(d);
     }
     pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+/* submit(job, index, kind, func, rest): queue one task. */
+static PyObject *
+Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t job, index, kind;
+    if (check_nargs("submit", nargs, 5, 5) < 0
+        || parse_u64(args[0], &job) < 0 || parse_u64(args[1], &index) < 0
+        || parse_u64(args[2], &kind) < 0) {
+        return NULL;
+    }
+    task_t *t = make_task(d, job, index, kind, args[3], args[4]);
+    if (t == NULL || queue_task(d, t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* apply(job, notify, func, args, kwds): open a one-task job and queue its
+ * task (nothing is opened if the task cannot be pickled). */
+static PyObject *
+Dispatcher_apply(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t id;
+    if (check_nargs("apply", nargs, 5, 5) < 0 || parse_u64(args[0], &id) < 0) {
+        return NULL;
+    }
+    int notify = PyObject_IsTrue(args[1]);
+    if (notify < 0 || check_usable(d) < 0) {
+        return NULL;
+    }
+    PyObject *rest = PyTuple_Pack(2, args[3], args[4]);
+    task_t *t = rest != NULL ? make_task(d, id, 0, FRAME_APPLY, args[2], rest) : NULL;
+    Py_XDECREF(rest);
+    job_t *j = t != NULL ? calloc(1, sizeof(*j)) : NULL;
+    if (j == NULL) {
+        free(t);
+        return t != NULL ? PyErr_NoMemory() : NULL;
+    }
+    j->id = id;
+    j->expected = 1;
+    j->notify = notify;
+    lock_dispatcher(d);
+    if (dispatch_find_job(d, id) != NULL) {
+        pthread_mutex_unlock(&d->mu);
+        free(j);
+        free(t);
+        PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
+        return NULL;
+    }
+    j->next = d->jobs[id % JOB_BUCKETS];
+    d->jobs[id % JOB_BUCKETS] = j;
+    pthread_mutex_unlock(&d->mu);
+    if (queue_task(d, t) < 0) {
+        lock_dispatcher(d);
+        dispatch_free_job(dispatch_unlink_job(d, id));
+        pthread_mutex_unlock(&d->mu);
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -765,7 +962,10 @@ static PyMethodDef Dispatcher_methods[] = {
     {"forget", (PyCFunction)Dispatcher_forget, METH_O,
      "forget(job): drop the job and its uncollected outcomes."},
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,
-     "submit(job, index, kind, payload): queue one pickled task."},
+     "submit(job, index, kind, func, rest): queue one task (rest: (args, kwds)\n"
+     "for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP)."},
+    {"apply", (PyCFunction)(void (*)(void))Dispatcher_apply, METH_FASTCALL,
+     "apply(job, notify, func, args, kwds): open a one-task job, queue its task."},
     {"collect", (PyCFunction)(void (*)(void))Dispatcher_collect, METH_FASTCALL,
      "collect(job, timeout, want) -> (state, [(index, status, data), ...])"},
     {"wait_idle", (PyCFunction)Dispatcher_wait_idle, METH_O,

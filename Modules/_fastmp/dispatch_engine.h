@@ -15,6 +15,7 @@
 #include <time.h>
 
 #define JOB_BUCKETS 256
+#define FUNC_CACHE 16
 
 enum { EVENT_EXIT = 1, EVENT_READY = 2 };
 
@@ -102,6 +103,10 @@ typedef struct Dispatcher {
     job_t *jobs[JOB_BUCKETS];
     event_t *ev_head, *ev_tail;
     int error;                   /* errno that stopped the thread, or 0 */
+    /* task functions pickled by name: weak references and their pickles
+     * (GIL held; a slot per address hash) */
+    PyObject *func_refs[FUNC_CACHE];
+    PyObject *func_pickles[FUNC_CACHE];
 } Dispatcher;
 
 /* Fork registry: register returns 0 or an errno value. */

@@ -100,11 +100,11 @@ fill(int fd, inbuf *in, size_t want)
     return 1;
 }
 
-/* Read the next frame: its header into *h and, for a task, its payload
- * as a new bytes object in *payload.  Returns 1, 0 at end of file, or -1
- * with an exception set. */
+/* Read the next frame: its header into *h and, for a task, a pointer to
+ * its payload in *payload, valid until the next call.  Returns 1, 0 at
+ * end of file, or -1 with an exception set. */
 static int
-next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
+next_frame(int fd, inbuf *in, frame_header *h, const char **payload)
 {
     *payload = NULL;
     int r = fill(fd, in, sizeof(*h));
@@ -117,7 +117,8 @@ next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
         in->len -= sizeof(*h);
         return 1;
     }
-    if (h->kind < FRAME_APPLY || h->kind > FRAME_STARMAP || h->len > FRAME_MAX_PAYLOAD) {
+    if (h->kind < FRAME_APPLY || h->kind > FRAME_STARMAP || h->len > FRAME_MAX_PAYLOAD
+        || (h->status & ~FUNC_BY_NAME) > h->len) {
         PyErr_Format(PyExc_ValueError, "bad pool frame (kind %u, %llu bytes)",
                      (unsigned)h->kind, (unsigned long long)h->len);
         return -1;
@@ -130,17 +131,62 @@ next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
         }
         return -1;
     }
-    *payload = PyBytes_FromStringAndSize(in->buf + in->start + sizeof(*h),
-                                         (Py_ssize_t)h->len);
-    if (*payload == NULL) {
-        return -1;
-    }
+    *payload = in->buf + in->start + sizeof(*h);
     in->start += total;
     in->len -= total;
     if (in->len == 0) {
-        in->start = 0;
+        in->start = 0;      /* the payload stays put until the next fill() */
     }
     return 1;
+}
+
+/* Functions pickled by name that this worker unpickled, kept so that the
+ * next task with the same function skips the lookup by name. */
+#define FUNC_SLOTS 8
+typedef struct {
+    PyObject *pickle[FUNC_SLOTS];       /* bytes */
+    PyObject *func[FUNC_SLOTS];
+    int next_victim;
+} func_cache;
+
+/* The function of a task from its pickle `at[:len]` (cached when
+ * `by_name`).  Returns a new reference, or NULL with an exception set. */
+static PyObject *
+task_function(func_cache *cache, PyObject *loads, const char *at, size_t len,
+              int by_name)
+{
+    if (by_name) {
+        for (int i = 0; i < FUNC_SLOTS; i++) {
+            PyObject *p = cache->pickle[i];
+            if (p != NULL && (size_t)PyBytes_GET_SIZE(p) == len
+                && memcmp(PyBytes_AS_STRING(p), at, len) == 0) {
+                return Py_NewRef(cache->func[i]);
+            }
+        }
+    }
+    PyObject *pickled = PyBytes_FromStringAndSize(at, (Py_ssize_t)len);
+    if (pickled == NULL) {
+        return NULL;
+    }
+    PyObject *func = PyObject_CallOneArg(loads, pickled);
+    if (func == NULL || !by_name) {
+        Py_DECREF(pickled);
+        return func;
+    }
+    int slot = cache->next_victim;
+    cache->next_victim = (slot + 1) % FUNC_SLOTS;
+    Py_XSETREF(cache->pickle[slot], pickled);
+    Py_XSETREF(cache->func[slot], Py_NewRef(func));
+    return func;
+}
+
+static void
+clear_func_cache(func_cache *cache)
+{
+    for (int i = 0; i < FUNC_SLOTS; i++) {
+        Py_CLEAR(cache->pickle[i]);
+        Py_CLEAR(cache->func[i]);
+    }
 }
 
 /* Write the header and payload with the GIL released.  Returns 0, or -1
@@ -218,26 +264,41 @@ map_items(PyObject *func, PyObject *items, int star)
     return out;
 }
 
-/* Run one unpickled task.  Returns the task's value, or NULL with the
- * task's exception set. */
+/* Run one task whose payload is `at[:h->len]`.  Returns the task's
+ * value, or NULL with the task's exception set. */
 static PyObject *
-run_task(uint32_t kind, PyObject *task)
+run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loads)
 {
-    PyObject *func, *args, *kwds = NULL;
-    if (kind == FRAME_APPLY) {
-        if (!PyArg_ParseTuple(task, "OO|O:apply task", &func, &args, &kwds)) {
-            return NULL;
-        }
-        if (!PyTuple_Check(args)) {
-            PyErr_SetString(PyExc_TypeError, "apply task arguments must be a tuple");
-            return NULL;
-        }
-        return PyObject_Call(func, args, kwds == Py_None ? NULL : kwds);
-    }
-    if (!PyArg_ParseTuple(task, "OO:map task", &func, &args)) {
+    size_t func_len = h->status & ~FUNC_BY_NAME;
+    PyObject *func = task_function(cache, loads, at, func_len,
+                                   (h->status & FUNC_BY_NAME) != 0);
+    if (func == NULL) {
         return NULL;
     }
-    return map_items(func, args, kind == FRAME_STARMAP);
+    PyObject *view = PyMemoryView_FromMemory((char *)at + func_len,
+                                             (Py_ssize_t)(h->len - func_len), PyBUF_READ);
+    PyObject *rest = view != NULL ? PyObject_CallOneArg(loads, view) : NULL;
+    Py_XDECREF(view);
+    PyObject *value = NULL;
+    PyObject *args, *kwds;
+    if (rest == NULL) {
+        /* the exception is the task's */
+    }
+    else if (h->kind != FRAME_APPLY) {
+        value = map_items(func, rest, h->kind == FRAME_STARMAP);
+    }
+    else if (!PyArg_ParseTuple(rest, "OO:apply task", &args, &kwds)) {
+        /* TypeError set */
+    }
+    else if (!PyTuple_Check(args) || (kwds != Py_None && !PyDict_Check(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "apply task arguments must be a tuple and a dict");
+    }
+    else {
+        value = PyObject_Call(func, args, kwds == Py_None ? NULL : kwds);
+    }
+    Py_DECREF(func);
+    Py_XDECREF(rest);
+    return value;
 }
 
 /* Pickle the outcome of one task into a bytes object and set *status.
@@ -292,9 +353,10 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     long long done = 0;
     PyObject *outcome = NULL;
+    func_cache cache = {0};
     while (maxtasks <= 0 || done < maxtasks) {
         frame_header h;
-        PyObject *payload;
+        const char *payload;
         int r = next_frame(fd, &in, &h, &payload);
         if (r <= 0 || h.kind == FRAME_STOP) {
             if (r >= 0) {
@@ -302,10 +364,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             break;
         }
-        PyObject *task = PyObject_CallOneArg(loads, payload);
-        Py_DECREF(payload);
-        PyObject *value = task == NULL ? NULL : run_task(h.kind, task);
-        Py_XDECREF(task);
+        PyObject *value = run_task(&h, payload, &cache, loads);
         uint32_t status = RESULT_OK;
         PyObject *data = encode_outcome(value, dumps, on_failure, &status);
         Py_XDECREF(value);
@@ -332,6 +391,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (outcome == NULL && !PyErr_Occurred()) {
         outcome = PyLong_FromLongLong(done);     /* the budget is spent */
     }
+    clear_func_cache(&cache);
     PyMem_RawFree(in.buf);
     return outcome;
 }
