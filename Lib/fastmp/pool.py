@@ -796,7 +796,8 @@ class Pool(object):
             chunksize = _default_chunksize(len(iterable), len(self._pool))
         elif chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
+        # a slice of a range is a range: a chunk of it pickles in a few bytes
+        items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
         result = MapResult(self._core, chunksize, len(items), callback, error_callback)
         try:
             for index, start in enumerate(range(0, len(items), chunksize)):
