@@ -189,16 +189,12 @@ clear_func_cache(func_cache *cache)
     }
 }
 
-/* Write the header and payload with the GIL released.  Returns 0, or -1
- * with an exception set. */
+/* Write every byte of iov[0:nvec] with the GIL released.  Returns 0, or
+ * -1 with an exception set. */
 static int
-write_frame(int fd, frame_header *h, const char *payload)
+write_all(int fd, struct iovec *iov, int nvec)
 {
-    struct iovec iov[2] = {
-        {.iov_base = h, .iov_len = sizeof(*h)},
-        {.iov_base = (void *)payload, .iov_len = (size_t)h->len},
-    };
-    int nvec = 2, first = 0;
+    int first = 0;
     while (first < nvec) {
         ssize_t n;
         Py_BEGIN_ALLOW_THREADS
@@ -225,6 +221,80 @@ write_frame(int fd, frame_header *h, const char *payload)
         }
     }
     return 0;
+}
+
+/* Result frames held back: while the next task is already buffered, the
+ * results of short tasks go out together, one write for several (the
+ * parent is woken once for them).  A result is held at most about
+ * OUT_HOLD_NS, and not at all after a task that took longer than that. */
+#define OUT_HOLD_BYTES 65536
+#define OUT_HOLD_NS 100000
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    struct timespec first;      /* when the oldest held result was made */
+} outbuf;
+
+/* 1 when a whole task frame is buffered after the one just run. */
+static int
+task_buffered(const inbuf *in)
+{
+    frame_header h;
+    if (in->len < sizeof(h)) {
+        return 0;
+    }
+    memcpy(&h, in->buf + in->start, sizeof(h));
+    return h.kind != FRAME_STOP && h.len <= in->len - sizeof(h);
+}
+
+/* Send the held results, then the frame h + payload (h may be NULL).
+ * Returns 0, or -1 with an exception set. */
+static int
+send_results(int fd, outbuf *out, frame_header *h, const char *payload)
+{
+    struct iovec iov[3];
+    int nvec = 0;
+    if (out->len > 0) {
+        iov[nvec++] = (struct iovec){.iov_base = out->buf, .iov_len = out->len};
+    }
+    if (h != NULL) {
+        iov[nvec++] = (struct iovec){.iov_base = h, .iov_len = sizeof(*h)};
+        iov[nvec++] = (struct iovec){.iov_base = (void *)payload, .iov_len = (size_t)h->len};
+    }
+    out->len = 0;
+    return nvec == 0 ? 0 : write_all(fd, iov, nvec);
+}
+
+/* Send result frame h + payload now, or hold it back (see outbuf).
+ * Returns 0, or -1 with an exception set. */
+static int
+put_result(int fd, outbuf *out, const inbuf *in, frame_header *h,
+           const char *payload, int64_t task_ns)
+{
+    size_t size = sizeof(*h) + (size_t)h->len;
+    int hold = task_ns < OUT_HOLD_NS && size <= OUT_HOLD_BYTES / 4 && task_buffered(in)
+               && (out->len == 0 || spin_elapsed_ns(&out->first) < OUT_HOLD_NS);
+    if (!hold) {
+        return send_results(fd, out, h, payload);
+    }
+    if (out->cap - out->len < size) {
+        size_t cap = out->len + size > OUT_HOLD_BYTES ? out->len + size : OUT_HOLD_BYTES;
+        char *grown = PyMem_RawRealloc(out->buf, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        out->buf = grown;
+        out->cap = cap;
+    }
+    if (out->len == 0) {
+        (void)clock_gettime(CLOCK_MONOTONIC, &out->first);
+    }
+    memcpy(out->buf + out->len, h, sizeof(*h));
+    memcpy(out->buf + out->len + sizeof(*h), payload, (size_t)h->len);
+    out->len += size;
+    return out->len >= OUT_HOLD_BYTES ? send_results(fd, out, NULL, NULL) : 0;
 }
 
 /* Apply `func` to each item of `items` (each item unpacked as the
@@ -354,6 +424,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long done = 0;
     PyObject *outcome = NULL;
     func_cache cache = {0};
+    outbuf out = {0};
     while (maxtasks <= 0 || done < maxtasks) {
         frame_header h;
         const char *payload;
@@ -364,6 +435,8 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             break;
         }
+        struct timespec started;
+        (void)clock_gettime(CLOCK_MONOTONIC, &started);
         PyObject *value = run_task(&h, payload, &cache, loads);
         uint32_t status = RESULT_OK;
         PyObject *data = encode_outcome(value, dumps, on_failure, &status);
@@ -380,7 +453,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             .kind = FRAME_RESULT, .status = status, .job = h.job,
             .index = h.index, .len = (uint64_t)view.len,
         };
-        r = write_frame(fd, &reply, view.buf);
+        r = put_result(fd, &out, &in, &reply, view.buf, spin_elapsed_ns(&started));
         PyBuffer_Release(&view);
         Py_DECREF(data);
         if (r < 0) {
@@ -391,6 +464,19 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (outcome == NULL && !PyErr_Occurred()) {
         outcome = PyLong_FromLongLong(done);     /* the budget is spent */
     }
+    if (out.len > 0) {
+        /* the results of the tasks that ran go out whatever ended the loop */
+        PyObject *exc = fastmp_take_exception();
+        if (send_results(fd, &out, NULL, NULL) < 0) {
+            Py_CLEAR(outcome);
+        }
+        if (exc != NULL) {
+            PyErr_Clear();
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+    }
+    PyMem_RawFree(out.buf);
     clear_func_cache(&cache);
     PyMem_RawFree(in.buf);
     return outcome;
