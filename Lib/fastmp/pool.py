@@ -337,6 +337,14 @@ class MapResult(ApplyResult):
             self._success, self._value = False, value
 
 
+class _Raise:
+    """An imap item that is an exception to raise, not a value."""
+    __slots__ = ('exc',)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
 class IMapIterator:
     """The iterator imap() returns: results in input order."""
 
@@ -345,8 +353,8 @@ class IMapIterator:
         self._pool = core
         self._job = next(job_counter)
         self._cache = core.cache
-        self._items = collections.deque()   # (ok, value), ready to hand out
-        self._waiting = {}                  # chunk index -> [(ok, value)]
+        self._items = collections.deque()   # values (or _Raise) to hand out
+        self._waiting = {}                  # chunk index -> its items
         self._next_chunk = 0
         self._delivered_chunks = 0
         self._length = None                 # chunks, once all are known
@@ -373,28 +381,35 @@ class IMapIterator:
                     self._feeder.refill()
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 state, outcomes = self._pool.dispatcher.collect(self._job, left, _WAIT_ANY)
+                decode_chunk = self._pool.decode_chunk
                 for index, status, data in outcomes:
-                    self._add_chunk(index, self._pool.decode_chunk(status, data))
+                    self._add_chunk(index, decode_chunk(status, data))
                 if self._items or state == _READY:
                     continue
                 if state == _CLOSED:
                     self._length = self._delivered_chunks
-                    self._items.append((False, _terminated()))
+                    self._items.append(_Raise(_terminated()))
                 elif deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError("no result within %s seconds" % timeout)
-            ok, value = self._items.popleft()
-        if ok:
-            return value
-        raise value
+            value = self._items.popleft()
+        if type(value) is _Raise:
+            raise value.exc
+        return value
 
     __next__ = next
 
     def _add_chunk(self, index, items):
-        self._waiting[index] = items
-        while self._next_chunk in self._waiting:
-            self._items.extend(self._waiting.pop(self._next_chunk))
+        waiting = self._waiting
+        if index != self._next_chunk:
+            waiting[index] = items
+            return
+        while True:
+            self._items.extend(items)
             self._next_chunk += 1
             self._delivered_chunks += 1
+            if not waiting or self._next_chunk not in waiting:
+                return
+            items = waiting.pop(self._next_chunk)
 
     def _fail_at(self, index, exc):
         """The input iterable raised `exc` where chunk `index` would be:
@@ -407,7 +422,7 @@ class IMapIterator:
         if self._input_error is not None:
             index, exc = self._input_error
             self._input_error = None
-            self._add_chunk(index, [(False, exc)])
+            self._add_chunk(index, [_Raise(exc)])
 
     def _set_length(self, nchunks):
         self._length = nchunks
@@ -511,11 +526,13 @@ class _PoolCore:
         return status == RESULT_OK, value
 
     def decode_chunk(self, status, data):
-        """[(ok, value)] for the outcome of one imap chunk."""
-        ok, value = self.decode(status, data)
-        if ok:
-            return [(True, v) for v in value]
-        return [(False, value)]
+        """The values of one imap chunk, or [_Raise(its exception)]."""
+        if status == RESULT_OK:
+            try:
+                return pickle.loads(data)
+            except Exception as exc:
+                return [_Raise(exc)]
+        return [_Raise(self.decode(status, data)[1])]
 
     # -- tasks
     def apply(self, func, args, kwds, callback, error_callback):
@@ -1057,6 +1074,9 @@ class _ThreadPoolCore(_PoolCore):
 
     def decode(self, status, data):
         return status == RESULT_OK, data
+
+    def decode_chunk(self, status, data):
+        return data if status == RESULT_OK else [_Raise(data)]
 
     def start_worker(self):
         proc = self.make_worker(self, None)

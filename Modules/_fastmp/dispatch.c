@@ -564,15 +564,23 @@ queue_task(Dispatcher *d, task_t *t)
     }
     d->pend_tail = t;
     d->busy++;
-    /* This thread writes the task to a worker with room; the dispatcher
-     * thread, which polls every worker, sends the rest as results come.
-     * It is told only when a socket filled up (it must poll for POLLOUT).
-     * While tasks are in flight, this thread also collects results now
-     * and then, so that the other is not woken for each. */
-    if (d->busy > 1 && (++d->busy_submits % PUMP_EVERY) == 0) {
+    /* A worker with fewer than two tasks (so none queued behind the one
+     * it runs) gets the task from this thread at once.  When every worker
+     * has a queue, tasks wait and this thread pumps once per
+     * PUMP_EVERY of them: it collects results (the dispatcher thread is
+     * not woken for each) and sends the waiting tasks in one write per
+     * worker.  Tasks still waiting when submitting stops go out when
+     * their worker's next result is read.  The dispatcher thread is told
+     * only when a socket filled up (it must poll for POLLOUT). */
+    int short_worker = 0;
+    for (int i = 0; i < d->nworkers && !short_worker; i++) {
+        worker_t *w = d->workers[i];
+        short_worker = w->fd >= 0 && !w->eof && w->budget != 0 && w->ninflight < 2;
+    }
+    if (!short_worker && (++d->busy_submits % PUMP_EVERY) == 0) {
         dispatch_pump(d);
     }
-    else if (dispatch_assign_pending(d) && d->polling) {
+    else if (short_worker && dispatch_assign_pending(d) && d->polling) {
         dispatch_wake_thread(d);
     }
     pthread_mutex_unlock(&d->mu);
