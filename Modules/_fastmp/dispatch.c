@@ -308,6 +308,34 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* Add a job with these fields to the table.  Returns 0, or -1 with an
+ * exception set (no memory, or the id is taken). */
+static int
+add_job(Dispatcher *d, uint64_t id, int64_t expected, int fail_fast, int notify)
+{
+    job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    j->id = id;
+    j->expected = expected;
+    j->fail_fast = fail_fast;
+    j->notify = notify;
+    lock_dispatcher(d);
+    if (dispatch_find_job(d, id) != NULL) {
+        pthread_mutex_unlock(&d->mu);
+        free(j);
+        PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
+        return -1;
+    }
+    j->next = d->jobs[id % JOB_BUCKETS];
+    d->jobs[id % JOB_BUCKETS] = j;
+    dispatch_post_ready_if_due(d, j);
+    pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
 /* open_job(job, ntasks, fail_fast, notify); ntasks -1: not known yet */
 static PyObject *
 Dispatcher_open_job(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
@@ -322,28 +350,10 @@ Dispatcher_open_job(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     }
     int fail_fast = PyObject_IsTrue(args[2]);
     int notify = PyObject_IsTrue(args[3]);
-    if (fail_fast < 0 || notify < 0 || check_usable(d) < 0) {
+    if (fail_fast < 0 || notify < 0 || check_usable(d) < 0
+        || add_job(d, id, ntasks < 0 ? -1 : ntasks, fail_fast, notify) < 0) {
         return NULL;
     }
-    job_t *j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        return PyErr_NoMemory();
-    }
-    j->id = id;
-    j->expected = ntasks < 0 ? -1 : ntasks;
-    j->fail_fast = fail_fast;
-    j->notify = notify;
-    lock_dispatcher(d);
-    if (dispatch_find_job(d, id) != NULL) {
-        pthread_mutex_unlock(&d->mu);
-        free(j);
-        PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
-        return NULL;
-    }
-    j->next = d->jobs[id % JOB_BUCKETS];
-    d->jobs[id % JOB_BUCKETS] = j;
-    dispatch_post_ready_if_due(d, j);
-    pthread_mutex_unlock(&d->mu);
     Py_RETURN_NONE;
 }
 
@@ -620,25 +630,10 @@ Dispatcher_apply(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     PyObject *rest = PyTuple_Pack(2, args[3], args[4]);
     task_t *t = rest != NULL ? make_task(d, id, 0, FRAME_APPLY, args[2], rest) : NULL;
     Py_XDECREF(rest);
-    job_t *j = t != NULL ? calloc(1, sizeof(*j)) : NULL;
-    if (j == NULL) {
+    if (t == NULL || add_job(d, id, 1, 0, notify) < 0) {
         free(t);
-        return t != NULL ? PyErr_NoMemory() : NULL;
-    }
-    j->id = id;
-    j->expected = 1;
-    j->notify = notify;
-    lock_dispatcher(d);
-    if (dispatch_find_job(d, id) != NULL) {
-        pthread_mutex_unlock(&d->mu);
-        free(j);
-        free(t);
-        PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
         return NULL;
     }
-    j->next = d->jobs[id % JOB_BUCKETS];
-    d->jobs[id % JOB_BUCKETS] = j;
-    pthread_mutex_unlock(&d->mu);
     if (queue_task(d, t) < 0) {
         lock_dispatcher(d);
         dispatch_free_job(dispatch_unlink_job(d, id));
@@ -790,11 +785,8 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         }
         if (!spun && spin_wanted(&d->caller_spin)) {
             spun = 1;
-            int over = spin_for_job(d, id, want, &dl);
-            spin_record(&d->caller_spin, over);
-            if (over) {
-                continue;
-            }
+            spin_record(&d->caller_spin, spin_for_job(d, id, want, &dl));
+            continue;           /* the mutex was released: look again */
         }
         dispatch_hand_back(d);
         int *interest = want == WAIT_READY ? &j->want_ready : &j->want_any;
