@@ -3,7 +3,9 @@
 A process pool hands its tasks to the native dispatcher
 (``_fastmp.Dispatcher``): each worker has its own socket, a C thread moves
 pickled tasks out and results back, and the worker runs ``worker_loop`` in
-C.  The waiting Python thread is woken straight from C; a single Python
+C.  A thread waiting for a result first reads the workers' sockets itself
+for a few microseconds (the GIL released), so a quick result needs no
+hand-off; then it sleeps and is woken straight from C.  A single Python
 handler thread only replaces workers that exit and runs callbacks.
 
 Deviation from the standard package: a worker that dies (SIGKILL, a crash,
