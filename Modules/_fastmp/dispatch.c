@@ -290,12 +290,12 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     w->depth = d->inflight_max;
     int err = 0;
     if (!d->thread_running) {
-        err = dispatch_start_thread(d);
+        err = dispatch_start_thread(d);     /* it starts by reading the state */
     }
-    if (err == 0) {
+    else if (d->polling) {
         dispatch_wake_thread(d);
     }
-    else {
+    if (err != 0) {
         w->fd = -1;
     }
     pthread_mutex_unlock(&d->mu);
