@@ -28,7 +28,6 @@ import traceback
 import types
 import warnings
 
-from .reduction import ForkingPickler
 from . import util
 from ._fastmp import ProcessError, TimeoutError
 from ._fastmp import (Dispatcher, worker_loop, forking_dumps, TASK_APPLY,
@@ -140,10 +139,6 @@ class _Failure:
 
 # ---- the worker side -------------------------------------------------------
 
-def _dumps(obj):
-    return ForkingPickler.dumps(obj)
-
-
 def _encode_failure(exc, value):
     """worker_loop's on_failure: the bytes that report `exc` (raised by the
     task, or by pickling its result `value`)."""
@@ -153,9 +148,9 @@ def _encode_failure(exc, value):
     else:
         payload = _Failure(exc)
     try:
-        return _dumps(payload)
+        return forking_dumps(payload)
     except Exception as pickling_error:
-        return _dumps(MaybeEncodingError(pickling_error, exc))
+        return forking_dumps(MaybeEncodingError(pickling_error, exc))
 
 
 class _ChildEnd:
