@@ -229,6 +229,16 @@ def test_maxtasksperchild_with_queued_tasks(ctx):
         assert list(pool.imap(ident, range(40))) == list(range(40))
 
 
+def test_quick_result_not_held_behind_a_long_task(ctx):
+    # a worker sends the results of quick tasks together only while the
+    # next one runs the same (quick) function: a result queued before a
+    # long task of another function comes without waiting for it
+    with ctx.Pool(1) as pool:
+        quick = [pool.apply_async(ident, (i,)) for i in range(50)]
+        pool.apply_async(sleep_then, (0, 60))
+        assert [r.get(timeout=30) for r in quick] == list(range(50))
+
+
 def test_callback_with_no_thread_waiting(ctx):
     import threading
     with ctx.Pool(2) as pool:

@@ -146,20 +146,25 @@ next_frame(int fd, inbuf *in, frame_header *h, const char **payload)
 typedef struct {
     PyObject *pickle[FUNC_SLOTS];       /* bytes */
     PyObject *func[FUNC_SLOTS];
+    unsigned runs[FUNC_SLOTS];          /* tasks it ran */
+    int64_t longest_ns[FUNC_SLOTS];     /* the longest of them */
     int next_victim;
 } func_cache;
 
 /* The function of a task from its pickle `at[:len]` (cached when
- * `by_name`).  Returns a new reference, or NULL with an exception set. */
+ * `by_name`; *slot: its cache slot, or -1).  Returns a new reference, or
+ * NULL with an exception set. */
 static PyObject *
 task_function(func_cache *cache, PyObject *loads, const char *at, size_t len,
-              int by_name)
+              int by_name, int *slot)
 {
+    *slot = -1;
     if (by_name) {
         for (int i = 0; i < FUNC_SLOTS; i++) {
             PyObject *p = cache->pickle[i];
             if (p != NULL && (size_t)PyBytes_GET_SIZE(p) == len
                 && memcmp(PyBytes_AS_STRING(p), at, len) == 0) {
+                *slot = i;
                 return Py_NewRef(cache->func[i]);
             }
         }
@@ -173,10 +178,13 @@ task_function(func_cache *cache, PyObject *loads, const char *at, size_t len,
         Py_DECREF(pickled);
         return func;
     }
-    int slot = cache->next_victim;
-    cache->next_victim = (slot + 1) % FUNC_SLOTS;
-    Py_XSETREF(cache->pickle[slot], pickled);
-    Py_XSETREF(cache->func[slot], Py_NewRef(func));
+    int victim = cache->next_victim;
+    cache->next_victim = (victim + 1) % FUNC_SLOTS;
+    Py_XSETREF(cache->pickle[victim], pickled);
+    Py_XSETREF(cache->func[victim], Py_NewRef(func));
+    cache->runs[victim] = 0;
+    cache->longest_ns[victim] = 0;
+    *slot = victim;
     return func;
 }
 
@@ -223,12 +231,17 @@ write_all(int fd, struct iovec *iov, int nvec)
     return 0;
 }
 
-/* Result frames held back: while the next task is already buffered, the
- * results of short tasks go out together, one write for several (the
- * parent is woken once for them).  A result is held at most about
- * OUT_HOLD_NS, and not at all after a task that took longer than that. */
+/* Result frames held back: while the next task, already buffered, runs
+ * the same function, and every task of that function so far took less
+ * than OUT_SHORT_NS, their results go out together, one write for
+ * several (the parent is woken once for them), within about OUT_HOLD_NS.
+ * A held result waits for the next task to finish: holding is only for
+ * functions known to take microseconds (one that ever takes longer is
+ * no longer held for, in this worker). */
 #define OUT_HOLD_BYTES 65536
 #define OUT_HOLD_NS 100000
+#define OUT_SHORT_NS 20000
+#define OUT_SHORT_RUNS 4         /* tasks of a function seen before holding */
 
 typedef struct {
     char *buf;
@@ -236,16 +249,19 @@ typedef struct {
     struct timespec first;      /* when the oldest held result was made */
 } outbuf;
 
-/* 1 when a whole task frame is buffered after the one just run. */
+/* 1 when the next task is buffered whole and runs the same function as
+ * the task `done` (payload `done_at`, still in the buffer) just run. */
 static int
-task_buffered(const inbuf *in)
+same_task_buffered(const inbuf *in, const frame_header *done, const char *done_at)
 {
     frame_header h;
     if (in->len < sizeof(h)) {
         return 0;
     }
     memcpy(&h, in->buf + in->start, sizeof(h));
-    return h.kind != FRAME_STOP && h.len <= in->len - sizeof(h);
+    size_t func_len = done->status & ~FUNC_BY_NAME;
+    return h.kind == done->kind && h.status == done->status && h.len <= in->len - sizeof(h)
+           && memcmp(in->buf + in->start + sizeof(h), done_at, func_len) == 0;
 }
 
 /* Send the held results, then the frame h + payload (h may be NULL).
@@ -266,14 +282,16 @@ send_results(int fd, outbuf *out, frame_header *h, const char *payload)
     return nvec == 0 ? 0 : write_all(fd, iov, nvec);
 }
 
-/* Send result frame h + payload now, or hold it back (see outbuf).
- * Returns 0, or -1 with an exception set. */
+/* Send result frame h + payload of the task `task` (payload `task_at`)
+ * now, or hold it back (see outbuf); `short_func`: every task of its
+ * function so far was short.  Returns 0, or -1 with an exception set. */
 static int
-put_result(int fd, outbuf *out, const inbuf *in, frame_header *h,
-           const char *payload, int64_t task_ns)
+put_result(int fd, outbuf *out, const inbuf *in, const frame_header *task,
+           const char *task_at, int short_func, frame_header *h, const char *payload)
 {
     size_t size = sizeof(*h) + (size_t)h->len;
-    int hold = task_ns < OUT_HOLD_NS && size <= OUT_HOLD_BYTES / 4 && task_buffered(in)
+    int hold = short_func && size <= OUT_HOLD_BYTES / 4
+               && same_task_buffered(in, task, task_at)
                && (out->len == 0 || spin_elapsed_ns(&out->first) < OUT_HOLD_NS);
     if (!hold) {
         return send_results(fd, out, h, payload);
@@ -334,14 +352,16 @@ map_items(PyObject *func, PyObject *items, int star)
     return out;
 }
 
-/* Run one task whose payload is `at[:h->len]`.  Returns the task's
- * value, or NULL with the task's exception set. */
+/* Run one task whose payload is `at[:h->len]` (*slot: its function's
+ * cache slot, or -1).  Returns the task's value, or NULL with the task's
+ * exception set. */
 static PyObject *
-run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loads)
+run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loads,
+         int *slot)
 {
     size_t func_len = h->status & ~FUNC_BY_NAME;
     PyObject *func = task_function(cache, loads, at, func_len,
-                                   (h->status & FUNC_BY_NAME) != 0);
+                                   (h->status & FUNC_BY_NAME) != 0, slot);
     if (func == NULL) {
         return NULL;
     }
@@ -437,10 +457,21 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         struct timespec started;
         (void)clock_gettime(CLOCK_MONOTONIC, &started);
-        PyObject *value = run_task(&h, payload, &cache, loads);
+        int slot;
+        PyObject *value = run_task(&h, payload, &cache, loads, &slot);
         uint32_t status = RESULT_OK;
         PyObject *data = encode_outcome(value, dumps, on_failure, &status);
         Py_XDECREF(value);
+        int short_func = 0;
+        if (slot >= 0) {
+            int64_t ns = spin_elapsed_ns(&started);
+            if (ns > cache.longest_ns[slot]) {
+                cache.longest_ns[slot] = ns;
+            }
+            cache.runs[slot] += cache.runs[slot] < OUT_SHORT_RUNS;
+            short_func = cache.runs[slot] >= OUT_SHORT_RUNS
+                         && cache.longest_ns[slot] < OUT_SHORT_NS;
+        }
         if (data == NULL) {
             break;
         }
@@ -453,7 +484,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             .kind = FRAME_RESULT, .status = status, .job = h.job,
             .index = h.index, .len = (uint64_t)view.len,
         };
-        r = put_result(fd, &out, &in, &reply, view.buf, spin_elapsed_ns(&started));
+        r = put_result(fd, &out, &in, &h, payload, short_func, &reply, view.buf);
         PyBuffer_Release(&view);
         Py_DECREF(data);
         if (r < 0) {
