@@ -18,8 +18,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* A thread submitting while tasks are in flight pumps once per this
- * many tasks. */
+/* A thread submitting while every worker has a queue pumps once per
+ * this many tasks. */
 #define PUMP_EVERY 8
 
 /* ---- Python-facing methods ------------------------------------------- */

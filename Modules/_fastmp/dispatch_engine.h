@@ -87,7 +87,7 @@ typedef struct Dispatcher {
     int polling;                 /* the thread sleeps in poll() */
     int blind;                   /* ... without watching worker results */
     int64_t pumped_ns;           /* when a caller last pumped, 0: never */
-    unsigned busy_submits;       /* tasks submitted while others were busy */
+    unsigned busy_submits;       /* tasks submitted while every worker had a queue */
     int inflight_max;
     uint32_t seq;                /* futex word: outcomes, idleness, closing */
     int waiters;
