@@ -77,6 +77,20 @@ def read_init_value(_=None):
     return _INIT_VALUE
 
 
+class Scaler:
+    """Task functions that are not pickled by name: a bound method and a
+    callable instance."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def scale(self, x):
+        return x * self.factor
+
+    def __call__(self, x):
+        return x + self.factor
+
+
 # ---- every method, both implementations agreeing ---------------------------
 
 def test_every_method_agrees_with_stdlib(ctx):
@@ -102,6 +116,24 @@ def test_every_method_agrees_with_stdlib(ctx):
         assert not result.ready()
         result.wait(timeout=30)
         assert result.ready() and result.successful() and result.get() == 5
+
+
+def test_task_functions_of_every_kind(ctx):
+    # plain functions and module-level builtins are pickled once and kept
+    # by the workers; the others travel with each task
+    import functools
+    with ctx.Pool(2) as pool:
+        for _ in range(3):
+            assert pool.apply(square, (3,)) == 9
+            assert pool.apply(abs, (-4,)) == 4
+            assert pool.apply(functools.partial(mul, 5), (6,)) == 30
+            assert pool.apply(Scaler(2).scale, (7,)) == 14
+            assert pool.apply(Scaler(3).scale, (7,)) == 21
+            assert pool.apply(Scaler(10), (1,)) == 11
+        assert pool.map(Scaler(4).scale, range(5)) == [0, 4, 8, 12, 16]
+        assert pool.map(abs, [-1, -2, 3]) == [1, 2, 3]
+        assert pool.starmap(divmod, [(7, 2), (9, 4)]) == [(3, 1), (2, 1)]
+        assert list(pool.imap(Scaler(1), range(4))) == [1, 2, 3, 4]
 
 
 def test_pool_lifecycle_errors(ctx):
@@ -186,6 +218,37 @@ def test_maxtasksperchild_replaces_workers(ctx):
                         all(w.is_alive() for w in pool._pool), timeout=30)
         assert {w.pid for w in pool._pool} != first
         assert pool.map(square, range(20), chunksize=1) == [x * x for x in range(20)]
+
+
+def test_maxtasksperchild_with_queued_tasks(ctx):
+    # each worker's tasks arrive queued, several per read; results that a
+    # worker holds back while it has queued tasks still reach the parent
+    # when its budget ends the loop
+    with ctx.Pool(2, maxtasksperchild=15) as pool:
+        assert pool.map(ident, range(50), chunksize=1) == list(range(50))
+        assert list(pool.imap(ident, range(40))) == list(range(40))
+
+
+def test_quick_result_not_held_behind_a_long_task(ctx):
+    # a worker sends the results of quick tasks together only while the
+    # next one runs the same (quick) function: a result queued before a
+    # long task of another function comes without waiting for it
+    with ctx.Pool(1) as pool:
+        quick = [pool.apply_async(ident, (i,)) for i in range(50)]
+        pool.apply_async(sleep_then, (0, 60))
+        assert [r.get(timeout=30) for r in quick] == list(range(50))
+
+
+def test_callback_with_no_thread_waiting(ctx):
+    import threading
+    with ctx.Pool(2) as pool:
+        for i in range(20):
+            # apply() reads its result itself; the callback of the next
+            # task must come although no thread waits in the pool
+            assert pool.apply(square, (i,)) == i * i
+            done = threading.Event()
+            pool.apply_async(square, (i,), callback=lambda _: done.set())
+            assert done.wait(30)
 
 
 def test_initializer(ctx):

@@ -3,7 +3,9 @@
 A process pool hands its tasks to the native dispatcher
 (``_fastmp.Dispatcher``): each worker has its own socket, a C thread moves
 pickled tasks out and results back, and the worker runs ``worker_loop`` in
-C.  The waiting Python thread is woken straight from C; a single Python
+C.  A thread waiting for a result first reads the workers' sockets itself
+for a few microseconds (the GIL released), so a quick result needs no
+hand-off; then it sleeps and is woken straight from C.  A single Python
 handler thread only replaces workers that exit and runs callbacks.
 
 Deviation from the standard package: a worker that dies (SIGKILL, a crash,
@@ -26,12 +28,11 @@ import traceback
 import types
 import warnings
 
-from .reduction import ForkingPickler
 from . import util
 from ._fastmp import ProcessError, TimeoutError
-from ._fastmp import (Dispatcher, worker_loop, TASK_APPLY, TASK_MAP,
-                      TASK_STARMAP, RESULT_OK, RESULT_ERROR, RESULT_LOST,
-                      EVENT_EXIT, EVENT_READY)
+from ._fastmp import (Dispatcher, worker_loop, forking_dumps, TASK_APPLY,
+                      TASK_MAP, TASK_STARMAP, RESULT_OK, RESULT_ERROR,
+                      RESULT_LOST, EVENT_EXIT, EVENT_READY)
 
 __all__ = ['Pool', 'ThreadPool']
 
@@ -42,7 +43,7 @@ CLOSE = 'CLOSE'
 TERMINATE = 'TERMINATE'
 
 # collect() modes and answers (dispatch.c)
-_NO_WAIT, _WAIT_ANY, _WAIT_READY = 0, 1, 2
+_NO_WAIT, _WAIT_ANY, _WAIT_READY, _WAIT_SOME = 0, 1, 2, 3
 _PENDING, _READY, _CLOSED = 0, 1, 2
 
 # tasks each worker may hold at once (the dispatcher raises it for short tasks)
@@ -138,10 +139,6 @@ class _Failure:
 
 # ---- the worker side -------------------------------------------------------
 
-def _dumps(obj):
-    return ForkingPickler.dumps(obj)
-
-
 def _encode_failure(exc, value):
     """worker_loop's on_failure: the bytes that report `exc` (raised by the
     task, or by pickling its result `value`)."""
@@ -151,9 +148,9 @@ def _encode_failure(exc, value):
     else:
         payload = _Failure(exc)
     try:
-        return _dumps(payload)
+        return forking_dumps(payload)
     except Exception as pickling_error:
-        return _dumps(MaybeEncodingError(pickling_error, exc))
+        return forking_dumps(MaybeEncodingError(pickling_error, exc))
 
 
 class _ChildEnd:
@@ -181,7 +178,7 @@ def worker(channel, initializer=None, initargs=(), maxtasks=None):
         os.close(channel.parent_fd)
     if initializer is not None:
         initializer(*initargs)
-    worker_loop(channel.fd, pickle.loads, _dumps, _encode_failure, maxtasks or 0)
+    worker_loop(channel.fd, pickle.loads, forking_dumps, _encode_failure, maxtasks or 0)
     os.close(channel.fd)
 
 
@@ -197,9 +194,17 @@ class ApplyResult:
     """The outcome of one apply_async() call."""
 
     _fail_fast = False
+    _wait_mode = _WAIT_READY
 
     def __init__(self, pool, callback=None, error_callback=None, ntasks=1):
         core = pool if isinstance(pool, _PoolCore) else pool._core
+        self._prepare(core, callback, error_callback)
+        core.dispatcher.open_job(self._job, ntasks, self._fail_fast,
+                                 self._event is not None)
+        core.remember(self)
+
+    def _prepare(self, core, callback, error_callback):
+        """The fields; the job is opened by the caller."""
         self._pool = core
         self._job = next(job_counter)
         self._cache = core.cache
@@ -210,8 +215,6 @@ class ApplyResult:
         self._done = False
         self._success = None
         self._value = None
-        core.dispatcher.open_job(self._job, ntasks, self._fail_fast, notify)
-        core.remember(self)
 
     def ready(self):
         if self._event is not None:
@@ -230,13 +233,32 @@ class ApplyResult:
         if self._event is not None:
             self._event.wait(timeout)
         elif not self._done:
-            self._absorb(*self._pool.dispatcher.collect(self._job, timeout, _WAIT_READY))
+            self._collect(timeout)
+
+    def _collect(self, timeout):
+        """Absorb outcomes until the result is done or the timeout passes."""
+        collect = self._pool.dispatcher.collect
+        if self._wait_mode == _WAIT_READY:
+            self._absorb(*collect(self._job, timeout, _WAIT_READY))
+            return
+        # outcomes are decoded as they come, while the rest are computed
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._absorb(*collect(self._job, left, self._wait_mode))
+            if left == 0.0:
+                return
 
     def get(self, timeout=None):
-        self.wait(timeout)
-        finished = self._event.is_set() if self._event is not None else self._done
-        if not finished:
-            raise TimeoutError
+        if self._event is None:
+            if not self._done:
+                self._collect(timeout)
+                if not self._done:
+                    raise TimeoutError
+        else:
+            self._event.wait(timeout)
+            if not self._event.is_set():
+                raise TimeoutError
         if self._success:
             return self._value
         raise self._value
@@ -293,6 +315,7 @@ class MapResult(ApplyResult):
     at the first failure, as in the standard package."""
 
     _fail_fast = True
+    _wait_mode = _WAIT_SOME
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
         self._chunksize = chunksize
@@ -311,6 +334,14 @@ class MapResult(ApplyResult):
             self._success, self._value = False, value
 
 
+class _Raise:
+    """An imap item that is an exception to raise, not a value."""
+    __slots__ = ('exc',)
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
 class IMapIterator:
     """The iterator imap() returns: results in input order."""
 
@@ -319,8 +350,8 @@ class IMapIterator:
         self._pool = core
         self._job = next(job_counter)
         self._cache = core.cache
-        self._items = collections.deque()   # (ok, value), ready to hand out
-        self._waiting = {}                  # chunk index -> [(ok, value)]
+        self._items = collections.deque()   # values (or _Raise) to hand out
+        self._waiting = {}                  # chunk index -> its items
         self._next_chunk = 0
         self._delivered_chunks = 0
         self._length = None                 # chunks, once all are known
@@ -347,28 +378,35 @@ class IMapIterator:
                     self._feeder.refill()
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 state, outcomes = self._pool.dispatcher.collect(self._job, left, _WAIT_ANY)
+                decode_chunk = self._pool.decode_chunk
                 for index, status, data in outcomes:
-                    self._add_chunk(index, self._pool.decode_chunk(status, data))
+                    self._add_chunk(index, decode_chunk(status, data))
                 if self._items or state == _READY:
                     continue
                 if state == _CLOSED:
                     self._length = self._delivered_chunks
-                    self._items.append((False, _terminated()))
+                    self._items.append(_Raise(_terminated()))
                 elif deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError("no result within %s seconds" % timeout)
-            ok, value = self._items.popleft()
-        if ok:
-            return value
-        raise value
+            value = self._items.popleft()
+        if type(value) is _Raise:
+            raise value.exc
+        return value
 
     __next__ = next
 
     def _add_chunk(self, index, items):
-        self._waiting[index] = items
-        while self._next_chunk in self._waiting:
-            self._items.extend(self._waiting.pop(self._next_chunk))
+        waiting = self._waiting
+        if index != self._next_chunk:
+            waiting[index] = items
+            return
+        while True:
+            self._items.extend(items)
             self._next_chunk += 1
             self._delivered_chunks += 1
+            if not waiting or self._next_chunk not in waiting:
+                return
+            items = waiting.pop(self._next_chunk)
 
     def _fail_at(self, index, exc):
         """The input iterable raised `exc` where chunk `index` would be:
@@ -381,7 +419,7 @@ class IMapIterator:
         if self._input_error is not None:
             index, exc = self._input_error
             self._input_error = None
-            self._add_chunk(index, [(False, exc)])
+            self._add_chunk(index, [_Raise(exc)])
 
     def _set_length(self, nchunks):
         self._length = nchunks
@@ -433,7 +471,7 @@ class _Feeder:
                     return
                 index, chunk = entry
                 try:
-                    core.submit(job, index, self.kind, (self.func, chunk))
+                    core.dispatcher.submit(job, index, self.kind, self.func, chunk)
                 except Exception as exc:
                     self.chunks = None
                     self.result._fail_at(index, exc)
@@ -474,9 +512,6 @@ class _PoolCore:
     def make_dispatcher(self):
         return Dispatcher(_INFLIGHT)
 
-    def encode(self, task):
-        return _dumps(task)
-
     def decode(self, status, data):
         """(ok, value) for one outcome of the dispatcher."""
         if status == RESULT_LOST:
@@ -488,15 +523,24 @@ class _PoolCore:
         return status == RESULT_OK, value
 
     def decode_chunk(self, status, data):
-        """[(ok, value)] for the outcome of one imap chunk."""
-        ok, value = self.decode(status, data)
-        if ok:
-            return [(True, v) for v in value]
-        return [(False, value)]
+        """The values of one imap chunk, or [_Raise(its exception)]."""
+        if status == RESULT_OK:
+            try:
+                return pickle.loads(data)
+            except Exception as exc:
+                return [_Raise(exc)]
+        return [_Raise(self.decode(status, data)[1])]
 
     # -- tasks
-    def submit(self, job, index, kind, task):
-        self.dispatcher.submit(job, index, kind, self.encode(task))
+    def apply(self, func, args, kwds, callback, error_callback):
+        """A new ApplyResult for func(*args, **kwds), its task queued."""
+        result = ApplyResult.__new__(ApplyResult)
+        result._prepare(self, callback, error_callback)
+        self.dispatcher.apply(result._job, result._event is not None, func,
+                              args if type(args) is tuple else tuple(args),
+                              kwds if type(kwds) is dict else dict(kwds))
+        self.remember(result)
+        return result
 
     def remember(self, result):
         self.cache[result._job] = result
@@ -739,15 +783,9 @@ class Pool(object):
         return self.apply_async(func, args, kwds).get()
 
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
-        self._check_running()
-        result = ApplyResult(self._core, callback, error_callback)
-        try:
-            self._core.submit(result._job, 0, TASK_APPLY, (func, tuple(args), kwds if type(kwds) is dict else dict(kwds)))
-        except BaseException:
-            self._core.forget(result._job)
-            result._done = True
-            raise
-        return result
+        if self._state != RUN:
+            self._check_running()
+        return self._core.apply(func, args, kwds, callback, error_callback)
 
     def map(self, func, iterable, chunksize=None):
         return self._map_async(func, iterable, TASK_MAP, chunksize).get()
@@ -772,12 +810,13 @@ class Pool(object):
             chunksize = _default_chunksize(len(iterable), len(self._pool))
         elif chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
+        # a slice of a range is a range: a chunk of it pickles in a few bytes
+        items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
         result = MapResult(self._core, chunksize, len(items), callback, error_callback)
         try:
             for index, start in enumerate(range(0, len(items), chunksize)):
-                self._core.submit(result._job, index, kind,
-                                  (func, items[start:start + chunksize]))
+                self._core.dispatcher.submit(result._job, index, kind, func,
+                                             items[start:start + chunksize])
         except BaseException:
             self._core.forget(result._job)
             result._done = True
@@ -906,13 +945,20 @@ class _ThreadDispatcher:
         with self.cond:
             self.jobs.pop(job, None)
 
-    def submit(self, job, index, kind, task):
+    def submit(self, job, index, kind, func, rest):
         with self.cond:
             if self.closed:
                 raise ValueError("pool dispatcher is closed")
-            self.tasks.append((job, index, kind, task))
+            self.tasks.append((job, index, kind, func, rest))
             self.busy += 1
             self.cond.notify_all()
+
+    def apply(self, job, notify, func, args, kwds):
+        with self.cond:
+            if self.closed:
+                raise ValueError("pool dispatcher is closed")
+            self.jobs[job] = [1, 0, False, False, notify, False, []]
+        self.submit(job, 0, TASK_APPLY, func, (args, kwds))
 
     @staticmethod
     def _ready(slot):
@@ -947,7 +993,8 @@ class _ThreadDispatcher:
             def done():
                 slot = self.jobs.get(job)
                 return (slot is None or self.closed or want == _NO_WAIT
-                        or self._ready(slot) or (want == _WAIT_ANY and slot[6]))
+                        or self._ready(slot)
+                        or (want in (_WAIT_ANY, _WAIT_SOME) and slot[6]))
             self.cond.wait_for(done, timeout)
             slot = self.jobs.get(job)
             if slot is None:
@@ -984,13 +1031,12 @@ class _ThreadDispatcher:
             self.cond.notify_all()
 
 
-def _run_thread_task(kind, task):
-    func = task[0]
+def _run_thread_task(kind, func, rest):
     if kind == TASK_APPLY:
-        return func(*task[1], **task[2])
+        return func(*rest[0], **rest[1])
     if kind == TASK_STARMAP:
-        return [func(*args) for args in task[1]]
-    return [func(x) for x in task[1]]
+        return [func(*args) for args in rest]
+    return [func(x) for x in rest]
 
 
 def _thread_worker(dispatcher, initializer, initargs, maxtasks):
@@ -1004,13 +1050,13 @@ def _thread_worker(dispatcher, initializer, initargs, maxtasks):
             entry = dispatcher.next_task()
             if entry is None:
                 return
-            job, index, kind, task = entry
+            job, index, kind, func, rest = entry
             entry = None
             try:
-                value, status = _run_thread_task(kind, task), RESULT_OK
+                value, status = _run_thread_task(kind, func, rest), RESULT_OK
             except Exception as exc:
                 value, status = exc, RESULT_ERROR
-            task = None
+            func = rest = None
             dispatcher.complete(job, index, status, value)
             value = None
             done += 1
@@ -1023,11 +1069,11 @@ class _ThreadPoolCore(_PoolCore):
     def make_dispatcher(self):
         return _ThreadDispatcher()
 
-    def encode(self, task):
-        return task
-
     def decode(self, status, data):
         return status == RESULT_OK, data
+
+    def decode_chunk(self, status, data):
+        return data if status == RESULT_OK else [_Raise(data)]
 
     def start_worker(self):
         proc = self.make_worker(self, None)

@@ -1,761 +1,33 @@
-/* dispatch.c - the pool's parent-side task dispatcher, type Dispatcher.
- *
- * Python submits pickled tasks; a native thread (no GIL, no Python) owns
- * one stream socket per worker and moves tasks to workers (at most
- * `inflight` per worker), reads result frames back, and watches each
- * worker's sentinel so that a dead worker is noticed at once: the tasks it
- * held complete with RESULT_LOST and an EXIT event tells Python to replace
- * it.  Results are kept per job until a Python thread collects them;
- * waiters sleep on a futex so that signals (Ctrl-C) interrupt them.
- * The wire format is in dispatch.h; the child's loop is in worker.c. */
-#include "dispatch.h"
+/* dispatch.c - the pool's parent-side task dispatcher, the Python type
+ * Dispatcher: jobs are opened and tasks submitted from Python, outcomes
+ * collected back.  The engine that moves them (the native thread, the
+ * worker streams) is in dispatch_engine.c.  A thread that waits for an
+ * outcome first does the engine's work itself for a short while with the
+ * GIL released (so a quick result needs no hand-off between threads),
+ * then sleeps on a futex, where signals (Ctrl-C) interrupt it. */
+#include "dispatch_engine.h"
 #include "futex.h"
+#include "pickler.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/types.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
-#define JOB_BUCKETS 256
-#define READ_CHUNK 65536
-/* A worker gets more tasks in flight when its tasks are short: enough to
- * cover about PIPELINE_NS of work, up to DEPTH_MAX tasks. */
-#define PIPELINE_NS 2000000.0
-#define DEPTH_MAX 64
-#define WRITE_BATCH 64
-
-enum { EVENT_EXIT = 1, EVENT_READY = 2 };
-
-/* One task on its way to a worker: a ready-to-send frame. */
-typedef struct task {
-    struct task *next;
-    size_t size;                 /* header + payload */
-    unsigned char frame[];       /* frame_header, then the payload */
-} task_t;
-
-/* One finished task waiting to be collected by Python. */
-typedef struct completion {
-    struct completion *next;
-    uint64_t index;
-    uint32_t status;
-    int64_t pid;                 /* RESULT_LOST: the worker that died */
-    size_t len;
-    unsigned char *data;
-} completion_t;
-
-typedef struct job {
-    struct job *next;            /* hash chain */
-    uint64_t id;
-    int64_t expected;            /* number of tasks, -1 until known */
-    int64_t finished;
-    int failed;
-    int fail_fast;               /* ready at the first failure */
-    int notify;                  /* post EVENT_READY when ready */
-    int ready_posted;
-    completion_t *head, *tail;   /* not collected yet */
-} job_t;
-
-typedef struct {
-    int fd;                      /* -1: free slot */
-    int sentinel;                /* readable when the worker is gone */
-    int eof;                     /* fd reached end of file */
-    int64_t pid;
-    int64_t budget;              /* tasks it may still get; -1: unlimited */
-    int ninflight;
-    int depth;                   /* tasks it may hold now */
-    double task_ns;              /* running mean of its task times, 0: none */
-    struct timespec last_result;
-    task_t *head, *tail;         /* sent or being sent, oldest first */
-    task_t *writing;             /* first task not fully written */
-    size_t write_off;
-    unsigned char *in;           /* bytes read, not parsed yet */
-    size_t in_len, in_cap;
-} worker_t;
-
-typedef struct event {
-    struct event *next;
-    int kind;
-    int64_t value;
-} event_t;
-
-typedef struct Dispatcher {
-    PyObject_HEAD
-    struct Dispatcher *next_live;   /* the fork registry */
-    int registered;                 /* mutexes made, in the registry */
-    pthread_mutex_t alloc_mu;       /* held by the thread while it allocates */
-    pthread_mutex_t mu;
-    pthread_t thread;
-    int thread_running;
-    pid_t owner;                 /* the process that may use the thread */
-    int wakefd;                  /* eventfd: re-read the state */
-    int closed;
-    int polling;                 /* the thread sleeps in poll() */
-    int inflight_max;
-    uint32_t seq;                /* futex word: bumped on every change */
-    int waiters;
-    task_t *pend_head, *pend_tail;
-    int64_t busy;                /* tasks pending or in flight */
-    worker_t **workers;          /* slots; each stays put while allocated */
-    int nworkers;                /* slots allocated */
-    job_t *jobs[JOB_BUCKETS];
-    event_t *ev_head, *ev_tail;
-    int error;                   /* errno that stopped the thread, or 0 */
-} Dispatcher;
-
-/* ---- fork safety ------------------------------------------------------
- * The dispatcher thread allocates memory without the GIL.  Some malloc
- * implementations (ASan's, for one) leave their lock held in a child
- * forked while another thread was inside malloc, and the child then hangs
- * at its first allocation.  So fork waits until no dispatcher thread is in
- * an allocating section (alloc_mu).  Only dispatcher threads take
- * alloc_mu, and they never wait for the GIL while holding it, so the
- * forking thread (which holds the GIL) cannot deadlock on it. */
-
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static Dispatcher *registry_head;
-static int atfork_installed;
-
-static void
-before_fork(void)
-{
-    pthread_mutex_lock(&registry_mu);
-    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
-        pthread_mutex_lock(&d->alloc_mu);
-    }
-}
-
-static void
-after_fork_in_parent(void)
-{
-    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
-        pthread_mutex_unlock(&d->alloc_mu);
-    }
-    pthread_mutex_unlock(&registry_mu);
-}
-
-/* The child has no dispatcher thread: fresh, unlocked mutexes. */
-static void
-after_fork_in_child(void)
-{
-    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
-        (void)pthread_mutex_init(&d->alloc_mu, NULL);
-        (void)pthread_mutex_init(&d->mu, NULL);
-    }
-    (void)pthread_mutex_init(&registry_mu, NULL);
-}
-
-/* Add d to the registry (installing the fork handlers once).  Returns 0
- * or an errno value. */
-static int
-register_dispatcher(Dispatcher *d)
-{
-    pthread_mutex_lock(&registry_mu);
-    int err = 0;
-    if (!atfork_installed) {
-        err = pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
-        atfork_installed = err == 0;
-    }
-    if (err == 0) {
-        d->next_live = registry_head;
-        registry_head = d;
-    }
-    pthread_mutex_unlock(&registry_mu);
-    return err;
-}
-
-static void
-unregister_dispatcher(Dispatcher *d)
-{
-    pthread_mutex_lock(&registry_mu);
-    Dispatcher **link = &registry_head;
-    while (*link != NULL && *link != d) {
-        link = &(*link)->next_live;
-    }
-    if (*link == d) {
-        *link = d->next_live;
-    }
-    pthread_mutex_unlock(&registry_mu);
-}
-
-/* The dispatcher thread's critical section: the state and allocation. */
-static void
-thread_lock(Dispatcher *d)
-{
-    pthread_mutex_lock(&d->mu);
-    pthread_mutex_lock(&d->alloc_mu);
-}
-
-static void
-thread_unlock(Dispatcher *d)
-{
-    pthread_mutex_unlock(&d->alloc_mu);
-    pthread_mutex_unlock(&d->mu);
-}
-
-/* ---- helpers run with the mutex held (no GIL needed) ------------------ */
-
-static job_t *
-find_job(Dispatcher *d, uint64_t id)
-{
-    for (job_t *j = d->jobs[id % JOB_BUCKETS]; j != NULL; j = j->next) {
-        if (j->id == id) {
-            return j;
-        }
-    }
-    return NULL;
-}
-
-static void
-free_completions(completion_t *c)
-{
-    while (c != NULL) {
-        completion_t *next = c->next;
-        free(c->data);
-        free(c);
-        c = next;
-    }
-}
-
-/* Take job `id` out of the table (mutex held); the caller frees it.
- * Returns NULL if there is no such job. */
-static job_t *
-unlink_job(Dispatcher *d, uint64_t id)
-{
-    job_t **link = &d->jobs[id % JOB_BUCKETS];
-    while (*link != NULL && (*link)->id != id) {
-        link = &(*link)->next;
-    }
-    job_t *j = *link;
-    if (j != NULL) {
-        *link = j->next;
-    }
-    return j;
-}
-
-static void
-free_job(job_t *j)
-{
-    if (j != NULL) {
-        free_completions(j->head);
-        free(j);
-    }
-}
-
-static int
-job_ready(const job_t *j)
-{
-    return (j->expected >= 0 && j->finished >= j->expected)
-           || (j->fail_fast && j->failed);
-}
-
-/* Wake every sleeper so it re-checks its condition. */
-static void
-announce(Dispatcher *d)
-{
-    __atomic_add_fetch(&d->seq, 1, __ATOMIC_SEQ_CST);
-    if (d->waiters > 0) {
-        (void)fastmp_futex_wake(&d->seq, INT32_MAX);
-    }
-}
-
-/* Queue an event for the pool's handler thread.  Returns 0 or ENOMEM. */
-static int
-post_event(Dispatcher *d, int kind, int64_t value)
-{
-    event_t *e = malloc(sizeof(*e));
-    if (e == NULL) {
-        return ENOMEM;
-    }
-    e->next = NULL;
-    e->kind = kind;
-    e->value = value;
-    if (d->ev_tail) {
-        d->ev_tail->next = e;
-    }
-    else {
-        d->ev_head = e;
-    }
-    d->ev_tail = e;
-    return 0;
-}
-
-static void
-post_ready_if_due(Dispatcher *d, job_t *j)
-{
-    if (j->notify && !j->ready_posted && job_ready(j)) {
-        j->ready_posted = 1;
-        if (post_event(d, EVENT_READY, (int64_t)j->id) != 0) {
-            d->error = ENOMEM;
-        }
-    }
-}
-
-/* Record the outcome of one task of job `job`, taking ownership of
- * `data` (malloc'd, may be NULL).  Outcomes of forgotten jobs, and of
- * fail-fast jobs after their first failure, are dropped. */
-static void
-complete(Dispatcher *d, uint64_t job, uint64_t index, uint32_t status,
-         int64_t pid, unsigned char *data, size_t len)
-{
-    d->busy--;
-    job_t *j = find_job(d, job);
-    if (j == NULL || (j->fail_fast && j->failed)) {
-        free(data);
-        if (j != NULL) {
-            j->finished++;
-        }
-        return;
-    }
-    completion_t *c = malloc(sizeof(*c));
-    if (c == NULL) {
-        free(data);
-        d->error = ENOMEM;
-        return;
-    }
-    c->next = NULL;
-    c->index = index;
-    c->status = status;
-    c->pid = pid;
-    c->len = len;
-    c->data = data;
-    if (j->tail) {
-        j->tail->next = c;
-    }
-    else {
-        j->head = c;
-    }
-    j->tail = c;
-    j->finished++;
-    if (status != RESULT_OK) {
-        j->failed = 1;
-    }
-    post_ready_if_due(d, j);
-}
-
-static void
-wake_thread(Dispatcher *d)
-{
-    uint64_t one = 1;
-    /* the counter cannot overflow in practice; EAGAIN would mean it is
-     * already non-zero, which wakes the thread just the same */
-    (void)!write(d->wakefd, &one, sizeof(one));
-}
-
-/* Write as much of worker w's unsent frames as the socket takes now,
- * several frames per system call.  Returns 0, or an errno value for a
- * broken socket (the sentinel will report the worker's death; the frames
- * stay in flight). */
-static int
-flush_worker(worker_t *w)
-{
-    while (w->writing != NULL) {
-        struct iovec iov[WRITE_BATCH];
-        int nvec = 0;
-        size_t off = w->write_off;
-        for (task_t *t = w->writing; t != NULL && nvec < WRITE_BATCH; t = t->next) {
-            iov[nvec].iov_base = t->frame + off;
-            iov[nvec].iov_len = t->size - off;
-            nvec++;
-            off = 0;
-        }
-        ssize_t n = writev(w->fd, iov, nvec);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno == EAGAIN ? 0 : errno;
-        }
-        size_t left = (size_t)n;
-        while (w->writing != NULL && left >= w->writing->size - w->write_off) {
-            left -= w->writing->size - w->write_off;
-            w->writing = w->writing->next;
-            w->write_off = 0;
-        }
-        if (w->writing != NULL) {
-            w->write_off += left;
-            if (left == 0 || n == 0) {
-                return 0;           /* the socket is full */
-            }
-        }
-    }
-    return 0;
-}
-
-/* Move pending tasks to the least loaded live workers that have room.
- * Returns 1 when some worker was left with unsent bytes (the thread must
- * poll for POLLOUT), else 0. */
-static int
-assign_pending(Dispatcher *d)
-{
-    while (d->pend_head != NULL) {
-        worker_t *best = NULL;
-        for (int i = 0; i < d->nworkers; i++) {
-            worker_t *w = d->workers[i];
-            if (w->fd < 0 || w->eof || w->budget == 0 || w->ninflight >= w->depth) {
-                continue;
-            }
-            if (best == NULL || w->ninflight < best->ninflight) {
-                best = w;
-            }
-        }
-        if (best == NULL) {
-            break;
-        }
-        task_t *t = d->pend_head;
-        d->pend_head = t->next;
-        if (d->pend_head == NULL) {
-            d->pend_tail = NULL;
-        }
-        t->next = NULL;
-        if (best->tail) {
-            best->tail->next = t;
-        }
-        else {
-            best->head = t;
-        }
-        best->tail = t;
-        best->ninflight++;
-        if (best->budget > 0) {
-            best->budget--;
-        }
-        if (best->writing == NULL) {
-            best->writing = t;
-            best->write_off = 0;
-        }
-        (void)flush_worker(best);
-    }
-    for (int i = 0; i < d->nworkers; i++) {
-        if (d->workers[i]->fd >= 0 && d->workers[i]->writing != NULL) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* A result came from w: when w was busy since its previous result, that
- * gap is one task's time; adapt how many tasks w may hold. */
-static void
-note_task_time(Dispatcher *d, worker_t *w)
-{
-    struct timespec now;
-    (void)clock_gettime(CLOCK_MONOTONIC, &now);
-    if (w->ninflight >= 2 && (w->last_result.tv_sec || w->last_result.tv_nsec)) {
-        double ns = (double)(now.tv_sec - w->last_result.tv_sec) * 1e9
-                    + (double)(now.tv_nsec - w->last_result.tv_nsec);
-        w->task_ns = w->task_ns == 0 ? ns : 0.8 * w->task_ns + 0.2 * ns;
-        double fit = PIPELINE_NS / (w->task_ns > 1.0 ? w->task_ns : 1.0);
-        w->depth = fit >= DEPTH_MAX ? DEPTH_MAX
-                   : fit <= d->inflight_max ? d->inflight_max : (int)fit;
-    }
-    w->last_result = now;
-}
-
-/* Parse the complete result frames in w's input buffer.  Returns 0, or
- * EPROTO for a frame that does not belong there. */
-static int
-parse_results(Dispatcher *d, worker_t *w)
-{
-    size_t pos = 0;
-    int err = 0;
-    while (w->in_len - pos >= sizeof(frame_header)) {
-        frame_header h;
-        memcpy(&h, w->in + pos, sizeof(h));
-        if (h.kind != FRAME_RESULT || h.len > FRAME_MAX_PAYLOAD || w->head == NULL) {
-            err = EPROTO;
-            break;
-        }
-        if (w->in_len - pos - sizeof(h) < h.len) {
-            break;
-        }
-        unsigned char *data = NULL;
-        if (h.len > 0) {
-            data = malloc((size_t)h.len);
-            if (data == NULL) {
-                err = ENOMEM;
-                break;
-            }
-            memcpy(data, w->in + pos + sizeof(h), (size_t)h.len);
-        }
-        pos += sizeof(h) + (size_t)h.len;
-        task_t *t = w->head;
-        w->head = t->next;
-        if (w->head == NULL) {
-            w->tail = NULL;
-        }
-        free(t);
-        note_task_time(d, w);
-        w->ninflight--;
-        complete(d, h.job, h.index, h.status, 0, data, (size_t)h.len);
-    }
-    if (pos > 0) {
-        memmove(w->in, w->in + pos, w->in_len - pos);
-        w->in_len -= pos;
-    }
-    return err;
-}
-
-/* Read what worker w has sent into its buffer, until the socket is
- * empty; sets w->eof at end of file.  Touches only w's input side, which
- * no other thread uses: the dispatcher thread calls it without the lock.
- * Returns 0 or an errno value. */
-static int
-slurp_worker(Dispatcher *d, worker_t *w, int holding_alloc)
-{
-    for (;;) {
-        size_t want = READ_CHUNK;
-        if (w->in_len >= sizeof(frame_header)) {
-            frame_header h;
-            memcpy(&h, w->in, sizeof(h));
-            if (h.len <= FRAME_MAX_PAYLOAD && sizeof(h) + h.len > w->in_len + want) {
-                want = sizeof(h) + (size_t)h.len - w->in_len;
-            }
-        }
-        if (w->in_cap - w->in_len < want) {
-            size_t cap = w->in_len + want;
-            if (!holding_alloc) {
-                pthread_mutex_lock(&d->alloc_mu);
-            }
-            unsigned char *in = realloc(w->in, cap);
-            if (!holding_alloc) {
-                pthread_mutex_unlock(&d->alloc_mu);
-            }
-            if (in == NULL) {
-                return ENOMEM;
-            }
-            w->in = in;
-            w->in_cap = cap;
-        }
-        ssize_t n = read(w->fd, w->in + w->in_len, w->in_cap - w->in_len);
-        if (n > 0) {
-            w->in_len += (size_t)n;
-            continue;
-        }
-        if (n == 0 || errno == ECONNRESET) {
-            w->eof = 1;
-            return 0;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        return errno == EAGAIN ? 0 : errno;
-    }
-}
-
-/* Read and record what worker w sent (the dispatcher thread, inside
- * thread_lock).  Returns 0 or an errno value. */
-static int
-read_worker(Dispatcher *d, worker_t *w)
-{
-    int err = slurp_worker(d, w, 1);
-    int perr = parse_results(d, w);
-    return err != 0 ? err : perr;
-}
-
-/* Forget worker w: unsent tasks go back to the front of the queue, the
- * tasks it held complete as RESULT_LOST, and an EXIT event is posted. */
-static void
-drop_worker(Dispatcher *d, worker_t *w)
-{
-    task_t *requeue = NULL;
-    if (w->writing != NULL) {
-        task_t *from = w->writing;
-        if (w->write_off > 0) {
-            from = from->next;      /* partly sent: the worker held it */
-        }
-        /* detach [from, tail] from the in-flight list */
-        if (from != NULL) {
-            task_t **link = &w->head;
-            while (*link != from) {
-                link = &(*link)->next;
-            }
-            *link = NULL;
-            requeue = from;
-        }
-    }
-    for (task_t *t = w->head; t != NULL;) {
-        task_t *next = t->next;
-        frame_header h;
-        memcpy(&h, t->frame, sizeof(h));
-        complete(d, h.job, h.index, RESULT_LOST, w->pid, NULL, 0);
-        free(t);
-        t = next;
-    }
-    if (requeue != NULL) {
-        task_t *last = requeue;
-        while (last->next != NULL) {
-            last = last->next;
-        }
-        last->next = d->pend_head;
-        d->pend_head = requeue;
-        if (d->pend_tail == NULL) {
-            d->pend_tail = last;
-        }
-    }
-    close(w->fd);
-    if (w->sentinel >= 0) {
-        close(w->sentinel);
-    }
-    free(w->in);
-    if (post_event(d, EVENT_EXIT, w->pid) != 0) {
-        d->error = ENOMEM;
-    }
-    memset(w, 0, sizeof(*w));
-    w->fd = -1;
-    w->sentinel = -1;
-}
-
-/* ---- the dispatcher thread ------------------------------------------- */
-
-static void *
-dispatcher_main(void *arg)
-{
-    Dispatcher *d = arg;
-    struct pollfd *fds = NULL;
-    worker_t **owner = NULL;     /* the worker fds[k] belongs to */
-    int *read_err = NULL;        /* what reading fds[k] gave */
-    size_t cap = 0;
-
-    thread_lock(d);
-    while (!d->closed) {
-        (void)assign_pending(d);
-        size_t need = 1 + 2 * (size_t)d->nworkers;
-        if (need > cap) {
-            struct pollfd *nf = realloc(fds, need * sizeof(*fds));
-            fds = nf != NULL ? nf : fds;
-            worker_t **no = realloc(owner, need * sizeof(*owner));
-            owner = no != NULL ? no : owner;
-            int *ne = realloc(read_err, need * sizeof(*ne));
-            read_err = ne != NULL ? ne : read_err;
-            if (nf == NULL || no == NULL || ne == NULL) {
-                d->error = ENOMEM;
-                break;
-            }
-            cap = need;
-        }
-        size_t n = 0;
-        fds[n].fd = d->wakefd;
-        fds[n].events = POLLIN;
-        owner[n++] = NULL;
-        for (int i = 0; i < d->nworkers; i++) {
-            worker_t *w = d->workers[i];
-            if (w->fd < 0) {
-                continue;
-            }
-            if (!w->eof) {
-                fds[n].fd = w->fd;
-                fds[n].events = POLLIN | (w->writing != NULL ? POLLOUT : 0);
-                owner[n++] = w;
-            }
-            if (w->sentinel >= 0) {
-                fds[n].fd = w->sentinel;
-                fds[n].events = POLLIN;
-                owner[n++] = w;
-            }
-        }
-        d->polling = 1;
-        thread_unlock(d);
-
-        int r = poll(fds, (nfds_t)n, -1);
-        int poll_errno = errno;
-        if (r > 0 && fds[0].revents) {
-            uint64_t count;
-            (void)!read(d->wakefd, &count, sizeof(count));
-        }
-        /* Only this thread reads worker sockets or drops workers, so the
-         * reading needs no lock: submitters are not held up by it. */
-        for (size_t k = 1; r > 0 && k < n; k++) {
-            worker_t *w = owner[k];
-            read_err[k] = 0;
-            if (fds[k].fd == w->fd && (fds[k].revents & (POLLIN | POLLHUP | POLLERR))) {
-                read_err[k] = slurp_worker(d, w, 0);
-            }
-        }
-
-        thread_lock(d);
-        d->polling = 0;
-        if (r < 0) {
-            if (poll_errno == EINTR) {
-                continue;
-            }
-            d->error = poll_errno;
-            break;
-        }
-        int changed = 0;
-        /* results first: a dead worker's last results are still valid */
-        for (size_t k = 1; k < n; k++) {
-            worker_t *w = owner[k];
-            if (fds[k].fd != w->fd || fds[k].revents == 0) {
-                continue;
-            }
-            if (fds[k].revents & (POLLIN | POLLHUP | POLLERR)) {
-                if (read_err[k] != 0 || parse_results(d, w) != 0) {
-                    w->eof = 1;     /* unusable: wait for the sentinel */
-                }
-                changed = 1;
-            }
-            if ((fds[k].revents & POLLOUT) && !w->eof && flush_worker(w) != 0) {
-                w->eof = 1;
-            }
-        }
-        for (size_t k = 1; k < n; k++) {
-            worker_t *w = owner[k];
-            int gone = w->fd >= 0
-                       && ((fds[k].fd == w->sentinel && fds[k].revents)
-                           || (w->sentinel < 0 && w->eof));
-            if (gone) {
-                if (!w->eof) {
-                    (void)read_worker(d, w);
-                }
-                drop_worker(d, w);
-                changed = 1;
-            }
-        }
-        if (changed) {
-            announce(d);
-        }
-    }
-    free(fds);
-    free(owner);
-    free(read_err);
-    /* a fatal error: sleepers must not wait for results that will not come */
-    announce(d);
-    thread_unlock(d);
-    return NULL;
-}
-
-/* Start the thread with every signal blocked in it, so that signals go to
- * Python threads.  Returns 0 or an errno value. */
-static int
-start_thread(Dispatcher *d)
-{
-    sigset_t all, old;
-    sigfillset(&all);
-    int err = pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (err != 0) {
-        return err;
-    }
-    err = pthread_create(&d->thread, NULL, dispatcher_main, d);
-    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err == 0) {
-        d->thread_running = 1;
-    }
-    return err;
-}
+/* A thread submitting while every worker has a queue pumps once per
+ * this many tasks. */
+#define PUMP_EVERY 8
 
 /* ---- Python-facing methods ------------------------------------------- */
 
 static int
 check_usable(Dispatcher *d)
 {
-    if (d->owner != getpid()) {
+    if (!dispatch_owned(d)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "a pool dispatcher cannot be used in a child process");
         return -1;
@@ -837,7 +109,6 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     d->wakefd = -1;
-    d->owner = getpid();
     d->inflight_max = inflight;
     int err = pthread_mutex_init(&d->mu, NULL);
     if (err == 0 && (err = pthread_mutex_init(&d->alloc_mu, NULL)) != 0) {
@@ -847,7 +118,7 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(d);
         return fastmp_oserror(err, "pthread_mutex_init");
     }
-    if ((err = register_dispatcher(d)) != 0) {
+    if ((err = dispatch_register(d)) != 0) {
         (void)pthread_mutex_destroy(&d->alloc_mu);
         (void)pthread_mutex_destroy(&d->mu);
         Py_DECREF(d);
@@ -868,14 +139,14 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 shutdown_dispatcher(Dispatcher *d, int send_stop)
 {
-    if (d->owner != getpid()) {
+    if (!dispatch_owned(d)) {
         return;                 /* a forked copy: the thread is not ours */
     }
     lock_dispatcher(d);
     int was_closed = d->closed;
     d->closed = 1;
     if (d->thread_running) {
-        wake_thread(d);
+        dispatch_wake_thread(d);
     }
     pthread_mutex_unlock(&d->mu);
     if (d->thread_running) {
@@ -897,11 +168,7 @@ shutdown_dispatcher(Dispatcher *d, int send_stop)
             frame_header stop = {.kind = FRAME_STOP};
             (void)!write(w->fd, &stop, sizeof(stop));
         }
-        for (task_t *t = w->head; t != NULL;) {
-            task_t *next = t->next;
-            free(t);
-            t = next;
-        }
+        dispatch_free_tasks(w->head);
         close(w->fd);
         if (w->sentinel >= 0) {
             close(w->sentinel);
@@ -911,14 +178,11 @@ shutdown_dispatcher(Dispatcher *d, int send_stop)
         w->fd = -1;
         w->sentinel = -1;
     }
-    for (task_t *t = d->pend_head; t != NULL;) {
-        task_t *next = t->next;
-        free(t);
-        t = next;
-    }
+    dispatch_free_tasks(d->pend_head);
     d->pend_head = d->pend_tail = NULL;
     d->busy = 0;
-    announce(d);
+    dispatch_announce(d);
+    dispatch_announce_events(d);
     pthread_mutex_unlock(&d->mu);
 }
 
@@ -928,12 +192,12 @@ Dispatcher_dealloc(Dispatcher *d)
     PyTypeObject *tp = Py_TYPE(d);
     if (d->registered) {
         shutdown_dispatcher(d, 1);
-        unregister_dispatcher(d);
+        dispatch_unregister(d);
     }
     for (int b = 0; b < JOB_BUCKETS; b++) {
         for (job_t *j = d->jobs[b]; j != NULL;) {
             job_t *next = j->next;
-            free_job(j);
+            dispatch_free_job(j);
             j = next;
         }
     }
@@ -946,6 +210,10 @@ Dispatcher_dealloc(Dispatcher *d)
         free(d->workers[i]);
     }
     free(d->workers);
+    for (int i = 0; i < FUNC_CACHE; i++) {
+        Py_CLEAR(d->func_refs[i]);
+        Py_CLEAR(d->func_pickles[i]);
+    }
     if (d->wakefd >= 0) {
         close(d->wakefd);
     }
@@ -1022,12 +290,12 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     w->depth = d->inflight_max;
     int err = 0;
     if (!d->thread_running) {
-        err = start_thread(d);
+        err = dispatch_start_thread(d);     /* it starts by reading the state */
     }
-    if (err == 0) {
-        wake_thread(d);
+    else if (d->polling) {
+        dispatch_wake_thread(d);
     }
-    else {
+    if (err != 0) {
         w->fd = -1;
     }
     pthread_mutex_unlock(&d->mu);
@@ -1038,6 +306,34 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         return fastmp_oserror(err, "pthread_create");
     }
     Py_RETURN_NONE;
+}
+
+/* Add a job with these fields to the table.  Returns 0, or -1 with an
+ * exception set (no memory, or the id is taken). */
+static int
+add_job(Dispatcher *d, uint64_t id, int64_t expected, int fail_fast, int notify)
+{
+    job_t *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    j->id = id;
+    j->expected = expected;
+    j->fail_fast = fail_fast;
+    j->notify = notify;
+    lock_dispatcher(d);
+    if (dispatch_find_job(d, id) != NULL) {
+        pthread_mutex_unlock(&d->mu);
+        free(j);
+        PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
+        return -1;
+    }
+    j->next = d->jobs[id % JOB_BUCKETS];
+    d->jobs[id % JOB_BUCKETS] = j;
+    dispatch_post_ready_if_due(d, j);
+    pthread_mutex_unlock(&d->mu);
+    return 0;
 }
 
 /* open_job(job, ntasks, fail_fast, notify); ntasks -1: not known yet */
@@ -1054,28 +350,10 @@ Dispatcher_open_job(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     }
     int fail_fast = PyObject_IsTrue(args[2]);
     int notify = PyObject_IsTrue(args[3]);
-    if (fail_fast < 0 || notify < 0 || check_usable(d) < 0) {
+    if (fail_fast < 0 || notify < 0 || check_usable(d) < 0
+        || add_job(d, id, ntasks < 0 ? -1 : ntasks, fail_fast, notify) < 0) {
         return NULL;
     }
-    job_t *j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        return PyErr_NoMemory();
-    }
-    j->id = id;
-    j->expected = ntasks < 0 ? -1 : ntasks;
-    j->fail_fast = fail_fast;
-    j->notify = notify;
-    lock_dispatcher(d);
-    if (find_job(d, id) != NULL) {
-        pthread_mutex_unlock(&d->mu);
-        free(j);
-        PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
-        return NULL;
-    }
-    j->next = d->jobs[id % JOB_BUCKETS];
-    d->jobs[id % JOB_BUCKETS] = j;
-    post_ready_if_due(d, j);
-    pthread_mutex_unlock(&d->mu);
     Py_RETURN_NONE;
 }
 
@@ -1089,11 +367,11 @@ Dispatcher_expect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     lock_dispatcher(d);
-    job_t *j = find_job(d, id);
+    job_t *j = dispatch_find_job(d, id);
     if (j != NULL) {
         j->expected = (int64_t)count;
-        post_ready_if_due(d, j);
-        announce(d);
+        dispatch_post_ready_if_due(d, j);
+        dispatch_announce(d);
     }
     pthread_mutex_unlock(&d->mu);
     Py_RETURN_NONE;
@@ -1108,54 +386,185 @@ Dispatcher_forget(Dispatcher *d, PyObject *arg)
         return NULL;
     }
     lock_dispatcher(d);
-    job_t *j = unlink_job(d, id);
+    job_t *j = dispatch_unlink_job(d, id);
     pthread_mutex_unlock(&d->mu);
-    free_job(j);
+    dispatch_free_job(j);
     Py_RETURN_NONE;
 }
 
-/* submit(job, index, kind, payload): queue one task. */
-static PyObject *
-Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
+/* 1 when pickle saves `func` by its module and name only, so that its
+ * pickle can be reused for every task (a plain function or a module-level
+ * builtin, with no reducer registered for its type); 0 when not; -1 with
+ * an exception set.  Called after fastmp_pickle() made the reducer chain. */
+static int
+pickled_by_name(fastmp_state *st, PyObject *func)
 {
-    uint64_t job, index, kind;
-    if (check_nargs("submit", nargs, 4, 4) < 0
-        || parse_u64(args[0], &job) < 0 || parse_u64(args[1], &index) < 0
-        || parse_u64(args[2], &kind) < 0) {
+    int plain = PyFunction_Check(func)
+                || (PyCFunction_Check(func)
+                    && (PyCFunction_GET_SELF(func) == NULL
+                        || PyModule_Check(PyCFunction_GET_SELF(func))));
+    if (!plain || st->reducer_chain == NULL) {
+        return 0;
+    }
+    PyObject *reducer = PyObject_GetItem(st->reducer_chain, (PyObject *)Py_TYPE(func));
+    if (reducer != NULL) {
+        Py_DECREF(reducer);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+        return -1;
+    }
+    PyErr_Clear();
+    return 1;
+}
+
+/* The object a weak reference points to (borrowed), or NULL. */
+static PyObject *
+weak_target(PyObject *ref)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *target = NULL;
+    if (PyWeakref_GetRef(ref, &target) != 1) {
+        PyErr_Clear();
         return NULL;
     }
+    Py_DECREF(target);          /* the caller holds func: it stays alive */
+    return target;
+#else
+    PyObject *target = PyWeakref_GetObject(ref);
+    return target == Py_None ? NULL : target;
+#endif
+}
+
+/* The pickle of a task's function: from the cache when the function is
+ * pickled by name (*by_name = 1), else freshly made.  Returns a new
+ * reference to what fastmp_pickle() returns, or NULL with an exception
+ * set. */
+static PyObject *
+func_pickle(Dispatcher *d, fastmp_state *st, PyObject *func, int *by_name)
+{
+    size_t slot = ((uintptr_t)func >> 4) % FUNC_CACHE;
+    if (d->func_refs[slot] != NULL && weak_target(d->func_refs[slot]) == func) {
+        *by_name = 1;
+        return Py_NewRef(d->func_pickles[slot]);
+    }
+    PyObject *pickled = fastmp_pickle(st, func);
+    if (pickled == NULL || !PyBytes_CheckExact(pickled)) {
+        *by_name = 0;
+        return pickled;         /* a large pickle in pieces: not cached */
+    }
+    int r = pickled_by_name(st, func);
+    if (r < 0) {
+        Py_DECREF(pickled);
+        return NULL;
+    }
+    *by_name = r;
+    if (r) {
+        PyObject *ref = PyWeakref_NewRef(func, NULL);
+        if (ref == NULL) {
+            PyErr_Clear();          /* not weakly referenceable: no cache */
+        }
+        else {
+            Py_XSETREF(d->func_refs[slot], ref);
+            Py_XSETREF(d->func_pickles[slot], Py_NewRef(pickled));
+        }
+    }
+    return pickled;
+}
+
+/* Append the pickle `part` (a bytes-like object, or a list of them) to
+ * the parts to send.  Returns 0, or -1 with an exception set. */
+static int
+add_parts(PyObject *part, Py_buffer *views, int *nviews, int max)
+{
+    Py_ssize_t n = PyList_Check(part) ? PyList_GET_SIZE(part) : 1;
+    if (*nviews + n > max) {
+        PyErr_SetString(PyExc_ValueError, "task pickle in too many pieces");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *chunk = PyList_Check(part) ? PyList_GET_ITEM(part, i) : part;
+        if (PyObject_GetBuffer(chunk, &views[*nviews], PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        (*nviews)++;
+    }
+    return 0;
+}
+
+#define TASK_PARTS 16
+
+/* A task frame: the function's pickle (status: its length, and
+ * FUNC_BY_NAME when the worker may cache what it unpickles to), then the
+ * pickle of `rest` (apply: (args, kwds); map: the items).  Returns NULL
+ * with an exception set on failure. */
+static task_t *
+make_task(Dispatcher *d, uint64_t job, uint64_t index, uint64_t kind,
+          PyObject *func, PyObject *rest)
+{
     if (kind < FRAME_APPLY || kind > FRAME_STARMAP) {
         PyErr_Format(PyExc_ValueError, "bad task kind %llu", (unsigned long long)kind);
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[3], &view, PyBUF_SIMPLE) < 0) {
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(d));
+    if (st == NULL) {
         return NULL;
     }
-    if ((uint64_t)view.len > FRAME_MAX_PAYLOAD) {
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "task of %zd bytes is too large", view.len);
-        return NULL;
+    int by_name = 0;
+    PyObject *fpick = func_pickle(d, st, func, &by_name);
+    PyObject *rpick = fpick != NULL ? fastmp_pickle(st, rest) : NULL;
+    Py_buffer views[TASK_PARTS];
+    int nviews = 0;
+    task_t *t = NULL;
+    int nfunc = 0;
+    if (rpick != NULL && add_parts(fpick, views, &nviews, TASK_PARTS) == 0
+        && (nfunc = nviews, add_parts(rpick, views, &nviews, TASK_PARTS) == 0)) {
+        uint64_t len = 0, func_len = 0;
+        for (int i = 0; i < nviews; i++) {
+            len += (uint64_t)views[i].len;
+            func_len += i < nfunc ? (uint64_t)views[i].len : 0;
+        }
+        if (len > FRAME_MAX_PAYLOAD || func_len >= FUNC_BY_NAME) {
+            PyErr_Format(PyExc_ValueError, "task of %llu bytes is too large",
+                         (unsigned long long)len);
+        }
+        else if ((t = malloc(sizeof(*t) + sizeof(frame_header) + (size_t)len)) == NULL) {
+            PyErr_NoMemory();
+        }
+        else {
+            frame_header h = {.kind = (uint32_t)kind, .job = job, .index = index,
+                              .len = len,
+                              .status = (uint32_t)func_len
+                                        | (by_name ? FUNC_BY_NAME : 0)};
+            t->next = NULL;
+            t->size = sizeof(h) + (size_t)len;
+            memcpy(t->frame, &h, sizeof(h));
+            unsigned char *at = t->frame + sizeof(h);
+            for (int i = 0; i < nviews; i++) {
+                memcpy(at, views[i].buf, (size_t)views[i].len);
+                at += views[i].len;
+            }
+        }
     }
-    task_t *t = malloc(sizeof(*t) + sizeof(frame_header) + (size_t)view.len);
-    if (t == NULL) {
-        PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+    for (int i = 0; i < nviews; i++) {
+        PyBuffer_Release(&views[i]);
     }
-    frame_header h = {.kind = (uint32_t)kind, .job = job, .index = index,
-                      .len = (uint64_t)view.len};
-    t->next = NULL;
-    t->size = sizeof(h) + (size_t)view.len;
-    memcpy(t->frame, &h, sizeof(h));
-    memcpy(t->frame + sizeof(h), view.buf, (size_t)view.len);
-    PyBuffer_Release(&view);
+    Py_XDECREF(fpick);
+    Py_XDECREF(rpick);
+    return t;
+}
 
+/* Queue task t (and count it busy), then send what can be sent.  Takes
+ * the mutex.  Returns 0, or -1 with an exception set (t is freed). */
+static int
+queue_task(Dispatcher *d, task_t *t)
+{
     lock_dispatcher(d);
-    if (d->closed || d->error || d->owner != getpid()) {
+    if (d->closed || d->error || !dispatch_owned(d)) {
         pthread_mutex_unlock(&d->mu);
         free(t);
         (void)check_usable(d);
-        return NULL;
+        return -1;
     }
     if (d->pend_tail) {
         d->pend_tail->next = t;
@@ -1165,44 +574,95 @@ Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     }
     d->pend_tail = t;
     d->busy++;
-    /* An idle worker gets the task from this thread: the thread need not
-     * wake.  Otherwise the thread sends it (it is told only if asleep). */
-    int idle = 0;
-    for (int i = 0; i < d->nworkers && !idle; i++) {
+    /* A worker with fewer than two tasks (so none queued behind the one
+     * it runs) gets the task from this thread at once.  When every worker
+     * has a queue, tasks wait and this thread pumps once per
+     * PUMP_EVERY of them: it collects results (the dispatcher thread is
+     * not woken for each) and sends the waiting tasks in one write per
+     * worker.  Tasks still waiting when submitting stops go out when
+     * their worker's next result is read.  The dispatcher thread is told
+     * only when a socket filled up (it must poll for POLLOUT). */
+    int short_worker = 0;
+    for (int i = 0; i < d->nworkers && !short_worker; i++) {
         worker_t *w = d->workers[i];
-        idle = w->fd >= 0 && !w->eof && w->budget != 0 && w->ninflight == 0;
+        short_worker = w->fd >= 0 && !w->eof && w->budget != 0 && w->ninflight < 2;
     }
-    if (idle) {
-        if (assign_pending(d) && d->polling) {
-            wake_thread(d);
-        }
+    if (!short_worker && (++d->busy_submits % PUMP_EVERY) == 0) {
+        dispatch_pump(d);
     }
-    else if (d->polling) {
-        wake_thread(d);
+    else if (short_worker && dispatch_assign_pending(d) && d->polling) {
+        dispatch_wake_thread(d);
     }
     pthread_mutex_unlock(&d->mu);
+    return 0;
+}
+
+/* submit(job, index, kind, func, rest): queue one task. */
+static PyObject *
+Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t job, index, kind;
+    if (check_nargs("submit", nargs, 5, 5) < 0
+        || parse_u64(args[0], &job) < 0 || parse_u64(args[1], &index) < 0
+        || parse_u64(args[2], &kind) < 0) {
+        return NULL;
+    }
+    task_t *t = make_task(d, job, index, kind, args[3], args[4]);
+    if (t == NULL || queue_task(d, t) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
-/* Sleep on the futex until `seq` moves past `seen` or the deadline.
- * Called with the mutex held and the GIL held; returns with both held.
- * Returns 0, ETIMEDOUT, or -1 with an exception set (a signal handler
- * raised). */
-static int
-sleep_on_change(Dispatcher *d, uint32_t seen, const fastmp_deadline *dl)
+/* apply(job, notify, func, args, kwds): open a one-task job and queue its
+ * task (nothing is opened if the task cannot be pickled). */
+static PyObject *
+Dispatcher_apply(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
-    d->waiters++;
+    uint64_t id;
+    if (check_nargs("apply", nargs, 5, 5) < 0 || parse_u64(args[0], &id) < 0) {
+        return NULL;
+    }
+    int notify = PyObject_IsTrue(args[1]);
+    if (notify < 0 || check_usable(d) < 0) {
+        return NULL;
+    }
+    PyObject *rest = PyTuple_Pack(2, args[3], args[4]);
+    task_t *t = rest != NULL ? make_task(d, id, 0, FRAME_APPLY, args[2], rest) : NULL;
+    Py_XDECREF(rest);
+    if (t == NULL || add_job(d, id, 1, 0, notify) < 0) {
+        free(t);
+        return NULL;
+    }
+    if (queue_task(d, t) < 0) {
+        lock_dispatcher(d);
+        dispatch_free_job(dispatch_unlink_job(d, id));
+        pthread_mutex_unlock(&d->mu);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Sleep on the futex `word` until it moves past `seen` or the deadline;
+ * `sleepers` counts the threads asleep on it.  Called with the mutex held
+ * and the GIL held; returns with both held.  Returns 0, ETIMEDOUT, or -1
+ * with an exception set (a signal handler raised). */
+static int
+sleep_on_change(Dispatcher *d, uint32_t *word, int *sleepers, uint32_t seen,
+                const fastmp_deadline *dl)
+{
+    (*sleepers)++;
     pthread_mutex_unlock(&d->mu);
     int err;
     Py_BEGIN_ALLOW_THREADS
-    err = fastmp_futex_wait(&d->seq, seen, dl);
+    err = fastmp_futex_wait(word, seen, dl);
     Py_END_ALLOW_THREADS
     int raised = 0;
     if (err == EINTR) {
         raised = PyErr_CheckSignals() < 0;
     }
     lock_dispatcher(d);
-    d->waiters--;
+    (*sleepers)--;
     if (raised) {
         return -1;
     }
@@ -1236,19 +696,60 @@ take_completions(job_t *j)
         }
         Py_DECREF(item);
     }
-    free_completions(c);
+    dispatch_free_completions(c);
     return out;
 }
 
-enum { WAIT_NONE = 0, WAIT_ANY = 1, WAIT_READY = 2 };
+enum { WAIT_NONE = 0, WAIT_ANY = 1, WAIT_READY = 2, WAIT_SOME = 3 };
 enum { STATE_PENDING = 0, STATE_READY = 1, STATE_CLOSED = 2 };
+
+/* 1 when a wait of mode `want` for job j (NULL: unknown) is over. */
+static int
+wait_over(const Dispatcher *d, const job_t *j, long want)
+{
+    return j == NULL || want == WAIT_NONE || dispatch_job_ready(j)
+           || ((want == WAIT_ANY || want == WAIT_SOME) && j->head != NULL)
+           || d->closed || d->error;
+}
+
+/* Do the engine's work from this thread, with the GIL released, until
+ * the wait for job `id` is over, SPIN_NS have passed or the deadline.
+ * Called with the mutex and the GIL held; returns with both held.
+ * Returns 1 when the wait is over. */
+static int
+spin_for_job(Dispatcher *d, uint64_t id, long want, const fastmp_deadline *dl)
+{
+    int over = 0;
+    pthread_mutex_unlock(&d->mu);
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec start, left;
+    (void)clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        dispatch_lock_nogil(d);
+        if (!d->closed) {
+            dispatch_pump(d);
+        }
+        over = wait_over(d, dispatch_find_job(d, id), want);
+        dispatch_unlock_nogil(d);
+        if (over || spin_elapsed_ns(&start) >= SPIN_NS
+            || !fastmp_deadline_remaining(dl, &left)) {
+            break;
+        }
+        /* others may share this core: the worker we wait for among them */
+        (void)sched_yield();
+    }
+    Py_END_ALLOW_THREADS
+    lock_dispatcher(d);
+    return over;
+}
 
 /* collect(job, timeout, want) -> (state, outcomes)
  * want 0: do not block; 1: until an outcome is there; 2: until the job is
- * ready.  state: 0 pending, 1 ready, 2 the dispatcher closed first (or
- * the job is unknown).  outcomes: every outcome not collected before.
- * A ready job is forgotten here, except with want 1 (an imap iterator
- * asks again until it has seen every chunk). */
+ * ready; 3: as 1, for a job that is not asked again once ready.  state:
+ * 0 pending, 1 ready, 2 the dispatcher closed first (or the job is
+ * unknown).  outcomes: every outcome not collected before.  A ready job
+ * is forgotten here, except with want 1 (an imap iterator asks again
+ * until it has seen every chunk). */
 static PyObject *
 Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1263,42 +764,56 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     lock_dispatcher(d);
-    int state;
+    int state, spun = 0;
     job_t *j;
     for (;;) {
-        j = find_job(d, id);
+        j = dispatch_find_job(d, id);
         if (j == NULL) {
             state = STATE_CLOSED;
             break;
         }
-        state = job_ready(j) ? STATE_READY : STATE_PENDING;
-        if (state == STATE_READY || (want == WAIT_ANY && j->head != NULL)
-            || want == WAIT_NONE) {
+        state = dispatch_job_ready(j) ? STATE_READY : STATE_PENDING;
+        if (state == STATE_READY || wait_over(d, j, want)) {
+            if (state == STATE_PENDING && (d->closed || d->error)) {
+                state = STATE_CLOSED;
+            }
             break;
         }
-        if (d->closed || d->error || d->owner != getpid()) {
+        if (!dispatch_owned(d)) {
             state = STATE_CLOSED;
             break;
         }
+        if (!spun && spin_wanted(&d->caller_spin)) {
+            spun = 1;
+            spin_record(&d->caller_spin, spin_for_job(d, id, want, &dl));
+            continue;           /* the mutex was released: look again */
+        }
+        dispatch_hand_back(d);
+        int *interest = want == WAIT_READY ? &j->want_ready : &j->want_any;
+        (*interest)++;
         uint32_t seen = __atomic_load_n(&d->seq, __ATOMIC_SEQ_CST);
-        int r = sleep_on_change(d, seen, &dl);
+        int r = sleep_on_change(d, &d->seq, &d->waiters, seen, &dl);
+        /* the job may have been forgotten (and freed) meanwhile */
+        j = dispatch_find_job(d, id);
+        if (j != NULL) {
+            (*(want == WAIT_READY ? &j->want_ready : &j->want_any))--;
+        }
         if (r < 0) {
             pthread_mutex_unlock(&d->mu);
             return NULL;
         }
         if (r == ETIMEDOUT) {
-            j = find_job(d, id);
-            state = j != NULL && job_ready(j) ? STATE_READY : STATE_PENDING;
+            state = j != NULL && dispatch_job_ready(j) ? STATE_READY : STATE_PENDING;
             break;
         }
     }
     PyObject *outcomes = j != NULL ? take_completions(j) : PyList_New(0);
     job_t *done = NULL;
     if (state == STATE_READY && want != WAIT_ANY) {
-        done = unlink_job(d, id);
+        done = dispatch_unlink_job(d, id);
     }
     pthread_mutex_unlock(&d->mu);
-    free_job(done);
+    dispatch_free_job(done);
     if (outcomes == NULL) {
         return NULL;
     }
@@ -1321,7 +836,10 @@ Dispatcher_wait_idle(Dispatcher *d, PyObject *timeout)
             break;
         }
         uint32_t seen = __atomic_load_n(&d->seq, __ATOMIC_SEQ_CST);
-        int r = sleep_on_change(d, seen, &dl);
+        dispatch_hand_back(d);
+        d->idle_waiters++;
+        int r = sleep_on_change(d, &d->seq, &d->waiters, seen, &dl);
+        d->idle_waiters--;
         if (r < 0) {
             pthread_mutex_unlock(&d->mu);
             return NULL;
@@ -1347,8 +865,8 @@ Dispatcher_next_events(Dispatcher *d, PyObject *timeout)
     }
     lock_dispatcher(d);
     while (d->ev_head == NULL && !d->closed && !d->error) {
-        uint32_t seen = __atomic_load_n(&d->seq, __ATOMIC_SEQ_CST);
-        int r = sleep_on_change(d, seen, &dl);
+        uint32_t seen = __atomic_load_n(&d->ev_seq, __ATOMIC_SEQ_CST);
+        int r = sleep_on_change(d, &d->ev_seq, &d->ev_waiters, seen, &dl);
         if (r < 0) {
             pthread_mutex_unlock(&d->mu);
             return NULL;
@@ -1402,7 +920,7 @@ Dispatcher_close(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Dispatcher_close_in_child(Dispatcher *d, PyObject *Py_UNUSED(ignored))
 {
-    if (d->owner == getpid()) {
+    if (dispatch_owned(d)) {
         PyErr_SetString(PyExc_RuntimeError, "close_in_child() called in the parent");
         return NULL;
     }
@@ -1444,7 +962,10 @@ static PyMethodDef Dispatcher_methods[] = {
     {"forget", (PyCFunction)Dispatcher_forget, METH_O,
      "forget(job): drop the job and its uncollected outcomes."},
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,
-     "submit(job, index, kind, payload): queue one pickled task."},
+     "submit(job, index, kind, func, rest): queue one task (rest: (args, kwds)\n"
+     "for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP)."},
+    {"apply", (PyCFunction)(void (*)(void))Dispatcher_apply, METH_FASTCALL,
+     "apply(job, notify, func, args, kwds): open a one-task job, queue its task."},
     {"collect", (PyCFunction)(void (*)(void))Dispatcher_collect, METH_FASTCALL,
      "collect(job, timeout, want) -> (state, [(index, status, data), ...])"},
     {"wait_idle", (PyCFunction)Dispatcher_wait_idle, METH_O,

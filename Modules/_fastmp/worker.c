@@ -4,7 +4,9 @@
 #include "dispatch.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -14,7 +16,29 @@
 typedef struct {
     char *buf;
     size_t start, len, cap;     /* unparsed bytes: buf[start:start+len] */
+    spin_policy spin;           /* for the wait for the next task */
 } inbuf;
+
+/* Retry a non-blocking read for up to SPIN_NS (the GIL released), so that
+ * a task sent soon after the last result needs no wake-up.  Returns what
+ * read() returned, with errno EAGAIN when nothing came. */
+static ssize_t
+spin_read(int fd, char *at, size_t room)
+{
+    ssize_t n;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec start;
+    (void)clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        n = recv(fd, at, room, MSG_DONTWAIT);
+        if (n >= 0 || errno != EAGAIN || spin_elapsed_ns(&start) >= SPIN_NS) {
+            break;
+        }
+        (void)sched_yield();
+    }
+    Py_END_ALLOW_THREADS
+    return n;
+}
 
 /* Make sure `want` unparsed bytes are buffered, reading with the GIL
  * released and retrying after EINTR once signal handlers ran.  Returns 1
@@ -42,10 +66,17 @@ fill(int fd, inbuf *in, size_t want)
     while (in->len < want) {
         char *at = in->buf + in->start + in->len;
         size_t room = in->cap - in->start - in->len;
-        ssize_t n;
-        Py_BEGIN_ALLOW_THREADS
-        n = read(fd, at, room);
-        Py_END_ALLOW_THREADS
+        ssize_t n = -1;
+        errno = EAGAIN;
+        if (spin_wanted(&in->spin)) {
+            n = spin_read(fd, at, room);
+            spin_record(&in->spin, n >= 0 || errno != EAGAIN);
+        }
+        if (n < 0 && errno == EAGAIN) {
+            Py_BEGIN_ALLOW_THREADS
+            n = read(fd, at, room);
+            Py_END_ALLOW_THREADS
+        }
         if (n > 0) {
             in->len += (size_t)n;
             continue;
@@ -69,11 +100,11 @@ fill(int fd, inbuf *in, size_t want)
     return 1;
 }
 
-/* Read the next frame: its header into *h and, for a task, its payload
- * as a new bytes object in *payload.  Returns 1, 0 at end of file, or -1
- * with an exception set. */
+/* Read the next frame: its header into *h and, for a task, a pointer to
+ * its payload in *payload, valid until the next call.  Returns 1, 0 at
+ * end of file, or -1 with an exception set. */
 static int
-next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
+next_frame(int fd, inbuf *in, frame_header *h, const char **payload)
 {
     *payload = NULL;
     int r = fill(fd, in, sizeof(*h));
@@ -86,7 +117,8 @@ next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
         in->len -= sizeof(*h);
         return 1;
     }
-    if (h->kind < FRAME_APPLY || h->kind > FRAME_STARMAP || h->len > FRAME_MAX_PAYLOAD) {
+    if (h->kind < FRAME_APPLY || h->kind > FRAME_STARMAP || h->len > FRAME_MAX_PAYLOAD
+        || (h->status & ~FUNC_BY_NAME) > h->len) {
         PyErr_Format(PyExc_ValueError, "bad pool frame (kind %u, %llu bytes)",
                      (unsigned)h->kind, (unsigned long long)h->len);
         return -1;
@@ -99,29 +131,78 @@ next_frame(int fd, inbuf *in, frame_header *h, PyObject **payload)
         }
         return -1;
     }
-    *payload = PyBytes_FromStringAndSize(in->buf + in->start + sizeof(*h),
-                                         (Py_ssize_t)h->len);
-    if (*payload == NULL) {
-        return -1;
-    }
+    *payload = in->buf + in->start + sizeof(*h);
     in->start += total;
     in->len -= total;
     if (in->len == 0) {
-        in->start = 0;
+        in->start = 0;      /* the payload stays put until the next fill() */
     }
     return 1;
 }
 
-/* Write the header and payload with the GIL released.  Returns 0, or -1
- * with an exception set. */
-static int
-write_frame(int fd, frame_header *h, const char *payload)
+/* Functions pickled by name that this worker unpickled, kept so that the
+ * next task with the same function skips the lookup by name. */
+#define FUNC_SLOTS 8
+typedef struct {
+    PyObject *pickle[FUNC_SLOTS];       /* bytes */
+    PyObject *func[FUNC_SLOTS];
+    unsigned runs[FUNC_SLOTS];          /* tasks it ran */
+    int64_t longest_ns[FUNC_SLOTS];     /* the longest of them */
+    int next_victim;
+} func_cache;
+
+/* The function of a task from its pickle `at[:len]` (cached when
+ * `by_name`; *slot: its cache slot, or -1).  Returns a new reference, or
+ * NULL with an exception set. */
+static PyObject *
+task_function(func_cache *cache, PyObject *loads, const char *at, size_t len,
+              int by_name, int *slot)
 {
-    struct iovec iov[2] = {
-        {.iov_base = h, .iov_len = sizeof(*h)},
-        {.iov_base = (void *)payload, .iov_len = (size_t)h->len},
-    };
-    int nvec = 2, first = 0;
+    *slot = -1;
+    if (by_name) {
+        for (int i = 0; i < FUNC_SLOTS; i++) {
+            PyObject *p = cache->pickle[i];
+            if (p != NULL && (size_t)PyBytes_GET_SIZE(p) == len
+                && memcmp(PyBytes_AS_STRING(p), at, len) == 0) {
+                *slot = i;
+                return Py_NewRef(cache->func[i]);
+            }
+        }
+    }
+    PyObject *pickled = PyBytes_FromStringAndSize(at, (Py_ssize_t)len);
+    if (pickled == NULL) {
+        return NULL;
+    }
+    PyObject *func = PyObject_CallOneArg(loads, pickled);
+    if (func == NULL || !by_name) {
+        Py_DECREF(pickled);
+        return func;
+    }
+    int victim = cache->next_victim;
+    cache->next_victim = (victim + 1) % FUNC_SLOTS;
+    Py_XSETREF(cache->pickle[victim], pickled);
+    Py_XSETREF(cache->func[victim], Py_NewRef(func));
+    cache->runs[victim] = 0;
+    cache->longest_ns[victim] = 0;
+    *slot = victim;
+    return func;
+}
+
+static void
+clear_func_cache(func_cache *cache)
+{
+    for (int i = 0; i < FUNC_SLOTS; i++) {
+        Py_CLEAR(cache->pickle[i]);
+        Py_CLEAR(cache->func[i]);
+    }
+}
+
+/* Write every byte of iov[0:nvec] with the GIL released.  Returns 0, or
+ * -1 with an exception set. */
+static int
+write_all(int fd, struct iovec *iov, int nvec)
+{
+    int first = 0;
     while (first < nvec) {
         ssize_t n;
         Py_BEGIN_ALLOW_THREADS
@@ -148,6 +229,90 @@ write_frame(int fd, frame_header *h, const char *payload)
         }
     }
     return 0;
+}
+
+/* Result frames held back: while the next task, already buffered, runs
+ * the same function, and every task of that function so far took less
+ * than OUT_SHORT_NS, their results go out together, one write for
+ * several (the parent is woken once for them), within about OUT_HOLD_NS.
+ * A held result waits for the next task to finish: holding is only for
+ * functions known to take microseconds (one that ever takes longer is
+ * no longer held for, in this worker). */
+#define OUT_HOLD_BYTES 65536
+#define OUT_HOLD_NS 100000
+#define OUT_SHORT_NS 20000
+#define OUT_SHORT_RUNS 4         /* tasks of a function seen before holding */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    struct timespec first;      /* when the oldest held result was made */
+} outbuf;
+
+/* 1 when the next task is buffered whole and runs the same function as
+ * the task `done` (payload `done_at`, still in the buffer) just run. */
+static int
+same_task_buffered(const inbuf *in, const frame_header *done, const char *done_at)
+{
+    frame_header h;
+    if (in->len < sizeof(h)) {
+        return 0;
+    }
+    memcpy(&h, in->buf + in->start, sizeof(h));
+    size_t func_len = done->status & ~FUNC_BY_NAME;
+    return h.kind == done->kind && h.status == done->status && h.len <= in->len - sizeof(h)
+           && memcmp(in->buf + in->start + sizeof(h), done_at, func_len) == 0;
+}
+
+/* Send the held results, then the frame h + payload (h may be NULL).
+ * Returns 0, or -1 with an exception set. */
+static int
+send_results(int fd, outbuf *out, frame_header *h, const char *payload)
+{
+    struct iovec iov[3];
+    int nvec = 0;
+    if (out->len > 0) {
+        iov[nvec++] = (struct iovec){.iov_base = out->buf, .iov_len = out->len};
+    }
+    if (h != NULL) {
+        iov[nvec++] = (struct iovec){.iov_base = h, .iov_len = sizeof(*h)};
+        iov[nvec++] = (struct iovec){.iov_base = (void *)payload, .iov_len = (size_t)h->len};
+    }
+    out->len = 0;
+    return nvec == 0 ? 0 : write_all(fd, iov, nvec);
+}
+
+/* Send result frame h + payload of the task `task` (payload `task_at`)
+ * now, or hold it back (see outbuf); `short_func`: every task of its
+ * function so far was short.  Returns 0, or -1 with an exception set. */
+static int
+put_result(int fd, outbuf *out, const inbuf *in, const frame_header *task,
+           const char *task_at, int short_func, frame_header *h, const char *payload)
+{
+    size_t size = sizeof(*h) + (size_t)h->len;
+    int hold = short_func && size <= OUT_HOLD_BYTES / 4
+               && same_task_buffered(in, task, task_at)
+               && (out->len == 0 || spin_elapsed_ns(&out->first) < OUT_HOLD_NS);
+    if (!hold) {
+        return send_results(fd, out, h, payload);
+    }
+    if (out->cap - out->len < size) {
+        size_t cap = out->len + size > OUT_HOLD_BYTES ? out->len + size : OUT_HOLD_BYTES;
+        char *grown = PyMem_RawRealloc(out->buf, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        out->buf = grown;
+        out->cap = cap;
+    }
+    if (out->len == 0) {
+        (void)clock_gettime(CLOCK_MONOTONIC, &out->first);
+    }
+    memcpy(out->buf + out->len, h, sizeof(*h));
+    memcpy(out->buf + out->len + sizeof(*h), payload, (size_t)h->len);
+    out->len += size;
+    return out->len >= OUT_HOLD_BYTES ? send_results(fd, out, NULL, NULL) : 0;
 }
 
 /* Apply `func` to each item of `items` (each item unpacked as the
@@ -187,26 +352,43 @@ map_items(PyObject *func, PyObject *items, int star)
     return out;
 }
 
-/* Run one unpickled task.  Returns the task's value, or NULL with the
- * task's exception set. */
+/* Run one task whose payload is `at[:h->len]` (*slot: its function's
+ * cache slot, or -1).  Returns the task's value, or NULL with the task's
+ * exception set. */
 static PyObject *
-run_task(uint32_t kind, PyObject *task)
+run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loads,
+         int *slot)
 {
-    PyObject *func, *args, *kwds = NULL;
-    if (kind == FRAME_APPLY) {
-        if (!PyArg_ParseTuple(task, "OO|O:apply task", &func, &args, &kwds)) {
-            return NULL;
-        }
-        if (!PyTuple_Check(args)) {
-            PyErr_SetString(PyExc_TypeError, "apply task arguments must be a tuple");
-            return NULL;
-        }
-        return PyObject_Call(func, args, kwds == Py_None ? NULL : kwds);
-    }
-    if (!PyArg_ParseTuple(task, "OO:map task", &func, &args)) {
+    size_t func_len = h->status & ~FUNC_BY_NAME;
+    PyObject *func = task_function(cache, loads, at, func_len,
+                                   (h->status & FUNC_BY_NAME) != 0, slot);
+    if (func == NULL) {
         return NULL;
     }
-    return map_items(func, args, kind == FRAME_STARMAP);
+    PyObject *view = PyMemoryView_FromMemory((char *)at + func_len,
+                                             (Py_ssize_t)(h->len - func_len), PyBUF_READ);
+    PyObject *rest = view != NULL ? PyObject_CallOneArg(loads, view) : NULL;
+    Py_XDECREF(view);
+    PyObject *value = NULL;
+    PyObject *args, *kwds;
+    if (rest == NULL) {
+        /* the exception is the task's */
+    }
+    else if (h->kind != FRAME_APPLY) {
+        value = map_items(func, rest, h->kind == FRAME_STARMAP);
+    }
+    else if (!PyArg_ParseTuple(rest, "OO:apply task", &args, &kwds)) {
+        /* TypeError set */
+    }
+    else if (!PyTuple_Check(args) || (kwds != Py_None && !PyDict_Check(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "apply task arguments must be a tuple and a dict");
+    }
+    else {
+        value = PyObject_Call(func, args, kwds == Py_None ? NULL : kwds);
+    }
+    Py_DECREF(func);
+    Py_XDECREF(rest);
+    return value;
 }
 
 /* Pickle the outcome of one task into a bytes object and set *status.
@@ -261,9 +443,11 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     long long done = 0;
     PyObject *outcome = NULL;
+    func_cache cache = {0};
+    outbuf out = {0};
     while (maxtasks <= 0 || done < maxtasks) {
         frame_header h;
-        PyObject *payload;
+        const char *payload;
         int r = next_frame(fd, &in, &h, &payload);
         if (r <= 0 || h.kind == FRAME_STOP) {
             if (r >= 0) {
@@ -271,13 +455,23 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             break;
         }
-        PyObject *task = PyObject_CallOneArg(loads, payload);
-        Py_DECREF(payload);
-        PyObject *value = task == NULL ? NULL : run_task(h.kind, task);
-        Py_XDECREF(task);
+        struct timespec started;
+        (void)clock_gettime(CLOCK_MONOTONIC, &started);
+        int slot;
+        PyObject *value = run_task(&h, payload, &cache, loads, &slot);
         uint32_t status = RESULT_OK;
         PyObject *data = encode_outcome(value, dumps, on_failure, &status);
         Py_XDECREF(value);
+        int short_func = 0;
+        if (slot >= 0) {
+            int64_t ns = spin_elapsed_ns(&started);
+            if (ns > cache.longest_ns[slot]) {
+                cache.longest_ns[slot] = ns;
+            }
+            cache.runs[slot] += cache.runs[slot] < OUT_SHORT_RUNS;
+            short_func = cache.runs[slot] >= OUT_SHORT_RUNS
+                         && cache.longest_ns[slot] < OUT_SHORT_NS;
+        }
         if (data == NULL) {
             break;
         }
@@ -290,7 +484,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             .kind = FRAME_RESULT, .status = status, .job = h.job,
             .index = h.index, .len = (uint64_t)view.len,
         };
-        r = write_frame(fd, &reply, view.buf);
+        r = put_result(fd, &out, &in, &h, payload, short_func, &reply, view.buf);
         PyBuffer_Release(&view);
         Py_DECREF(data);
         if (r < 0) {
@@ -301,6 +495,20 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (outcome == NULL && !PyErr_Occurred()) {
         outcome = PyLong_FromLongLong(done);     /* the budget is spent */
     }
+    if (out.len > 0) {
+        /* the results of the tasks that ran go out whatever ended the loop */
+        PyObject *exc = fastmp_take_exception();
+        if (send_results(fd, &out, NULL, NULL) < 0) {
+            Py_CLEAR(outcome);
+        }
+        if (exc != NULL) {
+            PyErr_Clear();
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+    }
+    PyMem_RawFree(out.buf);
+    clear_func_cache(&cache);
     PyMem_RawFree(in.buf);
     return outcome;
 }

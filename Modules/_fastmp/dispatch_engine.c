@@ -1,0 +1,766 @@
+/* dispatch_engine.c - the pool dispatcher's engine (no GIL, no Python):
+ * the job table, the per-worker streams (tasks out, result frames in),
+ * the native thread that serves them, and the step of that work a
+ * waiting caller does itself (dispatch_pump).
+ *
+ * The thread owns one stream socket per worker and moves tasks to workers
+ * (at most `depth` per worker), reads result frames back, and watches each
+ * worker's sentinel so that a dead worker is noticed at once: the tasks it
+ * held complete with RESULT_LOST and an EXIT event tells Python to replace
+ * it.  Results are kept per job until a Python thread collects them.
+ * The Python type is in dispatch.c; the child's loop is in worker.c. */
+#include "dispatch_engine.h"
+#include "futex.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define READ_CHUNK 65536
+/* A worker gets more tasks in flight when its tasks are short: enough to
+ * cover about PIPELINE_NS of work, up to DEPTH_MAX tasks. */
+#define PIPELINE_NS 2000000.0
+#define DEPTH_MAX 64
+#define WRITE_BATCH 64
+/* How long after a caller's pump the thread does not read results. */
+#define BLIND_NS 1000000
+
+/* ---- spinning (dispatch.h) -------------------------------------------- */
+
+int
+spin_wanted(spin_policy *p)
+{
+    if (p->skip > 0) {
+        p->skip--;
+        return 0;
+    }
+    return 1;
+}
+
+void
+spin_record(spin_policy *p, int succeeded)
+{
+    if (succeeded) {
+        p->fails = 0;
+    }
+    else if (++p->fails >= SPIN_FAILS_MAX) {
+        p->fails = 0;
+        p->skip = SPIN_PAUSE;
+    }
+}
+
+static int64_t
+monotonic_ns(void)
+{
+    struct timespec now;
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+int64_t
+spin_elapsed_ns(const struct timespec *start)
+{
+    return monotonic_ns() - ((int64_t)start->tv_sec * 1000000000 + start->tv_nsec);
+}
+
+/* ---- fork safety ------------------------------------------------------
+ * Threads that hold `mu` without the GIL (the dispatcher thread, a caller
+ * pumping while it waits) allocate memory.  Some malloc implementations
+ * (ASan's, for one) leave their lock held in a child forked while another
+ * thread was inside malloc, and the child then hangs at its first
+ * allocation.  So fork waits until no such thread is in an allocating
+ * section (alloc_mu).  Those threads never wait for the GIL while holding
+ * alloc_mu, so the forking thread (which holds the GIL) cannot deadlock
+ * on it. */
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static Dispatcher *registry_head;
+static int atfork_installed;
+/* Bumped in every forked child: a dispatcher made in an earlier
+ * generation is a copy whose thread and workers belong to the parent
+ * (cheaper than a getpid() call on every operation). */
+static unsigned long fork_generation;
+
+static void
+before_fork(void)
+{
+    pthread_mutex_lock(&registry_mu);
+    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
+        pthread_mutex_lock(&d->alloc_mu);
+    }
+}
+
+static void
+after_fork_in_parent(void)
+{
+    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
+        pthread_mutex_unlock(&d->alloc_mu);
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* The child has no dispatcher thread: fresh, unlocked mutexes. */
+static void
+after_fork_in_child(void)
+{
+    fork_generation++;
+    for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
+        (void)pthread_mutex_init(&d->alloc_mu, NULL);
+        (void)pthread_mutex_init(&d->mu, NULL);
+    }
+    (void)pthread_mutex_init(&registry_mu, NULL);
+}
+
+int
+dispatch_register(Dispatcher *d)
+{
+    pthread_mutex_lock(&registry_mu);
+    int err = 0;
+    if (!atfork_installed) {
+        err = pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
+        atfork_installed = err == 0;
+    }
+    if (err == 0) {
+        d->fork_generation = fork_generation;
+        d->next_live = registry_head;
+        registry_head = d;
+    }
+    pthread_mutex_unlock(&registry_mu);
+    return err;
+}
+
+void
+dispatch_unregister(Dispatcher *d)
+{
+    pthread_mutex_lock(&registry_mu);
+    Dispatcher **link = &registry_head;
+    while (*link != NULL && *link != d) {
+        link = &(*link)->next_live;
+    }
+    if (*link == d) {
+        *link = d->next_live;
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+int
+dispatch_owned(const Dispatcher *d)
+{
+    return d->fork_generation == fork_generation;
+}
+
+void
+dispatch_lock_nogil(Dispatcher *d)
+{
+    pthread_mutex_lock(&d->mu);
+    pthread_mutex_lock(&d->alloc_mu);
+}
+
+void
+dispatch_unlock_nogil(Dispatcher *d)
+{
+    pthread_mutex_unlock(&d->alloc_mu);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* ---- jobs, outcomes, events (mutex held) ------------------------------- */
+
+job_t *
+dispatch_find_job(Dispatcher *d, uint64_t id)
+{
+    for (job_t *j = d->jobs[id % JOB_BUCKETS]; j != NULL; j = j->next) {
+        if (j->id == id) {
+            return j;
+        }
+    }
+    return NULL;
+}
+
+void
+dispatch_free_completions(completion_t *c)
+{
+    while (c != NULL) {
+        completion_t *next = c->next;
+        free(c->data);
+        free(c);
+        c = next;
+    }
+}
+
+job_t *
+dispatch_unlink_job(Dispatcher *d, uint64_t id)
+{
+    job_t **link = &d->jobs[id % JOB_BUCKETS];
+    while (*link != NULL && (*link)->id != id) {
+        link = &(*link)->next;
+    }
+    job_t *j = *link;
+    if (j != NULL) {
+        *link = j->next;
+    }
+    return j;
+}
+
+void
+dispatch_free_job(job_t *j)
+{
+    if (j != NULL) {
+        dispatch_free_completions(j->head);
+        free(j);
+    }
+}
+
+void
+dispatch_free_tasks(task_t *t)
+{
+    while (t != NULL) {
+        task_t *next = t->next;
+        free(t);
+        t = next;
+    }
+}
+
+int
+dispatch_job_ready(const job_t *j)
+{
+    return (j->expected >= 0 && j->finished >= j->expected)
+           || (j->fail_fast && j->failed);
+}
+
+/* Bump `word` and wake every thread asleep on it, if there are any. */
+static void
+bump(uint32_t *word, int sleepers)
+{
+    __atomic_add_fetch(word, 1, __ATOMIC_SEQ_CST);
+    if (sleepers > 0) {
+        (void)fastmp_futex_wake(word, INT32_MAX);
+    }
+}
+
+void
+dispatch_announce(Dispatcher *d)
+{
+    d->results_dirty = 0;
+    bump(&d->seq, d->waiters);
+}
+
+void
+dispatch_announce_events(Dispatcher *d)
+{
+    bump(&d->ev_seq, d->ev_waiters);
+}
+
+/* Wake the sleepers of `seq` when something they wait for happened. */
+static void
+settle(Dispatcher *d)
+{
+    if (d->results_dirty || (d->idle_waiters > 0 && d->busy == 0)) {
+        dispatch_announce(d);
+    }
+}
+
+/* Queue an event for the pool's handler thread and wake it.  Returns 0
+ * or ENOMEM. */
+static int
+post_event(Dispatcher *d, int kind, int64_t value)
+{
+    event_t *e = malloc(sizeof(*e));
+    if (e == NULL) {
+        return ENOMEM;
+    }
+    e->next = NULL;
+    e->kind = kind;
+    e->value = value;
+    if (d->ev_tail) {
+        d->ev_tail->next = e;
+    }
+    else {
+        d->ev_head = e;
+    }
+    d->ev_tail = e;
+    dispatch_announce_events(d);
+    return 0;
+}
+
+void
+dispatch_post_ready_if_due(Dispatcher *d, job_t *j)
+{
+    if (j->notify && !j->ready_posted && dispatch_job_ready(j)) {
+        j->ready_posted = 1;
+        if (post_event(d, EVENT_READY, (int64_t)j->id) != 0) {
+            d->error = ENOMEM;
+        }
+    }
+}
+
+/* Record the outcome of one task of job `job`, taking ownership of
+ * `data` (malloc'd, may be NULL).  Outcomes of forgotten jobs, and of
+ * fail-fast jobs after their first failure, are dropped. */
+static void
+complete(Dispatcher *d, uint64_t job, uint64_t index, uint32_t status,
+         int64_t pid, unsigned char *data, size_t len)
+{
+    d->busy--;
+    job_t *j = dispatch_find_job(d, job);
+    if (j == NULL || (j->fail_fast && j->failed)) {
+        free(data);
+        if (j != NULL) {
+            j->finished++;
+        }
+        return;
+    }
+    completion_t *c = malloc(sizeof(*c));
+    if (c == NULL) {
+        free(data);
+        d->error = ENOMEM;
+        return;
+    }
+    c->next = NULL;
+    c->index = index;
+    c->status = status;
+    c->pid = pid;
+    c->len = len;
+    c->data = data;
+    if (j->tail) {
+        j->tail->next = c;
+    }
+    else {
+        j->head = c;
+    }
+    j->tail = c;
+    j->finished++;
+    if (status != RESULT_OK) {
+        j->failed = 1;
+    }
+    if (j->want_any > 0 || (j->want_ready > 0 && dispatch_job_ready(j))) {
+        d->results_dirty = 1;
+    }
+    dispatch_post_ready_if_due(d, j);
+}
+
+/* ---- the worker streams (mutex held) ----------------------------------- */
+
+void
+dispatch_wake_thread(Dispatcher *d)
+{
+    uint64_t one = 1;
+    /* the counter cannot overflow in practice; EAGAIN would mean it is
+     * already non-zero, which wakes the thread just the same */
+    (void)!write(d->wakefd, &one, sizeof(one));
+}
+
+/* Write as much of worker w's unsent frames as the socket takes now,
+ * several frames per system call.  Returns 0, or an errno value for a
+ * broken socket (the sentinel will report the worker's death; the frames
+ * stay in flight). */
+static int
+flush_worker(worker_t *w)
+{
+    while (w->writing != NULL) {
+        struct iovec iov[WRITE_BATCH];
+        int nvec = 0;
+        size_t off = w->write_off;
+        for (task_t *t = w->writing; t != NULL && nvec < WRITE_BATCH; t = t->next) {
+            iov[nvec].iov_base = t->frame + off;
+            iov[nvec].iov_len = t->size - off;
+            nvec++;
+            off = 0;
+        }
+        ssize_t n = writev(w->fd, iov, nvec);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno == EAGAIN ? 0 : errno;
+        }
+        size_t left = (size_t)n;
+        while (w->writing != NULL && left >= w->writing->size - w->write_off) {
+            left -= w->writing->size - w->write_off;
+            w->writing = w->writing->next;
+            w->write_off = 0;
+        }
+        if (w->writing != NULL) {
+            w->write_off += left;
+            if (left == 0 || n == 0) {
+                return 0;           /* the socket is full */
+            }
+        }
+    }
+    return 0;
+}
+
+int
+dispatch_assign_pending(Dispatcher *d)
+{
+    while (d->pend_head != NULL) {
+        worker_t *best = NULL;
+        for (int i = 0; i < d->nworkers; i++) {
+            worker_t *w = d->workers[i];
+            if (w->fd < 0 || w->eof || w->budget == 0 || w->ninflight >= w->depth) {
+                continue;
+            }
+            if (best == NULL || w->ninflight < best->ninflight) {
+                best = w;
+            }
+        }
+        if (best == NULL) {
+            break;
+        }
+        task_t *t = d->pend_head;
+        d->pend_head = t->next;
+        if (d->pend_head == NULL) {
+            d->pend_tail = NULL;
+        }
+        t->next = NULL;
+        if (best->tail) {
+            best->tail->next = t;
+        }
+        else {
+            best->head = t;
+        }
+        best->tail = t;
+        best->ninflight++;
+        if (best->budget > 0) {
+            best->budget--;
+        }
+        if (best->writing == NULL) {
+            best->writing = t;
+            best->write_off = 0;
+        }
+        (void)flush_worker(best);
+    }
+    for (int i = 0; i < d->nworkers; i++) {
+        if (d->workers[i]->fd >= 0 && d->workers[i]->writing != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A result came from w: when w was busy since its previous result, that
+ * gap is one task's time; adapt how many tasks w may hold. */
+static void
+note_task_time(Dispatcher *d, worker_t *w)
+{
+    struct timespec now;
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    if (w->ninflight >= 2 && (w->last_result.tv_sec || w->last_result.tv_nsec)) {
+        double ns = (double)(now.tv_sec - w->last_result.tv_sec) * 1e9
+                    + (double)(now.tv_nsec - w->last_result.tv_nsec);
+        w->task_ns = w->task_ns == 0 ? ns : 0.8 * w->task_ns + 0.2 * ns;
+        double fit = PIPELINE_NS / (w->task_ns > 1.0 ? w->task_ns : 1.0);
+        w->depth = fit >= DEPTH_MAX ? DEPTH_MAX
+                   : fit <= d->inflight_max ? d->inflight_max : (int)fit;
+    }
+    w->last_result = now;
+}
+
+/* Parse the complete result frames in w's input buffer.  Returns 0, or
+ * EPROTO for a frame that does not belong there. */
+static int
+parse_results(Dispatcher *d, worker_t *w)
+{
+    size_t pos = 0;
+    int err = 0;
+    while (w->in_len - pos >= sizeof(frame_header)) {
+        frame_header h;
+        memcpy(&h, w->in + pos, sizeof(h));
+        if (h.kind != FRAME_RESULT || h.len > FRAME_MAX_PAYLOAD || w->head == NULL) {
+            err = EPROTO;
+            break;
+        }
+        if (w->in_len - pos - sizeof(h) < h.len) {
+            break;
+        }
+        unsigned char *data = NULL;
+        if (h.len > 0) {
+            data = malloc((size_t)h.len);
+            if (data == NULL) {
+                err = ENOMEM;
+                break;
+            }
+            memcpy(data, w->in + pos + sizeof(h), (size_t)h.len);
+        }
+        pos += sizeof(h) + (size_t)h.len;
+        task_t *t = w->head;
+        w->head = t->next;
+        if (w->head == NULL) {
+            w->tail = NULL;
+        }
+        free(t);
+        note_task_time(d, w);
+        w->ninflight--;
+        complete(d, h.job, h.index, h.status, 0, data, (size_t)h.len);
+    }
+    if (pos > 0) {
+        memmove(w->in, w->in + pos, w->in_len - pos);
+        w->in_len -= pos;
+    }
+    return err;
+}
+
+/* Read what worker w has sent into its buffer until the socket is empty;
+ * sets w->eof at end of file.  Returns 0 or an errno value. */
+static int
+slurp_worker(worker_t *w)
+{
+    for (;;) {
+        size_t want = READ_CHUNK;
+        if (w->in_len >= sizeof(frame_header)) {
+            frame_header h;
+            memcpy(&h, w->in, sizeof(h));
+            if (h.len <= FRAME_MAX_PAYLOAD && sizeof(h) + h.len > w->in_len + want) {
+                want = sizeof(h) + (size_t)h.len - w->in_len;
+            }
+        }
+        if (w->in_cap - w->in_len < want) {
+            size_t cap = w->in_len + want;
+            unsigned char *in = realloc(w->in, cap);
+            if (in == NULL) {
+                return ENOMEM;
+            }
+            w->in = in;
+            w->in_cap = cap;
+        }
+        size_t room = w->in_cap - w->in_len;
+        ssize_t n = read(w->fd, w->in + w->in_len, room);
+        if (n > 0) {
+            w->in_len += (size_t)n;
+            if ((size_t)n < room) {
+                return 0;           /* a short read: the socket is empty */
+            }
+            continue;
+        }
+        if (n == 0 || errno == ECONNRESET) {
+            w->eof = 1;
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        return errno == EAGAIN ? 0 : errno;
+    }
+}
+
+/* Read and record what worker w sent; a worker whose stream fails is
+ * marked at end of file (its sentinel reports the death). */
+static void
+read_worker(Dispatcher *d, worker_t *w)
+{
+    if (slurp_worker(w) != 0 || parse_results(d, w) != 0) {
+        w->eof = 1;
+    }
+}
+
+/* Forget worker w: unsent tasks go back to the front of the queue, the
+ * tasks it held complete as RESULT_LOST, and an EXIT event is posted. */
+static void
+drop_worker(Dispatcher *d, worker_t *w)
+{
+    task_t *requeue = NULL;
+    if (w->writing != NULL) {
+        task_t *from = w->writing;
+        if (w->write_off > 0) {
+            from = from->next;      /* partly sent: the worker held it */
+        }
+        /* detach [from, tail] from the in-flight list */
+        if (from != NULL) {
+            task_t **link = &w->head;
+            while (*link != from) {
+                link = &(*link)->next;
+            }
+            *link = NULL;
+            requeue = from;
+        }
+    }
+    for (task_t *t = w->head; t != NULL;) {
+        task_t *next = t->next;
+        frame_header h;
+        memcpy(&h, t->frame, sizeof(h));
+        complete(d, h.job, h.index, RESULT_LOST, w->pid, NULL, 0);
+        free(t);
+        t = next;
+    }
+    if (requeue != NULL) {
+        task_t *last = requeue;
+        while (last->next != NULL) {
+            last = last->next;
+        }
+        last->next = d->pend_head;
+        d->pend_head = requeue;
+        if (d->pend_tail == NULL) {
+            d->pend_tail = last;
+        }
+    }
+    close(w->fd);
+    if (w->sentinel >= 0) {
+        close(w->sentinel);
+    }
+    free(w->in);
+    if (post_event(d, EVENT_EXIT, w->pid) != 0) {
+        d->error = ENOMEM;
+    }
+    memset(w, 0, sizeof(*w));
+    w->fd = -1;
+    w->sentinel = -1;
+}
+
+void
+dispatch_hand_back(Dispatcher *d)
+{
+    d->pumped_ns = 0;
+    if (d->blind && d->polling) {
+        dispatch_wake_thread(d);
+    }
+}
+
+void
+dispatch_pump(Dispatcher *d)
+{
+    d->pumped_ns = monotonic_ns();
+    for (int i = 0; i < d->nworkers; i++) {
+        worker_t *w = d->workers[i];
+        if (w->fd >= 0 && !w->eof && w->ninflight > 0) {
+            read_worker(d, w);
+        }
+    }
+    if (dispatch_assign_pending(d) && d->polling) {
+        dispatch_wake_thread(d);    /* it must poll for POLLOUT */
+    }
+    settle(d);
+}
+
+/* ---- the dispatcher thread ------------------------------------------- */
+
+static void *
+dispatcher_main(void *arg)
+{
+    Dispatcher *d = arg;
+    struct pollfd *fds = NULL;
+    worker_t **owner = NULL;     /* the worker fds[k] belongs to */
+    size_t cap = 0;
+
+    dispatch_lock_nogil(d);
+    while (!d->closed) {
+        (void)dispatch_assign_pending(d);
+        size_t need = 1 + 2 * (size_t)d->nworkers;
+        if (need > cap) {
+            struct pollfd *nf = realloc(fds, need * sizeof(*fds));
+            fds = nf != NULL ? nf : fds;
+            worker_t **no = realloc(owner, need * sizeof(*owner));
+            owner = no != NULL ? no : owner;
+            if (nf == NULL || no == NULL) {
+                d->error = ENOMEM;
+                break;
+            }
+            cap = need;
+        }
+        /* blind: callers pumped lately and read results themselves */
+        int64_t since_pump = monotonic_ns() - d->pumped_ns;
+        d->blind = d->pumped_ns != 0 && since_pump < BLIND_NS;
+        struct timespec blind_left = {0, d->blind ? BLIND_NS - since_pump : 0};
+        size_t n = 0;
+        fds[n].fd = d->wakefd;
+        fds[n].events = POLLIN;
+        owner[n++] = NULL;
+        for (int i = 0; i < d->nworkers; i++) {
+            worker_t *w = d->workers[i];
+            if (w->fd < 0) {
+                continue;
+            }
+            if (!w->eof && (!d->blind || w->writing != NULL)) {
+                fds[n].fd = w->fd;
+                fds[n].events = (d->blind ? 0 : POLLIN) | (w->writing != NULL ? POLLOUT : 0);
+                owner[n++] = w;
+            }
+            if (w->sentinel >= 0) {
+                fds[n].fd = w->sentinel;
+                fds[n].events = POLLIN;
+                owner[n++] = w;
+            }
+        }
+        d->polling = 1;
+        dispatch_unlock_nogil(d);
+
+        int r = ppoll(fds, (nfds_t)n, d->blind ? &blind_left : NULL, NULL);
+        int poll_errno = errno;
+        if (r > 0 && fds[0].revents) {
+            uint64_t count;
+            (void)!read(d->wakefd, &count, sizeof(count));
+        }
+
+        dispatch_lock_nogil(d);
+        d->polling = 0;
+        d->blind = 0;
+        if (r < 0) {
+            if (poll_errno == EINTR) {
+                continue;
+            }
+            d->error = poll_errno;
+            break;
+        }
+        /* results first: a dead worker's last results are still valid */
+        for (size_t k = 1; k < n; k++) {
+            worker_t *w = owner[k];
+            if (fds[k].fd != w->fd || fds[k].revents == 0) {
+                continue;
+            }
+            if ((fds[k].revents & (POLLIN | POLLHUP | POLLERR)) && !w->eof) {
+                read_worker(d, w);
+            }
+            if ((fds[k].revents & POLLOUT) && !w->eof && flush_worker(w) != 0) {
+                w->eof = 1;
+            }
+        }
+        int dropped = 0;
+        for (size_t k = 1; k < n; k++) {
+            worker_t *w = owner[k];
+            int gone = w->fd >= 0
+                       && ((fds[k].fd == w->sentinel && fds[k].revents)
+                           || (w->sentinel < 0 && w->eof));
+            if (gone) {
+                if (!w->eof) {
+                    read_worker(d, w);
+                }
+                drop_worker(d, w);
+                dropped = 1;
+            }
+        }
+        if (dropped) {
+            dispatch_announce(d);
+        }
+        else {
+            settle(d);
+        }
+    }
+    free(fds);
+    free(owner);
+    /* a fatal error: sleepers must not wait for results that will not come */
+    dispatch_announce(d);
+    dispatch_announce_events(d);
+    dispatch_unlock_nogil(d);
+    return NULL;
+}
+
+int
+dispatch_start_thread(Dispatcher *d)
+{
+    /* every signal blocked in the thread, so that signals go to Python */
+    sigset_t all, old;
+    sigfillset(&all);
+    int err = pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (err != 0) {
+        return err;
+    }
+    err = pthread_create(&d->thread, NULL, dispatcher_main, d);
+    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err == 0) {
+        d->thread_running = 1;
+    }
+    return err;
+}
