@@ -24,6 +24,7 @@ import weakref
 from . import connection
 from . import process
 from . import util
+from ._fastmp import proxy_callmethod
 from .context import get_spawning_popen
 
 __all__ = ['Token', 'RemoteError', 'BaseProxy', 'AutoProxy', 'MakeProxyType',
@@ -304,25 +305,18 @@ class BaseProxy:
         return open_thread_connection(self._tls, self._Client,
                                       self._token.address, self._authkey)
 
-    def _callmethod(self, methodname, args=(), kwds={}):
-        """Call `methodname` on the referent; return a copy of the result
-        (or a proxy, for methods registered to return one)."""
-        tls = self._tls
-        try:
-            conn = tls.connection
-        except AttributeError:
-            conn = self._connect()
-        # exchange(), written out: this is the hot path.
-        tls.busy = True
-        try:
-            conn.send((self._id, methodname, args, kwds))
-            frame = conn.recv_bytes()
-        except BaseException:
-            forget_connection(tls, conn)
-            raise
-        finally:
-            tls.busy = False
-        kind, result = self._decode(frame)
+    # _callmethod(methodname, args=(), kwds={}): call `methodname` on the
+    # referent; return a copy of the result (or a proxy, for methods
+    # registered to return one).  In C: one round trip on this thread's
+    # connection, as exchange() makes it; a reply other than #RETURN goes
+    # to _answer().
+    _callmethod = proxy_callmethod
+
+    def _answer(self, reply):
+        """The result of a reply other than #RETURN, or raise the error it
+        stands for."""
+        kind, result = reply
+        reply = None
         if kind == '#RETURN':
             return result
         if kind == '#PROXY':
@@ -331,6 +325,10 @@ class BaseProxy:
             return unwrap_reply(kind, result)
         finally:
             result = None   # no exception -> frame -> exception cycle
+
+    def _lost_connection(self, conn):
+        """A call on `conn` failed midway: stop using it."""
+        forget_connection(self._tls, conn)
 
     def _adopt(self, exposed, token):
         """A proxy for an object the server created as a method's result."""

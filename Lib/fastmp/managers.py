@@ -32,12 +32,13 @@ import os
 import signal
 import sys
 import threading
-from traceback import format_exc
+from traceback import format_exc, format_exception
 
 from . import connection
 from . import process
 from . import reduction
 from . import util
+from ._fastmp import serve_calls
 from .context import ProcessError
 from ._proxies import (  # noqa: F401 (the standard module's names)
     Token, RemoteError, State, BaseProxy, RebuildProxy, AutoProxy,
@@ -266,40 +267,34 @@ class Server:
         return None if result is _ANSWERED else ('#RETURN', result)
 
     def serve_client(self, conn):
-        """Serve the method calls of one client thread until it hangs up."""
-        recv = conn.recv
-        send = conn.send
-        call = self._call
-        while not self.stop_event.is_set():
-            try:
-                request = recv()
-            except EOFError:
-                sys.exit(0)
-            except Exception:
-                reply = ('#TRACEBACK', format_exc())
-            else:
-                try:
-                    ident, methodname, args, kwds = request
-                except Exception:
-                    reply = ('#TRACEBACK', format_exc())
-                else:
-                    reply = call(conn, ident, methodname, args, kwds)
-                request = None
-                if reply is None:       # the request answered itself
-                    continue
-            try:
-                try:
-                    send(reply)
-                except Exception:
-                    send(('#UNSERIALIZABLE', format_exc()))
-            except Exception as e:
-                util.info('exception in thread serving %r',
-                          threading.current_thread().name)
-                util.info(' ... message was %r', reply)
-                util.info(' ... exception was %r', e)
-                conn.close()
-                sys.exit(1)
-            reply = None
+        """Serve the method calls of one client thread until it hangs up
+        (calls of exposed methods in C; the rest in _serve_request)."""
+        serve_calls(self, conn)
+
+    def _serve_request(self, conn, request):
+        """The reply to a request serve_calls() does not handle itself
+        (None: the request answered itself)."""
+        try:
+            ident, methodname, args, kwds = request
+        except Exception:
+            return ('#TRACEBACK', format_exc())
+        return self._call(conn, ident, methodname, args, kwds)
+
+    def _request_failed(self, exc):
+        """The reply to a request that could not be read."""
+        return ('#TRACEBACK', ''.join(format_exception(exc)))
+
+    def _reply_failed(self, conn, reply, exc):
+        """`reply` could not be sent: report that instead, else hang up."""
+        try:
+            conn.send(('#UNSERIALIZABLE', ''.join(format_exception(exc))))
+        except Exception as e:
+            util.info('exception in thread serving %r',
+                      threading.current_thread().name)
+            util.info(' ... message was %r', reply)
+            util.info(' ... exception was %r', e)
+            conn.close()
+            sys.exit(1)
 
     # Methods every shared object answers, exposed or not:
     # name -> fn(server, conn, ident, obj).
