@@ -24,7 +24,7 @@ import weakref
 from . import connection
 from . import process
 from . import util
-from ._fastmp import proxy_callmethod
+from ._fastmp import exchange_frame, in_exchange, proxy_callmethod
 from .context import get_spawning_popen
 
 __all__ = ['Token', 'RemoteError', 'BaseProxy', 'AutoProxy', 'MakeProxyType',
@@ -173,18 +173,21 @@ def forget_connection(tls, conn):
 def exchange(tls, conn, request):
     """Send `request` on the thread connection and return the reply frame
     (undecoded, so that proxies unpickled from it may use the connection).
-    While the exchange is under way the connection is marked busy: a
+    While the exchange is under way, in_exchange(conn) is true: a
     finalizer or signal handler that runs meanwhile makes its control
     request elsewhere."""
-    tls.busy = True
     try:
-        conn.send(request)
-        return conn.recv_bytes()
+        return exchange_frame(conn, request)
     except BaseException:
         forget_connection(tls, conn)
         raise
-    finally:
-        tls.busy = False
+
+
+def _free_connection(tls):
+    """This thread's connection kept in `tls` if it is open and not in the
+    middle of an exchange, else None."""
+    conn = getattr(tls, 'connection', None)
+    return None if conn is None or in_exchange(conn) else conn
 
 
 def control(serializer, address, authkey, methodname, args=(), kwds={},
@@ -197,7 +200,7 @@ def control(serializer, address, authkey, methodname, args=(), kwds={},
     conn = getattr(tls, 'connection', None)
     if conn is None and open_connection:
         conn = open_thread_connection(tls, Client, address, authkey)
-    if conn is None or not tls.inband or getattr(tls, 'busy', False):
+    if conn is None or not tls.inband or in_exchange(conn):
         return call_server(Client, address, authkey, methodname, args, kwds)
     frame = exchange(tls, conn, (None, methodname, args, kwds))
     return unwrap_reply(*reply_decoders[serializer](frame))
@@ -228,10 +231,11 @@ def shutdown_inband(address, timeout):
     seconds for the answer.  False if it could not be asked that way."""
     shared = BaseProxy._address_to_local.get(address)
     tls = shared[0] if shared else None
-    conn = getattr(tls, 'connection', None)
-    if conn is None or not tls.inband or getattr(tls, 'busy', False):
+    conn = _free_connection(tls)
+    if conn is None or not tls.inband:
         return False
-    tls.busy = True
+    # Taken from the thread first, so that nothing else uses it meanwhile.
+    del tls.connection
     try:
         conn.send((None, 'shutdown', (), {}))
         if conn.poll(timeout):
@@ -239,7 +243,6 @@ def shutdown_inband(address, timeout):
     except (OSError, EOFError) as e:
         util.debug('shutdown request failed: %s', e)
     finally:
-        tls.busy = False
         forget_connection(tls, conn)
     return True
 
@@ -377,13 +380,10 @@ class BaseProxy:
                 util.debug('decref of %r failed: %s', token.id, e)
         # The thread's connection is no longer needed once the process
         # holds nothing from this server.
-        conn = None
-        if (not idset and token.address not in owned_servers
-                and not getattr(tls, 'busy', False)):
-            conn = getattr(tls, 'connection', None)
-        if conn is not None:
-            del tls.connection
-            conn.close()
+        if not idset and token.address not in owned_servers:
+            conn = _free_connection(tls)
+            if conn is not None:
+                forget_connection(tls, conn)
 
     def _after_fork(self):
         # The forked child holds its own reference (and has no manager).

@@ -59,7 +59,7 @@ typedef struct {
     PyTypeObject *Dispatcher_type;
 
     /* manager.c: interned attribute names and reply kinds */
-#define FASTMP_MANAGER_STRINGS 20
+#define FASTMP_MANAGER_STRINGS 19
     PyObject *mgr_strings[FASTMP_MANAGER_STRINGS];
 } fastmp_state;
 

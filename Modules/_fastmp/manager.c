@@ -12,14 +12,14 @@
 #include "quickpickle.h"
 
 enum {
-    S_TLS, S_ID, S_DECODE, S_CONNECTION, S_BUSY, S_CONNECT, S_ANSWER,
+    S_TLS, S_ID, S_DECODE, S_CONNECTION, S_CONNECT, S_ANSWER,
     S_LOST_CONNECTION, S_SEND, S_RECV, S_RECV_BYTES, S_RETURN, S_ERROR,
     S_ID_TO_OBJ, S_STOP_EVENT, S_IS_SET, S_SERVE_REQUEST, S_REQUEST_FAILED,
     S_REPLY_FAILED, S_SEND_BYTES, S_COUNT
 };
 
 static const char *const string_values[S_COUNT] = {
-    "_tls", "_id", "_decode", "connection", "busy", "_connect", "_answer",
+    "_tls", "_id", "_decode", "connection", "_connect", "_answer",
     "_lost_connection", "send", "recv", "recv_bytes", "#RETURN", "#ERROR",
     "id_to_obj", "stop_event", "is_set", "_serve_request", "_request_failed",
     "_reply_failed", "send_bytes",
@@ -89,61 +89,73 @@ send_message(fastmp_state *st, PyObject *conn, PyObject *obj)
 }
 
 /* The message in `frame`, received on `conn`: plain data unpickled here,
- * anything else by decode(frame).  Returns a new reference, or NULL with
- * an exception set. */
+ * anything else by the function `decode`, or if that is NULL by
+ * owner._decode.  Returns a new reference, or NULL with an exception
+ * set. */
 static PyObject *
-decode_message(fastmp_state *st, PyObject *conn, PyObject *frame, PyObject *decode)
+decode_message(fastmp_state *st, PyObject *conn, PyObject *frame, PyObject *decode,
+               PyObject *owner)
 {
     PyObject *obj;
     if (Py_IS_TYPE(conn, st->Connection_type) && PyBytes_CheckExact(frame)
         && fastmp_quick_loads(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), &obj)) {
         return obj;
     }
-    return PyObject_CallOneArg(decode, frame);
+    if (decode != NULL) {
+        return PyObject_CallOneArg(decode, frame);
+    }
+    PyObject *owned = PyObject_GetAttr(owner, STR(st, S_DECODE));
+    obj = owned ? PyObject_CallOneArg(owned, frame) : NULL;
+    Py_XDECREF(owned);
+    return obj;
 }
 
 /* ---- the proxy's call ------------------------------------------------- */
 
-/* Send `request` on the proxy's thread connection `conn` (held in `tls`)
- * and return the reply frame, undecoded.  tls.busy is true meanwhile, so
- * that a finalizer running during the exchange makes its request on a
- * connection of its own.  A failed exchange may leave a reply unread:
- * the proxy then drops the connection (_lost_connection).  Returns a new
- * reference, or NULL with an exception set. */
+/* The connection this thread is in the middle of an exchange on, if any
+ * (only compared with, never used): a finalizer or signal handler that
+ * runs meanwhile in the same thread must make its request elsewhere. */
+static _Thread_local const void *thread_exchange;
+
+/* Send `request` on `conn` and return the reply frame, undecoded (so
+ * that proxies unpickled from it may use the connection again).  Returns
+ * a new reference, or NULL with an exception set: the connection may
+ * then hold an unread reply. */
 static PyObject *
-exchange(fastmp_state *st, PyObject *proxy, PyObject *tls, PyObject *conn, PyObject *request)
+exchange(fastmp_state *st, PyObject *conn, PyObject *request)
 {
-    if (PyObject_SetAttr(tls, STR(st, S_BUSY), Py_True) < 0) {
-        return NULL;
-    }
+    const void *outer = thread_exchange;
+    thread_exchange = conn;
     PyObject *frame = NULL;
     if (send_message(st, conn, request) == 0) {
         frame = call_method(conn, STR(st, S_RECV_BYTES), NULL, NULL, NULL, 0);
     }
-    PyObject *failure = frame == NULL ? fastmp_take_exception() : NULL;
-    int cleared = PyObject_SetAttr(tls, STR(st, S_BUSY), Py_False);
-    if (failure == NULL) {
-        if (cleared < 0) {
-            Py_CLEAR(frame);
-        }
-        return frame;
-    }
-    if (cleared < 0) {
-        PyErr_Clear();          /* the exchange's own failure is the news */
-    }
+    thread_exchange = outer;
+    return frame;
+}
+
+/* After a failed exchange on the proxy's connection `conn`: have the
+ * proxy drop it (_lost_connection), keeping the exchange's exception
+ * raised (as the context of any new one). */
+static void
+drop_connection(fastmp_state *st, PyObject *proxy, PyObject *conn)
+{
+    PyObject *failure = fastmp_take_exception();
     PyObject *dropped = call_method(proxy, STR(st, S_LOST_CONNECTION), conn, NULL, NULL, 1);
     if (dropped == NULL) {
-        /* as in an except clause: the new error, with the old as context */
         PyObject *later = fastmp_take_exception();
-        if (later != NULL) {
+        if (later != NULL && failure != NULL) {
             PyException_SetContext(later, failure);
-            reraise(later);
-            return NULL;
+            failure = later;
+        }
+        else {
+            Py_XDECREF(later);
         }
     }
     Py_XDECREF(dropped);
-    reraise(failure);
-    return NULL;
+    if (failure != NULL) {
+        reraise(failure);
+    }
 }
 
 /* Is `kind` the string "#RETURN"? */
@@ -195,7 +207,7 @@ proxy_callmethod(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
     PyObject *call_args = a[2] != NULL ? Py_NewRef(a[2]) : PyTuple_New(0);
     PyObject *call_kwds = a[3] != NULL ? Py_NewRef(a[3]) : PyDict_New();
     PyObject *tls = NULL, *conn = NULL, *ident = NULL, *request = NULL;
-    PyObject *frame = NULL, *decode = NULL, *reply = NULL, *result = NULL;
+    PyObject *frame = NULL, *reply = NULL, *result = NULL;
     if (call_args == NULL || call_kwds == NULL
         || (tls = PyObject_GetAttr(proxy, STR(st, S_TLS))) == NULL) {
         goto done;
@@ -213,9 +225,13 @@ proxy_callmethod(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
     }
     if ((ident = PyObject_GetAttr(proxy, STR(st, S_ID))) == NULL
         || (request = PyTuple_Pack(4, ident, a[1], call_args, call_kwds)) == NULL
-        || (frame = exchange(st, proxy, tls, conn, request)) == NULL
-        || (decode = PyObject_GetAttr(proxy, STR(st, S_DECODE))) == NULL
-        || (reply = decode_message(st, conn, frame, decode)) == NULL) {
+        || (frame = exchange(st, conn, request)) == NULL) {
+        if (request != NULL) {
+            drop_connection(st, proxy, conn);
+        }
+        goto done;
+    }
+    if ((reply = decode_message(st, conn, frame, NULL, proxy)) == NULL) {
         goto done;
     }
     if (PyTuple_CheckExact(reply) && PyTuple_GET_SIZE(reply) == 2
@@ -233,7 +249,6 @@ done:
     Py_XDECREF(ident);
     Py_XDECREF(request);
     Py_XDECREF(frame);
-    Py_XDECREF(decode);
     Py_XDECREF(reply);
     return result;
 }
@@ -309,8 +324,9 @@ done:
 }
 
 /* serve_calls(server, conn): Server.serve_client's loop.  Serves the
- * requests arriving on `conn` until the peer hangs up or the server's
- * stop_event is set; returns None then.  Requests the fast path does not
+ * requests arriving on `conn` until the peer hangs up, or a request
+ * handed to Python leaves the server's stop_event set; returns None
+ * then.  Requests the fast path does not
  * take go to server._serve_request(conn, request), which returns the
  * reply (None: it answered itself); a request that cannot be read goes
  * to server._request_failed(exc), a reply that cannot be sent to
@@ -339,20 +355,26 @@ serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "server.id_to_obj must be a dict");
         goto fail;
     }
+    /* Only Python's requests (a shutdown...) stop the server: the event
+     * is looked at before the first request and after each of those. */
+    int look_at_stop = 1;
     for (;;) {
-        PyObject *stop = call_method(stop_event, STR(st, S_IS_SET), NULL, NULL, NULL, 0);
-        int stopping = stop == NULL ? -1 : PyObject_IsTrue(stop);
-        Py_XDECREF(stop);
-        if (stopping != 0) {
-            if (stopping < 0) {
-                goto fail;
+        if (look_at_stop) {
+            PyObject *stop = call_method(stop_event, STR(st, S_IS_SET), NULL, NULL, NULL, 0);
+            int stopping = stop == NULL ? -1 : PyObject_IsTrue(stop);
+            Py_XDECREF(stop);
+            if (stopping != 0) {
+                if (stopping < 0) {
+                    goto fail;
+                }
+                break;
             }
-            break;
+            look_at_stop = 0;
         }
         PyObject *reply, *request;
         if (Py_IS_TYPE(conn, st->Connection_type)) {
             PyObject *frame = call_method(conn, STR(st, S_RECV_BYTES), NULL, NULL, NULL, 0);
-            request = frame ? decode_message(st, conn, frame, loads) : NULL;
+            request = frame ? decode_message(st, conn, frame, loads, NULL) : NULL;
             Py_XDECREF(frame);
         }
         else {
@@ -375,6 +397,7 @@ serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             if (reply == Py_None) {
                 Py_DECREF(reply);
                 reply = call_method(server, STR(st, S_SERVE_REQUEST), conn, request, NULL, 2);
+                look_at_stop = 1;
             }
             Py_DECREF(request);
         }
@@ -418,7 +441,30 @@ static PyMethodDef callmethod_def = {
               "(or a proxy, for methods registered to return one).")
 };
 
+static PyObject *
+exchange_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "exchange_frame(conn, request) takes 2 arguments");
+        return NULL;
+    }
+    return exchange((fastmp_state *)PyModule_GetState(module), args[0], args[1]);
+}
+
+static PyObject *
+in_exchange(PyObject *module, PyObject *conn)
+{
+    return PyBool_FromLong(conn == thread_exchange);
+}
+
 static PyMethodDef manager_functions[] = {
+    {"exchange_frame", (PyCFunction)(void (*)(void))exchange_frame, METH_FASTCALL,
+     PyDoc_STR("exchange_frame(conn, request)\n--\n\n"
+               "Send request on conn and return the reply frame, undecoded.  Until\n"
+               "it returns, in_exchange(conn) is true in this thread.")},
+    {"in_exchange", in_exchange, METH_O,
+     PyDoc_STR("in_exchange(conn)\n--\n\n"
+               "True if this thread is in the middle of an exchange on conn.")},
     {"serve_calls", (PyCFunction)(void (*)(void))serve_calls, METH_FASTCALL,
      PyDoc_STR("serve_calls(server, conn)\n--\n\n"
                "Serve the method calls arriving on conn (Server.serve_client).")},
