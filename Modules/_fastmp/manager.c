@@ -298,9 +298,13 @@ fast_call(fastmp_state *st, PyObject *id_to_obj, PyObject *request)
         reply = Py_NewRef(Py_None);
         goto done;
     }
-    /* A missing attribute has fallbacks (#GETVALUE, __repr__...) that
-     * Python knows */
+    /* The exposed name's interned copy: attribute lookups cache by the
+     * name's identity.  A missing attribute has fallbacks (#GETVALUE,
+     * __repr__...) that Python knows. */
+    Py_INCREF(name);
+    PyUnicode_InternInPlace(&name);
     method = PyObject_GetAttr(PyTuple_GET_ITEM(entry, 0), name);
+    Py_DECREF(name);
     if (method == NULL) {
         PyErr_Clear();
         reply = Py_NewRef(Py_None);
