@@ -3,6 +3,7 @@
 serve_calls loop, and the requests and replies they hand to Python."""
 import math
 import pickle
+import queue
 import threading
 
 import pytest
@@ -221,3 +222,83 @@ def test_a_request_that_does_not_unpickle_gets_a_traceback(fmanager):
     kind, text = conn.recv()
     assert kind == '#TRACEBACK' and 'no_such_module' in text
     assert lst[0] == 1
+
+
+# -- the queue the server keeps behind manager.Queue() ------------------------
+
+@pytest.fixture(params=['standard', 'shared'])
+def queue_type(request):
+    """queue.Queue, and the server's faster subclass, which must agree."""
+    return queue.Queue if request.param == 'standard' else fmanagers._SharedQueue
+
+
+def test_shared_queue_agrees_with_queue(queue_type):
+    q = queue_type()
+    for i in range(3):
+        q.put(i)
+    assert q.qsize() == 3 and not q.empty() and not q.full()
+    assert [q.get(), q.get(block=False), q.get(timeout=1)] == [0, 1, 2]
+    with pytest.raises(queue.Empty):
+        q.get(block=False)
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+    q.put('x')
+    with pytest.raises(ValueError):
+        q.get(timeout=-1)
+    assert q.get_nowait() == 'x'
+    bounded = queue_type(1)
+    bounded.put(1)
+    assert bounded.full()
+    with pytest.raises(queue.Full):
+        bounded.put(2, timeout=0.01)
+    with pytest.raises(queue.Full):
+        bounded.put_nowait(2)
+    assert bounded.get() == 1
+
+
+def test_shared_queue_wakes_waiting_threads(queue_type):
+    q, bounded = queue_type(), queue_type(1)
+    got = []
+    getter = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+    getter.start()
+    q.put('item')           # a waiting getter is notified
+    getter.join(30)
+    assert got == ['item']
+    bounded.put(1)
+    putter = threading.Thread(target=lambda: bounded.put(2, timeout=30))
+    putter.start()
+    assert bounded.get() == 1   # a waiting putter is notified
+    putter.join(30)
+    assert not putter.is_alive() and bounded.get() == 2
+
+
+def test_shared_queue_task_accounting(queue_type):
+    q = queue_type()
+    q.put(1)
+    q.put(2)
+    q.get()
+    q.task_done()
+    q.get()
+    q.task_done()
+    q.join()
+    with pytest.raises(ValueError):
+        q.task_done()
+
+
+@pytest.mark.skipif(not hasattr(queue.Queue, 'shutdown'), reason='Queue.shutdown is 3.13+')
+def test_shared_queue_shutdown(queue_type):
+    q = queue_type()
+    q.put(1)
+    q.shutdown()
+    with pytest.raises(queue.ShutDown):
+        q.put(2)
+    assert q.get() == 1
+    with pytest.raises(queue.ShutDown):
+        q.get()
+
+
+def test_manager_queue_is_the_shared_queue(fmanager):
+    q = fmanager.Queue()
+    assert sorted(q._exposed_) == sorted(fmanagers.public_methods(queue.Queue()))
+    q.put('a')
+    assert q.get() == 'a'

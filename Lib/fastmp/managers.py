@@ -29,6 +29,7 @@ Where fastmp behaves differently from the standard package:
 """
 import array
 import os
+import queue
 import signal
 import sys
 import threading
@@ -648,11 +649,37 @@ def _make_pool(*args, **kwds):
     return Pool(*args, **kwds)
 
 
+class _SharedQueue(queue.Queue):
+    """queue.Queue as a manager serves it: the same behaviour, with put()
+    and get() cheaper when they need not wait (no Condition entered, no
+    notify without a waiter)."""
+
+    def put(self, item, block=True, timeout=None):
+        if self.maxsize > 0:
+            return super().put(item, block, timeout)
+        with self.mutex:
+            if getattr(self, 'is_shutdown', False):    # 3.13+
+                raise queue.ShutDown
+            self._put(item)
+            self.unfinished_tasks += 1
+            if self.not_empty._waiters:
+                self.not_empty.notify()
+
+    def get(self, block=True, timeout=None):
+        if timeout is None or not block:
+            with self.mutex:
+                if self._qsize():
+                    item = self._get()
+                    if self.not_full._waiters:
+                        self.not_full.notify()
+                    return item
+        return super().get(block, timeout)
+
+
 def _register_sync_types():
-    import queue
     register = SyncManager.register
-    register('Queue', queue.Queue)
-    register('JoinableQueue', queue.Queue)
+    register('Queue', _SharedQueue)
+    register('JoinableQueue', _SharedQueue)
     register('Event', threading.Event, EventProxy)
     register('Lock', threading.Lock, AcquirerProxy)
     register('RLock', threading.RLock, AcquirerProxy)
