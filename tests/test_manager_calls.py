@@ -22,7 +22,7 @@ PLAIN = [
     0.0, -0.0, 1.5, float('inf'), -1e300,
     '', 'abc', 'x' * 255, 'x' * 256, 'é€😀', b'', b'ab', b'x' * 300,
     (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [], [1], [1, 2, [3]],
-    {}, {'a': 1}, {'a': 1, 2: (3, [4])}, list(range(300)),
+    {}, {'a': 1}, {'a': 1, 2: (3, [4])}, list(range(200)),
     ('7f00', '__getitem__', (5,), {}), ('#RETURN', 5),
 ]
 
@@ -58,6 +58,13 @@ def test_quick_loads_reads_pickle_dumps(obj, protocol):
 @pytest.mark.parametrize('obj', NOT_PLAIN, ids=lambda o: repr(o)[:20])
 def test_quick_dumps_leaves_other_objects_to_pickle(obj):
     assert quick_dumps(obj) is None
+
+
+def test_long_lists_round_trip():
+    long = list(range(3000))
+    assert pickle.loads(quick_dumps(long)) == long     # written in batches
+    assert quick_loads(quick_dumps(long), MISSING) == long
+    assert quick_loads(pickle.dumps(long), MISSING) in (long, MISSING)
 
 
 def test_nan_round_trips():

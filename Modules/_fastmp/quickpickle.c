@@ -19,9 +19,9 @@
 /* A list's items (a dict's keys and values) are added in batches of
  * this many, so that the reader's stack stays short. */
 #define QUICK_BATCH 32
-/* The reader's limits: values on its stack (room for pickle.dumps's
- * batches of 1000 items, a few levels deep), memo entries. */
-#define QUICK_STACK 1040
+/* The reader's limits (it lives on the C stack): values on its stack,
+ * memo entries.  pickle.dumps's batches of 1000 items go to pickle. */
+#define QUICK_STACK 256
 #define QUICK_MEMO 64
 
 /* ---- writing ---------------------------------------------------------- */
