@@ -1,7 +1,9 @@
 """The per-call paths of managers: plain-data pickling without a Pickler
 (quick_dumps/quick_loads), the proxy's _callmethod and the server's
 serve_calls loop, and the requests and replies they hand to Python."""
+import inspect
 import math
+import multiprocessing.managers as smanagers
 import pickle
 import queue
 import threading
@@ -133,6 +135,10 @@ def test_keyword_arguments_and_callmethod_forms(fmanager):
         dct._callmethod('get', ('k',), {}, 'extra')
     with pytest.raises(TypeError):
         dct._callmethod('get', methodname='get')
+    # the standard package's signature, bound and unbound
+    assert (str(inspect.signature(fmanagers.BaseProxy._callmethod))
+            == str(inspect.signature(smanagers.BaseProxy._callmethod)))
+    assert str(inspect.signature(dct._callmethod)) == '(methodname, args=(), kwds={})'
 
 
 def test_errors_the_method_raises_come_back(fmanager):

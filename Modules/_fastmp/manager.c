@@ -440,7 +440,7 @@ fail:
 static PyMethodDef callmethod_def = {
     "_callmethod", (PyCFunction)(void (*)(void))proxy_callmethod,
     METH_FASTCALL | METH_KEYWORDS,
-    PyDoc_STR("_callmethod(methodname, args=(), kwds={})\n--\n\n"
+    PyDoc_STR("_callmethod(self, methodname, args=(), kwds={})\n--\n\n"
               "Call methodname on the referent; return a copy of the result\n"
               "(or a proxy, for methods registered to return one).")
 };
