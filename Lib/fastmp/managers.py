@@ -26,6 +26,9 @@ Where fastmp behaves differently from the standard package:
 - An object stored in another shared object (through a proxy) is freed
   once no stored proxy and no client refers to it; the standard server
   keeps every such object until it shuts down.
+- SyncManager's Queue and JoinableQueue are a queue.Queue subclass whose
+  put() and get() are cheaper when they need not wait (same methods, same
+  behaviour).
 """
 import array
 import os
