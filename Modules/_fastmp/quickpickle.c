@@ -172,6 +172,11 @@ write_float(writer *w, PyObject *obj)
 static int
 write_str(writer *w, PyObject *obj)
 {
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(obj) < 0) {
+        return -1;
+    }
+#endif
     if (PyUnicode_IS_ASCII(obj)) {
         return put_sized(w, '\x8c', 'X', (const char *)PyUnicode_DATA(obj),
                          (size_t)PyUnicode_GET_LENGTH(obj));
@@ -266,7 +271,7 @@ write_dict(writer *w, PyObject *obj, int depth)
 static int
 write_value(writer *w, PyObject *obj, int depth)
 {
-    if (depth > QUICK_MAX_DEPTH) {
+    if (depth >= QUICK_MAX_DEPTH) {     /* the reader's marks run out */
         return 0;
     }
     if (obj == Py_None) {
