@@ -128,6 +128,13 @@ def test_remote_use_across_implementations(server_impl, client_impl):
         assert store['k'] == [1, 2] and sorted(store.keys()) == ['j', 'k']
         slow = manager.Slow()
         assert slow.echo({'a': b'bytes'}) == {'a': b'bytes'}
+        # plain data of every kind, and what only the pickle module takes
+        for value in [None, True, -2 ** 40, 2 ** 70, 1.5, 'é€', (1, [2], {3: 4}),
+                      {1, 2}, bytearray(b'x'), ValueError('v')]:
+            back = slow.echo(value)
+            assert repr(back) == repr(value) and type(back) is type(value)
+        with pytest.raises(KeyError):
+            store['missing']
         # A second client sees the first one's data.
         other = _connect(client_impl, server.address)
         assert other.get_store()['j'] == 3

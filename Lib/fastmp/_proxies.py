@@ -13,6 +13,12 @@ connection each, as the standard package does -- except that a fastmp
 server also takes them on a thread's open connection (it says so in its
 answer to ``accept_connection``, which standard clients ignore), which
 saves a connection, a handshake and a server thread per request.
+
+The call itself (BaseProxy._callmethod) and the server's loop over calls
+are in C (manager.c); a request or reply made only of plain data (None,
+bool, int, float, str, bytes, tuples, lists and dicts of them) is pickled
+and unpickled there without a Pickler (quickpickle.c), everything else by
+the pickle module.  The bytes on the wire are standard pickles either way.
 """
 import collections.abc
 import pickle
@@ -24,6 +30,7 @@ import weakref
 from . import connection
 from . import process
 from . import util
+from ._fastmp import exchange_frame, in_exchange, proxy_callmethod
 from .context import get_spawning_popen
 
 __all__ = ['Token', 'RemoteError', 'BaseProxy', 'AutoProxy', 'MakeProxyType',
@@ -172,18 +179,21 @@ def forget_connection(tls, conn):
 def exchange(tls, conn, request):
     """Send `request` on the thread connection and return the reply frame
     (undecoded, so that proxies unpickled from it may use the connection).
-    While the exchange is under way the connection is marked busy: a
+    While the exchange is under way, in_exchange(conn) is true: a
     finalizer or signal handler that runs meanwhile makes its control
     request elsewhere."""
-    tls.busy = True
     try:
-        conn.send(request)
-        return conn.recv_bytes()
+        return exchange_frame(conn, request)
     except BaseException:
         forget_connection(tls, conn)
         raise
-    finally:
-        tls.busy = False
+
+
+def _free_connection(tls):
+    """This thread's connection kept in `tls` if it is open and not in the
+    middle of an exchange, else None."""
+    conn = getattr(tls, 'connection', None)
+    return None if conn is None or in_exchange(conn) else conn
 
 
 def control(serializer, address, authkey, methodname, args=(), kwds={},
@@ -196,7 +206,7 @@ def control(serializer, address, authkey, methodname, args=(), kwds={},
     conn = getattr(tls, 'connection', None)
     if conn is None and open_connection:
         conn = open_thread_connection(tls, Client, address, authkey)
-    if conn is None or not tls.inband or getattr(tls, 'busy', False):
+    if conn is None or not tls.inband or in_exchange(conn):
         return call_server(Client, address, authkey, methodname, args, kwds)
     frame = exchange(tls, conn, (None, methodname, args, kwds))
     return unwrap_reply(*reply_decoders[serializer](frame))
@@ -227,10 +237,11 @@ def shutdown_inband(address, timeout):
     seconds for the answer.  False if it could not be asked that way."""
     shared = BaseProxy._address_to_local.get(address)
     tls = shared[0] if shared else None
-    conn = getattr(tls, 'connection', None)
-    if conn is None or not tls.inband or getattr(tls, 'busy', False):
+    conn = _free_connection(tls)
+    if conn is None or not tls.inband:
         return False
-    tls.busy = True
+    # Taken from the thread first, so that nothing else uses it meanwhile.
+    del tls.connection
     try:
         conn.send((None, 'shutdown', (), {}))
         if conn.poll(timeout):
@@ -238,7 +249,6 @@ def shutdown_inband(address, timeout):
     except (OSError, EOFError) as e:
         util.debug('shutdown request failed: %s', e)
     finally:
-        tls.busy = False
         forget_connection(tls, conn)
     return True
 
@@ -304,25 +314,18 @@ class BaseProxy:
         return open_thread_connection(self._tls, self._Client,
                                       self._token.address, self._authkey)
 
-    def _callmethod(self, methodname, args=(), kwds={}):
-        """Call `methodname` on the referent; return a copy of the result
-        (or a proxy, for methods registered to return one)."""
-        tls = self._tls
-        try:
-            conn = tls.connection
-        except AttributeError:
-            conn = self._connect()
-        # exchange(), written out: this is the hot path.
-        tls.busy = True
-        try:
-            conn.send((self._id, methodname, args, kwds))
-            frame = conn.recv_bytes()
-        except BaseException:
-            forget_connection(tls, conn)
-            raise
-        finally:
-            tls.busy = False
-        kind, result = self._decode(frame)
+    # _callmethod(methodname, args=(), kwds={}): call `methodname` on the
+    # referent; return a copy of the result (or a proxy, for methods
+    # registered to return one).  In C: one round trip on this thread's
+    # connection, as exchange() makes it; a reply other than #RETURN goes
+    # to _answer().
+    _callmethod = proxy_callmethod
+
+    def _answer(self, reply):
+        """The result of a reply other than #RETURN, or raise the error it
+        stands for."""
+        kind, result = reply
+        reply = None
         if kind == '#RETURN':
             return result
         if kind == '#PROXY':
@@ -331,6 +334,10 @@ class BaseProxy:
             return unwrap_reply(kind, result)
         finally:
             result = None   # no exception -> frame -> exception cycle
+
+    def _lost_connection(self, conn):
+        """A call on `conn` failed midway: stop using it."""
+        forget_connection(self._tls, conn)
 
     def _adopt(self, exposed, token):
         """A proxy for an object the server created as a method's result."""
@@ -379,13 +386,10 @@ class BaseProxy:
                 util.debug('decref of %r failed: %s', token.id, e)
         # The thread's connection is no longer needed once the process
         # holds nothing from this server.
-        conn = None
-        if (not idset and token.address not in owned_servers
-                and not getattr(tls, 'busy', False)):
-            conn = getattr(tls, 'connection', None)
-        if conn is not None:
-            del tls.connection
-            conn.close()
+        if not idset and token.address not in owned_servers:
+            conn = _free_connection(tls)
+            if conn is not None:
+                forget_connection(tls, conn)
 
     def _after_fork(self):
         # The forked child holds its own reference (and has no manager).

@@ -26,18 +26,23 @@ Where fastmp behaves differently from the standard package:
 - An object stored in another shared object (through a proxy) is freed
   once no stored proxy and no client refers to it; the standard server
   keeps every such object until it shuts down.
+- SyncManager's Queue and JoinableQueue are a queue.Queue subclass whose
+  put() and get() are cheaper when they need not wait (same methods, same
+  behaviour).
 """
 import array
 import os
+import queue
 import signal
 import sys
 import threading
-from traceback import format_exc
+from traceback import format_exc, format_exception
 
 from . import connection
 from . import process
 from . import reduction
 from . import util
+from ._fastmp import serve_calls
 from .context import ProcessError
 from ._proxies import (  # noqa: F401 (the standard module's names)
     Token, RemoteError, State, BaseProxy, RebuildProxy, AutoProxy,
@@ -266,40 +271,34 @@ class Server:
         return None if result is _ANSWERED else ('#RETURN', result)
 
     def serve_client(self, conn):
-        """Serve the method calls of one client thread until it hangs up."""
-        recv = conn.recv
-        send = conn.send
-        call = self._call
-        while not self.stop_event.is_set():
-            try:
-                request = recv()
-            except EOFError:
-                sys.exit(0)
-            except Exception:
-                reply = ('#TRACEBACK', format_exc())
-            else:
-                try:
-                    ident, methodname, args, kwds = request
-                except Exception:
-                    reply = ('#TRACEBACK', format_exc())
-                else:
-                    reply = call(conn, ident, methodname, args, kwds)
-                request = None
-                if reply is None:       # the request answered itself
-                    continue
-            try:
-                try:
-                    send(reply)
-                except Exception:
-                    send(('#UNSERIALIZABLE', format_exc()))
-            except Exception as e:
-                util.info('exception in thread serving %r',
-                          threading.current_thread().name)
-                util.info(' ... message was %r', reply)
-                util.info(' ... exception was %r', e)
-                conn.close()
-                sys.exit(1)
-            reply = None
+        """Serve the method calls of one client thread until it hangs up
+        (calls of exposed methods in C; the rest in _serve_request)."""
+        serve_calls(self, conn)
+
+    def _serve_request(self, conn, request):
+        """The reply to a request serve_calls() does not handle itself
+        (None: the request answered itself)."""
+        try:
+            ident, methodname, args, kwds = request
+        except Exception:
+            return ('#TRACEBACK', format_exc())
+        return self._call(conn, ident, methodname, args, kwds)
+
+    def _request_failed(self, exc):
+        """The reply to a request that could not be read."""
+        return ('#TRACEBACK', ''.join(format_exception(exc)))
+
+    def _reply_failed(self, conn, reply, exc):
+        """`reply` could not be sent: report that instead, else hang up."""
+        try:
+            conn.send(('#UNSERIALIZABLE', ''.join(format_exception(exc))))
+        except Exception as e:
+            util.info('exception in thread serving %r',
+                      threading.current_thread().name)
+            util.info(' ... message was %r', reply)
+            util.info(' ... exception was %r', e)
+            conn.close()
+            sys.exit(1)
 
     # Methods every shared object answers, exposed or not:
     # name -> fn(server, conn, ident, obj).
@@ -653,11 +652,37 @@ def _make_pool(*args, **kwds):
     return Pool(*args, **kwds)
 
 
+class _SharedQueue(queue.Queue):
+    """queue.Queue as a manager serves it: the same behaviour, with put()
+    and get() cheaper when they need not wait (no Condition entered, no
+    notify without a waiter)."""
+
+    def put(self, item, block=True, timeout=None):
+        if self.maxsize > 0:
+            return super().put(item, block, timeout)
+        with self.mutex:
+            if getattr(self, 'is_shutdown', False):    # 3.13+
+                raise queue.ShutDown
+            self._put(item)
+            self.unfinished_tasks += 1
+            if self.not_empty._waiters:
+                self.not_empty.notify()
+
+    def get(self, block=True, timeout=None):
+        if timeout is None or not block:
+            with self.mutex:
+                if self._qsize():
+                    item = self._get()
+                    if self.not_full._waiters:
+                        self.not_full.notify()
+                    return item
+        return super().get(block, timeout)
+
+
 def _register_sync_types():
-    import queue
     register = SyncManager.register
-    register('Queue', queue.Queue)
-    register('JoinableQueue', queue.Queue)
+    register('Queue', _SharedQueue)
+    register('JoinableQueue', _SharedQueue)
     register('Event', threading.Event, EventProxy)
     register('Lock', threading.Lock, AcquirerProxy)
     register('RLock', threading.RLock, AcquirerProxy)

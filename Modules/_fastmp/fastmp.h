@@ -57,6 +57,10 @@ typedef struct {
 
     /* dispatch.c */
     PyTypeObject *Dispatcher_type;
+
+    /* manager.c: interned attribute names and reply kinds */
+#define FASTMP_MANAGER_STRINGS 19
+    PyObject *mgr_strings[FASTMP_MANAGER_STRINGS];
 } fastmp_state;
 
 extern PyModuleDef fastmp_module_def;
@@ -79,6 +83,7 @@ FASTMP_DECLARE_PART(semlock)
 FASTMP_DECLARE_PART(channel)
 FASTMP_DECLARE_PART(shm)
 FASTMP_DECLARE_PART(dispatch)
+FASTMP_DECLARE_PART(manager)
 
 /* ---- errors ---------------------------------------------------------- */
 

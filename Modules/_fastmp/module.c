@@ -207,7 +207,8 @@ fastmp_exec(PyObject *module)
         || fastmp_semlock_exec(module, st) < 0
         || fastmp_channel_exec(module, st) < 0
         || fastmp_shm_exec(module, st) < 0
-        || fastmp_dispatch_exec(module, st) < 0) {
+        || fastmp_dispatch_exec(module, st) < 0
+        || fastmp_manager_exec(module, st) < 0) {
         return -1;
     }
     return 0;
@@ -230,7 +231,8 @@ fastmp_traverse(PyObject *module, visitproc visit, void *arg)
         || (r = fastmp_semlock_traverse(st, visit, arg)) != 0
         || (r = fastmp_channel_traverse(st, visit, arg)) != 0
         || (r = fastmp_shm_traverse(st, visit, arg)) != 0
-        || (r = fastmp_dispatch_traverse(st, visit, arg)) != 0) {
+        || (r = fastmp_dispatch_traverse(st, visit, arg)) != 0
+        || (r = fastmp_manager_traverse(st, visit, arg)) != 0) {
         return r;
     }
     return 0;
@@ -253,6 +255,7 @@ fastmp_clear(PyObject *module)
     fastmp_channel_clear(st);
     fastmp_shm_clear(st);
     fastmp_dispatch_clear(st);
+    fastmp_manager_clear(st);
     return 0;
 }
 
