@@ -18,6 +18,9 @@
 /* Seconds a put waits for a writer lock held for small messages before
  * it buffers its message instead. */
 #define LOCK_PATIENCE 0.001
+/* Seconds a put waits for room in a full ring before it buffers its
+ * message instead (see try_write_now). */
+#define ROOM_PATIENCE 0.001
 
 typedef struct {
     PyObject_HEAD
@@ -185,15 +188,12 @@ count_out(chan_map *m)
     chan_count_cancel(m);
 }
 
-/* Try to publish the message right now, without sleeping.  Messages this
- * process buffered earlier go first (FIFO); if they do not all fit, this
- * one is buffered behind them.  Returns 0 or EAGAIN. */
+/* Take wlock for a put; if this process has messages buffered, ours
+ * goes behind them anyway, so there is no point waiting for a busy lock.
+ * Returns 0 or EBUSY. */
 static int
-try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
+lock_for_put(chan_map *m, int buffered)
 {
-    int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
-                   && m->pid == chan_pid();
-    /* with messages buffered, ours goes behind them anyway: no waiting */
     int err = chan_lock_writer(m, &chan_no_wait, !buffered);
     if (err == EBUSY && !buffered && !chan_streaming(m)) {
         /* wait a moment for a busy lock rather than buffer: buffering
@@ -204,15 +204,56 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
         err = chan_lock_writer(m, &soon, 1);
         Py_END_ALLOW_THREADS
     }
-    if (err) {
-        return EAGAIN;
+    return err ? EBUSY : 0;
+}
+
+/* Try to publish the message now.  Messages this process buffered earlier
+ * go first (FIFO); if they do not all fit, this one is buffered behind
+ * them.  A full ring is worth a short sleep (ROOM_PATIENCE): readers free
+ * half of it in one go, and buffering costs the writer more CPU and
+ * memory than waiting; a ring that stays full that long is not worth
+ * waiting for again until a put finds room.  Returns 0 or EAGAIN. */
+static int
+try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
+{
+    uint64_t len = (uint64_t)view->len;
+    fastmp_deadline room_by;
+    int waited = 0;
+    for (;;) {
+        int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
+                       && m->pid == chan_pid();
+        int patient = __atomic_load_n(&m->room_patient, __ATOMIC_RELAXED);
+        if ((buffered && !patient) || lock_for_put(m, buffered) != 0) {
+            /* the buffer waits for room: the feeder has it in hand */
+            return EAGAIN;
+        }
+        uint64_t need = chan_record_size(len);
+        int err = buffered ? chan_feeder_drain(m, &need) : 0;
+        if (err == 0) {
+            err = chan_try_write_whole(m, view->buf, len, flags);
+        }
+        chan_unlock(&m->sh->wlock);
+        if (err == 0) {
+            __atomic_store_n(&m->room_patient, 1, __ATOMIC_RELAXED);
+            return 0;
+        }
+        if (!patient || need > chan_record_size(chan_whole_max(m))) {
+            return EAGAIN;
+        }
+        if (!waited) {
+            fastmp_deadline_from_seconds(ROOM_PATIENCE, &room_by);
+            waited = 1;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_wait_room(m, &room_by);
+        Py_END_ALLOW_THREADS
+        if (err == ETIMEDOUT) {
+            __atomic_store_n(&m->room_patient, 0, __ATOMIC_RELAXED);
+        }
+        if (err) {
+            return EAGAIN;              /* EINTR: Python sees the signal next */
+        }
     }
-    err = buffered ? chan_feeder_drain(m) : 0;
-    if (err == 0) {
-        err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
-    }
-    chan_unlock(&m->sh->wlock);
-    return err;
 }
 
 /* Hand the message to the feeder thread (takes over *view).  Returns 0 or
@@ -514,6 +555,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 chan_consume(m, &rec);  /* the next reader skips the rest */
                 return NULL;
             }
+            chan_advise_fresh(PyBytes_AS_STRING(msg), total);
             filled = rec.len - head;
             chan_copy_out(m, head, PyBytes_AS_STRING(msg), filled);
             chan_consume(m, &rec);

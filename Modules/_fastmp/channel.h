@@ -67,6 +67,11 @@ typedef struct {
     uint32_t rd_sleeping;
     _Alignas(64) uint32_t space_seq;
     uint32_t wr_sleeping;
+    /* writers waiting, without wlock, for half the ring to be free (woken
+     * in one batch rather than per message read): put calls for a moment
+     * (channel.c), feeder threads for as long as it takes */
+    uint32_t room_seq;
+    uint32_t room_sleeping;
     /* messages put (unbounded queues: n_put - n_got is qsize) */
     _Alignas(64) uint64_t n_put;
     /* bounded queues: messages in, and put calls waiting for a slot */
@@ -99,10 +104,13 @@ typedef struct chan_map {
     int fd;
     int efd;                            /* readiness eventfd (see chan_watch) */
     int refs;                           /* atomic */
+    int spin_ns;                        /* atomic; chan_wait_data's poll budget */
     /* last values seen of the other side's counter (they only grow), so
      * that the lock holder rarely touches the other side's cache line */
     uint64_t seen_head;                 /* under wlock */
     uint64_t seen_tail;                 /* under rlock */
+    int room_patient;                   /* atomic: a full ring is worth
+                                           waiting for (channel.c) */
     /* feeder state, valid in process `pid` only */
     pid_t pid;
     pthread_mutex_t mu;
@@ -162,6 +170,8 @@ uint64_t chan_whole_max(const chan_map *m);
 /* Holding wlock: publish an ABORT for a message a previous holder left
  * unfinished, if any. */
 void chan_repair_writer(chan_map *m);
+/* Ring bytes a WHOLE record of `len` payload bytes takes. */
+uint64_t chan_record_size(uint64_t len);
 /* Holding wlock: publish WHOLE if it fits now; returns 0 or EAGAIN. */
 int chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags);
 /* Holding wlock: publish as much of `w` as space allows, waiting for
@@ -177,6 +187,13 @@ uint64_t chan_readable(chan_map *m);
 /* Spin briefly, then sleep until data is published or `d` passes.  Returns
  * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d);
+/* Without wlock: sleep until half the ring is free (readers wake the
+ * writers waiting so in one batch, not per message read) or until `d`.
+ * Returns 0 (look again), ETIMEDOUT, EINTR or an errno value. */
+int chan_wait_room(chan_map *m, const fastmp_deadline *d);
+/* Ask for huge pages behind a fresh buffer about to receive `n` bytes
+ * (a large message), so that filling it does not fault page by page. */
+void chan_advise_fresh(void *buf, uint64_t n);
 /* Holding rlock: copy the record header at head into *rec. */
 void chan_peek(const chan_map *m, chan_rec *rec);
 /* Holding rlock: copy `n` bytes from ring offset `off` past the record
@@ -234,8 +251,10 @@ void chan_feeder_adopt(chan_map *m);
  * Returns 0 or an errno value (item not queued). */
 int chan_feeder_push(chan_map *m, chan_pending *item);
 /* Holding wlock: send the buffered messages that fit in the ring now, in
- * order.  Returns 0 when the buffer is empty, EAGAIN when some remain. */
-int chan_feeder_drain(chan_map *m);
+ * order.  Returns 0 when the buffer is empty, EAGAIN when some remain
+ * (*need is then the ring bytes the next one takes, or more than a
+ * quarter of the ring if it must stream). */
+int chan_feeder_drain(chan_map *m, uint64_t *need);
 /* With the GIL: release the owners of messages the feeder has sent. */
 void chan_feeder_release_done(chan_map *m);
 /* Wait (GIL released by the caller) up to one slice for the buffer to
