@@ -18,9 +18,12 @@
 /* Seconds a put waits for a writer lock held for small messages before
  * it buffers its message instead. */
 #define LOCK_PATIENCE 0.001
-/* Seconds a put waits for room in a full ring before it buffers its
- * message instead (see try_write_now). */
-#define ROOM_PATIENCE 0.001
+/* A blocking put that finds the ring full waits for room while readers
+ * keep taking messages out, up to ROOM_PATIENCE seconds in all, and
+ * buffers its message once they take nothing for ROOM_STALL_NS: long
+ * enough to outlast a reader's turn off the CPU on a busy machine. */
+#define ROOM_PATIENCE 0.02
+#define ROOM_STALL_NS 5000000L
 
 typedef struct {
     PyObject_HEAD
@@ -209,12 +212,13 @@ lock_for_put(chan_map *m, int buffered)
 
 /* Try to publish the message now.  Messages this process buffered earlier
  * go first (FIFO); if they do not all fit, this one is buffered behind
- * them.  A full ring is worth a short sleep (ROOM_PATIENCE): readers free
- * half of it in one go, and buffering costs the writer more CPU and
- * memory than waiting; a ring that stays full that long is not worth
- * waiting for again until a put finds room.  Returns 0 or EAGAIN. */
+ * them.  If `block`, a full ring that readers are emptying is worth a
+ * short sleep (see ROOM_PATIENCE): buffering costs the writer several
+ * times the CPU of a direct write, and memory; once readers stall, a full
+ * ring is not waited for again until room reappears.  Returns 0 or
+ * EAGAIN. */
 static int
-try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
+try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags, int block)
 {
     uint64_t len = (uint64_t)view->len;
     fastmp_deadline room_by;
@@ -222,7 +226,7 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
     for (;;) {
         int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
                        && m->pid == chan_pid();
-        int patient = __atomic_load_n(&m->room_patient, __ATOMIC_RELAXED);
+        int patient = block && __atomic_load_n(&m->room_patient, __ATOMIC_RELAXED);
         if ((buffered && !patient) || lock_for_put(m, buffered) != 0) {
             /* the buffer waits for room: the feeder has it in hand */
             return EAGAIN;
@@ -245,7 +249,7 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
             waited = 1;
         }
         Py_BEGIN_ALLOW_THREADS
-        err = chan_wait_room(m, &room_by);
+        err = chan_wait_room(m, &room_by, ROOM_STALL_NS);
         Py_END_ALLOW_THREADS
         if (err == ETIMEDOUT) {
             __atomic_store_n(&m->room_patient, 0, __ATOMIC_RELAXED);
@@ -417,7 +421,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         return NULL;
     }
     int failed = 0;
-    if (try_write_now(m, &view, flags) != 0) {
+    if (try_write_now(m, &view, flags, block) != 0) {
         failed = simple ? write_blocking(m, &view, flags) : buffer_message(m, &view, flags);
     }
     if (view.obj != NULL) {

@@ -51,8 +51,10 @@ typedef struct {
     uint64_t capacity;                  /* ring bytes, a power of two */
     uint32_t maxsize;                   /* message limit (bounded queues) */
     uint32_t watched;                   /* someone polls the eventfd */
-    pthread_mutex_t wlock;              /* held by one writer per message */
-    pthread_mutex_t rlock;              /* held by one reader per message */
+    /* each lock on a cache line of its own: the fields above are read on
+     * every put and get, and must not bounce between the two sides */
+    _Alignas(64) pthread_mutex_t wlock; /* held by one writer per message */
+    _Alignas(64) pthread_mutex_t rlock; /* held by one reader per message */
     /* writer side: changed only by the wlock holder */
     _Alignas(64) uint64_t tail;         /* bytes ever published */
     uint32_t wr_in_message;             /* a streamed message is unfinished */
@@ -188,9 +190,10 @@ uint64_t chan_readable(chan_map *m);
  * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d);
 /* Without wlock: sleep until half the ring is free (readers wake the
- * writers waiting so in one batch, not per message read) or until `d`.
- * Returns 0 (look again), ETIMEDOUT, EINTR or an errno value. */
-int chan_wait_room(chan_map *m, const fastmp_deadline *d);
+ * writers waiting so in one batch, not per message read), until `d`, or
+ * until the readers take nothing out for `stall_ns`.  Returns 0 (look
+ * again), ETIMEDOUT, EINTR or an errno value. */
+int chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns);
 /* Ask for huge pages behind a fresh buffer about to receive `n` bytes
  * (a large message), so that filling it does not fault page by page. */
 void chan_advise_fresh(void *buf, uint64_t n);

@@ -228,7 +228,7 @@ feeder_main(void *arg)
              * put calls can drain the buffer themselves meanwhile */
             fastmp_deadline slice;
             fastmp_deadline_from_seconds(FLUSH_SLICE_SECONDS, &slice);
-            (void)chan_wait_room(m, &slice);
+            (void)chan_wait_room(m, &slice, (long)(FLUSH_SLICE_SECONDS * 1e9));
         }
     }
     chan_map_decref(m);

@@ -202,13 +202,12 @@ chan_map_decref(chan_map *m)
 
 const fastmp_deadline chan_no_wait = {0, {0, 0}};
 
-/* The earlier of `d` and one signal-check slice from now, in *until.
- * Returns 1 if that is `d` itself (a timeout there is final), 0 if it is
- * the slice (a timeout there means "check signals, then go on"). */
+/* The earlier of `d` and `ns` from now, in *until.  Returns 1 if that is
+ * `d` itself (a timeout there is final), 0 if it is the other. */
 static int
-slice_end(const fastmp_deadline *d, fastmp_deadline *until)
+earlier_end(const fastmp_deadline *d, long ns, fastmp_deadline *until)
 {
-    fastmp_deadline_from_seconds(SLICE_NS / 1e9, until);
+    fastmp_deadline_from_seconds(ns / 1e9, until);
     if (!d->infinite
         && (d->at.tv_sec < until->at.tv_sec
             || (d->at.tv_sec == until->at.tv_sec && d->at.tv_nsec < until->at.tv_nsec))) {
@@ -216,6 +215,14 @@ slice_end(const fastmp_deadline *d, fastmp_deadline *until)
         return 1;
     }
     return 0;
+}
+
+/* The earlier of `d` and one signal-check slice from now (a timeout at
+ * the slice means "check signals, then go on"); see earlier_end. */
+static int
+slice_end(const fastmp_deadline *d, fastmp_deadline *until)
+{
+    return earlier_end(d, SLICE_NS, until);
 }
 
 int
@@ -659,17 +666,28 @@ notify_space(chan_map *m)
 }
 
 int
-chan_wait_room(chan_map *m, const fastmp_deadline *d)
+chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns)
 {
     chan_shared *sh = m->sh;
-    uint32_t seq = __atomic_load_n(&sh->room_seq, __ATOMIC_SEQ_CST);
-    /* left set on return: other writers may be waiting too, and a stale
-     * flag costs one needless wake-up at most */
-    __atomic_store_n(&sh->room_sleeping, 1, __ATOMIC_SEQ_CST);
-    if (chan_available(m) <= sh->capacity / 2) {
-        return 0;
+    for (;;) {
+        fastmp_deadline until;
+        int final = earlier_end(d, stall_ns, &until);
+        uint64_t head = load_acq(&sh->head);
+        uint32_t seq = __atomic_load_n(&sh->room_seq, __ATOMIC_SEQ_CST);
+        /* left set on return: other writers may be waiting too, and a
+         * stale flag costs one needless wake-up at most */
+        __atomic_store_n(&sh->room_sleeping, 1, __ATOMIC_SEQ_CST);
+        if (chan_available(m) <= sh->capacity / 2) {
+            return 0;
+        }
+        int err = fastmp_futex_wait(&sh->room_seq, seq, &until);
+        if (err != ETIMEDOUT) {
+            return err;
+        }
+        if (final || load_acq(&sh->head) == head) {
+            return ETIMEDOUT;
+        }
     }
-    return fastmp_futex_wait(&sh->room_seq, seq, d);
 }
 
 void
