@@ -227,8 +227,7 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags, int block)
         int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
                        && m->pid == chan_pid();
         int patient = block && __atomic_load_n(&m->room_patient, __ATOMIC_RELAXED);
-        if ((buffered && !patient) || lock_for_put(m, buffered) != 0) {
-            /* the buffer waits for room: the feeder has it in hand */
+        if (lock_for_put(m, buffered) != 0) {
             return EAGAIN;
         }
         uint64_t need = chan_record_size(len);
