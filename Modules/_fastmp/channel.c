@@ -210,6 +210,17 @@ lock_for_put(chan_map *m, int buffered)
     return err ? EBUSY : 0;
 }
 
+/* True if the deadline `d` of a put leaves time for the wait for room
+ * (a put with a shorter timeout buffers instead). */
+static int
+room_to_wait(const fastmp_deadline *d)
+{
+    struct timespec left;
+    return d->infinite
+           || (fastmp_deadline_remaining(d, &left)
+               && left.tv_sec + left.tv_nsec / 1e9 >= ROOM_PATIENCE);
+}
+
 /* Try to publish the message now.  Messages this process buffered earlier
  * go first (FIFO); if they do not all fit, this one is buffered behind
  * them.  If `block`, a full ring that readers are emptying is worth a
@@ -420,7 +431,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         return NULL;
     }
     int failed = 0;
-    if (try_write_now(m, &view, flags, block) != 0) {
+    if (try_write_now(m, &view, flags, block && room_to_wait(&d)) != 0) {
         failed = simple ? write_blocking(m, &view, flags) : buffer_message(m, &view, flags);
     }
     if (view.obj != NULL) {
