@@ -262,6 +262,18 @@ class BytesSub(bytes):
     pass
 
 
+def test_str_of_every_width_is_sent_exactly():
+    q = fastmp.get_context("fork").Queue()
+    # ASCII, Latin-1, BMP and astral; small, and larger than one record
+    items = ["", "ascii", "caf\u00e9", "\u20ac" * 3, "\U0001f600x", "a\x00b",
+             "y" * (RING // 2), "\u00e9" * (RING // 2), "ok\ud800"]
+    for item in items:
+        q.put(item)
+    got = [q.get(timeout=10) for _ in items]
+    assert got == items
+    assert [type(g) for g in got] == [str] * len(items)
+
+
 def test_bytes_are_sent_exactly():
     q = fastmp.get_context("fork").Queue()
     for item in (b"", b"\0" * 17, bytes(range(256)), BytesSub(b"sub")):

@@ -98,7 +98,8 @@ parse_block_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
 /* ---- encoding -------------------------------------------------------- */
 
 /* The message for `obj`: a bytes object is sent as is (REC_RAW), a str
- * as its UTF-8 (REC_STR; both skip pickle entirely), other plain atoms go
+ * as its UTF-8 (REC_STR, and REC_ASCII if it is; both skip pickle
+ * entirely), other plain atoms go
  * through pickle.dumps and everything else through the ForkingPickler-
  * aware dumps.  Returns 0 with *view filled (it keeps the source alive),
  * or -1. */
@@ -114,7 +115,7 @@ encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
         Py_ssize_t len;
         const char *utf8 = PyUnicode_AsUTF8AndSize(obj, &len);
         if (utf8 != NULL) {
-            *flags = REC_STR;
+            *flags = REC_STR | (PyUnicode_IS_ASCII(obj) ? REC_ASCII : 0);
             return PyBuffer_FillInfo(view, obj, (void *)utf8, len, 1, PyBUF_SIMPLE);
         }
         PyErr_Clear();                  /* lone surrogates: pickle copes */
@@ -130,6 +131,21 @@ encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
     return r;
 }
 
+/* The str whose UTF-8 is the `n` bytes at `utf8`; an ASCII one (as the
+ * writer flagged it) is copied without decoding. */
+static PyObject *
+str_from_payload(const char *utf8, Py_ssize_t n, uint32_t flags)
+{
+    if (!(flags & REC_ASCII)) {
+        return PyUnicode_DecodeUTF8(utf8, n, NULL);
+    }
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL) {
+        memcpy(PyUnicode_DATA(s), utf8, (size_t)n);
+    }
+    return s;
+}
+
 /* The object for a received message (consumes `msg`, the payload bytes,
  * or for a str that was decoded straight from the ring, the str). */
 static PyObject *
@@ -140,7 +156,7 @@ decode(fastmp_state *st, PyObject *msg, uint32_t flags)
     }
     PyObject *obj;
     if (flags & REC_STR) {
-        obj = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), NULL);
+        obj = str_from_payload(PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), flags);
     }
     else {
         obj = PyObject_CallOneArg(st->chan_loads, msg);
@@ -537,7 +553,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 drop_torn(m, &msg, &skipping);
             }
             skipping = 0;
-            *flags = rec.kind & (REC_RAW | REC_STR);
+            *flags = rec.kind & (REC_RAW | REC_STR | REC_ASCII);
             uint64_t head = 0;
             if (kind == REC_FIRST) {
                 chan_copy_out(m, 0, &total, sizeof(total));
@@ -557,7 +573,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                                  ? chan_payload_ptr(m, total) : NULL;
             if (direct != NULL) {
                 /* a str in one piece: decode it straight from the ring */
-                msg = PyUnicode_DecodeUTF8(direct, (Py_ssize_t)total, NULL);
+                msg = str_from_payload(direct, (Py_ssize_t)total, *flags);
                 chan_consume(m, &rec);
                 if (msg == NULL) {
                     return NULL;

@@ -35,6 +35,7 @@ enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 }
 #define REC_KIND_MASK 0xffu
 #define REC_RAW 0x100u                  /* payload is the bytes object itself */
 #define REC_STR 0x200u                  /* payload is a str's UTF-8 */
+#define REC_ASCII 0x400u                /* with REC_STR: all of it ASCII */
 
 /* chan_shared.flags */
 #define CHAN_JOINABLE 1u
