@@ -29,6 +29,7 @@
 #define SPIN_MAX_NS 20000
 #define SPIN_YIELD_NS 2000
 #define SPIN_IDLE_NS 1000000
+#define SPIN_MIN_NS 1000                /* a budget halved below this is 0 */
 /* A fresh message buffer at least this large asks for huge pages */
 #define HUGE_PAGE_BYTES (2u << 20)
 #define ADVISE_HUGE_MIN (4u << 20)
@@ -562,7 +563,8 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
         /* a long sleep: spinning would have been wasted; a short one:
          * the writer is active, spinning pays */
         int idle = monotonic_ns() - slept_at > SPIN_IDLE_NS;
-        __atomic_store_n(&m->spin_ns, idle ? (budget > 2000 ? budget / 2 : 0) : SPIN_MAX_NS, __ATOMIC_RELAXED);
+        int next = !idle ? SPIN_MAX_NS : budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
+        __atomic_store_n(&m->spin_ns, next, __ATOMIC_RELAXED);
     }
     return err;
 }
