@@ -398,8 +398,8 @@ def test_buffered_messages_are_flushed_at_exit(fctx):
 
 @pytest.mark.timeout(60)
 def test_a_producer_outrunning_a_paused_consumer_keeps_order(fctx):
-    # the producer fills the ring, waits for room, gives up and buffers
-    # while the consumer pauses, then drains its buffer as room comes
+    # the producer fills the ring and buffers while the consumer pauses,
+    # then drains its buffer as room comes
     q = fctx.Queue()
     n = 4 * RING // 200
     p = fctx.Process(target=counting_producer, args=(q, n))

@@ -18,12 +18,6 @@
 /* Seconds a put waits for a writer lock held for small messages before
  * it buffers its message instead. */
 #define LOCK_PATIENCE 0.001
-/* A blocking put that finds the ring full waits for room while readers
- * keep taking messages out, up to ROOM_PATIENCE seconds in all, and
- * buffers its message once they take nothing for ROOM_STALL_NS: long
- * enough to outlast a reader's turn off the CPU on a busy machine. */
-#define ROOM_PATIENCE 0.02
-#define ROOM_STALL_NS 5000000L
 
 typedef struct {
     PyObject_HEAD
@@ -226,64 +220,24 @@ lock_for_put(chan_map *m, int buffered)
     return err ? EBUSY : 0;
 }
 
-/* True if the deadline `d` of a put leaves time for the wait for room
- * (a put with a shorter timeout buffers instead). */
-static int
-room_to_wait(const fastmp_deadline *d)
-{
-    struct timespec left;
-    return d->infinite
-           || (fastmp_deadline_remaining(d, &left)
-               && left.tv_sec + left.tv_nsec / 1e9 >= ROOM_PATIENCE);
-}
-
-/* Try to publish the message now.  Messages this process buffered earlier
+/* Try to publish the message now, without waiting for room: a put on an
+ * unbounded Queue never blocks.  Messages this process buffered earlier
  * go first (FIFO); if they do not all fit, this one is buffered behind
- * them.  If `block`, a full ring that readers are emptying is worth a
- * short sleep (see ROOM_PATIENCE): buffering costs the writer several
- * times the CPU of a direct write, and memory; once readers stall, a full
- * ring is not waited for again until room reappears.  Returns 0 or
- * EAGAIN. */
+ * them.  Returns 0 or EAGAIN. */
 static int
-try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags, int block)
+try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
-    uint64_t len = (uint64_t)view->len;
-    fastmp_deadline room_by;
-    int waited = 0;
-    for (;;) {
-        int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
-                       && m->pid == chan_pid();
-        int patient = block && __atomic_load_n(&m->room_patient, __ATOMIC_RELAXED);
-        if (lock_for_put(m, buffered) != 0) {
-            return EAGAIN;
-        }
-        uint64_t need = chan_record_size(len);
-        int err = buffered ? chan_feeder_drain(m, &need) : 0;
-        if (err == 0) {
-            err = chan_try_write_whole(m, view->buf, len, flags);
-        }
-        chan_unlock(&m->sh->wlock);
-        if (err == 0) {
-            __atomic_store_n(&m->room_patient, 1, __ATOMIC_RELAXED);
-            return 0;
-        }
-        if (!patient || need > chan_record_size(chan_whole_max(m))) {
-            return EAGAIN;
-        }
-        if (!waited) {
-            fastmp_deadline_from_seconds(ROOM_PATIENCE, &room_by);
-            waited = 1;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        err = chan_wait_room(m, &room_by, ROOM_STALL_NS);
-        Py_END_ALLOW_THREADS
-        if (err == ETIMEDOUT) {
-            __atomic_store_n(&m->room_patient, 0, __ATOMIC_RELAXED);
-        }
-        if (err) {
-            return EAGAIN;              /* EINTR: Python sees the signal next */
-        }
+    int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
+                   && m->pid == chan_pid();
+    if (lock_for_put(m, buffered) != 0) {
+        return EAGAIN;
     }
+    int err = buffered ? chan_feeder_drain(m) : 0;
+    if (err == 0) {
+        err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
+    }
+    chan_unlock(&m->sh->wlock);
+    return err ? EAGAIN : 0;
 }
 
 /* Hand the message to the feeder thread (takes over *view).  Returns 0 or
@@ -447,7 +401,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         return NULL;
     }
     int failed = 0;
-    if (try_write_now(m, &view, flags, block && room_to_wait(&d)) != 0) {
+    if (try_write_now(m, &view, flags) != 0) {
         failed = simple ? write_blocking(m, &view, flags) : buffer_message(m, &view, flags);
     }
     if (view.obj != NULL) {

@@ -112,8 +112,6 @@ typedef struct chan_map {
      * that the lock holder rarely touches the other side's cache line */
     uint64_t seen_head;                 /* under wlock */
     uint64_t seen_tail;                 /* under rlock */
-    int room_patient;                   /* atomic: a full ring is worth
-                                           waiting for (channel.c) */
     /* feeder state, valid in process `pid` only */
     pid_t pid;
     pthread_mutex_t mu;
@@ -255,10 +253,8 @@ void chan_feeder_adopt(chan_map *m);
  * Returns 0 or an errno value (item not queued). */
 int chan_feeder_push(chan_map *m, chan_pending *item);
 /* Holding wlock: send the buffered messages that fit in the ring now, in
- * order.  Returns 0 when the buffer is empty, EAGAIN when some remain
- * (*need is then the ring bytes the next one takes, or more than a
- * quarter of the ring if it must stream). */
-int chan_feeder_drain(chan_map *m, uint64_t *need);
+ * order.  Returns 0 when the buffer is empty, EAGAIN when some remain. */
+int chan_feeder_drain(chan_map *m);
 /* With the GIL: release the owners of messages the feeder has sent. */
 void chan_feeder_release_done(chan_map *m);
 /* Wait (GIL released by the caller) up to one slice for the buffer to

@@ -190,8 +190,7 @@ static int
 feed_locked(chan_map *m)
 {
     static const fastmp_deadline forever = {1, {0, 0}};
-    uint64_t need;
-    while (chan_feeder_drain(m, &need) != 0) {
+    while (chan_feeder_drain(m) != 0) {
         chan_pending *item = peek_item(m);
         if (item->len <= chan_whole_max(m)) {
             return 1;
@@ -236,16 +235,13 @@ feeder_main(void *arg)
 }
 
 int
-chan_feeder_drain(chan_map *m, uint64_t *need)
+chan_feeder_drain(chan_map *m)
 {
     chan_pending *item;
     while ((item = peek_item(m)) != NULL) {
         if (chan_try_write_whole(m, item->data, item->len, item->flags) != 0) {
-            *need = chan_record_size(item->len);
             return EAGAIN;
         }
-        /* readers are making room: a put may wait for it again */
-        __atomic_store_n(&m->room_patient, 1, __ATOMIC_RELAXED);
         retire_item(m, item);
     }
     return 0;

@@ -102,7 +102,6 @@ map_fd(int fd, size_t len, chan_map **out)
     m->efd = -1;
     m->refs = 1;
     m->spin_ns = SPIN_MAX_NS;
-    m->room_patient = 1;
     m->pid = -1;                        /* feeder state not set up yet */
     *out = m;
     return 0;
