@@ -83,6 +83,12 @@ def put_and_exit_worker(q, n, cancel):
         q.cancel_join_thread()
 
 
+def counting_producer(q, n):
+    for i in range(n):
+        q.put((i, "x" * 200))
+    q.put(None)
+
+
 def hold_put_worker(q):
     q.put(bytes(BIG))               # cannot fit: streams and stalls
 
@@ -256,6 +262,18 @@ class BytesSub(bytes):
     pass
 
 
+def test_str_of_every_width_is_sent_exactly():
+    q = fastmp.get_context("fork").Queue()
+    # ASCII, Latin-1, BMP and astral; small, and larger than one record
+    items = ["", "ascii", "caf\u00e9", "\u20ac" * 3, "\U0001f600x", "a\x00b",
+             "y" * (RING // 2), "\u00e9" * (RING // 2), "ok\ud800"]
+    for item in items:
+        q.put(item)
+    got = [q.get(timeout=10) for _ in items]
+    assert got == items
+    assert [type(g) for g in got] == [str] * len(items)
+
+
 def test_bytes_are_sent_exactly():
     q = fastmp.get_context("fork").Queue()
     for item in (b"", b"\0" * 17, bytes(range(256)), BytesSub(b"sub")):
@@ -274,6 +292,16 @@ def test_messages_larger_than_the_ring_in_one_process():
     q.put("next")
     assert q.get(timeout=30) == data
     assert q.get(timeout=5) == "next"
+
+
+@pytest.mark.timeout(60)
+def test_small_messages_beyond_the_ring_without_a_reader():
+    q = fastmp.get_context("fork").Queue()
+    n = 3 * RING // 256
+    for i in range(n):              # nobody reads: put buffers, never blocks
+        (q.put if i % 2 else q.put_nowait)("%08d" % i + "x" * 248)
+    assert [q.get(timeout=10)[:8] for _ in range(n)] == ["%08d" % i for i in range(n)]
+    assert q.empty()
 
 
 def test_no_fd_or_shm_left_behind():
@@ -364,6 +392,23 @@ def test_buffered_messages_are_flushed_at_exit(fctx):
     got = [q.get(timeout=10) for _ in range(3000)]
     assert [g[1] for g in got] == list(range(3000))
     assert q.get(timeout=10) == bytes(4 << 20)
+    p.join(30)
+    assert p.exitcode == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_producer_outrunning_a_paused_consumer_keeps_order(fctx):
+    # the producer fills the ring and buffers while the consumer pauses,
+    # then drains its buffer as room comes
+    q = fctx.Queue()
+    n = 4 * RING // 200
+    p = fctx.Process(target=counting_producer, args=(q, n))
+    p.start()
+    got = [q.get(timeout=30) for _ in range(100)]
+    time.sleep(0.3)
+    while got[-1] is not None:
+        got.append(q.get(timeout=30))
+    assert [item[0] for item in got[:-1]] == list(range(n))
     p.join(30)
     assert p.exitcode == 0
 

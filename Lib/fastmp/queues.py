@@ -13,7 +13,8 @@ Differences from the standard package, on purpose:
 * On an unbounded or bounded ``Queue``, a message that does not fit the
   ring right away waits in a per-process buffer drained by a native thread;
   the buffer is flushed before the process exits unless
-  ``cancel_join_thread()`` was called.
+  ``cancel_join_thread()`` was called.  As in the standard package,
+  ``put`` never waits for room.
 * A process killed in the middle of ``put`` or ``get`` does not wedge the
   others: the message it was moving is dropped.
 """

@@ -92,7 +92,8 @@ parse_block_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
 /* ---- encoding -------------------------------------------------------- */
 
 /* The message for `obj`: a bytes object is sent as is (REC_RAW), a str
- * as its UTF-8 (REC_STR; both skip pickle entirely), other plain atoms go
+ * as its UTF-8 (REC_STR, and REC_ASCII if it is; both skip pickle
+ * entirely), other plain atoms go
  * through pickle.dumps and everything else through the ForkingPickler-
  * aware dumps.  Returns 0 with *view filled (it keeps the source alive),
  * or -1. */
@@ -108,7 +109,7 @@ encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
         Py_ssize_t len;
         const char *utf8 = PyUnicode_AsUTF8AndSize(obj, &len);
         if (utf8 != NULL) {
-            *flags = REC_STR;
+            *flags = REC_STR | (PyUnicode_IS_ASCII(obj) ? REC_ASCII : 0);
             return PyBuffer_FillInfo(view, obj, (void *)utf8, len, 1, PyBUF_SIMPLE);
         }
         PyErr_Clear();                  /* lone surrogates: pickle copes */
@@ -124,6 +125,21 @@ encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
     return r;
 }
 
+/* The str whose UTF-8 is the `n` bytes at `utf8`; an ASCII one (as the
+ * writer flagged it) is copied without decoding. */
+static PyObject *
+str_from_payload(const char *utf8, Py_ssize_t n, uint32_t flags)
+{
+    if (!(flags & REC_ASCII)) {
+        return PyUnicode_DecodeUTF8(utf8, n, NULL);
+    }
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL) {
+        memcpy(PyUnicode_DATA(s), utf8, (size_t)n);
+    }
+    return s;
+}
+
 /* The object for a received message (consumes `msg`, the payload bytes,
  * or for a str that was decoded straight from the ring, the str). */
 static PyObject *
@@ -134,7 +150,7 @@ decode(fastmp_state *st, PyObject *msg, uint32_t flags)
     }
     PyObject *obj;
     if (flags & REC_STR) {
-        obj = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), NULL);
+        obj = str_from_payload(PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), flags);
     }
     else {
         obj = PyObject_CallOneArg(st->chan_loads, msg);
@@ -185,15 +201,12 @@ count_out(chan_map *m)
     chan_count_cancel(m);
 }
 
-/* Try to publish the message right now, without sleeping.  Messages this
- * process buffered earlier go first (FIFO); if they do not all fit, this
- * one is buffered behind them.  Returns 0 or EAGAIN. */
+/* Take wlock for a put; if this process has messages buffered, ours
+ * goes behind them anyway, so there is no point waiting for a busy lock.
+ * Returns 0 or EBUSY. */
 static int
-try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
+lock_for_put(chan_map *m, int buffered)
 {
-    int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
-                   && m->pid == chan_pid();
-    /* with messages buffered, ours goes behind them anyway: no waiting */
     int err = chan_lock_writer(m, &chan_no_wait, !buffered);
     if (err == EBUSY && !buffered && !chan_streaming(m)) {
         /* wait a moment for a busy lock rather than buffer: buffering
@@ -204,15 +217,27 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
         err = chan_lock_writer(m, &soon, 1);
         Py_END_ALLOW_THREADS
     }
-    if (err) {
+    return err ? EBUSY : 0;
+}
+
+/* Try to publish the message now, without waiting for room: a put on an
+ * unbounded Queue never blocks.  Messages this process buffered earlier
+ * go first (FIFO); if they do not all fit, this one is buffered behind
+ * them.  Returns 0 or EAGAIN. */
+static int
+try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
+{
+    int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
+                   && m->pid == chan_pid();
+    if (lock_for_put(m, buffered) != 0) {
         return EAGAIN;
     }
-    err = buffered ? chan_feeder_drain(m) : 0;
+    int err = buffered ? chan_feeder_drain(m) : 0;
     if (err == 0) {
         err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
     }
     chan_unlock(&m->sh->wlock);
-    return err;
+    return err ? EAGAIN : 0;
 }
 
 /* Hand the message to the feeder thread (takes over *view).  Returns 0 or
@@ -482,7 +507,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 drop_torn(m, &msg, &skipping);
             }
             skipping = 0;
-            *flags = rec.kind & (REC_RAW | REC_STR);
+            *flags = rec.kind & (REC_RAW | REC_STR | REC_ASCII);
             uint64_t head = 0;
             if (kind == REC_FIRST) {
                 chan_copy_out(m, 0, &total, sizeof(total));
@@ -502,7 +527,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                                  ? chan_payload_ptr(m, total) : NULL;
             if (direct != NULL) {
                 /* a str in one piece: decode it straight from the ring */
-                msg = PyUnicode_DecodeUTF8(direct, (Py_ssize_t)total, NULL);
+                msg = str_from_payload(direct, (Py_ssize_t)total, *flags);
                 chan_consume(m, &rec);
                 if (msg == NULL) {
                     return NULL;
@@ -514,6 +539,7 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 chan_consume(m, &rec);  /* the next reader skips the rest */
                 return NULL;
             }
+            chan_advise_fresh(PyBytes_AS_STRING(msg), total);
             filled = rec.len - head;
             chan_copy_out(m, head, PyBytes_AS_STRING(msg), filled);
             chan_consume(m, &rec);

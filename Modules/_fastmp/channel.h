@@ -35,6 +35,7 @@ enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 }
 #define REC_KIND_MASK 0xffu
 #define REC_RAW 0x100u                  /* payload is the bytes object itself */
 #define REC_STR 0x200u                  /* payload is a str's UTF-8 */
+#define REC_ASCII 0x400u                /* with REC_STR: all of it ASCII */
 
 /* chan_shared.flags */
 #define CHAN_JOINABLE 1u
@@ -51,8 +52,10 @@ typedef struct {
     uint64_t capacity;                  /* ring bytes, a power of two */
     uint32_t maxsize;                   /* message limit (bounded queues) */
     uint32_t watched;                   /* someone polls the eventfd */
-    pthread_mutex_t wlock;              /* held by one writer per message */
-    pthread_mutex_t rlock;              /* held by one reader per message */
+    /* each lock on a cache line of its own: the fields above are read on
+     * every put and get, and must not bounce between the two sides */
+    _Alignas(64) pthread_mutex_t wlock; /* held by one writer per message */
+    _Alignas(64) pthread_mutex_t rlock; /* held by one reader per message */
     /* writer side: changed only by the wlock holder */
     _Alignas(64) uint64_t tail;         /* bytes ever published */
     uint32_t wr_in_message;             /* a streamed message is unfinished */
@@ -67,6 +70,11 @@ typedef struct {
     uint32_t rd_sleeping;
     _Alignas(64) uint32_t space_seq;
     uint32_t wr_sleeping;
+    /* writers waiting, without wlock, for half the ring to be free (woken
+     * in one batch rather than per message read): put calls for a moment
+     * (channel.c), feeder threads for as long as it takes */
+    uint32_t room_seq;
+    uint32_t room_sleeping;
     /* messages put (unbounded queues: n_put - n_got is qsize) */
     _Alignas(64) uint64_t n_put;
     /* bounded queues: messages in, and put calls waiting for a slot */
@@ -99,6 +107,7 @@ typedef struct chan_map {
     int fd;
     int efd;                            /* readiness eventfd (see chan_watch) */
     int refs;                           /* atomic */
+    int spin_ns;                        /* atomic; chan_wait_data's poll budget */
     /* last values seen of the other side's counter (they only grow), so
      * that the lock holder rarely touches the other side's cache line */
     uint64_t seen_head;                 /* under wlock */
@@ -162,6 +171,8 @@ uint64_t chan_whole_max(const chan_map *m);
 /* Holding wlock: publish an ABORT for a message a previous holder left
  * unfinished, if any. */
 void chan_repair_writer(chan_map *m);
+/* Ring bytes a WHOLE record of `len` payload bytes takes. */
+uint64_t chan_record_size(uint64_t len);
 /* Holding wlock: publish WHOLE if it fits now; returns 0 or EAGAIN. */
 int chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags);
 /* Holding wlock: publish as much of `w` as space allows, waiting for
@@ -177,6 +188,14 @@ uint64_t chan_readable(chan_map *m);
 /* Spin briefly, then sleep until data is published or `d` passes.  Returns
  * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d);
+/* Without wlock: sleep until half the ring is free (readers wake the
+ * writers waiting so in one batch, not per message read), until `d`, or
+ * until the readers take nothing out for `stall_ns`.  Returns 0 (look
+ * again), ETIMEDOUT, EINTR or an errno value. */
+int chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns);
+/* Ask for huge pages behind a fresh buffer about to receive `n` bytes
+ * (a large message), so that filling it does not fault page by page. */
+void chan_advise_fresh(void *buf, uint64_t n);
 /* Holding rlock: copy the record header at head into *rec. */
 void chan_peek(const chan_map *m, chan_rec *rec);
 /* Holding rlock: copy `n` bytes from ring offset `off` past the record

@@ -182,6 +182,27 @@ peek_item(chan_map *m)
     return item;
 }
 
+/* Holding wlock: send buffered messages in order.  A message too big for
+ * one record streams, keeping the lock while it waits for room; for the
+ * others the lock is let go when the ring is full.  Returns 1 if messages
+ * remain that wait for room. */
+static int
+feed_locked(chan_map *m)
+{
+    static const fastmp_deadline forever = {1, {0, 0}};
+    while (chan_feeder_drain(m) != 0) {
+        chan_pending *item = peek_item(m);
+        if (item->len <= chan_whole_max(m)) {
+            return 1;
+        }
+        chan_wmsg w = {item->data, item->len, item->flags, 0, 0};
+        while (chan_write(m, &w, &forever) == EINTR) {
+        }
+        retire_item(m, item);
+    }
+    return 0;
+}
+
 static void *
 feeder_main(void *arg)
 {
@@ -199,16 +220,15 @@ feeder_main(void *arg)
             continue;
         }
         chan_repair_writer(m);
-        /* send everything buffered while we hold the lock; a put may have
-         * sent some of it meanwhile (chan_feeder_drain), so look again */
-        chan_pending *item;
-        while ((item = peek_item(m)) != NULL) {
-            chan_wmsg w = {item->data, item->len, item->flags, 0, 0};
-            while (chan_write(m, &w, &forever) == EINTR) {
-            }
-            retire_item(m, item);
-        }
+        int full = feed_locked(m);
         chan_unlock(&m->sh->wlock);
+        if (full) {
+            /* wait for room without the lock, so that this process's
+             * put calls can drain the buffer themselves meanwhile */
+            fastmp_deadline slice;
+            fastmp_deadline_from_seconds(FLUSH_SLICE_SECONDS, &slice);
+            (void)chan_wait_room(m, &slice, (long)(FLUSH_SLICE_SECONDS * 1e9));
+        }
     }
     chan_map_decref(m);
     return NULL;
@@ -274,7 +294,7 @@ chan_feeder_push(chan_map *m, chan_pending *item)
         pthread_cond_signal(&m->work);
     }
     pthread_mutex_unlock(&m->mu);
-    if (err == 0) {
+    if (err == 0 && !m->listed) {
         chan_live_prune();
         chan_live_add(m);
     }

@@ -11,6 +11,7 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -18,8 +19,20 @@
 
 #define ALIGN8(n) (((n) + 7u) & ~(uint64_t)7u)
 #define SLICE_NS 50000000L              /* signal-check slice for waits */
-#define SPIN_ROUNDS 2000                /* polls before sleeping for data */
 #define WRITER_SPIN_ROUNDS 4           /* tries for a briefly held wlock */
+/* A reader waiting for data polls for at most SPIN_MAX_NS before it
+ * sleeps (a sleep and wake-up costs ~40 us), yielding the CPU every
+ * SPIN_YIELD_NS in case the writer waits for this very CPU.  The budget
+ * adapts per process: a sleep longer than SPIN_IDLE_NS means the writer
+ * is idle or slow, and halves it (to nothing after a few); a spin that
+ * finds data, or a short sleep, restores it. */
+#define SPIN_MAX_NS 20000
+#define SPIN_YIELD_NS 2000
+#define SPIN_IDLE_NS 1000000
+#define SPIN_MIN_NS 1000                /* a budget halved below this is 0 */
+/* A fresh message buffer at least this large asks for huge pages */
+#define HUGE_PAGE_BYTES (2u << 20)
+#define ADVISE_HUGE_MIN (4u << 20)
 
 static inline uint64_t
 load_acq(const uint64_t *p)
@@ -41,6 +54,14 @@ cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+static int64_t
+monotonic_ns(void)
+{
+    struct timespec t;
+    (void)clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
 /* ---- mapping --------------------------------------------------------- */
@@ -80,6 +101,7 @@ map_fd(int fd, size_t len, chan_map **out)
     m->fd = fd;
     m->efd = -1;
     m->refs = 1;
+    m->spin_ns = SPIN_MAX_NS;
     m->pid = -1;                        /* feeder state not set up yet */
     *out = m;
     return 0;
@@ -180,13 +202,12 @@ chan_map_decref(chan_map *m)
 
 const fastmp_deadline chan_no_wait = {0, {0, 0}};
 
-/* The earlier of `d` and one signal-check slice from now, in *until.
- * Returns 1 if that is `d` itself (a timeout there is final), 0 if it is
- * the slice (a timeout there means "check signals, then go on"). */
+/* The earlier of `d` and `ns` from now, in *until.  Returns 1 if that is
+ * `d` itself (a timeout there is final), 0 if it is the other. */
 static int
-slice_end(const fastmp_deadline *d, fastmp_deadline *until)
+earlier_end(const fastmp_deadline *d, long ns, fastmp_deadline *until)
 {
-    fastmp_deadline_from_seconds(SLICE_NS / 1e9, until);
+    fastmp_deadline_from_seconds(ns / 1e9, until);
     if (!d->infinite
         && (d->at.tv_sec < until->at.tv_sec
             || (d->at.tv_sec == until->at.tv_sec && d->at.tv_nsec < until->at.tv_nsec))) {
@@ -194,6 +215,14 @@ slice_end(const fastmp_deadline *d, fastmp_deadline *until)
         return 1;
     }
     return 0;
+}
+
+/* The earlier of `d` and one signal-check slice from now (a timeout at
+ * the slice means "check signals, then go on"); see earlier_end. */
+static int
+slice_end(const fastmp_deadline *d, fastmp_deadline *until)
+{
+    return earlier_end(d, SLICE_NS, until);
 }
 
 int
@@ -264,6 +293,12 @@ uint64_t
 chan_whole_max(const chan_map *m)
 {
     return m->sh->capacity / 4 - sizeof(chan_rec);
+}
+
+uint64_t
+chan_record_size(uint64_t len)
+{
+    return sizeof(chan_rec) + ALIGN8(len);
 }
 
 /* Free bytes for the wlock holder; re-reads head only when the cached
@@ -381,7 +416,7 @@ chan_repair_writer(chan_map *m)
 int
 chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags)
 {
-    uint64_t need = sizeof(chan_rec) + ALIGN8(len);
+    uint64_t need = chan_record_size(len);
     if (len > chan_whole_max(m) || free_space(m, need) < need) {
         return EAGAIN;
     }
@@ -483,16 +518,39 @@ chan_readable(chan_map *m)
     return m->seen_tail - head;
 }
 
+/* Poll for data for up to `budget_ns`.  Returns 1 if data came. */
+static int
+spin_for_data(const chan_map *m, int64_t budget_ns)
+{
+    int64_t start = monotonic_ns(), yield_at = start + SPIN_YIELD_NS;
+    for (unsigned i = 1;; i++) {
+        if (chan_available(m)) {
+            return 1;
+        }
+        cpu_relax();
+        if (i % 16 == 0) {
+            int64_t now = monotonic_ns();
+            if (now - start >= budget_ns) {
+                return 0;
+            }
+            if (now >= yield_at) {
+                (void)sched_yield();
+                yield_at = now + SPIN_YIELD_NS;
+            }
+        }
+    }
+}
+
 int
 chan_wait_data(chan_map *m, const fastmp_deadline *d)
 {
     chan_shared *sh = m->sh;
-    for (int i = 0; i < SPIN_ROUNDS; i++) {
-        if (chan_available(m)) {
-            return 0;
-        }
-        cpu_relax();
+    int budget = __atomic_load_n(&m->spin_ns, __ATOMIC_RELAXED);
+    if (budget > 0 && spin_for_data(m, budget)) {
+        __atomic_store_n(&m->spin_ns, SPIN_MAX_NS, __ATOMIC_RELAXED);
+        return 0;
     }
+    int64_t slept_at = monotonic_ns();
     uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->rd_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
@@ -500,7 +558,33 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
         err = fastmp_futex_wait(&sh->data_seq, seq, d);
     }
     __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
+    if (err == 0) {
+        /* a long sleep: spinning would have been wasted; a short one:
+         * the writer is active, spinning pays */
+        int idle = monotonic_ns() - slept_at > SPIN_IDLE_NS;
+        int next = !idle ? SPIN_MAX_NS : budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
+        __atomic_store_n(&m->spin_ns, next, __ATOMIC_RELAXED);
+    }
     return err;
+}
+
+void
+chan_advise_fresh(void *buf, uint64_t n)
+{
+#ifdef MADV_HUGEPAGE
+    if (n < ADVISE_HUGE_MIN) {
+        return;
+    }
+    uintptr_t start = ((uintptr_t)buf + HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1);
+    uintptr_t end = ((uintptr_t)buf + n) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1);
+    if (end > start) {
+        /* a hint: without it the pages simply stay small */
+        (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+    }
+#else
+    (void)buf;
+    (void)n;
+#endif
 }
 
 /* Copy a large piece out of the ring into a message buffer that will not
@@ -573,6 +657,37 @@ notify_space(chan_map *m)
         && __atomic_exchange_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST)) {
         __atomic_add_fetch(&sh->space_seq, 1, __ATOMIC_SEQ_CST);
         (void)fastmp_futex_wake(&sh->space_seq, INT32_MAX);
+    }
+    if (__atomic_load_n(&sh->room_sleeping, __ATOMIC_RELAXED)
+        && chan_available(m) <= sh->capacity / 2
+        && __atomic_exchange_n(&sh->room_sleeping, 0, __ATOMIC_SEQ_CST)) {
+        __atomic_add_fetch(&sh->room_seq, 1, __ATOMIC_SEQ_CST);
+        (void)fastmp_futex_wake(&sh->room_seq, INT32_MAX);
+    }
+}
+
+int
+chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns)
+{
+    chan_shared *sh = m->sh;
+    for (;;) {
+        fastmp_deadline until;
+        int final = earlier_end(d, stall_ns, &until);
+        uint64_t head = load_acq(&sh->head);
+        uint32_t seq = __atomic_load_n(&sh->room_seq, __ATOMIC_SEQ_CST);
+        /* left set on return: other writers may be waiting too, and a
+         * stale flag costs one needless wake-up at most */
+        __atomic_store_n(&sh->room_sleeping, 1, __ATOMIC_SEQ_CST);
+        if (chan_available(m) <= sh->capacity / 2) {
+            return 0;
+        }
+        int err = fastmp_futex_wait(&sh->room_seq, seq, &until);
+        if (err != ETIMEDOUT) {
+            return err;
+        }
+        if (final || load_acq(&sh->head) == head) {
+            return ETIMEDOUT;
+        }
     }
 }
 
