@@ -132,3 +132,22 @@ def test_max_tasks_per_child_replaces_workers(executor_ctx, start_method):
     # each worker served exactly two tasks before being replaced
     assert [pids.count(pid) for pid in dict.fromkeys(pids)] == [2, 2, 2]
 
+
+def put_in(queue, item):
+    queue.put(item)
+
+
+def test_standard_queue_on_a_fastmp_context_reaches_a_child(executor_ctx):
+    # what the executor does: a standard Queue built with a fastmp context,
+    # handed to a fastmp child at start (pickled, under spawn and forkserver)
+    import multiprocessing.queues
+    queue = multiprocessing.queues.Queue(ctx=executor_ctx)
+    child = executor_ctx.Process(target=put_in, args=(queue, "through"))
+    child.start()
+    try:
+        assert queue.get(timeout=30) == "through"
+    finally:
+        child.join(30)
+        queue.close()
+        queue.join_thread()
+    assert child.exitcode == 0
