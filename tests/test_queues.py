@@ -168,6 +168,26 @@ def test_closed_queue_refuses(fork_ctx):
     q.join_thread()
 
 
+def test_empty_on_a_closed_queue(fork_ctx):
+    # as the standard package: close() ends the read side of a SimpleQueue,
+    # and of a Queue once a put was made through it
+    sq = fork_ctx.SimpleQueue()
+    sq.close()
+    with pytest.raises(OSError, match="is closed"):
+        sq.empty()
+    for make in (fork_ctx.Queue, fork_ctx.JoinableQueue):
+        unused = make()
+        unused.close()
+        unused.join_thread()
+        assert unused.empty()
+        used = make()
+        used.put("x")
+        used.close()
+        used.join_thread()
+        with pytest.raises(OSError, match="is closed"):
+            used.empty()
+
+
 def test_join_thread_needs_close(fork_ctx):
     q = fork_ctx.Queue()
     q.put(1)

@@ -23,6 +23,7 @@ typedef struct {
     PyObject_HEAD
     chan_map *map;                      /* NULL until _create/_attach */
     int closed;
+    int put_here;                       /* a put went through this object */
 } ChannelObject;
 
 static fastmp_state *
@@ -375,6 +376,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         PyBuffer_Release(&view);
         return NULL;
     }
+    self->put_here = 1;
     int failed = 0;
     if (try_write_now(m, &view, flags) != 0) {
         failed = simple ? write_blocking(m, &view, flags) : buffer_message(m, &view, flags);
@@ -630,6 +632,13 @@ Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     chan_map *m = usable_map(self, 0);
     if (m == NULL) {
+        return NULL;
+    }
+    /* The standard package closes its pipe's read end in close() for a
+     * SimpleQueue, and for a Queue once a put has started its feeder
+     * thread: empty() then fails the same way here. */
+    if (self->closed && (self->put_here || (m->sh->flags & CHAN_SIMPLE))) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
         return NULL;
     }
     return PyBool_FromLong(chan_available(m) == 0);
