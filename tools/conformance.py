@@ -25,10 +25,12 @@ def _pairs(items):
 
 
 def _counts(path):
+    """({outcome: count}, {test: outcome}, interpreter version) of a run."""
     with open(path) as f:
-        results = json.load(f)["results"]
-    outcomes = list(results.values())
-    return {k: outcomes.count(k) for k in ("pass", "fail", "skip")}, results
+        run = json.load(f)
+    outcomes = list(run["results"].values())
+    return ({k: outcomes.count(k) for k in ("pass", "fail", "skip")}, run["results"],
+            run["python"])
 
 
 def main():
@@ -64,7 +66,7 @@ def main():
                 cells[target] = _counts(out)
             ours, theirs = cells["fastmp"][1], cells["stdlib"][1]
             regressions = sorted(t for t, o in theirs.items() if o == "pass" and ours.get(t) != "pass")
-            rows.append((version, method, cells["fastmp"][0], cells["stdlib"][0], regressions))
+            rows.append((cells["fastmp"][2], method, cells["fastmp"][0], cells["stdlib"][0], regressions))
     lines = ["| Python | start method | fastmp passed / failed / skipped | stdlib passed / failed / skipped | passing on stdlib, not on fastmp |",
              "|---|---|---|---|---|"]
     for version, method, ours, theirs, regressions in rows:
