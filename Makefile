@@ -62,17 +62,21 @@ sanitize: venv
 # Every supported interpreter, through pyenv.
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
 MATRIX   ?= 3.10 3.11 3.12 3.13
+# e.g. --reuse (keep cells already run), --methods spawn, --only REGEX
+CONFORMANCE_ARGS ?=
 py_for = $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)))
 
-# `make test` on each interpreter, each in its own venv.
+# `make test` on each interpreter, each in its own venv; goes on past a
+# failing interpreter and names the failing ones at the end.
 matrix:
-	$(foreach v,$(MATRIX),$(MAKE) --no-print-directory test PYTHON=$(call py_for,$(v)) VENV=.venv-$(v) &&) true
+	@failed=; $(foreach v,$(MATRIX),$(MAKE) --no-print-directory test PYTHON=$(or $(call py_for,$(v)),$(error CPython $(v) is not under $(PYENV_ROOT)/versions)) VENV=.venv-$(v) || failed="$$failed $(v)";) \
+	test -z "$$failed" || { echo "make test failed on:$$failed"; exit 1; }
 
 # CPython's own suite on fastmp and on the standard package, every
 # interpreter and start method; writes conformance-out/summary.md.
 conformance:
 	@for v in $(MATRIX); do $(MAKE) --no-print-directory conformance-tree V=$$v || exit 1; done
-	$(PYTHON) tools/conformance.py $(foreach v,$(MATRIX),--python $(v)=.venv-$(v)/bin/python --tree $(v)=build/conformance/$(v))
+	$(PYTHON) tools/conformance.py $(CONFORMANCE_ARGS) $(foreach v,$(MATRIX),--python $(v)=.venv-$(v)/bin/python --tree $(v)=build/conformance/$(v))
 
 # The venv of interpreter $(V) and a fastmp built for it.
 conformance-tree:

@@ -209,7 +209,7 @@ EXECUTOR_PROGRAM = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_concurrent_futures_runs_on_fastmp(tmp_path, method):
     # the standard library's own user of multiprocessing gets fastmp too
     script = tmp_path / "executor.py"

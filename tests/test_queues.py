@@ -174,6 +174,47 @@ def test_closed_queue_refuses(fork_ctx):
     q.join_thread()
 
 
+def test_empty_on_a_closed_queue(fork_ctx):
+    # as the standard package: close() ends the read side of a SimpleQueue,
+    # and of a Queue once a put was made through it
+    sq = fork_ctx.SimpleQueue()
+    sq.close()
+    with pytest.raises(OSError, match="is closed"):
+        sq.empty()
+    for make in (fork_ctx.Queue, fork_ctx.JoinableQueue):
+        unused = make()
+        unused.close()
+        unused.join_thread()
+        assert unused.empty()
+        used = make()
+        used.put("x")
+        used.close()
+        used.join_thread()
+        with pytest.raises(OSError, match="is closed"):
+            used.empty()
+
+
+def put_and_report(q, report):
+    try:
+        q.put("from child")
+        report.put("put")
+    except Exception as exc:
+        report.put(type(exc).__name__)
+
+
+def test_close_does_not_carry_into_a_forked_child(fork_ctx):
+    # the standard package resets a Queue in a forked child: closed in the
+    # parent, it still takes puts there (a SimpleQueue's close() carries)
+    report = fork_ctx.SimpleQueue()
+    for closed, outcome in ((fork_ctx.Queue(), "put"), (fork_ctx.SimpleQueue(), "OSError")):
+        closed.close()
+        child = fork_ctx.Process(target=put_and_report, args=(closed, report))
+        child.start()
+        assert report.get() == outcome
+        child.join(30)
+        assert child.exitcode == 0
+
+
 def test_join_thread_needs_close(fork_ctx):
     q = fork_ctx.Queue()
     q.put(1)

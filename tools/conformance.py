@@ -4,7 +4,7 @@ write a summary table (passed / failed / skipped per cell).
 
   python3 tools/conformance.py --python 3.11=/path/python3 [--python ...]
       --tree 3.11=build/conformance/3.11 [--methods fork spawn forkserver]
-      [--out conformance-out]
+      [--out conformance-out] [--reuse]
 
 `--tree` names a directory holding an importable fastmp built for that
 interpreter (see `make conformance`)."""
@@ -19,14 +19,18 @@ RUNNER = os.path.join(os.path.dirname(ROOT), "shared", "conformance", "run_suite
 
 
 def _pairs(items):
-    return dict(item.split("=", 1) for item in items)
+    """VERSION=PATH items -> {version: absolute path}: the runner works in a
+    temporary directory, so relative paths would not resolve there."""
+    return {v: os.path.abspath(p) for v, p in (item.split("=", 1) for item in items)}
 
 
 def _counts(path):
+    """({outcome: count}, {test: outcome}, interpreter version) of a run."""
     with open(path) as f:
-        results = json.load(f)["results"]
-    outcomes = list(results.values())
-    return {k: outcomes.count(k) for k in ("pass", "fail", "skip")}, results
+        run = json.load(f)
+    outcomes = list(run["results"].values())
+    return ({k: outcomes.count(k) for k in ("pass", "fail", "skip")}, run["results"],
+            run["python"])
 
 
 def main():
@@ -37,6 +41,8 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["fork", "spawn", "forkserver"])
     ap.add_argument("--out", default=os.path.join(ROOT, "conformance-out"))
     ap.add_argument("--only", default="")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep a cell's JSON from an earlier run instead of running it again")
     a = ap.parse_args()
     if not os.path.exists(RUNNER):
         sys.exit("%s is missing: the conformance runner comes with ../shared" % RUNNER)
@@ -51,15 +57,16 @@ def main():
                 cmd = [sys.executable, RUNNER, "--python", python, "--method", method,
                        "--target", target, "--json", out]
                 if target == "fastmp":
-                    cmd += ["--pythonpath", os.path.abspath(trees[version])]
+                    cmd += ["--pythonpath", trees[version]]
                 if a.only:
                     cmd += ["--only", a.only]
-                print("==", " ".join(cmd), flush=True)
-                subprocess.run(cmd, check=True)
+                if not (a.reuse and os.path.exists(out)):
+                    print("==", " ".join(cmd), flush=True)
+                    subprocess.run(cmd, check=True)
                 cells[target] = _counts(out)
             ours, theirs = cells["fastmp"][1], cells["stdlib"][1]
             regressions = sorted(t for t, o in theirs.items() if o == "pass" and ours.get(t) != "pass")
-            rows.append((version, method, cells["fastmp"][0], cells["stdlib"][0], regressions))
+            rows.append((cells["fastmp"][2], method, cells["fastmp"][0], cells["stdlib"][0], regressions))
     lines = ["| Python | start method | fastmp passed / failed / skipped | stdlib passed / failed / skipped | passing on stdlib, not on fastmp |",
              "|---|---|---|---|---|"]
     for version, method, ours, theirs, regressions in rows:

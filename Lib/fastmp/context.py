@@ -347,6 +347,12 @@ def get_spawning_popen():
 
 def set_spawning_popen(popen):
     _spawning.popen = popen
+    # The standard package, loaded beside fastmp, checks its own record:
+    # its objects handed to a fastmp child at start (concurrent.futures
+    # passes a standard Queue built on a fastmp context) must see it too.
+    standard = sys.modules.get('multiprocessing.context')
+    if standard is not None and standard is not sys.modules[__name__]:
+        standard.set_spawning_popen(popen)
 
 
 def assert_spawning(obj):

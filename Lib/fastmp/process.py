@@ -273,6 +273,7 @@ class BaseProcess(object):
         from . import util
         util._finalizer_registry.clear()
         util._run_after_forkers()
+        util._standard_child_setup()
 
 
 def _report_crash(name):

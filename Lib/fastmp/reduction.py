@@ -41,8 +41,10 @@ class ForkingPickler(pickle.Pickler):
 
     def __init__(self, *args):
         super().__init__(*args)
-        # registered reducers take precedence over copyreg's
+        # registered reducers take precedence over the standard package's,
+        # which take precedence over copyreg's
         self.dispatch_table = {**self._copyreg_dispatch_table,
+                               **_standard_reducers(),
                                **self._extra_reducers}
 
     @classmethod
@@ -68,6 +70,17 @@ class ForkingPickler(pickle.Pickler):
 
 
 register = ForkingPickler.register
+
+
+def _standard_reducers():
+    """The reducers registered with the standard package's ForkingPickler
+    when that package is loaded beside fastmp (not replaced by it), so that
+    its objects (a Connection inside a standard Queue) sent to a fastmp
+    child are pickled the way it pickles them.  {} otherwise."""
+    standard = sys.modules.get('multiprocessing.reduction')
+    if standard is None or standard is sys.modules[__name__]:
+        return {}
+    return getattr(getattr(standard, 'ForkingPickler', None), '_extra_reducers', {})
 
 
 def dump(obj, file, protocol=None):

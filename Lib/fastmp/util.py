@@ -161,6 +161,24 @@ def _run_after_forkers():
             info('after forker raised exception %s', exc)
 
 
+def _standard_child_setup():
+    """In a fastmp child of a program that also loaded the standard package
+    beside fastmp (concurrent.futures does, given a fastmp context), do for
+    that package's objects what its own child set-up does: forget the
+    parent's children and finalizers, run its after-fork hooks (a standard
+    Queue starts a fresh feeder thread) and run its exit hook when this
+    child exits (which flushes such a Queue).  Nothing under install()."""
+    standard = sys.modules.get('multiprocessing.util')
+    if standard is None or standard is sys.modules[__name__]:
+        return
+    standard.process._children = set()
+    standard._finalizer_registry.clear()
+    standard._run_after_forkers()
+    # a forked child's atexit hooks were reset to fastmp's alone
+    atexit.unregister(standard._exit_function)
+    atexit.register(standard._exit_function)
+
+
 # ---- finalizers ----------------------------------------------------------
 
 _finalizer_registry = {}

@@ -22,13 +22,29 @@
 typedef struct {
     PyObject_HEAD
     chan_map *map;                      /* NULL until _create/_attach */
-    int closed;
+    pid_t closed_in;                    /* close() was called there; 0: open */
+    pid_t put_in;                       /* the last process that put */
 } ChannelObject;
 
 static fastmp_state *
 chan_state(PyObject *self)
 {
     return fastmp_state_from_type(Py_TYPE(self));
+}
+
+/* close() was called on this object in this process.  A Queue's close()
+ * does not carry into fork children (the standard package resets its
+ * Queue there); a SimpleQueue's does (its pipe stays closed). */
+static int
+closed_here(ChannelObject *self)
+{
+    if (self->closed_in == 0) {
+        return 0;
+    }
+    if (self->closed_in == chan_pid()) {
+        return 1;
+    }
+    return self->map != NULL && (self->map->sh->flags & CHAN_SIMPLE);
 }
 
 /* The map, or NULL with an exception if it was never set up or, for
@@ -40,7 +56,7 @@ usable_map(ChannelObject *self, int transfer)
         PyErr_SetString(PyExc_ValueError, "queue is not initialised");
         return NULL;
     }
-    if (transfer && self->closed) {
+    if (transfer && closed_here(self)) {
         if (self->map->sh->flags & CHAN_SIMPLE) {
             PyErr_SetString(PyExc_OSError, "handle is closed");
         }
@@ -400,6 +416,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         PyBuffer_Release(&view);
         return NULL;
     }
+    self->put_in = chan_pid();
     int failed = 0;
     if (try_write_now(m, &view, flags) != 0) {
         failed = simple ? write_blocking(m, &view, flags) : buffer_message(m, &view, flags);
@@ -658,6 +675,13 @@ Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     if (m == NULL) {
         return NULL;
     }
+    /* The standard package closes its pipe's read end in close() for a
+     * SimpleQueue, and for a Queue once a put has started its feeder
+     * thread: empty() then fails the same way here. */
+    if (closed_here(self) && ((m->sh->flags & CHAN_SIMPLE) || self->put_in == chan_pid())) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return NULL;
+    }
     return PyBool_FromLong(chan_available(m) == 0);
 }
 
@@ -748,7 +772,7 @@ flush_map(chan_map *m)
 static PyObject *
 Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    self->closed = 1;
+    self->closed_in = chan_pid();
     Py_RETURN_NONE;
 }
 
@@ -786,7 +810,7 @@ set_map(ChannelObject *self, chan_map *m, int err)
         chan_map_decref(self->map);
     }
     self->map = m;
-    self->closed = 0;
+    self->closed_in = 0;
     return 0;
 }
 
@@ -872,7 +896,7 @@ Channel_watch(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Channel_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->closed);
+    return PyBool_FromLong(closed_here(self));
 }
 
 static void
