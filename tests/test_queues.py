@@ -258,6 +258,22 @@ def test_simple_queue(fork_ctx):
     q.close()
 
 
+def test_arguments_by_keyword(fork_ctx):
+    q = fork_ctx.Queue()
+    q.put(obj=1, block=True, timeout=5)
+    q.put_nowait(obj=2)
+    assert [q.get(block=True, timeout=5), q.get(timeout=5)] == [1, 2]
+    with pytest.raises(TypeError):
+        q.put(1, obj=2)
+    with pytest.raises(TypeError):
+        q.get(wait=True)
+    s = fork_ctx.SimpleQueue()
+    s.put(obj=3)
+    assert s.get() == 3
+    for closing in (q, s):
+        closing.close()
+
+
 def test_pickling_outside_process_start_raises(fork_ctx):
     for q in (fork_ctx.Queue(), fork_ctx.JoinableQueue(), fork_ctx.SimpleQueue()):
         with pytest.raises(RuntimeError):

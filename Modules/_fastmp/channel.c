@@ -68,41 +68,35 @@ usable_map(ChannelObject *self, int transfer)
     return self->map;
 }
 
-/* Parse the optional (block=True, timeout=None) after `skip` leading
- * positional arguments.  Returns -1 with an exception set. */
+/* Bind put's or get's arguments: `obj` (put only), then block=True and
+ * timeout=None.  Returns 0, or -1 with an exception set. */
 static int
-parse_block_timeout(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                    Py_ssize_t skip, const char *fname, int *block, PyObject **timeout)
+parse_put_get(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames, PyObject **obj, int *block, PyObject **timeout)
 {
-    *block = 1;
-    *timeout = Py_None;
-    PyObject *given[2] = {NULL, NULL};
-    if (nargs > skip + 2) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd arguments", fname, skip + 2);
+    static const char *const put_names[] = {"obj", "block", "timeout"};
+    PyObject *a[3];
+    int with_obj = obj != NULL;
+    if (fastmp_bind_args(fname, args, nargs, kwnames, put_names + !with_obj,
+                         2 + with_obj, with_obj, a) < 0) {
         return -1;
     }
-    for (Py_ssize_t i = skip; i < nargs; i++) {
-        given[i - skip] = args[i];
+    if (with_obj) {
+        *obj = a[0];
     }
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        int slot = PyUnicode_CompareWithASCIIString(key, "block") == 0 ? 0
-                   : PyUnicode_CompareWithASCIIString(key, "timeout") == 0 ? 1 : -1;
-        if (slot < 0 || given[slot] != NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected or repeated "
-                         "keyword argument %R", fname, key);
-            return -1;
-        }
-        given[slot] = args[nargs + i];
-    }
-    if (given[0] != NULL && (*block = PyObject_IsTrue(given[0])) < 0) {
-        return -1;
-    }
-    if (given[1] != NULL) {
-        *timeout = given[1];
-    }
-    return 0;
+    PyObject *given_block = a[with_obj], *given_timeout = a[with_obj + 1];
+    *block = given_block == NULL ? 1 : PyObject_IsTrue(given_block);
+    *timeout = given_timeout == NULL ? Py_None : given_timeout;
+    return *block < 0 ? -1 : 0;
+}
+
+/* The one `obj` argument of put_nowait and SimpleQueue.put. */
+static int
+parse_obj(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, PyObject **obj)
+{
+    static const char *const names[] = {"obj"};
+    return fastmp_bind_args(fname, args, nargs, kwnames, names, 1, 1, obj);
 }
 
 /* ---- encoding -------------------------------------------------------- */
@@ -434,27 +428,33 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
 static PyObject *
 Channel_put(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "put() missing required argument 'obj'");
-        return NULL;
-    }
+    PyObject *obj, *timeout;
     int block;
-    PyObject *timeout;
-    if (parse_block_timeout(args, nargs, kwnames, 1, "put", &block, &timeout) < 0) {
+    if (parse_put_get("put", args, nargs, kwnames, &obj, &block, &timeout) < 0) {
         return NULL;
     }
-    return put_impl(self, args[0], block, timeout, 0);
+    return put_impl(self, obj, block, timeout, 0);
 }
 
 static PyObject *
-Channel_put_nowait(ChannelObject *self, PyObject *obj)
+Channel_put_nowait(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames)
 {
+    PyObject *obj;
+    if (parse_obj("put_nowait", args, nargs, kwnames, &obj) < 0) {
+        return NULL;
+    }
     return put_impl(self, obj, 0, Py_None, 0);
 }
 
 static PyObject *
-Channel_put_blocking(ChannelObject *self, PyObject *obj)
+Channel_put_blocking(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames)
 {
+    PyObject *obj;
+    if (parse_obj("put", args, nargs, kwnames, &obj) < 0) {
+        return NULL;
+    }
     return put_impl(self, obj, 1, Py_None, 1);
 }
 
@@ -644,7 +644,7 @@ Channel_get(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs, PyObje
 {
     int block;
     PyObject *timeout;
-    if (parse_block_timeout(args, nargs, kwnames, 0, "get", &block, &timeout) < 0) {
+    if (parse_put_get("get", args, nargs, kwnames, NULL, &block, &timeout) < 0) {
         return NULL;
     }
     return get_impl(self, block, timeout);
@@ -976,9 +976,11 @@ static PyMethodDef Channel_methods[] = {
      "put(obj, block=True, timeout=None)"},
     {"get", (PyCFunction)(void (*)(void))Channel_get, METH_FASTCALL | METH_KEYWORDS,
      "get(block=True, timeout=None)"},
-    {"put_nowait", (PyCFunction)Channel_put_nowait, METH_O, "put(obj, False)"},
+    {"put_nowait", (PyCFunction)(void (*)(void))Channel_put_nowait,
+     METH_FASTCALL | METH_KEYWORDS, "put(obj, False)"},
     {"get_nowait", (PyCFunction)Channel_get_nowait, METH_NOARGS, "get(False)"},
-    {"_put_blocking", (PyCFunction)Channel_put_blocking, METH_O,
+    {"_put_blocking", (PyCFunction)(void (*)(void))Channel_put_blocking,
+     METH_FASTCALL | METH_KEYWORDS,
      "put that waits for room in the ring instead of buffering (SimpleQueue)"},
     {"qsize", (PyCFunction)Channel_qsize, METH_NOARGS, "messages put and not yet got"},
     {"empty", (PyCFunction)Channel_empty, METH_NOARGS, "True if nothing is ready to get"},

@@ -69,59 +69,6 @@ typedef struct {
     PyObject *weakrefs;
 } ConnObject;
 
-/* ---- argument binding ------------------------------------------------- */
-
-/* Sort the arguments of a METH_FASTCALL | METH_KEYWORDS call into
- * out[0..nnames) by parameter name; missing optional ones are NULL.
- * Returns -1 with TypeError set on a bad call. */
-static int
-bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
-          PyObject *kwnames, const char *const *names, int nnames,
-          int required, PyObject **out)
-{
-    for (int i = 0; i < nnames; i++) {
-        out[i] = NULL;
-    }
-    if (nargs > nnames) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)",
-                     func, nnames, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        out[i] = args[i];
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        int slot = -1;
-        for (int i = 0; i < nnames; i++) {
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
-                slot = i;
-                break;
-            }
-        }
-        if (slot < 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                         func, key);
-            return -1;
-        }
-        if (out[slot] != NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
-                         func, names[slot]);
-            return -1;
-        }
-        out[slot] = args[nargs + k];
-    }
-    for (int i = 0; i < required; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'",
-                         func, names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* ---- checks shared by the methods ------------------------------------- */
 
 /* A file descriptor number from an int-like object.  Returns it, or -1
@@ -927,7 +874,7 @@ Conn_send(ConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 {
     static const char *const names[] = {"obj"};
     PyObject *obj;
-    if (bind_args("send", args, nargs, kwnames, names, 1, 1, &obj) < 0
+    if (fastmp_bind_args("send", args, nargs, kwnames, names, 1, 1, &obj) < 0
         || check_usable(self, 0) < 0) {
         return NULL;
     }
@@ -995,7 +942,7 @@ Conn_send_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"buf", "offset", "size"};
     PyObject *a[3];
-    if (bind_args("send_bytes", args, nargs, kwnames, names, 3, 1, a) < 0
+    if (fastmp_bind_args("send_bytes", args, nargs, kwnames, names, 3, 1, a) < 0
         || check_usable(self, 0) < 0) {
         return NULL;
     }
@@ -1043,7 +990,7 @@ Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"maxlength"};
     PyObject *a[1];
-    if (bind_args("recv_bytes", args, nargs, kwnames, names, 1, 0, a) < 0
+    if (fastmp_bind_args("recv_bytes", args, nargs, kwnames, names, 1, 0, a) < 0
         || check_usable(self, 1) < 0) {
         return NULL;
     }
@@ -1065,7 +1012,7 @@ Conn_recv_bytes_into(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"buf", "offset"};
     PyObject *a[2];
-    if (bind_args("recv_bytes_into", args, nargs, kwnames, names, 2, 1, a) < 0
+    if (fastmp_bind_args("recv_bytes_into", args, nargs, kwnames, names, 2, 1, a) < 0
         || check_usable(self, 1) < 0) {
         return NULL;
     }
@@ -1118,7 +1065,7 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
 {
     static const char *const names[] = {"timeout"};
     PyObject *a[1];
-    if (bind_args("poll", args, nargs, kwnames, names, 1, 0, a) < 0
+    if (fastmp_bind_args("poll", args, nargs, kwnames, names, 1, 0, a) < 0
         || check_usable(self, 1) < 0) {
         return NULL;
     }

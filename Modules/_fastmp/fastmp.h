@@ -95,6 +95,15 @@ PyObject *fastmp_oserror(int err, const char *call);
  * reference; NULL if none is set).  Clears the error indicator. */
 PyObject *fastmp_take_exception(void);
 
+/* ---- arguments -------------------------------------------------------- */
+
+/* Sort the arguments of a METH_FASTCALL | METH_KEYWORDS call into
+ * out[0..nnames) by parameter name (the first `required` must be given;
+ * missing optional ones are NULL).  Returns 0, or -1 with TypeError set. */
+int fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames, const char *const *names, int nnames,
+                     int required, PyObject **out);
+
 /* ---- deadlines on CLOCK_MONOTONIC ------------------------------------ */
 
 typedef struct {
