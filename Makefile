@@ -86,6 +86,9 @@ inplace:
 	for so in build/inplace/fastmp/_fastmp*.so; do \
 		cp $$so Lib/fastmp/.$$(basename $$so).new && mv -f Lib/fastmp/.$$(basename $$so).new Lib/fastmp/$$(basename $$so); \
 	done
+	@# byte-compile as `pip install` does: without .pyc files (and with
+	@# PYTHONDONTWRITEBYTECODE set) every spawned child compiles fastmp anew
+	$(PYTHON) -m compileall -q Lib/fastmp
 
 clean:
 	rm -rf build dist conformance-out Lib/*.egg-info Lib/fastmp/*.so

@@ -14,8 +14,18 @@ __version__ = "0.1.0"
 
 _default = context._default_context
 __all__ = [name for name in dir(_default) if not name.startswith('_')]
-globals().update((name, getattr(_default, name)) for name in __all__)
+# `reducer` (the reduction module) is looked up on use, in __getattr__: a
+# spawned child that never pickles starts faster without it
+globals().update((name, getattr(_default, name)) for name in __all__
+                 if name != 'reducer')
 del _default
+
+
+def __getattr__(name):
+    if name == 'reducer':
+        return context._default_context.reducer
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
+
 
 SUBDEBUG = 5
 SUBWARNING = 25

@@ -1,9 +1,7 @@
 """Contexts: one per start method (fork, spawn, forkserver) plus the
 default context behind the package's top-level functions.  Each factory
 method imports the module that implements it on first use."""
-import importlib
 import os
-import socket
 import sys
 import threading
 
@@ -24,9 +22,22 @@ def __getattr__(name):
     raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 
-# forkserver passes fds over AF_UNIX sockets (SCM_RIGHTS)
-_CAN_SEND_FDS = (hasattr(socket, 'AF_UNIX') and hasattr(socket, 'SCM_RIGHTS')
-                 and hasattr(socket.socket, 'sendmsg'))
+def _submodule(name):
+    """The submodule fastmp.<name>, imported on first use (importlib only
+    then too: a spawned child starts faster without it)."""
+    module = sys.modules.get(__package__ + '.' + name)
+    if module is None:
+        import importlib
+        module = importlib.import_module('.' + name, __package__)
+    return module
+
+
+def _can_send_fds():
+    """Whether descriptors pass over AF_UNIX sockets (SCM_RIGHTS), which
+    forkserver needs.  Asked only when needed: the answer imports socket,
+    which a spawned child has no use for."""
+    from . import reduction
+    return reduction.HAVE_SEND_HANDLE
 
 
 class BaseContext(object):
@@ -52,7 +63,7 @@ class BaseContext(object):
     def _new(self, module, cls, *args, **kwargs):
         """cls(*args, ctx=<this context>, **kwargs), with `cls` taken from
         the submodule `module`, which is imported only now."""
-        found = getattr(importlib.import_module('.' + module, __package__), cls)
+        found = getattr(_submodule(module), cls)
         return found(*args, ctx=self.get_context(), **kwargs)
 
     def Manager(self):
@@ -249,7 +260,7 @@ class DefaultContext(BaseContext):
         """The available start methods, the default first."""
         default = self._default_context._name
         methods = [default] + [m for m in ('fork', 'spawn') if m != default]
-        if _CAN_SEND_FDS:
+        if _can_send_fds():
             methods.append('forkserver')
         return methods
 
@@ -261,8 +272,7 @@ def _starter(popen_module):
 
     def _Popen(process_obj):
         if not found:
-            module = importlib.import_module('.' + popen_module, __package__)
-            found.append(module.Popen)
+            found.append(_submodule(popen_module).Popen)
         return found[0](process_obj)
     return staticmethod(_Popen)
 
@@ -302,7 +312,7 @@ class ForkServerContext(BaseContext):
     _name = 'forkserver'
 
     def _check_available(self):
-        if not _CAN_SEND_FDS:
+        if not _can_send_fds():
             raise ValueError('forkserver start method not available')
 
 
@@ -319,7 +329,7 @@ def _stdlib_default_method():
     3.14."""
     if sys.platform == 'darwin':
         return 'spawn'
-    if sys.version_info >= (3, 14) and _CAN_SEND_FDS:
+    if sys.version_info >= (3, 14) and _can_send_fds():
         return 'forkserver'
     return 'fork'
 

@@ -2,7 +2,6 @@
 this process's identity, its parent and its live children."""
 import itertools
 import os
-import signal
 import sys
 import threading
 from _weakrefset import WeakSet
@@ -295,6 +294,7 @@ def _exit_status(code):
 def _exitcode_text(code):
     """'-SIGTERM' for -15 and so on; other codes as they are."""
     if code < 0:
+        import signal   # not at the top: a child starts faster without it
         try:
             return '-' + signal.Signals(-code).name
         except ValueError:

@@ -3,10 +3,10 @@ line, the preparation data) and how a fresh interpreter becomes the child
 (spawn_main: read the data, re-create the parent's setting, re-import the
 main module as __mp_main__, unpickle the Process object and run it)."""
 import os
+import pickle
 import sys
 
 from . import process, util
-from .context import reduction
 
 __all__ = ['_main', 'freeze_support', 'set_executable', 'get_executable',
            'get_preparation_data', 'get_command_line', 'import_main_path']
@@ -80,8 +80,8 @@ def _main(fd, parent_sentinel):
         # starting a process now would mean the main module was not guarded
         me._inheriting = True
         try:
-            prepare(reduction.pickle.load(from_parent))
-            process_obj = reduction.pickle.load(from_parent)
+            prepare(pickle.load(from_parent))
+            process_obj = pickle.load(from_parent)
         finally:
             del me._inheriting
     return process_obj._bootstrap(parent_sentinel)

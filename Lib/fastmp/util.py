@@ -8,7 +8,6 @@ import os
 import sys
 import threading  # imported before our atexit hook so threads join first
 import weakref
-from subprocess import _args_from_interpreter_flags  # noqa: F401  (spawn uses it)
 
 from . import process
 
@@ -406,6 +405,14 @@ def _flush_std_streams():
             stream.flush()
         except (AttributeError, ValueError):
             pass
+
+
+def _args_from_interpreter_flags():
+    """The options that give a new interpreter this one's flags (-O, -W,
+    -X...).  subprocess is imported here, not at the top: a spawned child
+    starts faster without it."""
+    import subprocess
+    return subprocess._args_from_interpreter_flags()
 
 
 def spawnv_passfds(path, args, passfds):
