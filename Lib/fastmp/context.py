@@ -6,10 +6,14 @@ import sys
 import threading
 
 from . import process
-from ._fastmp import (AuthenticationError, BufferTooShort, ProcessError,
-                      TimeoutError)
 
 __all__ = ()
+
+# The exception classes live in the C core, loaded when one of them is
+# first asked for: a spawned child that needs nothing of the core starts
+# faster without it.
+_CORE_EXCEPTIONS = ('ProcessError', 'BufferTooShort', 'TimeoutError',
+                    'AuthenticationError')
 
 
 def __getattr__(name):
@@ -19,7 +23,22 @@ def __getattr__(name):
         from . import reduction
         globals()['reduction'] = reduction
         return reduction
+    if name in _CORE_EXCEPTIONS:
+        from . import _fastmp
+        found = globals()[name] = getattr(_fastmp, name)
+        return found
     raise AttributeError('module %r has no attribute %r' % (__name__, name))
+
+
+class _CoreException(object):
+    """A context attribute that is the C core's exception class of the
+    same name (see _CORE_EXCEPTIONS)."""
+
+    def __set_name__(self, owner, name):
+        self._name = name
+
+    def __get__(self, obj, objtype=None):
+        return globals().get(self._name) or __getattr__(self._name)
 
 
 def _submodule(name):
@@ -43,9 +62,10 @@ def _can_send_fds():
 class BaseContext(object):
     """The package API bound to one start method."""
 
-    # the exception classes live in the C module
-    ProcessError, BufferTooShort, TimeoutError, AuthenticationError = (
-        ProcessError, BufferTooShort, TimeoutError, AuthenticationError)
+    ProcessError = _CoreException()
+    BufferTooShort = _CoreException()
+    TimeoutError = _CoreException()
+    AuthenticationError = _CoreException()
 
     current_process, parent_process, active_children = map(
         staticmethod, (process.current_process, process.parent_process,
