@@ -246,7 +246,7 @@ class BaseProcess(object):
             _report_crash(self.name)
         finally:
             threading._shutdown()
-            util.info('process exiting with exitcode %d' % exitcode)
+            util.info('process exiting with exitcode %d', exitcode)
             util._flush_std_streams()
         return exitcode
 
