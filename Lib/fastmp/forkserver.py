@@ -207,6 +207,14 @@ def _dropin_flag():
 # The server process
 #
 
+# Standard modules that fastmp imports only on use (spawned children start
+# lighter) but that the standard package's fork server holds from the start.
+# The server imports them too: a child forked from it then never has more
+# to import than under the standard package.
+_STANDARD_PRELOAD = ('contextlib', 'importlib.util', 'runpy', 'subprocess',
+                     'tempfile')
+
+
 def _preload(preload, main_path, sys_path):
     """Import what the children should inherit.  A module that fails to
     import is skipped: the child that needs it will report the error."""
@@ -380,6 +388,8 @@ def main(listener_fd, alive_r, preload, main_path=None, sys_path=None,
         authkey = _read_exactly(authkey_r, _AUTHKEY_LENGTH)
         os.close(authkey_r)
     util._close_stdin()   # first: preloading must not read the terminal
+    for name in _STANDARD_PRELOAD:
+        __import__(name)
     if preload:
         _preload(preload, main_path, sys_path)
     with socket.socket(socket.AF_UNIX, fileno=listener_fd) as listener:
