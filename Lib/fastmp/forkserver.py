@@ -17,7 +17,6 @@ the same server for the processes it starts.
 """
 import atexit
 import errno
-import hmac
 import os
 import select
 import signal
@@ -26,6 +25,9 @@ import struct
 import sys
 import threading
 import warnings
+# hmac.compare_digest's constant-time comparison, without importing hmac:
+# that loads OpenSSL, which every child forked from the server would carry
+from _operator import _compare_digest
 
 from . import process, resource_tracker, spawn, util
 from .context import reduction
@@ -327,7 +329,7 @@ class _Server:
             conn.settimeout(_REQUEST_TIMEOUT)
             try:
                 proof = _recv_exactly(conn, _AUTHKEY_LENGTH + 1)
-                if not hmac.compare_digest(proof[:-1], self.authkey):
+                if not _compare_digest(proof[:-1], self.authkey):
                     return   # not one of ours; its descriptors die with conn
                 aliased = proof[-1:] == _ALIASED
                 fds = reduction.recvfds(conn, MAXFDS_TO_SEND + 1)
