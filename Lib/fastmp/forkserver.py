@@ -210,11 +210,11 @@ def _dropin_flag():
 #
 
 # Standard modules that fastmp imports only on use (spawned children start
-# lighter) but that the standard package's fork server holds from the start.
-# The server imports them too: a child forked from it then never has more
-# to import than under the standard package.
-_STANDARD_PRELOAD = ('contextlib', 'importlib.util', 'runpy', 'subprocess',
-                     'tempfile')
+# lighter) but that the standard package imports with itself, so that its
+# fork server holds them.  Programs use them widely: the server imports
+# them too, so its children need not each import them again.  (Only these:
+# every module the server holds makes each of its forks dearer.)
+_STANDARD_PRELOAD = ('contextlib', 'importlib', 'subprocess')
 
 
 def _preload(preload, main_path, sys_path):
