@@ -90,6 +90,10 @@ inplace:
 	for so in build/inplace/fastmp/_fastmp*.so; do \
 		cp $$so Lib/fastmp/.$$(basename $$so).new && mv -f Lib/fastmp/.$$(basename $$so).new Lib/fastmp/$$(basename $$so); \
 	done
+	@# byte-compile as `pip install` does: without .pyc files (and with
+	@# PYTHONDONTWRITEBYTECODE set) every spawned child compiles fastmp, and
+	@# the benchmark's own modules, anew
+	$(PYTHON) -m compileall -q Lib/fastmp bench
 
 clean:
 	rm -rf build dist conformance-out Lib/*.egg-info Lib/fastmp/*.so

@@ -92,6 +92,9 @@ def test_exceptions_reexported():
     for name in ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError"):
         assert getattr(context, name) is getattr(fastmp, name)
         assert getattr(fastmp.get_context("spawn"), name) is getattr(fastmp, name)
+        assert getattr(context.BaseContext, name) is getattr(fastmp, name)
+        assert name in dir(fastmp) and name in fastmp.__all__
+    assert "reducer" in dir(fastmp) and "reducer" in fastmp.__all__
 
 
 def test_spawning_popen_and_assert_spawning():

@@ -298,6 +298,41 @@ def test_active_children_and_cpu_count(impl):
     assert p not in impl.active_children()
 
 
+# What a spawned child must not import just to run a plain function: the
+# standard package's start-up cost comes largely from these.
+_HEAVY_AT_START = {"socket", "selectors", "subprocess", "signal", "pickle",
+                   "fastmp._fastmp", "fastmp.reduction", "fastmp.connection"}
+
+
+def test_light_start_up(tmp_path):
+    # neither `import fastmp` nor a spawned child that runs a plain
+    # function loads the heavy modules; the child still works fully
+    (tmp_path / "probe.py").write_text(textwrap.dedent('''
+        import json, sys
+        def dump(path):
+            import fastmp
+            json.dump([sorted(sys.modules), fastmp.parent_process().pid,
+                       fastmp.current_process().name], open(path, "w"))
+        if __name__ == "__main__":
+            import fastmp
+            loaded = sorted(sys.modules)
+            ctx = fastmp.get_context("spawn")
+            p = ctx.Process(target=dump, args=(sys.argv[1],))
+            p.start()
+            p.join(30)
+            print(json.dumps([loaded, p.exitcode]))
+    '''))
+    out = tmp_path / "child.json"
+    result = run_python(str(tmp_path / "probe.py"), str(out), cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    parent_modules, exitcode = json.loads(result.stdout)
+    child_modules, parent_pid, name = json.loads(out.read_text())
+    assert exitcode == 0 and name == "SpawnProcess-1"
+    assert parent_pid > 0
+    assert not _HEAVY_AT_START & set(parent_modules)
+    assert not _HEAVY_AT_START & set(child_modules)
+
+
 def test_process_exceptions_are_fastmp_context_classes():
     from fastmp import context
     for name in ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError"):

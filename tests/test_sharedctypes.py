@@ -142,6 +142,34 @@ def test_slicing_like_stdlib(impl):
     assert 7 in a
 
 
+@pytest.mark.parametrize("code", NUMERIC_CODES)
+def test_lock_free_indexing_like_stdlib(impl, code):
+    # fastmp reads [i] of these arrays in C; every index must behave as
+    # the standard package's plain ctypes array does
+    a = impl.RawArray(code, 5)
+    a[3] = SAMPLES[code]
+    assert isinstance(a, sharedctypes.typecode_to_type[code] * 5)
+    assert (a[3], a[-2], a[0], a[-5]) == (SAMPLES[code], SAMPLES[code], 0, 0)
+    assert a[1:4] == [0, 0, SAMPLES[code]]
+    for bad, error in ((5, IndexError), (-6, IndexError), (2 ** 70, IndexError),
+                       ("1", TypeError), (1.0, TypeError)):
+        with pytest.raises(error):
+            a[bad]
+    assert a[True] == a[1]
+    assert memoryview(a).nbytes == 5 * ctypes.sizeof(sharedctypes.typecode_to_type[code])
+
+
+def test_lock_free_fast_path_reads_shared_bytes(fctx):
+    # the C read and a copy, a pickled child and numpy all see the same bytes
+    a = fctx.Array("d", 4, lock=False)
+    b = sharedctypes.copy(a)
+    a[2] = 2.5
+    assert (a[2], b[2]) == (2.5, 0.0)
+    _run(fctx, _set_every_code, {}, {"d": a})
+    assert a[1] == SAMPLES["d"] and a[-3] == SAMPLES["d"]
+    assert not hasattr(type(a), "_fastmp_view")   # the C accessor's slot is hidden
+
+
 @pytest.mark.parametrize("code,value,expected", [
     ("i", 2 ** 32 + 5, 5),       # ctypes truncates integers to the field
     ("B", -1, 255),

@@ -14,8 +14,27 @@ __version__ = "0.1.0"
 
 _default = context._default_context
 __all__ = [name for name in dir(_default) if not name.startswith('_')]
-globals().update((name, getattr(_default, name)) for name in __all__)
+# `reducer` (the reduction module) and the exception classes (in the C
+# core) are looked up on use, in __getattr__: a spawned child that needs
+# neither starts faster without loading them
+_ON_USE = ('reducer',) + context._CORE_EXCEPTIONS
+globals().update((name, getattr(_default, name)) for name in __all__
+                 if name not in _ON_USE)
 del _default
+
+
+def __getattr__(name):
+    if name == 'reducer':   # may be replaced: looked up every time
+        return context._default_context.reducer
+    if name in context._CORE_EXCEPTIONS:
+        found = globals()[name] = getattr(context, name)
+        return found
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 SUBDEBUG = 5
 SUBWARNING = 25

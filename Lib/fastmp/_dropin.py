@@ -12,8 +12,6 @@ the finder there too."""
 
 __all__ = ['install']
 
-import importlib
-import importlib.machinery
 import os
 import sys
 
@@ -47,6 +45,7 @@ class _AliasFinder:
         ours = _fastmp_name(fullname)
         if ours is None:
             return None
+        import importlib.machinery
         try:
             module = importlib.import_module(ours)
         except ModuleNotFoundError as exc:
@@ -81,6 +80,7 @@ def install():
     if _finder is None:
         _finder = _AliasFinder()
         sys.meta_path.insert(0, _finder)
+    import importlib  # here, not at the top: spawned children start faster
     for name in [n for n in sys.modules if _fastmp_name(n) is not None]:
         module = sys.modules[name]
         if getattr(module, '__name__', '').startswith(_OURS):

@@ -1,17 +1,19 @@
 """Contexts: one per start method (fork, spawn, forkserver) plus the
 default context behind the package's top-level functions.  Each factory
 method imports the module that implements it on first use."""
-import importlib
 import os
-import socket
 import sys
 import threading
 
 from . import process
-from ._fastmp import (AuthenticationError, BufferTooShort, ProcessError,
-                      TimeoutError)
 
 __all__ = ()
+
+# The exception classes live in the C core, loaded when one of them is
+# first asked for: a spawned child that needs nothing of the core starts
+# faster without it.
+_CORE_EXCEPTIONS = ('ProcessError', 'BufferTooShort', 'TimeoutError',
+                    'AuthenticationError')
 
 
 def __getattr__(name):
@@ -21,20 +23,49 @@ def __getattr__(name):
         from . import reduction
         globals()['reduction'] = reduction
         return reduction
+    if name in _CORE_EXCEPTIONS:
+        from . import _fastmp
+        found = globals()[name] = getattr(_fastmp, name)
+        return found
     raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 
-# forkserver passes fds over AF_UNIX sockets (SCM_RIGHTS)
-_CAN_SEND_FDS = (hasattr(socket, 'AF_UNIX') and hasattr(socket, 'SCM_RIGHTS')
-                 and hasattr(socket.socket, 'sendmsg'))
+class _CoreException(object):
+    """A context attribute that is the C core's exception class of the
+    same name (see _CORE_EXCEPTIONS)."""
+
+    def __set_name__(self, owner, name):
+        self._name = name
+
+    def __get__(self, obj, objtype=None):
+        return globals().get(self._name) or __getattr__(self._name)
+
+
+def _submodule(name):
+    """The submodule fastmp.<name>, imported on first use (importlib only
+    then too: a spawned child starts faster without it)."""
+    module = sys.modules.get(__package__ + '.' + name)
+    if module is None:
+        import importlib
+        module = importlib.import_module('.' + name, __package__)
+    return module
+
+
+def _can_send_fds():
+    """Whether descriptors pass over AF_UNIX sockets (SCM_RIGHTS), which
+    forkserver needs.  Asked only when needed: the answer imports socket,
+    which a spawned child has no use for."""
+    from . import reduction
+    return reduction.HAVE_SEND_HANDLE
 
 
 class BaseContext(object):
     """The package API bound to one start method."""
 
-    # the exception classes live in the C module
-    ProcessError, BufferTooShort, TimeoutError, AuthenticationError = (
-        ProcessError, BufferTooShort, TimeoutError, AuthenticationError)
+    ProcessError = _CoreException()
+    BufferTooShort = _CoreException()
+    TimeoutError = _CoreException()
+    AuthenticationError = _CoreException()
 
     current_process, parent_process, active_children = map(
         staticmethod, (process.current_process, process.parent_process,
@@ -52,7 +83,7 @@ class BaseContext(object):
     def _new(self, module, cls, *args, **kwargs):
         """cls(*args, ctx=<this context>, **kwargs), with `cls` taken from
         the submodule `module`, which is imported only now."""
-        found = getattr(importlib.import_module('.' + module, __package__), cls)
+        found = getattr(_submodule(module), cls)
         return found(*args, ctx=self.get_context(), **kwargs)
 
     def Manager(self):
@@ -249,7 +280,7 @@ class DefaultContext(BaseContext):
         """The available start methods, the default first."""
         default = self._default_context._name
         methods = [default] + [m for m in ('fork', 'spawn') if m != default]
-        if _CAN_SEND_FDS:
+        if _can_send_fds():
             methods.append('forkserver')
         return methods
 
@@ -261,8 +292,7 @@ def _starter(popen_module):
 
     def _Popen(process_obj):
         if not found:
-            module = importlib.import_module('.' + popen_module, __package__)
-            found.append(module.Popen)
+            found.append(_submodule(popen_module).Popen)
         return found[0](process_obj)
     return staticmethod(_Popen)
 
@@ -302,7 +332,7 @@ class ForkServerContext(BaseContext):
     _name = 'forkserver'
 
     def _check_available(self):
-        if not _CAN_SEND_FDS:
+        if not _can_send_fds():
             raise ValueError('forkserver start method not available')
 
 
@@ -319,7 +349,7 @@ def _stdlib_default_method():
     3.14."""
     if sys.platform == 'darwin':
         return 'spawn'
-    if sys.version_info >= (3, 14) and _CAN_SEND_FDS:
+    if sys.version_info >= (3, 14) and _can_send_fds():
         return 'forkserver'
     return 'fork'
 

@@ -17,7 +17,6 @@ the same server for the processes it starts.
 """
 import atexit
 import errno
-import hmac
 import os
 import select
 import signal
@@ -26,6 +25,9 @@ import struct
 import sys
 import threading
 import warnings
+# hmac.compare_digest's constant-time comparison, without importing hmac:
+# that loads OpenSSL, which every child forked from the server would carry
+from _operator import _compare_digest
 
 from . import process, resource_tracker, spawn, util
 from .context import reduction
@@ -207,6 +209,14 @@ def _dropin_flag():
 # The server process
 #
 
+# Standard modules that fastmp imports only on use (spawned children start
+# lighter) but that the standard package imports with itself, so that its
+# fork server holds them.  Programs use them widely: the server imports
+# them too, so its children need not each import them again.  (Only these:
+# every module the server holds makes each of its forks dearer.)
+_STANDARD_PRELOAD = ('contextlib', 'importlib', 'subprocess')
+
+
 def _preload(preload, main_path, sys_path):
     """Import what the children should inherit.  A module that fails to
     import is skipped: the child that needs it will report the error."""
@@ -319,7 +329,7 @@ class _Server:
             conn.settimeout(_REQUEST_TIMEOUT)
             try:
                 proof = _recv_exactly(conn, _AUTHKEY_LENGTH + 1)
-                if not hmac.compare_digest(proof[:-1], self.authkey):
+                if not _compare_digest(proof[:-1], self.authkey):
                     return   # not one of ours; its descriptors die with conn
                 aliased = proof[-1:] == _ALIASED
                 fds = reduction.recvfds(conn, MAXFDS_TO_SEND + 1)
@@ -380,6 +390,8 @@ def main(listener_fd, alive_r, preload, main_path=None, sys_path=None,
         authkey = _read_exactly(authkey_r, _AUTHKEY_LENGTH)
         os.close(authkey_r)
     util._close_stdin()   # first: preloading must not read the terminal
+    for name in _STANDARD_PRELOAD:
+        __import__(name)
     if preload:
         _preload(preload, main_path, sys_path)
     with socket.socket(socket.AF_UNIX, fileno=listener_fd) as listener:

@@ -2,7 +2,6 @@
 this process's identity, its parent and its live children."""
 import itertools
 import os
-import signal
 import sys
 import threading
 from _weakrefset import WeakSet
@@ -28,6 +27,11 @@ def current_process():
 
 def parent_process():
     """The Process object of the parent, or None in the main process."""
+    global _parent_process
+    if _parent_process is None and _parent_details is not None:
+        # made on first use: most children never ask, and each object a
+        # forked child creates is memory it must copy from its parent
+        _parent_process = _ParentProcess(*_parent_details)
     return _parent_process
 
 
@@ -242,7 +246,7 @@ class BaseProcess(object):
             _report_crash(self.name)
         finally:
             threading._shutdown()
-            util.info('process exiting with exitcode %d' % exitcode)
+            util.info('process exiting with exitcode %d', exitcode)
             util._flush_std_streams()
         return exitcode
 
@@ -251,7 +255,8 @@ class BaseProcess(object):
         counter, the parent recorded, stdin detached and the after-fork
         hooks run."""
         from . import context, util
-        global _current_process, _parent_process, _process_counter, _children
+        global _current_process, _parent_process, _parent_details
+        global _process_counter, _children
         if self._start_method is not None:
             context._force_start_method(self._start_method)
         _children = set()
@@ -261,8 +266,8 @@ class BaseProcess(object):
         # the after-fork hooks have run
         replaced = _current_process
         _current_process = self
-        _parent_process = _ParentProcess(self._parent_name, self._parent_pid,
-                                         parent_sentinel)
+        _parent_process = None
+        _parent_details = (self._parent_name, self._parent_pid, parent_sentinel)
         if threading._HAVE_THREAD_NATIVE_ID:
             threading.main_thread()._set_native_id()
         self._after_fork()
@@ -296,6 +301,7 @@ def _exit_status(code):
 def _exitcode_text(code):
     """'-SIGTERM' for -15 and so on; other codes as they are."""
     if code < 0:
+        import signal   # not at the top: a child starts faster without it
         try:
             return '-' + signal.Signals(-code).name
         except ValueError:
@@ -357,6 +363,7 @@ class _MainProcess(BaseProcess):
 
 _current_process = _MainProcess()
 _parent_process = None
+_parent_details = None   # (name, pid, sentinel) of the parent, in a child
 _children = set()
 _process_counter = itertools.count(1)
 

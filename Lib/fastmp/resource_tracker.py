@@ -12,18 +12,28 @@ The tracker runs in a session of its own (posix_spawn with setsid, so
 atomically), which keeps it out of reach of a killpg() of the program's
 process group, and it ignores SIGINT and SIGTERM.
 """
-import contextlib
 import os
-import signal
 import sys
 import threading
-import warnings
 
 from . import spawn, util
 
 __all__ = ['ensure_running', 'register', 'unregister']
 
-_TRACKER_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+def _warn(message):
+    # warnings is imported only when there is something to say: every
+    # spawned child imports this module, and starts faster without it
+    import warnings
+    warnings.warn(message)
+
+
+def _tracker_signals():
+    """The signals the tracker ignores: those a user sends a whole
+    program.  signal is imported here, not at the top: every spawned child
+    imports this module, and starts faster without it."""
+    import signal
+    return (signal.SIGINT, signal.SIGTERM)
 
 # POSIX makes a pipe write of at most PIPE_BUF (>= 512) bytes atomic, so
 # messages from many processes never interleave.
@@ -172,8 +182,8 @@ class ResourceTracker(object):
             except ChildProcessError:
                 pass   # already reaped
             self._pid = None
-        warnings.warn('resource_tracker: process died unexpectedly, '
-                      'relaunching.  Some resources might leak.')
+        _warn('resource_tracker: process died unexpectedly, '
+              'relaunching.  Some resources might leak.')
         self._fd, self._pid = self._launch()
 
     @staticmethod
@@ -189,7 +199,7 @@ class ResourceTracker(object):
                 % read_end)
             # SIGINT/SIGTERM stay blocked until the tracker ignores them.
             pid = os.posix_spawn(exe, argv, os.environ, setsid=True,
-                                 setsigmask=_TRACKER_SIGNALS)
+                                 setsigmask=_tracker_signals())
         except BaseException:
             os.close(write_end)
             raise
@@ -233,9 +243,9 @@ class ResourceTracker(object):
             with self._lock:
                 self._write_or_restart(message)
         except ReentrantCallError:
-            warnings.warn('ResourceTracker called reentrantly for resource '
-                          'cleanup, which is unsupported. The %s object %r '
-                          'might leak.' % (rtype, name))
+            _warn('ResourceTracker called reentrantly for resource '
+                  'cleanup, which is unsupported. The %s object %r '
+                  'might leak.' % (rtype, name))
             if self._fd is not None:
                 os.write(self._fd, message)
 
@@ -270,13 +280,17 @@ if hasattr(os, 'register_at_fork'):
 def _detach_from_program(pipe_fd):
     """Ignore the signals a user sends a whole program, drop stdin/stdout
     (keeping stderr for warnings) and every other inherited descriptor."""
-    for signum in _TRACKER_SIGNALS:
+    import signal
+    ignored = _tracker_signals()
+    for signum in ignored:
         signal.signal(signum, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _TRACKER_SIGNALS)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, ignored)
     if os.getsid(0) != os.getpid():
         # started some other way than by ResourceTracker._launch
-        with contextlib.suppress(OSError):
+        try:
             os.setsid()
+        except OSError:
+            pass
     devnull = os.open(os.devnull, os.O_RDWR)
     for std_fd in (0, 1):
         if std_fd != pipe_fd:
@@ -309,15 +323,15 @@ def _remove_leftovers(live):
             continue
         status = max(status, 1)
         if rtype not in _QUIET_TYPES:
-            warnings.warn('resource_tracker: There appear to be %d leaked %s '
-                          'objects to clean up at shutdown: %r'
-                          % (len(names), rtype, names))
+            _warn('resource_tracker: There appear to be %d leaked %s '
+                  'objects to clean up at shutdown: %r'
+                  % (len(names), rtype, names))
         for name in names:
             try:
                 _ALL_CLEANUP_FUNCS[rtype](name)
             except Exception as exc:
                 status = 2
-                warnings.warn('resource_tracker: %r: %s' % (name, exc))
+                _warn('resource_tracker: %r: %s' % (name, exc))
     return status
 
 

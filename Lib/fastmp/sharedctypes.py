@@ -11,7 +11,8 @@ import weakref
 
 from . import context, heap, reduction
 from ._fastmp import (SynchronizedCore as _Core, SynchronizedValueCore as _ValueCore,
-                      SynchronizedArrayCore as _ArrayCore)
+                      SynchronizedArrayCore as _ArrayCore, raw_array_attach,
+                      raw_array_fast_indexing)
 from .context import assert_spawning
 
 __all__ = ['RawValue', 'RawArray', 'Value', 'Array', 'copy', 'synchronized']
@@ -25,6 +26,32 @@ typecode_to_type = dict(zip('cubBhHiIlLqQfd', (
 # The ctypes classes the C accessors load and store themselves (exact
 # classes only: subclasses and byte-swapped variants behave differently).
 _NUMERIC_CODES = {cls: code for code, cls in typecode_to_type.items() if code not in 'cu'}
+
+
+# ctypes array type -> the class our arrays of it are made of: for simple
+# numbers a subclass whose [i] reads the shared bytes in C, else itself
+_array_classes = {}
+# fast array class -> element type code
+_fast_array_codes = {}
+
+
+def _array_class(item_type, length):
+    """The class of a shared array of `length` `item_type`s."""
+    plain = item_type * length
+    found = _array_classes.get(plain)
+    if found is None:
+        found = plain
+        code = _NUMERIC_CODES.get(item_type)
+        if code is not None:
+            fast = type(plain)(plain.__name__, (plain,), {
+                '__slots__': ('_fastmp_view',), '__module__': plain.__module__,
+                '__doc__': plain.__doc__})
+            if raw_array_fast_indexing(fast):
+                del fast._fastmp_view  # the slot is the C accessor's alone
+                _fast_array_codes[fast] = code
+                found = fast
+        _array_classes[plain] = found
+    return found
 
 
 def _default_context():
@@ -50,8 +77,8 @@ def RawArray(typecode_or_type, size_or_initializer):
     elements, or a copy of the given sequence."""
     item_type = typecode_to_type.get(typecode_or_type, typecode_or_type)
     if isinstance(size_or_initializer, int):
-        return _shared_instance(item_type * size_or_initializer)
-    array = _shared_instance(item_type * len(size_or_initializer))
+        return _shared_instance(_array_class(item_type, size_or_initializer))
+    array = _shared_instance(_array_class(item_type, len(size_or_initializer)))
     array.__init__(*size_or_initializer)
     return array
 
@@ -133,10 +160,13 @@ def rebuild_ctype(type_, wrapper, length):
     """The ctypes object of `type_` (an array of `length` of them if not
     None) over the bytes of `wrapper`."""
     if length is not None:
-        type_ = type_ * length
+        type_ = _array_class(type_, length)
     reduction.ForkingPickler.register(type_, reduce_ctype)
     obj = type_.from_buffer(wrapper)
     obj._wrapper = wrapper
+    code = _fast_array_codes.get(type_)
+    if code is not None:
+        raw_array_attach(obj, code)
     return obj
 
 

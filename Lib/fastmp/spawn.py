@@ -4,9 +4,11 @@ line, the preparation data) and how a fresh interpreter becomes the child
 main module as __mp_main__, unpickle the Process object and run it)."""
 import os
 import sys
+# pickle.load itself, without pickle.py (nor re, struct...): a spawned
+# child that unpickles nothing else starts faster
+from _pickle import load as _load_pickled
 
 from . import process, util
-from .context import reduction
 
 __all__ = ['_main', 'freeze_support', 'set_executable', 'get_executable',
            'get_preparation_data', 'get_command_line', 'import_main_path']
@@ -80,8 +82,8 @@ def _main(fd, parent_sentinel):
         # starting a process now would mean the main module was not guarded
         me._inheriting = True
         try:
-            prepare(reduction.pickle.load(from_parent))
-            process_obj = reduction.pickle.load(from_parent)
+            prepare(_load_pickled(from_parent))
+            process_obj = _load_pickled(from_parent)
         finally:
             del me._inheriting
     return process_obj._bootstrap(parent_sentinel)

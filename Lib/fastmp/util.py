@@ -8,7 +8,6 @@ import os
 import sys
 import threading  # imported before our atexit hook so threads join first
 import weakref
-from subprocess import _args_from_interpreter_flags  # noqa: F401  (spawn uses it)
 
 from . import process
 
@@ -153,6 +152,8 @@ def register_after_fork(obj, func):
 
 
 def _run_after_forkers():
+    if not _afterfork_registry:
+        return  # the common case, and sorting an empty registry is not free
     for key, obj in sorted(_afterfork_registry.items()):
         func = key[2]
         try:
@@ -292,7 +293,8 @@ def is_exiting():
 
 def _exit_function(info=info, debug=debug, _run_finalizers=_run_finalizers,
                    active_children=process.active_children,
-                   current_process=process.current_process):
+                   current_process=process.current_process,
+                   _process=process, _registry=_finalizer_registry):
     """The atexit hook: run priority >= 0 finalizers, terminate daemonic
     children, join the others, then run the remaining finalizers.  The
     defaults keep references usable after module globals are cleared."""
@@ -300,6 +302,10 @@ def _exit_function(info=info, debug=debug, _run_finalizers=_run_finalizers,
     if _exiting:
         return
     _exiting = True
+    if not (_registry or _process._children or _logger):
+        # nothing to run, wait for or log: most children end here, and
+        # each step skipped is memory a forked child need not copy
+        return
     info('process shutting down')
     debug('running all "atexit" finalizers with priority >= 0')
     _run_finalizers(0)
@@ -424,6 +430,14 @@ def _flush_std_streams():
             stream.flush()
         except (AttributeError, ValueError):
             pass
+
+
+def _args_from_interpreter_flags():
+    """The options that give a new interpreter this one's flags (-O, -W,
+    -X...).  subprocess is imported here, not at the top: a spawned child
+    starts faster without it."""
+    import subprocess
+    return subprocess._args_from_interpreter_flags()
 
 
 def spawnv_passfds(path, args, passfds):

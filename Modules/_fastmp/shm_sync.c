@@ -4,7 +4,11 @@
  * adds `.value` and SynchronizedArrayCore adds `[i]`/len().  For the simple
  * numeric type codes (bBhHiIlLqQfd) these take the lock and load or store
  * the shared bytes directly; every other type, and values the fast path
- * does not convert itself, go through the ctypes object under the lock. */
+ * does not convert itself, go through the ctypes object under the lock.
+ *
+ * Lock-free arrays (RawArray, Array(lock=False)) of those codes are
+ * instances of a subclass of the ctypes array type whose [i] read is done
+ * here as well (raw_array_subscript); everything else stays ctypes'. */
 #include "shm.h"
 #include "semlock.h"
 
@@ -597,6 +601,145 @@ static PyType_Spec SyncArray_spec = {
     .slots = SyncArray_slots,
 };
 
+/* ---- lock-free arrays: [i] of RawArray's numeric arrays --------------- */
+
+/* Where a fast array class keeps what raw_array_subscript needs: in its
+ * one __slots__ entry, the last pointer of the instance, a bytes object
+ * holding a RawView, written by raw_array_attach only.  The slot's
+ * descriptor is removed from the class once installed (sharedctypes does
+ * it), so Python code can neither read nor replace it. */
+typedef struct {
+    const PyObject *owner;          /* identity only: the array described */
+    char *address;
+    Py_ssize_t length;
+    char code;
+} RawView;
+
+/* ctypes' own subscript of array types: one function for all of them. */
+static binaryfunc ctypes_array_subscript;
+
+static PyObject **
+raw_view_slot(PyObject *array)
+{
+    return (PyObject **)((char *)array + Py_TYPE(array)->tp_basicsize - sizeof(PyObject *));
+}
+
+/* mp_subscript of the fast array classes: an int index into an attached
+ * array is loaded here; anything else (slices, bad indices, an array
+ * whose view is missing) goes to ctypes. */
+static PyObject *
+raw_array_subscript(PyObject *self, PyObject *key)
+{
+    PyObject *holder = *raw_view_slot(self);
+    RawView view;
+    if (holder != NULL && PyBytes_CheckExact(holder)
+        && PyBytes_GET_SIZE(holder) == (Py_ssize_t)sizeof(view) && PyLong_CheckExact(key)) {
+        memcpy(&view, PyBytes_AS_STRING(holder), sizeof(view));
+        if (view.owner == self) {
+            Py_ssize_t i = PyLong_AsSsize_t(key);
+            if (i == -1 && PyErr_Occurred()) {
+                PyErr_Clear();      /* too large: ctypes raises its IndexError */
+            }
+            else {
+                if (i < 0) {
+                    i += view.length;
+                }
+                if (i >= 0 && i < view.length) {
+                    return load_number(view.code, view.address + i * code_size(view.code));
+                }
+            }
+        }
+    }
+    return ctypes_array_subscript(self, key);
+}
+
+/* raw_array_fast_indexing(cls): give the ctypes array class `cls` (made
+ * by sharedctypes with __slots__ = ('_fastmp_view',)) the fast [i].
+ * Returns False, changing nothing, if its layout is not the expected one. */
+static PyObject *
+raw_array_fast_indexing(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls) || !PyType_HasFeature((PyTypeObject *)cls, Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_SetString(PyExc_TypeError, "raw_array_fast_indexing() needs a class");
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    PyObject *descr = PyDict_GetItemString(tp->tp_dict, "_fastmp_view");
+    binaryfunc base = tp->tp_base != NULL && tp->tp_base->tp_as_mapping != NULL
+        ? tp->tp_base->tp_as_mapping->mp_subscript : NULL;
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) || base == NULL
+        || tp->tp_as_mapping == NULL || tp->tp_as_mapping->mp_subscript != base
+        || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX
+        || ((PyMemberDescrObject *)descr)->d_member->offset
+               != tp->tp_basicsize - (Py_ssize_t)sizeof(PyObject *)
+        || (ctypes_array_subscript != NULL && ctypes_array_subscript != base)) {
+        Py_RETURN_FALSE;
+    }
+    ctypes_array_subscript = base;
+    tp->tp_as_mapping->mp_subscript = raw_array_subscript;
+    Py_RETURN_TRUE;
+}
+
+/* raw_array_attach(array, code): make [i] of `array` (an instance of a
+ * class set up by raw_array_fast_indexing, elements of struct code `code`)
+ * read its bytes directly.  An array whose bytes are misaligned for the
+ * type keeps ctypes' [i]. */
+static PyObject *
+raw_array_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *code;
+    Py_ssize_t code_len;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "raw_array_attach() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *array = args[0];
+    if (Py_TYPE(array)->tp_as_mapping == NULL
+        || Py_TYPE(array)->tp_as_mapping->mp_subscript != raw_array_subscript) {
+        PyErr_SetString(PyExc_TypeError, "not an array of a fast array class");
+        return NULL;
+    }
+    if ((code = PyUnicode_AsUTF8AndSize(args[1], &code_len)) == NULL) {
+        return NULL;
+    }
+    Py_ssize_t size = code_len == 1 ? code_size(code[0]) : 0;
+    if (size == 0) {
+        PyErr_Format(PyExc_ValueError, "no fast access for type code %R", args[1]);
+        return NULL;
+    }
+    Py_buffer buf;
+    if (PyObject_GetBuffer(array, &buf, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    char *address = buf.buf;
+    Py_ssize_t nbytes = buf.len;
+    PyBuffer_Release(&buf);
+    if ((uintptr_t)address % (uintptr_t)size != 0 || nbytes % size != 0) {
+        Py_RETURN_NONE;
+    }
+    RawView view;
+    memset(&view, 0, sizeof(view));     /* no undefined padding in the bytes */
+    view.owner = array;
+    view.address = address;
+    view.length = nbytes / size;
+    view.code = code[0];
+    PyObject *holder = PyBytes_FromStringAndSize((const char *)&view, sizeof(view));
+    if (holder == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(*raw_view_slot(array), holder);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef raw_array_functions[] = {
+    {"raw_array_fast_indexing", raw_array_fast_indexing, METH_O,
+     "raw_array_fast_indexing(cls): give a ctypes array class made by "
+     "sharedctypes a fast [i]; False if its layout does not allow it"},
+    {"raw_array_attach", (PyCFunction)(void (*)(void))raw_array_attach, METH_FASTCALL,
+     "raw_array_attach(array, code): let [i] of `array` read its bytes directly"},
+    {NULL, NULL, 0, NULL},
+};
+
 /* ---- module hooks ---------------------------------------------------- */
 
 static PyTypeObject *
@@ -617,7 +760,8 @@ fastmp_shm_sync_exec(PyObject *module, fastmp_state *st)
     if (st->str_value == NULL || st->plain_lock_types == NULL
         || (st->SyncCore_type = add_subtype(module, &Sync_spec, NULL)) == NULL
         || (st->SyncValue_type = add_subtype(module, &SyncValue_spec, st->SyncCore_type)) == NULL
-        || (st->SyncArray_type = add_subtype(module, &SyncArray_spec, st->SyncCore_type)) == NULL) {
+        || (st->SyncArray_type = add_subtype(module, &SyncArray_spec, st->SyncCore_type)) == NULL
+        || PyModule_AddFunctions(module, raw_array_functions) < 0) {
         return -1;
     }
     return 0;
