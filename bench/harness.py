@@ -117,9 +117,14 @@ def main(argv=None):
     for w in workloads:
         n = max(1, int(w.n * a.scale))
         row = {"workload": w.name, "n": n, "target": w.target}
-        for impl in a.impl:
-            best = min(_run_once(impl, w, n, a.timeout) for _ in range(a.repeat))
-            row[impl] = n / best
+        # the implementations take turns, so that a drift in the machine's
+        # load falls on both alike
+        times = {impl: [] for impl in a.impl}
+        for _ in range(a.repeat):
+            for impl in a.impl:
+                times[impl].append(_run_once(impl, w, n, a.timeout))
+        for impl, seconds in times.items():
+            row[impl] = n / min(seconds)
         ratio = row["fastmp"] / row["stdlib"] if set(IMPLS) <= set(row) else None
         row["ratio"] = ratio
         results.append(row)
