@@ -432,14 +432,17 @@ dispatch_assign_pending(Dispatcher *d)
             best->writing = t;
             best->write_off = 0;
         }
-        (void)flush_worker(best);
     }
+    /* every task assigned first: one write per worker carries them all */
+    int unsent = 0;
     for (int i = 0; i < d->nworkers; i++) {
-        if (d->workers[i]->fd >= 0 && d->workers[i]->writing != NULL) {
-            return 1;
+        worker_t *w = d->workers[i];
+        if (w->fd >= 0 && w->writing != NULL) {
+            (void)flush_worker(w);
+            unsent |= w->writing != NULL;
         }
     }
-    return 0;
+    return unsent;
 }
 
 /* A result came from w: when w was busy since its previous result, that
