@@ -194,13 +194,14 @@ Dispatcher_dealloc(Dispatcher *d)
         shutdown_dispatcher(d, 1);
         dispatch_unregister(d);
     }
-    for (int b = 0; b < JOB_BUCKETS; b++) {
+    for (size_t b = 0; b < d->job_buckets; b++) {
         for (job_t *j = d->jobs[b]; j != NULL;) {
             job_t *next = j->next;
             dispatch_free_job(j);
             j = next;
         }
     }
+    free(d->jobs);
     for (event_t *e = d->ev_head; e != NULL;) {
         event_t *next = e->next;
         free(e);
@@ -329,8 +330,12 @@ add_job(Dispatcher *d, uint64_t id, int64_t expected, int fail_fast, int notify)
         PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
         return -1;
     }
-    j->next = d->jobs[id % JOB_BUCKETS];
-    d->jobs[id % JOB_BUCKETS] = j;
+    if (dispatch_link_job(d, j) != 0) {
+        pthread_mutex_unlock(&d->mu);
+        free(j);
+        PyErr_NoMemory();
+        return -1;
+    }
     dispatch_post_ready_if_due(d, j);
     pthread_mutex_unlock(&d->mu);
     return 0;
