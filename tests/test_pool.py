@@ -5,6 +5,7 @@ import ctypes
 import gc
 import itertools
 import os
+import pickle
 import signal
 import sys
 import textwrap
@@ -441,6 +442,23 @@ def test_iterable_that_raises(fctx):
         assert [next(it) for _ in range(3)] == [0, 1, 4]
         with pytest.raises(ZeroDivisionError):
             next(it)
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_imap_input_failures_come_from_next(ctx):
+    # imap reads and pickles its input in C: a non-iterable argument and an
+    # item that cannot be pickled fail at next(), after the items before
+    with ctx.Pool(2) as pool:
+        it = pool.imap(square, 5)
+        with pytest.raises(TypeError):
+            next(it)
+        it = pool.imap(ident, [1, 2, lambda: 3, 4])
+        assert [next(it), next(it)] == [1, 2]
+        with pytest.raises((pickle.PicklingError, AttributeError)):
+            next(it)
+        for chunksize in (1, 3):
+            assert sorted(pool.imap_unordered(square, iter(range(20)), chunksize)) == \
+                [x * x for x in range(20)]
 
 
 @pytest.mark.timeout(120)
