@@ -426,6 +426,9 @@ def test_imap_buffersize_bounds_read_ahead(fctx):
         assert sorted(unordered) == [x * x for x in range(1000)]
         with pytest.raises(ValueError):
             pool.imap(square, range(3), buffersize=0)
+        # an item that cannot be pickled fails alone, within the bound too
+        it = pool.imap(ident, [1, lambda: 2, 3, 4, 5], buffersize=2)
+        assert drain(it) == [1, "error", 3, 4, 5]
 
 
 @pytest.mark.parametrize("start_method", ["fork"])
@@ -444,10 +447,23 @@ def test_iterable_that_raises(fctx):
             next(it)
 
 
+def drain(it):
+    """The items of `it`, with "error" where a pickling error was raised."""
+    out = []
+    while True:
+        try:
+            out.append(next(it))
+        except StopIteration:
+            return out
+        except (pickle.PicklingError, AttributeError):
+            out.append("error")
+
+
 @pytest.mark.parametrize("start_method", ["fork"])
 def test_imap_input_failures_come_from_next(ctx):
     # imap reads and pickles its input in C: a non-iterable argument and an
-    # item that cannot be pickled fail at next(), after the items before
+    # item that cannot be pickled fail at next(), after the items before;
+    # with chunksize 1 the items after an unpicklable one still come
     with ctx.Pool(2) as pool:
         it = pool.imap(square, 5)
         with pytest.raises(TypeError):
@@ -456,6 +472,10 @@ def test_imap_input_failures_come_from_next(ctx):
         assert [next(it), next(it)] == [1, 2]
         with pytest.raises((pickle.PicklingError, AttributeError)):
             next(it)
+        assert list(it) == [4]
+        items = (x for x in [1, lambda: 2, 3, lambda: 4])
+        assert sorted(map(str, drain(pool.imap_unordered(ident, items)))) == \
+            ["1", "3", "error", "error"]
         for chunksize in (1, 3):
             assert sorted(pool.imap_unordered(square, iter(range(20)), chunksize)) == \
                 [x * x for x in range(20)]

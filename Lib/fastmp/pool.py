@@ -367,7 +367,8 @@ class IMapIterator:
         self._delivered_chunks = 0
         self._length = None                 # chunks, once all are known
         self._feeder = feeder
-        self._input_error = None
+        self._input_errors = collections.deque()   # (chunk index, exception)
+        self._unsent = 0                    # chunks that failed before being sent
         self._lock = threading.Lock()
         core.dispatcher.open_job(self._job, -1, False, False)
         core.remember(self)
@@ -419,22 +420,23 @@ class IMapIterator:
                 return
             items = waiting.pop(self._next_chunk)
 
-    def _fail_at(self, index, exc):
-        """The input iterable raised `exc` where chunk `index` would be:
-        the consumer hands it out after the chunks before it."""
-        self._input_error = (index, exc)
-        self._length = index + 1
-        self._pool.dispatcher.expect(self._job, index)
+    def _fail_at(self, index, exc, last=True):
+        """Chunk `index` failed before it was sent (`exc`: the input raised,
+        or the chunk could not be pickled): the consumer hands `exc` out
+        after the chunks before it.  `last`: no chunk follows."""
+        self._input_errors.append((index, exc))
+        self._unsent += 1
+        if last:
+            self._set_length(index + 1)
 
     def _take_input_error(self):
-        if self._input_error is not None:
-            index, exc = self._input_error
-            self._input_error = None
+        while self._input_errors:
+            index, exc = self._input_errors.popleft()
             self._add_chunk(index, [_Raise(exc)])
 
     def _set_length(self, nchunks):
         self._length = nchunks
-        self._pool.dispatcher.expect(self._job, nchunks)
+        self._pool.dispatcher.expect(self._job, nchunks - self._unsent)
 
 
 class IMapUnorderedIterator(IMapIterator):
@@ -478,11 +480,17 @@ class _Feeder:
                 if core.state == TERMINATE:
                     return
                 batch = self.BATCH if limit is None else limit - self.submitted
-                count, outcome = core.dispatcher.submit_chunks(
+                count, outcome, unsent = core.dispatcher.submit_chunks(
                     job, self.submitted, self.kind, self.func, self.items,
                     self.chunksize, batch)
                 self.submitted += count
                 if outcome is None:
+                    continue
+                if unsent and self.chunksize == 1:
+                    # one task that cannot be sent fails alone, as in the
+                    # standard package (whose chunked imap ends there)
+                    self.result._fail_at(self.submitted, outcome, last=False)
+                    self.submitted += 1
                     continue
                 self.items = None
                 if isinstance(outcome, Exception):
@@ -968,14 +976,14 @@ class _ThreadDispatcher:
             try:
                 chunk = list(itertools.islice(items, chunksize))
                 if not chunk:
-                    return count, True
+                    return count, True, False
                 self.submit(job, index + count, kind, func, chunk)
             except BaseException as exc:
                 if self.closed and isinstance(exc, ValueError):
                     break               # terminated meanwhile: stop quietly
-                return count, exc
+                return count, exc, False
             count += 1
-        return count, None
+        return count, None, False
 
     def apply(self, job, notify, func, args, kwds):
         with self.cond:

@@ -642,13 +642,14 @@ next_chunk(PyObject *it, Py_ssize_t size)
 }
 
 /* submit_chunks(job, index, kind, func, iterator, chunksize, limit)
- *     -> (count, outcome)
+ *     -> (count, outcome, unsent)
  * Queue chunks of `chunksize` items read from `iterator` as tasks index,
  * index + 1, ..., at most `limit` of them.  count: the tasks queued.
  * outcome: None when `limit` were queued or the dispatcher closed; True
  * at the end of the input; the exception that reading the input or
  * pickling a chunk raised (the chunk at index + count is lost), returned
- * rather than raised so that the count is not lost with it. */
+ * rather than raised so that the count is not lost with it.  unsent: True
+ * when that exception came from pickling the chunk (the input goes on). */
 static PyObject *
 Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -668,6 +669,7 @@ Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     }
     uint64_t count = 0;
     PyObject *outcome = NULL;
+    int unsent = 0;
     while (count < limit && outcome == NULL) {
         if (d->closed) {
             break;
@@ -688,13 +690,15 @@ Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
                 break;
             }
             else {
+                unsent = t == NULL && chunk != NULL;
                 outcome = fastmp_take_exception();
             }
         }
         Py_XDECREF(chunk);
     }
-    return Py_BuildValue("(KN)", (unsigned long long)count,
-                         outcome != NULL ? outcome : Py_NewRef(Py_None));
+    return Py_BuildValue("(KNO)", (unsigned long long)count,
+                         outcome != NULL ? outcome : Py_NewRef(Py_None),
+                         unsent ? Py_True : Py_False);
 }
 
 /* apply(job, notify, func, args, kwds): open a one-task job and queue its
@@ -1048,9 +1052,10 @@ static PyMethodDef Dispatcher_methods[] = {
      "submit(job, index, kind, func, rest): queue one task (rest: (args, kwds)\n"
      "for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP)."},
     {"submit_chunks", (PyCFunction)(void (*)(void))Dispatcher_submit_chunks, METH_FASTCALL,
-     "submit_chunks(job, index, kind, func, iterator, chunksize, limit) -> (count, outcome):\n"
+     "submit_chunks(job, index, kind, func, iterator, chunksize, limit) -> (count, outcome, unsent):\n"
      "queue chunks read from iterator as tasks index, index + 1, ...; outcome is\n"
-     "None (limit reached or closed), True (input ended) or the exception raised."},
+     "None (limit reached or closed), True (input ended) or the exception raised\n"
+     "(unsent: by pickling the chunk, the input goes on)."},
     {"apply", (PyCFunction)(void (*)(void))Dispatcher_apply, METH_FASTCALL,
      "apply(job, notify, func, args, kwds): open a one-task job, queue its task."},
     {"collect", (PyCFunction)(void (*)(void))Dispatcher_collect, METH_FASTCALL,
