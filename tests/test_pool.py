@@ -447,16 +447,35 @@ def test_iterable_that_raises(fctx):
             next(it)
 
 
-def drain(it):
-    """The items of `it`, with "error" where a pickling error was raised."""
+def drain(it, errors=(pickle.PicklingError, AttributeError)):
+    """The items of `it`, with "error" where one of `errors` was raised."""
     out = []
     while True:
         try:
             out.append(next(it))
         except StopIteration:
             return out
-        except (pickle.PicklingError, AttributeError):
+        except errors:
             out.append("error")
+
+
+def fail_on_two(x):
+    if x == 2:
+        raise KeyError(x)
+    return x
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_imap_after_a_failed_task(ctx):
+    # with chunksize 1 the items after a failed task still come; with
+    # chunks of several items the iteration ends at the failure
+    with ctx.Pool(2) as pool:
+        assert drain(pool.imap(fail_on_two, range(6)), KeyError) == [0, 1, "error", 3, 4, 5]
+        assert drain(pool.imap(fail_on_two, range(6), 2), KeyError) == [0, 1, "error"]
+        out = drain(pool.imap_unordered(fail_on_two, range(6)), KeyError)
+        assert sorted(map(str, out)) == ["0", "1", "3", "4", "5", "error"]
+        out = drain(pool.imap_unordered(fail_on_two, range(6), 2), KeyError)
+        assert out[-1] == "error" and out.count("error") == 1
 
 
 @pytest.mark.parametrize("start_method", ["fork"])

@@ -356,6 +356,11 @@ class _Raise:
 class IMapIterator:
     """The iterator imap() returns: results in input order."""
 
+    # chunks of several items: the first failure ends the iteration, as
+    # the standard package's generator over the chunks ends there
+    _chunked = False
+    _ended = False
+
     def __init__(self, pool, feeder=None):
         core = pool if isinstance(pool, _PoolCore) else pool._core
         self._pool = core
@@ -379,6 +384,8 @@ class IMapIterator:
     def next(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            if self._ended:
+                raise StopIteration
             while not self._items:
                 self._take_input_error()
                 if self._length is not None and self._delivered_chunks >= self._length:
@@ -401,6 +408,10 @@ class IMapIterator:
                 elif deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError("no result within %s seconds" % timeout)
             value = self._items.popleft()
+            if type(value) is _Raise and self._chunked:
+                self._ended = True
+                self._items.clear()
+                self._pool.forget(self._job)
         if type(value) is _Raise:
             raise value.exc
         return value
@@ -865,6 +876,7 @@ class Pool(object):
             if buffersize < 1:
                 raise ValueError("buffersize must be None or > 0")
         result = result_type(self._core)
+        result._chunked = chunksize > 1
         feeder = _Feeder(self._core, result, TASK_MAP, func, iterable, chunksize,
                          buffersize)
         if buffersize is not None:
