@@ -5,6 +5,7 @@ import ctypes
 import gc
 import itertools
 import os
+import pickle
 import signal
 import sys
 import textwrap
@@ -425,6 +426,9 @@ def test_imap_buffersize_bounds_read_ahead(fctx):
         assert sorted(unordered) == [x * x for x in range(1000)]
         with pytest.raises(ValueError):
             pool.imap(square, range(3), buffersize=0)
+        # an item that cannot be pickled fails alone, within the bound too
+        it = pool.imap(ident, [1, lambda: 2, 3, 4, 5], buffersize=2)
+        assert drain(it) == [1, "error", 3, 4, 5]
 
 
 @pytest.mark.parametrize("start_method", ["fork"])
@@ -441,6 +445,59 @@ def test_iterable_that_raises(fctx):
         assert [next(it) for _ in range(3)] == [0, 1, 4]
         with pytest.raises(ZeroDivisionError):
             next(it)
+
+
+def drain(it, errors=(pickle.PicklingError, AttributeError)):
+    """The items of `it`, with "error" where one of `errors` was raised."""
+    out = []
+    while True:
+        try:
+            out.append(next(it))
+        except StopIteration:
+            return out
+        except errors:
+            out.append("error")
+
+
+def fail_on_two(x):
+    if x == 2:
+        raise KeyError(x)
+    return x
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_imap_after_a_failed_task(ctx):
+    # with chunksize 1 the items after a failed task still come; with
+    # chunks of several items the iteration ends at the failure
+    with ctx.Pool(2) as pool:
+        assert drain(pool.imap(fail_on_two, range(6)), KeyError) == [0, 1, "error", 3, 4, 5]
+        assert drain(pool.imap(fail_on_two, range(6), 2), KeyError) == [0, 1, "error"]
+        out = drain(pool.imap_unordered(fail_on_two, range(6)), KeyError)
+        assert sorted(map(str, out)) == ["0", "1", "3", "4", "5", "error"]
+        out = drain(pool.imap_unordered(fail_on_two, range(6), 2), KeyError)
+        assert out[-1] == "error" and out.count("error") == 1
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_imap_input_failures_come_from_next(ctx):
+    # imap reads and pickles its input in C: a non-iterable argument and an
+    # item that cannot be pickled fail at next(), after the items before;
+    # with chunksize 1 the items after an unpicklable one still come
+    with ctx.Pool(2) as pool:
+        it = pool.imap(square, 5)
+        with pytest.raises(TypeError):
+            next(it)
+        it = pool.imap(ident, [1, 2, lambda: 3, 4])
+        assert [next(it), next(it)] == [1, 2]
+        with pytest.raises((pickle.PicklingError, AttributeError)):
+            next(it)
+        assert list(it) == [4]
+        items = (x for x in [1, lambda: 2, 3, lambda: 4])
+        assert sorted(map(str, drain(pool.imap_unordered(ident, items)))) == \
+            ["1", "3", "error", "error"]
+        for chunksize in (1, 3):
+            assert sorted(pool.imap_unordered(square, iter(range(20)), chunksize)) == \
+                [x * x for x in range(20)]
 
 
 @pytest.mark.timeout(120)

@@ -203,18 +203,24 @@ class ApplyResult:
                                  self._event is not None)
         core.remember(self)
 
+    # the fields of a result without callbacks that is not done yet: an
+    # instance sets only those that differ
+    _callback = None
+    _error_callback = None
+    _event = None
+    _done = False
+    _success = None
+    _value = None
+
     def _prepare(self, core, callback, error_callback):
         """The fields; the job is opened by the caller."""
         self._pool = core
         self._job = next(job_counter)
         self._cache = core.cache
-        self._callback = callback
-        self._error_callback = error_callback
-        notify = callback is not None or error_callback is not None
-        self._event = threading.Event() if notify else None
-        self._done = False
-        self._success = None
-        self._value = None
+        if callback is not None or error_callback is not None:
+            self._callback = callback
+            self._error_callback = error_callback
+            self._event = threading.Event()
 
     def ready(self):
         if self._event is not None:
@@ -252,7 +258,10 @@ class ApplyResult:
     def get(self, timeout=None):
         if self._event is None:
             if not self._done:
-                self._collect(timeout)
+                if self._wait_mode == _WAIT_READY:
+                    self._absorb(*self._pool.dispatcher.collect(self._job, timeout, _WAIT_READY))
+                else:
+                    self._collect(timeout)
                 if not self._done:
                     raise TimeoutError
         else:
@@ -266,11 +275,12 @@ class ApplyResult:
     def _absorb(self, state, outcomes):
         """Take the outcomes collected from the dispatcher; finish when the
         job is ready (or can never be)."""
-        with self._pool.result_lock:
+        core = self._pool
+        with core.result_lock:
             if self._done:
                 return
             for index, status, data in outcomes:
-                ok, value = self._pool.decode(status, data)
+                ok, value = core.decode(status, data)
                 self._record(index, ok, value)
             if state == _PENDING:
                 return
@@ -284,9 +294,11 @@ class ApplyResult:
             self._success, self._value = ok, value
 
     def _finish(self, state):
-        self._pool.cache.pop(self._job, None)
+        self._cache.pop(self._job, None)
         if state != _READY:             # else collect() forgot the job
             self._pool.dispatcher.forget(self._job)
+        if self._event is None:
+            return
         try:
             if self._success:
                 if self._callback is not None:
@@ -294,8 +306,7 @@ class ApplyResult:
             elif self._error_callback is not None:
                 self._error_callback(self._value)
         finally:
-            if self._event is not None:
-                self._event.set()
+            self._event.set()
 
     def _abandon(self):
         """The pool is gone: finish with the outcomes that came, failing
@@ -345,6 +356,11 @@ class _Raise:
 class IMapIterator:
     """The iterator imap() returns: results in input order."""
 
+    # chunks of several items: the first failure ends the iteration, as
+    # the standard package's generator over the chunks ends there
+    _chunked = False
+    _ended = False
+
     def __init__(self, pool, feeder=None):
         core = pool if isinstance(pool, _PoolCore) else pool._core
         self._pool = core
@@ -356,7 +372,8 @@ class IMapIterator:
         self._delivered_chunks = 0
         self._length = None                 # chunks, once all are known
         self._feeder = feeder
-        self._input_error = None
+        self._input_errors = collections.deque()   # (chunk index, exception)
+        self._unsent = 0                    # chunks that failed before being sent
         self._lock = threading.Lock()
         core.dispatcher.open_job(self._job, -1, False, False)
         core.remember(self)
@@ -367,6 +384,8 @@ class IMapIterator:
     def next(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            if self._ended:
+                raise StopIteration
             while not self._items:
                 self._take_input_error()
                 if self._length is not None and self._delivered_chunks >= self._length:
@@ -389,6 +408,10 @@ class IMapIterator:
                 elif deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError("no result within %s seconds" % timeout)
             value = self._items.popleft()
+            if type(value) is _Raise and self._chunked:
+                self._ended = True
+                self._items.clear()
+                self._pool.forget(self._job)
         if type(value) is _Raise:
             raise value.exc
         return value
@@ -408,22 +431,23 @@ class IMapIterator:
                 return
             items = waiting.pop(self._next_chunk)
 
-    def _fail_at(self, index, exc):
-        """The input iterable raised `exc` where chunk `index` would be:
-        the consumer hands it out after the chunks before it."""
-        self._input_error = (index, exc)
-        self._length = index + 1
-        self._pool.dispatcher.expect(self._job, index)
+    def _fail_at(self, index, exc, last=True):
+        """Chunk `index` failed before it was sent (`exc`: the input raised,
+        or the chunk could not be pickled): the consumer hands `exc` out
+        after the chunks before it.  `last`: no chunk follows."""
+        self._input_errors.append((index, exc))
+        self._unsent += 1
+        if last:
+            self._set_length(index + 1)
 
     def _take_input_error(self):
-        if self._input_error is not None:
-            index, exc = self._input_error
-            self._input_error = None
+        while self._input_errors:
+            index, exc = self._input_errors.popleft()
             self._add_chunk(index, [_Raise(exc)])
 
     def _set_length(self, nchunks):
         self._length = nchunks
-        self._pool.dispatcher.expect(self._job, nchunks)
+        self._pool.dispatcher.expect(self._job, nchunks - self._unsent)
 
 
 class IMapUnorderedIterator(IMapIterator):
@@ -440,43 +464,52 @@ class _Feeder:
     for an iterable of unknown length (consumed eagerly, as the standard
     package does)."""
 
-    def __init__(self, core, result, kind, func, chunks, buffersize):
+    # chunks queued per call when feeding without a limit: the feeder
+    # thread lets the consumer run between calls
+    BATCH = 256
+
+    def __init__(self, core, result, kind, func, iterable, chunksize, buffersize):
         self.core = core
         self.result = result
         self.kind = kind
         self.func = func
-        self.chunks = enumerate(chunks)
+        self.chunksize = chunksize
         self.buffersize = buffersize
         self.submitted = 0
         self.lock = threading.Lock()
+        try:
+            self.items = iter(iterable)
+        except Exception as exc:    # raised by next(), as the standard one does
+            self.items = None
+            result._fail_at(0, exc)
 
     def feed(self, limit=None):
         """Submit chunks until the input ends or `limit` are out."""
         with self.lock:
-            if self.chunks is None:
-                return
             core, job = self.core, self.result._job
-            while limit is None or self.submitted < limit:
+            while self.items is not None and (limit is None or self.submitted < limit):
                 if core.state == TERMINATE:
                     return
-                try:
-                    entry = next(self.chunks, None)
-                except Exception as exc:
-                    self.chunks = None
-                    self.result._fail_at(self.submitted, exc)
-                    return
-                if entry is None:
-                    self.chunks = None
+                batch = self.BATCH if limit is None else limit - self.submitted
+                count, outcome, unsent = core.dispatcher.submit_chunks(
+                    job, self.submitted, self.kind, self.func, self.items,
+                    self.chunksize, batch)
+                self.submitted += count
+                if outcome is None:
+                    continue
+                if unsent and self.chunksize == 1:
+                    # one task that cannot be sent fails alone, as in the
+                    # standard package (whose chunked imap ends there)
+                    self.result._fail_at(self.submitted, outcome, last=False)
+                    self.submitted += 1
+                    continue
+                self.items = None
+                if isinstance(outcome, Exception):
+                    self.result._fail_at(self.submitted, outcome)
+                else:
                     self.result._set_length(self.submitted)
-                    return
-                index, chunk = entry
-                try:
-                    core.dispatcher.submit(job, index, self.kind, self.func, chunk)
-                except Exception as exc:
-                    self.chunks = None
-                    self.result._fail_at(index, exc)
-                    return
-                self.submitted += 1
+                    if outcome is not True:
+                        raise outcome   # KeyboardInterrupt: the input ends here
 
     def refill(self):
         if self.buffersize is not None:
@@ -536,10 +569,14 @@ class _PoolCore:
         """A new ApplyResult for func(*args, **kwds), its task queued."""
         result = ApplyResult.__new__(ApplyResult)
         result._prepare(self, callback, error_callback)
-        self.dispatcher.apply(result._job, result._event is not None, func,
+        job = result._job
+        self.dispatcher.apply(job, result._event is not None, func,
                               args if type(args) is tuple else tuple(args),
                               kwds if type(kwds) is dict else dict(kwds))
-        self.remember(result)
+        cache = self.cache
+        cache[job] = result
+        if len(cache) >= self.purge_at:
+            self.purge()
         return result
 
     def remember(self, result):
@@ -839,8 +876,9 @@ class Pool(object):
             if buffersize < 1:
                 raise ValueError("buffersize must be None or > 0")
         result = result_type(self._core)
-        feeder = _Feeder(self._core, result, TASK_MAP, func,
-                         _chunks(iterable, chunksize), buffersize)
+        result._chunked = chunksize > 1
+        feeder = _Feeder(self._core, result, TASK_MAP, func, iterable, chunksize,
+                         buffersize)
         if buffersize is not None:
             result._feeder = feeder
             feeder.refill()
@@ -878,15 +916,6 @@ class Pool(object):
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         self.terminate()
-
-
-def _chunks(iterable, size):
-    it = iter(iterable)
-    while True:
-        chunk = list(itertools.islice(it, size))
-        if not chunk:
-            return
-        yield chunk
 
 
 def _default_chunksize(length, nworkers):
@@ -952,6 +981,21 @@ class _ThreadDispatcher:
             self.tasks.append((job, index, kind, func, rest))
             self.busy += 1
             self.cond.notify_all()
+
+    def submit_chunks(self, job, index, kind, func, items, chunksize, limit):
+        count = 0
+        while count < limit and not self.closed:
+            try:
+                chunk = list(itertools.islice(items, chunksize))
+                if not chunk:
+                    return count, True, False
+                self.submit(job, index + count, kind, func, chunk)
+            except BaseException as exc:
+                if self.closed and isinstance(exc, ValueError):
+                    break               # terminated meanwhile: stop quietly
+                return count, exc, False
+            count += 1
+        return count, None, False
 
     def apply(self, job, notify, func, args, kwds):
         with self.cond:

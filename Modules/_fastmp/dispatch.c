@@ -194,13 +194,14 @@ Dispatcher_dealloc(Dispatcher *d)
         shutdown_dispatcher(d, 1);
         dispatch_unregister(d);
     }
-    for (int b = 0; b < JOB_BUCKETS; b++) {
+    for (size_t b = 0; b < d->job_buckets; b++) {
         for (job_t *j = d->jobs[b]; j != NULL;) {
             job_t *next = j->next;
             dispatch_free_job(j);
             j = next;
         }
     }
+    free(d->jobs);
     for (event_t *e = d->ev_head; e != NULL;) {
         event_t *next = e->next;
         free(e);
@@ -329,8 +330,12 @@ add_job(Dispatcher *d, uint64_t id, int64_t expected, int fail_fast, int notify)
         PyErr_Format(PyExc_ValueError, "job %llu is already open", (unsigned long long)id);
         return -1;
     }
-    j->next = d->jobs[id % JOB_BUCKETS];
-    d->jobs[id % JOB_BUCKETS] = j;
+    if (dispatch_link_job(d, j) != 0) {
+        pthread_mutex_unlock(&d->mu);
+        free(j);
+        PyErr_NoMemory();
+        return -1;
+    }
     dispatch_post_ready_if_due(d, j);
     pthread_mutex_unlock(&d->mu);
     return 0;
@@ -612,6 +617,88 @@ Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* The next chunk of at most `size` items from `it`: a new list, an empty
+ * one at the end of the input, or NULL with an exception set. */
+static PyObject *
+next_chunk(PyObject *it, Py_ssize_t size)
+{
+    PyObject *chunk = PyList_New(0);
+    while (chunk != NULL && PyList_GET_SIZE(chunk) < size) {
+        PyObject *item = PyIter_Next(it);
+        if (item == NULL) {
+            if (PyErr_Occurred()) {
+                Py_CLEAR(chunk);
+            }
+            break;
+        }
+        if (PyList_Append(chunk, item) < 0) {
+            Py_CLEAR(chunk);
+        }
+        Py_DECREF(item);
+    }
+    return chunk;
+}
+
+/* submit_chunks(job, index, kind, func, iterator, chunksize, limit)
+ *     -> (count, outcome, unsent)
+ * Queue chunks of `chunksize` items read from `iterator` as tasks index,
+ * index + 1, ..., at most `limit` of them.  count: the tasks queued.
+ * outcome: None when `limit` were queued or the dispatcher closed; True
+ * at the end of the input; the exception that reading the input or
+ * pickling a chunk raised (the chunk at index + count is lost), returned
+ * rather than raised so that the count is not lost with it.  unsent: True
+ * when that exception came from pickling the chunk (the input goes on). */
+static PyObject *
+Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t job, index, kind, limit;
+    Py_ssize_t size;
+    if (check_nargs("submit_chunks", nargs, 7, 7) < 0
+        || parse_u64(args[0], &job) < 0 || parse_u64(args[1], &index) < 0
+        || parse_u64(args[2], &kind) < 0 || parse_u64(args[6], &limit) < 0) {
+        return NULL;
+    }
+    if ((size = PyLong_AsSsize_t(args[5])) == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size < 1 || !PyIter_Check(args[4])) {
+        PyErr_SetString(PyExc_ValueError, "submit_chunks() needs an iterator and chunksize >= 1");
+        return NULL;
+    }
+    uint64_t count = 0;
+    PyObject *outcome = NULL;
+    int unsent = 0;
+    while (count < limit && outcome == NULL) {
+        if (d->closed) {
+            break;
+        }
+        PyObject *chunk = next_chunk(args[4], size);
+        if (chunk != NULL && PyList_GET_SIZE(chunk) == 0) {
+            outcome = Py_NewRef(Py_True);
+        }
+        else {
+            task_t *t = chunk != NULL ? make_task(d, job, index + count, kind, args[3], chunk)
+                                      : NULL;
+            if (t != NULL && queue_task(d, t) == 0) {
+                count++;
+            }
+            else if (d->closed && PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();  /* terminated meanwhile: stop quietly */
+                Py_XDECREF(chunk);
+                break;
+            }
+            else {
+                unsent = t == NULL && chunk != NULL;
+                outcome = fastmp_take_exception();
+            }
+        }
+        Py_XDECREF(chunk);
+    }
+    return Py_BuildValue("(KNO)", (unsigned long long)count,
+                         outcome != NULL ? outcome : Py_NewRef(Py_None),
+                         unsent ? Py_True : Py_False);
 }
 
 /* apply(job, notify, func, args, kwds): open a one-task job and queue its
@@ -964,6 +1051,11 @@ static PyMethodDef Dispatcher_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,
      "submit(job, index, kind, func, rest): queue one task (rest: (args, kwds)\n"
      "for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP)."},
+    {"submit_chunks", (PyCFunction)(void (*)(void))Dispatcher_submit_chunks, METH_FASTCALL,
+     "submit_chunks(job, index, kind, func, iterator, chunksize, limit) -> (count, outcome, unsent):\n"
+     "queue chunks read from iterator as tasks index, index + 1, ...; outcome is\n"
+     "None (limit reached or closed), True (input ended) or the exception raised\n"
+     "(unsent: by pickling the chunk, the input goes on)."},
     {"apply", (PyCFunction)(void (*)(void))Dispatcher_apply, METH_FASTCALL,
      "apply(job, notify, func, args, kwds): open a one-task job, queue its task."},
     {"collect", (PyCFunction)(void (*)(void))Dispatcher_collect, METH_FASTCALL,

@@ -173,12 +173,43 @@ dispatch_unlock_nogil(Dispatcher *d)
 job_t *
 dispatch_find_job(Dispatcher *d, uint64_t id)
 {
-    for (job_t *j = d->jobs[id % JOB_BUCKETS]; j != NULL; j = j->next) {
+    if (d->job_buckets == 0) {
+        return NULL;
+    }
+    for (job_t *j = d->jobs[id & (d->job_buckets - 1)]; j != NULL; j = j->next) {
         if (j->id == id) {
             return j;
         }
     }
     return NULL;
+}
+
+int
+dispatch_link_job(Dispatcher *d, job_t *j)
+{
+    if (d->njobs >= 2 * d->job_buckets) {
+        size_t n = d->job_buckets == 0 ? JOB_BUCKETS_MIN : 2 * d->job_buckets;
+        job_t **table = calloc(n, sizeof(*table));
+        if (table == NULL) {
+            return ENOMEM;
+        }
+        for (size_t b = 0; b < d->job_buckets; b++) {
+            for (job_t *k = d->jobs[b]; k != NULL;) {
+                job_t *next = k->next;
+                k->next = table[k->id & (n - 1)];
+                table[k->id & (n - 1)] = k;
+                k = next;
+            }
+        }
+        free(d->jobs);
+        d->jobs = table;
+        d->job_buckets = n;
+    }
+    job_t **head = &d->jobs[j->id & (d->job_buckets - 1)];
+    j->next = *head;
+    *head = j;
+    d->njobs++;
+    return 0;
 }
 
 void
@@ -195,13 +226,17 @@ dispatch_free_completions(completion_t *c)
 job_t *
 dispatch_unlink_job(Dispatcher *d, uint64_t id)
 {
-    job_t **link = &d->jobs[id % JOB_BUCKETS];
+    if (d->job_buckets == 0) {
+        return NULL;
+    }
+    job_t **link = &d->jobs[id & (d->job_buckets - 1)];
     while (*link != NULL && (*link)->id != id) {
         link = &(*link)->next;
     }
     job_t *j = *link;
     if (j != NULL) {
         *link = j->next;
+        d->njobs--;
     }
     return j;
 }
@@ -432,14 +467,17 @@ dispatch_assign_pending(Dispatcher *d)
             best->writing = t;
             best->write_off = 0;
         }
-        (void)flush_worker(best);
     }
+    /* every task assigned first: one write per worker carries them all */
+    int unsent = 0;
     for (int i = 0; i < d->nworkers; i++) {
-        if (d->workers[i]->fd >= 0 && d->workers[i]->writing != NULL) {
-            return 1;
+        worker_t *w = d->workers[i];
+        if (w->fd >= 0 && w->writing != NULL) {
+            (void)flush_worker(w);
+            unsent |= w->writing != NULL;
         }
     }
-    return 0;
+    return unsent;
 }
 
 /* A result came from w: when w was busy since its previous result, that

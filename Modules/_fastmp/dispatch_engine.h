@@ -14,7 +14,9 @@
 #include <pthread.h>
 #include <time.h>
 
-#define JOB_BUCKETS 256
+/* The job table starts with this many buckets and doubles when the jobs
+ * outnumber them twice (an apply_async burst has one job per task). */
+#define JOB_BUCKETS_MIN 256
 #define FUNC_CACHE 16
 
 enum { EVENT_EXIT = 1, EVENT_READY = 2 };
@@ -100,7 +102,9 @@ typedef struct Dispatcher {
     int64_t busy;                /* tasks pending or in flight */
     worker_t **workers;          /* slots; each stays put while allocated */
     int nworkers;                /* slots allocated */
-    job_t *jobs[JOB_BUCKETS];
+    job_t **jobs;                /* hash table of open jobs, by id */
+    size_t job_buckets;          /* a power of two, 0 until the first job */
+    size_t njobs;
     event_t *ev_head, *ev_tail;
     int error;                   /* errno that stopped the thread, or 0 */
     /* task functions pickled by name: weak references and their pickles
@@ -121,6 +125,8 @@ void dispatch_unlock_nogil(Dispatcher *d);
 
 /* ---- with mu held ---- */
 job_t *dispatch_find_job(Dispatcher *d, uint64_t id);
+/* Add j (its id not in the table).  Returns 0 or ENOMEM. */
+int dispatch_link_job(Dispatcher *d, job_t *j);
 job_t *dispatch_unlink_job(Dispatcher *d, uint64_t id);   /* NULL if none */
 void dispatch_free_job(job_t *j);                         /* NULL is fine */
 void dispatch_free_tasks(task_t *t);

@@ -232,36 +232,58 @@ write_all(int fd, struct iovec *iov, int nvec)
 }
 
 /* Result frames held back: while the next task, already buffered, runs
- * the same function, and every task of that function so far took less
- * than OUT_SHORT_NS, their results go out together, one write for
+ * the same function, and the tasks of that function took less than
+ * OUT_SHORT_NS (see LONGEST_DECAY), their results go out together, one write for
  * several (the parent is woken once for them), within about OUT_HOLD_NS.
  * A held result waits for the next task to finish: holding is only for
- * functions known to take microseconds (one that ever takes longer is
- * no longer held for, in this worker). */
+ * functions known to take microseconds (one that took longer recently
+ * is not held for, in this worker). */
 #define OUT_HOLD_BYTES 65536
 #define OUT_HOLD_NS 100000
 #define OUT_SHORT_NS 20000
 #define OUT_SHORT_RUNS 4         /* tasks of a function seen before holding */
+/* A function's longest time fades by 1/LONGEST_DECAY per run: one run
+ * made long by being preempted stops holding for about a hundred runs,
+ * not for good, while a function whose runs are often long is never held
+ * for. */
+#define LONGEST_DECAY 16
 
 typedef struct {
     char *buf;
     size_t len, cap;
     struct timespec first;      /* when the oldest held result was made */
+    spin_policy ahead;          /* looking into the socket for the next task */
 } outbuf;
 
-/* 1 when the next task is buffered whole and runs the same function as
- * the task `done` (payload `done_at`, still in the buffer) just run. */
+/* 1 when the next task is buffered whole and runs the same function
+ * (pickled as `func_pickle`, bytes) as the task `done` just run. */
 static int
-same_task_buffered(const inbuf *in, const frame_header *done, const char *done_at)
+same_task_buffered(const inbuf *in, const frame_header *done, PyObject *func_pickle)
 {
     frame_header h;
     if (in->len < sizeof(h)) {
         return 0;
     }
     memcpy(&h, in->buf + in->start, sizeof(h));
-    size_t func_len = done->status & ~FUNC_BY_NAME;
+    size_t func_len = (size_t)PyBytes_GET_SIZE(func_pickle);
     return h.kind == done->kind && h.status == done->status && h.len <= in->len - sizeof(h)
-           && memcmp(in->buf + in->start + sizeof(h), done_at, func_len) == 0;
+           && (done->status & ~FUNC_BY_NAME) == func_len
+           && memcmp(in->buf + in->start + sizeof(h), PyBytes_AS_STRING(func_pickle),
+                     func_len) == 0;
+}
+
+/* Buffer what the socket holds now, without blocking; a failure is left
+ * for the next fill() to meet. */
+static void
+read_ready(int fd, inbuf *in)
+{
+    size_t room = in->cap - in->start - in->len;
+    if (room > 0) {
+        ssize_t n = recv(fd, in->buf + in->start + in->len, room, MSG_DONTWAIT);
+        if (n > 0) {
+            in->len += (size_t)n;
+        }
+    }
 }
 
 /* Send the held results, then the frame h + payload (h may be NULL).
@@ -282,17 +304,27 @@ send_results(int fd, outbuf *out, frame_header *h, const char *payload)
     return nvec == 0 ? 0 : write_all(fd, iov, nvec);
 }
 
-/* Send result frame h + payload of the task `task` (payload `task_at`)
- * now, or hold it back (see outbuf); `short_func`: every task of its
- * function so far was short.  Returns 0, or -1 with an exception set. */
+/* Send result frame h + payload of the task `task` now, or hold it back
+ * (see outbuf).  `func_pickle`: the pickle of the task's function when
+ * every task of it so far was short, else NULL.  A task the parent sent
+ * after this one was read may already wait in the socket: it is looked
+ * for, unless such looks keep finding nothing (as with one task at a
+ * time).  Returns 0, or -1 with an exception set. */
 static int
-put_result(int fd, outbuf *out, const inbuf *in, const frame_header *task,
-           const char *task_at, int short_func, frame_header *h, const char *payload)
+put_result(int fd, outbuf *out, inbuf *in, const frame_header *task,
+           PyObject *func_pickle, frame_header *h, const char *payload)
 {
     size_t size = sizeof(*h) + (size_t)h->len;
-    int hold = short_func && size <= OUT_HOLD_BYTES / 4
-               && same_task_buffered(in, task, task_at)
+    int hold = func_pickle != NULL && size <= OUT_HOLD_BYTES / 4
                && (out->len == 0 || spin_elapsed_ns(&out->first) < OUT_HOLD_NS);
+    if (hold && !same_task_buffered(in, task, func_pickle)) {
+        hold = 0;
+        if (spin_wanted(&out->ahead)) {
+            read_ready(fd, in);
+            hold = same_task_buffered(in, task, func_pickle);
+            spin_record(&out->ahead, hold);
+        }
+    }
     if (!hold) {
         return send_results(fd, out, h, payload);
     }
@@ -462,15 +494,17 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         uint32_t status = RESULT_OK;
         PyObject *data = encode_outcome(value, dumps, on_failure, &status);
         Py_XDECREF(value);
-        int short_func = 0;
+        PyObject *short_func = NULL;     /* its pickle, when it is short */
         if (slot >= 0) {
-            int64_t ns = spin_elapsed_ns(&started);
-            if (ns > cache.longest_ns[slot]) {
-                cache.longest_ns[slot] = ns;
-            }
+            /* the first run's time includes loading the function */
+            int64_t ns = cache.runs[slot] > 0 ? spin_elapsed_ns(&started) : 0;
+            int64_t *longest = &cache.longest_ns[slot];
+            *longest = ns > *longest ? ns : *longest - *longest / LONGEST_DECAY;
+
             cache.runs[slot] += cache.runs[slot] < OUT_SHORT_RUNS;
-            short_func = cache.runs[slot] >= OUT_SHORT_RUNS
-                         && cache.longest_ns[slot] < OUT_SHORT_NS;
+            if (cache.runs[slot] >= OUT_SHORT_RUNS && cache.longest_ns[slot] < OUT_SHORT_NS) {
+                short_func = cache.pickle[slot];
+            }
         }
         if (data == NULL) {
             break;
@@ -484,7 +518,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             .kind = FRAME_RESULT, .status = status, .job = h.job,
             .index = h.index, .len = (uint64_t)view.len,
         };
-        r = put_result(fd, &out, &in, &h, payload, short_func, &reply, view.buf);
+        r = put_result(fd, &out, &in, &h, short_func, &reply, view.buf);
         PyBuffer_Release(&view);
         Py_DECREF(data);
         if (r < 0) {
