@@ -252,6 +252,28 @@ def test_callback_with_no_thread_waiting(ctx):
             assert done.wait(30)
 
 
+def test_threads_waiting_on_one_result_all_get_it(fctx):
+    # one of them collects the job from the dispatcher; the others must
+    # get its value, not a WorkerLostError for a job they find gone
+    import threading
+    with fctx.Pool(2) as pool:
+        for i in range(40):
+            result = pool.apply_async(sleep_then, (i, 0.005))
+            got = []
+
+            def wait():
+                try:
+                    got.append(result.get(30))
+                except Exception as e:
+                    got.append(e)
+            threads = [threading.Thread(target=wait) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert got == [i] * 6
+
+
 def test_initializer(ctx):
     with ctx.Pool(2, initializer=set_init_value, initargs=(42,)) as pool:
         assert pool.map(read_init_value, range(4)) == [42] * 4

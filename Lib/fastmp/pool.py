@@ -44,7 +44,7 @@ TERMINATE = 'TERMINATE'
 
 # collect() modes and answers (dispatch.c)
 _NO_WAIT, _WAIT_ANY, _WAIT_READY, _WAIT_SOME = 0, 1, 2, 3
-_PENDING, _READY, _CLOSED = 0, 1, 2
+_PENDING, _READY, _CLOSED, _GONE = 0, 1, 2, 3
 
 # tasks each worker may hold at once (the dispatcher raises it for short tasks)
 _INFLIGHT = 2
@@ -245,13 +245,13 @@ class ApplyResult:
         """Absorb outcomes until the result is done or the timeout passes."""
         collect = self._pool.dispatcher.collect
         if self._wait_mode == _WAIT_READY:
-            self._absorb(*collect(self._job, timeout, _WAIT_READY))
+            self._absorb(*collect(self._job, timeout, _WAIT_READY), timeout)
             return
         # outcomes are decoded as they come, while the rest are computed
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._absorb(*collect(self._job, left, self._wait_mode))
+            self._absorb(*collect(self._job, left, self._wait_mode), left)
             if left == 0.0:
                 return
 
@@ -259,7 +259,8 @@ class ApplyResult:
         if self._event is None:
             if not self._done:
                 if self._wait_mode == _WAIT_READY:
-                    self._absorb(*self._pool.dispatcher.collect(self._job, timeout, _WAIT_READY))
+                    self._absorb(*self._pool.dispatcher.collect(self._job, timeout, _WAIT_READY),
+                                 timeout)
                 else:
                     self._collect(timeout)
                 if not self._done:
@@ -272,10 +273,15 @@ class ApplyResult:
             return self._value
         raise self._value
 
-    def _absorb(self, state, outcomes):
+    def _absorb(self, state, outcomes, timeout=0):
         """Take the outcomes collected from the dispatcher; finish when the
-        job is ready (or can never be)."""
+        job is ready (or can never be).  A job another thread collected
+        (_GONE) is that thread's to finish: wait up to `timeout` for it."""
         core = self._pool
+        if state == _GONE:
+            with core.result_cond:
+                core.result_cond.wait_for(lambda: self._done, timeout)
+            return
         with core.result_lock:
             if self._done:
                 return
@@ -287,6 +293,7 @@ class ApplyResult:
             if state == _CLOSED:
                 self._record(None, False, _terminated())
             self._done = True
+            core.result_cond.notify_all()
         self._finish(state)
 
     def _record(self, index, ok, value):
@@ -402,7 +409,7 @@ class IMapIterator:
                     self._add_chunk(index, decode_chunk(status, data))
                 if self._items or state == _READY:
                     continue
-                if state == _CLOSED:
+                if state in (_CLOSED, _GONE):
                     self._length = self._delivered_chunks
                     self._items.append(_Raise(_terminated()))
                 elif deadline is not None and time.monotonic() >= deadline:
@@ -538,6 +545,9 @@ class _PoolCore:
         self.exit_cond = threading.Condition()
         self.lock = threading.RLock()
         self.result_lock = threading.RLock()
+        # signalled when a result is done, for threads that found its job
+        # collected by another thread
+        self.result_cond = threading.Condition(self.result_lock)
         self.dispatcher = self.make_dispatcher()
         self.handler = None
 
@@ -1042,7 +1052,7 @@ class _ThreadDispatcher:
             self.cond.wait_for(done, timeout)
             slot = self.jobs.get(job)
             if slot is None:
-                return _CLOSED, []
+                return (_CLOSED if self.closed else _GONE), []
             outcomes, slot[6] = slot[6], []
             if self._ready(slot):
                 if want != _WAIT_ANY:

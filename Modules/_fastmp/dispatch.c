@@ -788,7 +788,7 @@ take_completions(job_t *j)
 }
 
 enum { WAIT_NONE = 0, WAIT_ANY = 1, WAIT_READY = 2, WAIT_SOME = 3 };
-enum { STATE_PENDING = 0, STATE_READY = 1, STATE_CLOSED = 2 };
+enum { STATE_PENDING = 0, STATE_READY = 1, STATE_CLOSED = 2, STATE_GONE = 3 };
 
 /* 1 when a wait of mode `want` for job j (NULL: unknown) is over. */
 static int
@@ -833,8 +833,8 @@ spin_for_job(Dispatcher *d, uint64_t id, long want, const fastmp_deadline *dl)
 /* collect(job, timeout, want) -> (state, outcomes)
  * want 0: do not block; 1: until an outcome is there; 2: until the job is
  * ready; 3: as 1, for a job that is not asked again once ready.  state:
- * 0 pending, 1 ready, 2 the dispatcher closed first (or the job is
- * unknown).  outcomes: every outcome not collected before.  A ready job
+ * 0 pending, 1 ready, 2 the dispatcher closed first, 3 the job is unknown
+ * to an open dispatcher (another thread collected it).  outcomes: every outcome not collected before.  A ready job
  * is forgotten here, except with want 1 (an imap iterator asks again
  * until it has seen every chunk). */
 static PyObject *
@@ -856,7 +856,7 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     for (;;) {
         j = dispatch_find_job(d, id);
         if (j == NULL) {
-            state = STATE_CLOSED;
+            state = d->closed || d->error ? STATE_CLOSED : STATE_GONE;
             break;
         }
         state = dispatch_job_ready(j) ? STATE_READY : STATE_PENDING;
