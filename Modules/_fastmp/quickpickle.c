@@ -381,11 +381,16 @@ push(reader *r, PyObject *obj)
     return 1;
 }
 
-/* The index of the topmost mark, popped; -1 if there is none. */
+/* The index of the topmost mark, popped; -1 if there is none, or if
+ * opcodes since took values from below it (a malformed pickle). */
 static int
 pop_mark(reader *r)
 {
-    return r->nmarks == 0 ? -1 : r->marks[--r->nmarks];
+    if (r->nmarks == 0) {
+        return -1;
+    }
+    int at = r->marks[--r->nmarks];
+    return at <= r->n ? at : -1;
 }
 
 /* A tuple of the values stack[from..n), which leave the stack. */
