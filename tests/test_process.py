@@ -333,6 +333,16 @@ def test_light_start_up(tmp_path):
     assert not _HEAVY_AT_START & set(child_modules)
 
 
+def test_submodules_the_standard_package_loads_are_attributes():
+    # after a bare `import multiprocessing`, multiprocessing.reduction (like
+    # .context and .process) is there; programs reach for it that way
+    code = ("import fastmp; print(fastmp.reduction.ForkingPickler.__name__,"
+            " fastmp.context.__name__, fastmp.process.__name__)")
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ForkingPickler", "fastmp.context", "fastmp.process"]
+
+
 def test_process_exceptions_are_fastmp_context_classes():
     from fastmp import context
     for name in ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError"):

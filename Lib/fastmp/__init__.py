@@ -29,6 +29,9 @@ def __getattr__(name):
     if name in context._CORE_EXCEPTIONS:
         found = globals()[name] = getattr(context, name)
         return found
+    if name == 'reduction':     # the standard package has it loaded at import
+        import importlib        # (`from . import` would land back here)
+        return importlib.import_module(__name__ + '.reduction')
     raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 
