@@ -18,8 +18,12 @@
  * waking up).  A yield that takes this long shows that; then no wait of
  * this process spins for a pause that doubles while the condition lasts
  * and halves after each spin that finds data.  Process-wide, updated
- * without the GIL: relaxed atomics. */
-#define YIELD_SLOW_NS 20000
+ * without the GIL: relaxed atomics.  The bound sits well under a time
+ * slice but above a hand-off to a thread that works a few tens of
+ * microseconds and then waits itself (a manager server thread, another
+ * client): such a yield is time well spent, and sleeping instead would
+ * make every message of the exchange pay a wake-up. */
+#define YIELD_SLOW_NS 200000
 #define CONTENDED_PAUSE_MIN_NS 10000000LL
 #define CONTENDED_PAUSE_MAX_NS 1000000000LL
 static int64_t spin_paused_until;      /* CLOCK_MONOTONIC ns */
