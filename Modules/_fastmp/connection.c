@@ -301,7 +301,7 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             int fd = self->fd, kind = self->kind;
             int spin = !writing && fastmp_spin_wanted(&self->spin), found = 0;
-            int serving = !writing && fastmp_serving_release();
+            int serving = fastmp_serving_release();
             Py_BEGIN_ALLOW_THREADS
             if (spin) {
                 n = spin_read(fd, kind, iov, iovcnt);

@@ -47,9 +47,9 @@ int fastmp_spin_poll(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d);
 /* The threads serving a manager's connections, and their turns with the
  * GIL (connection_spin.c).  fastmp_serving_begin() counts the calling
  * thread as serving until fastmp_serving_end(outer), with what begin
- * returned (nonzero if the thread already was).  A serving thread's read
- * that must wait calls fastmp_serving_release() before it drops the GIL
- * (1 if the thread was counted), and if so, once its data has come,
+ * returned (nonzero if the thread already was).  A transfer that must
+ * wait calls fastmp_serving_release() before it drops the GIL (1 if the
+ * thread was counted), and if so, once bytes have moved,
  * fastmp_serving_wait_turn() (without the GIL: waits briefly for no other
  * serving thread to want the GIL) and fastmp_serving_retake() after it
  * has the GIL back. */
