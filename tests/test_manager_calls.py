@@ -315,3 +315,36 @@ def test_manager_queue_is_the_shared_queue(fmanager):
     assert sorted(q._exposed_) == sorted(fmanagers.public_methods(queue.Queue()))
     q.put('a')
     assert q.get() == 'a'
+
+
+def test_clients_are_served_together_while_one_waits_in_a_method(start_method):
+    # Serving threads take turns with the server's GIL; one blocked in a
+    # method (a contended Lock) must not hold the others up or make them
+    # lose a request.
+    with fastmp.get_context(start_method).Manager() as m:
+        lock, lst = m.Lock(), m.list()
+        lock.acquire()
+        blocked = threading.Thread(target=lambda: (lock.acquire(), lock.release()))
+        blocked.start()
+        errors = []
+
+        def client(tag):
+            try:
+                for i in range(300):
+                    lst.append((tag, i))
+                    assert lst[-1][1] >= 0
+            except Exception as e:   # reported by the assertion below
+                errors.append(e)
+        clients = [threading.Thread(target=client, args=(tag,)) for tag in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+        assert blocked.is_alive()
+        lock.release()
+        blocked.join(30)
+        assert not errors and not blocked.is_alive()
+        got = lst._getvalue()
+        assert sorted(got) == sorted((tag, i) for tag in range(4) for i in range(300))
+        for tag in range(4):
+            assert [i for t, i in got if t == tag] == list(range(300))

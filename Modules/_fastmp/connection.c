@@ -301,6 +301,7 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             int fd = self->fd, kind = self->kind;
             int spin = !writing && fastmp_spin_wanted(&self->spin), found = 0;
+            int serving = fastmp_serving_release();
             Py_BEGIN_ALLOW_THREADS
             if (spin) {
                 n = spin_read(fd, kind, iov, iovcnt);
@@ -318,7 +319,13 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first
                     }
                 }
             }
+            if (serving && n > 0) {
+                fastmp_serving_wait_turn();
+            }
             Py_END_ALLOW_THREADS
+            if (serving) {
+                fastmp_serving_retake();
+            }
             if (spin) {
                 fastmp_spin_learn(&self->spin, found);
             }
@@ -1306,6 +1313,11 @@ fastmp_connection_exec(PyObject *module, fastmp_state *st)
     if (st->Connection_type == NULL
         || PyModule_AddObjectRef(module, "Connection", (PyObject *)st->Connection_type) < 0
         || PyModule_AddFunctions(module, connection_functions) < 0) {
+        return -1;
+    }
+    int err = fastmp_serving_init();
+    if (err) {
+        fastmp_oserror(err, "pthread_atfork");
         return -1;
     }
     return fastmp_pickler_exec(module, st);

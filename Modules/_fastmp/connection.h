@@ -44,6 +44,23 @@ int fastmp_spin_again(int64_t *now, int64_t until);
  * last poll returned (0: nothing became ready). */
 int fastmp_spin_poll(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d);
 
+/* The threads serving a manager's connections, and their turns with the
+ * GIL (connection_spin.c).  fastmp_serving_begin() counts the calling
+ * thread as serving until fastmp_serving_end(outer), with what begin
+ * returned (nonzero if the thread already was).  A transfer that must
+ * wait calls fastmp_serving_release() before it drops the GIL (1 if the
+ * thread was counted), and if so, once bytes have moved,
+ * fastmp_serving_wait_turn() (without the GIL: waits briefly for no other
+ * serving thread to want the GIL) and fastmp_serving_retake() after it
+ * has the GIL back. */
+/* Set up the count's reset in forked children; 0, or an errno value. */
+int fastmp_serving_init(void);
+int fastmp_serving_begin(void);
+void fastmp_serving_end(int outer);
+int fastmp_serving_release(void);
+void fastmp_serving_wait_turn(void);
+void fastmp_serving_retake(void);
+
 /* The capacity in bytes of the pipe `fd`, or -1 if it is not a pipe. */
 int fastmp_pipe_capacity(int fd);
 

@@ -8,6 +8,7 @@
  * of a known object itself and gives other requests to the server's
  * _serve_request().  The messages are the standard package's. */
 #include "fastmp.h"
+#include "connection.h"
 #include "pickler.h"
 #include "quickpickle.h"
 
@@ -355,6 +356,8 @@ serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(id_to_obj);
         return NULL;
     }
+    /* counted while it runs Python: see fastmp_serving_wait_turn() */
+    int outer_serving = fastmp_serving_begin();
     if (!PyDict_Check(id_to_obj)) {
         PyErr_SetString(PyExc_TypeError, "server.id_to_obj must be a dict");
         goto fail;
@@ -426,10 +429,12 @@ serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(sent);
     }
+    fastmp_serving_end(outer_serving);
     Py_DECREF(id_to_obj);
     Py_DECREF(stop_event);
     Py_RETURN_NONE;
 fail:
+    fastmp_serving_end(outer_serving);
     Py_DECREF(id_to_obj);
     Py_DECREF(stop_event);
     return NULL;
