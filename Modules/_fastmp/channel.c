@@ -471,11 +471,11 @@ drop_torn(chan_map *m, PyObject **msg, int *skipping)
     chan_count_done(m);
 }
 
-/* Holding rlock: wait for and read one whole message.  Returns its bytes
- * (flags in *flags); NULL without an exception for "nothing before the
- * deadline" (Empty); NULL with an exception on error. */
-static PyObject *
-read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
+/* Holding rlock: wait for and read one whole message (declared in
+ * channel.h; Pipe() connections use it too). */
+PyObject *
+chan_read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags,
+                  uint64_t limit, uint64_t *too_long)
 {
     chan_shared *sh = m->sh;
     /* a reader before us stopped inside a message: skip its remainder */
@@ -538,6 +538,13 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 || total < rec.len - head) {
                 chan_consume(m, &rec);
                 PyErr_SetString(PyExc_OSError, "queue channel is corrupt");
+                return NULL;
+            }
+            if (total > limit) {
+                if (kind == REC_FIRST) {
+                    sh->rd_in_message = 0;  /* not started after all */
+                }
+                *too_long = total;
                 return NULL;
             }
             const char *direct = kind == REC_WHOLE && (*flags & REC_STR)
@@ -627,7 +634,8 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
     }
     release_sent(m);
     uint32_t flags = 0;
-    PyObject *msg = read_message(m, block, &d, &flags);
+    uint64_t too_long = 0;
+    PyObject *msg = chan_read_message(m, block, &d, &flags, UINT64_MAX, &too_long);
     chan_unlock(&m->sh->rlock);
     chan_rearm(m);
     if (msg == NULL) {

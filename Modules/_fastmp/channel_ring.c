@@ -121,8 +121,8 @@ chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **
         close(fd);
         return err;
     }
-    m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (m->efd < 0) {
+    m->efd = (flags & CHAN_PIPE) ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->efd < 0 && !(flags & CHAN_PIPE)) {
         err = errno;
         chan_map_decref(m);
         return err;
@@ -542,12 +542,32 @@ spin_for_data(const chan_map *m, int64_t budget_ns)
 }
 
 int
-chan_wait_data(chan_map *m, const fastmp_deadline *d)
+chan_spin_data(chan_map *m)
 {
-    chan_shared *sh = m->sh;
     int budget = __atomic_load_n(&m->spin_ns, __ATOMIC_RELAXED);
     if (budget > 0 && spin_for_data(m, budget)) {
         __atomic_store_n(&m->spin_ns, SPIN_MAX_NS, __ATOMIC_RELAXED);
+        return 1;
+    }
+    return 0;
+}
+
+void
+chan_learn_sleep(chan_map *m, int64_t slept_ns)
+{
+    /* a long sleep: spinning would have been wasted; a short one: the
+     * writer is active, spinning pays */
+    int budget = __atomic_load_n(&m->spin_ns, __ATOMIC_RELAXED);
+    int next = slept_ns <= SPIN_IDLE_NS ? SPIN_MAX_NS
+               : budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
+    __atomic_store_n(&m->spin_ns, next, __ATOMIC_RELAXED);
+}
+
+int
+chan_wait_data(chan_map *m, const fastmp_deadline *d)
+{
+    chan_shared *sh = m->sh;
+    if (chan_spin_data(m)) {
         return 0;
     }
     int64_t slept_at = monotonic_ns();
@@ -559,11 +579,7 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
     }
     __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
     if (err == 0) {
-        /* a long sleep: spinning would have been wasted; a short one:
-         * the writer is active, spinning pays */
-        int idle = monotonic_ns() - slept_at > SPIN_IDLE_NS;
-        int next = !idle ? SPIN_MAX_NS : budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
-        __atomic_store_n(&m->spin_ns, next, __ATOMIC_RELAXED);
+        chan_learn_sleep(m, monotonic_ns() - slept_at);
     }
     return err;
 }
