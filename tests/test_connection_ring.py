@@ -286,6 +286,24 @@ def test_handle_passing_on_a_pipe_end_between_messages(fctx):
     b.close()
 
 
+def test_poll_then_recv_handle_on_a_pipe_end():
+    a, b = fastmp.Pipe()
+    r, w = os.pipe()
+    with a, b:
+        reduction.send_handle(a, w, os.getpid())
+        assert b.poll(5)            # readable, as the standard package says
+        fd = reduction.recv_handle(b)
+        os.write(fd, b"ok")
+        os.close(fd)
+        assert os.read(r, 10) == b"ok"
+        assert not b.poll(0.05)
+        a.send("then a message")
+        assert b.recv() == "then a message"
+        assert_ready_exactly_while(b, False)
+    os.close(r)
+    os.close(w)
+
+
 # ---- resources ---------------------------------------------------------
 
 def _open_fds():

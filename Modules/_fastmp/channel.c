@@ -288,6 +288,26 @@ buffer_message(chan_map *m, Py_buffer *view, uint32_t flags)
     return 0;
 }
 
+int
+chan_lock_blocking(pthread_mutex_t *mu)
+{
+    static const fastmp_deadline forever = {1, {0, 0}};
+    int err = chan_lock(mu, &chan_no_wait, 0);
+    while (err == EBUSY || err == EINTR) {
+        if (err == EINTR && PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_lock(mu, &forever, 1);
+        Py_END_ALLOW_THREADS
+    }
+    if (err) {
+        fastmp_oserror(err, "pthread_mutex_lock");
+        return -1;
+    }
+    return 0;
+}
+
 /* SimpleQueue: write the message with the writer lock held, waiting for
  * space as long as it takes (like a pipe write).  Returns 0 or -1. */
 static int
@@ -295,22 +315,12 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
     fastmp_deadline forever;
     fastmp_deadline_from_seconds(-1.0, &forever);
-    int err = chan_lock(&m->sh->wlock, &forever, 0);
-    while (err == EBUSY || err == EINTR) {
-        if (err == EINTR && PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        err = chan_lock(&m->sh->wlock, &forever, 1);
-        Py_END_ALLOW_THREADS
-    }
-    if (err) {
-        fastmp_oserror(err, "pthread_mutex_lock");
+    if (chan_lock_blocking(&m->sh->wlock) < 0) {
         return -1;
     }
     chan_repair_writer(m);
     chan_wmsg w = {view->buf, (uint64_t)view->len, flags, 0, 0};
-    err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
+    int err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
     while (err == ETIMEDOUT || err == EINTR) {
         if (err == EINTR && PyErr_CheckSignals() < 0) {
             /* a started message stays flagged: the next writer aborts it */

@@ -247,6 +247,11 @@ int chan_wait_joined(chan_map *m);
 
 /* ---- channel.c ------------------------------------------------------- */
 
+/* Lock a robust mutex (as chan_lock), waiting as long as it takes with
+ * the GIL released and running signal handlers between slices.  Returns
+ * 0, or -1 with an exception set. */
+int chan_lock_blocking(pthread_mutex_t *mu);
+
 /* Holding rlock: read one whole message (see channel.c).  Returns its
  * bytes (REC_* flags in *flags); NULL without an exception for "nothing
  * before the deadline", or, with *too_long set to its length, for a

@@ -35,24 +35,6 @@
 
 static const fastmp_deadline forever = {1, {0, 0}};
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-static int64_t
-monotonic_ns(void)
-{
-    struct timespec t;
-    (void)clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /* True once every copy of the peer's end is closed. */
 static int
 peer_gone(int fd)
@@ -63,22 +45,19 @@ peer_gone(int fd)
 
 /* ---- writing ---------------------------------------------------------- */
 
-/* Take wlock, waiting (GIL released) as long as it takes.  Returns 0, or
- * -1 with an exception set. */
+/* Take wlock, waiting (GIL released) as long as it takes, and repair
+ * what a writer before left unfinished.  Returns 0, or -1 with an
+ * exception set. */
 static int
 lock_writer(chan_map *m)
 {
     int err = chan_lock_writer(m, &chan_no_wait, 1);
-    while (err == EBUSY || err == EINTR) {
-        if (err == EINTR && PyErr_CheckSignals() < 0) {
+    if (err == EBUSY) {
+        if (chan_lock_blocking(&m->sh->wlock) < 0) {
             return -1;
         }
-        Py_BEGIN_ALLOW_THREADS
-        err = chan_lock(&m->sh->wlock, &forever, 1);
-        Py_END_ALLOW_THREADS
-        if (err == 0) {
-            chan_repair_writer(m);
-        }
+        chan_repair_writer(m);
+        return 0;
     }
     if (err) {
         fastmp_oserror(err, "pthread_mutex_lock");
@@ -145,35 +124,50 @@ fastmp_ring_send(chan_map *m, int fd, const char *data, uint64_t len)
 
 /* ---- reading ---------------------------------------------------------- */
 
-/* Read whatever bytes wait in the socket (stale bells), without blocking. */
-static void
+/* Read the bells (NUL bytes) at the front of the socket, without
+ * blocking; stop before anything else (send_handle's message, whose data
+ * byte is the descriptor count).  Returns 1 if something else is there. */
+static int
 drain_bells(int fd)
 {
     char buf[64];
-    while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT), bells = 0;
+        while (bells < n && buf[bells] == 0) {
+            bells++;
+        }
+        if (bells > 0 && recv(fd, buf, (size_t)bells, MSG_DONTWAIT) != bells) {
+            return 0;
+        }
+        if (bells < n || n <= 0) {
+            return bells < n;
+        }
     }
 }
 
 /* Holding rlock with the ring empty: if the count is off (or with `stale`,
  * when the socket showed a byte) and no writer is at work, set the count
- * to 0 and empty the socket.  A writer killed mid-message is repaired
- * first (its ABORT record is then there to read). */
-static void
+ * to 0 and take the bells out of the socket.  A writer killed mid-message
+ * is repaired first (its ABORT record is then there to read).  Returns 1
+ * if the socket holds something else than bells. */
+static int
 reconcile(chan_map *m, int fd, int stale)
 {
     chan_shared *sh = m->sh;
     if (!stale && __atomic_load_n(&sh->pipe_pending, __ATOMIC_ACQUIRE) == 0) {
-        return;
+        return 0;
     }
     if (chan_readable(m) || chan_lock(&sh->wlock, &chan_no_wait, 0) != 0) {
-        return;
+        return 0;
     }
     chan_repair_writer(m);
+    int foreign = 0;
     if (!chan_readable(m)) {
         __atomic_store_n(&sh->pipe_pending, 0, __ATOMIC_RELEASE);
-        drain_bells(fd);
+        foreign = drain_bells(fd);
     }
     chan_unlock(&sh->wlock);
+    return foreign;
 }
 
 /* Holding rlock, having taken the message that brought the count to 0:
@@ -203,27 +197,6 @@ take_bell(chan_map *m, int fd)
     Py_END_ALLOW_THREADS
 }
 
-/* Take rlock, waiting (GIL released) as long as it takes.  Returns 0, or
- * -1 with an exception set. */
-static int
-lock_reader(chan_map *m)
-{
-    int err = chan_lock(&m->sh->rlock, &chan_no_wait, 0);
-    while (err == EBUSY || err == EINTR) {
-        if (err == EINTR && PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        err = chan_lock(&m->sh->rlock, &forever, 1);
-        Py_END_ALLOW_THREADS
-    }
-    if (err) {
-        fastmp_oserror(err, "pthread_mutex_lock");
-        return -1;
-    }
-    return 0;
-}
-
 /* Wait, GIL released, until the ring has data, the socket has an event
  * (a bell, the peer closing) or `d` passes, in slices of WAIT_SLICE_MS.
  * Spins on the ring first as the Queue's readers do (chan_spin_data:
@@ -246,11 +219,11 @@ wait_ring(chan_map *m, int fd, const fastmp_deadline *d, int stale)
         if (ms < 0 || ms > slice) {
             ms = slice;
         }
-        int64_t slept_at = monotonic_ns();
+        int64_t slept_at = fastmp_monotonic_ns();
         n = poll(&p, stale ? 0 : 1, ms);
         err = n < 0 ? errno : 0;
         if (n >= 0 && !stale) {
-            chan_learn_sleep(m, monotonic_ns() - slept_at);
+            chan_learn_sleep(m, fastmp_monotonic_ns() - slept_at);
         }
     }
     Py_END_ALLOW_THREADS
@@ -280,14 +253,14 @@ linger(chan_shared *sh, spin_state *s)
     if (__atomic_load_n(&sh->pipe_pending, __ATOMIC_ACQUIRE) != 1 || !fastmp_spin_wanted(s)) {
         return;
     }
-    int64_t until = monotonic_ns() + LINGER_NS;
+    int64_t until = fastmp_monotonic_ns() + LINGER_NS;
     int found = 0;
     do {
         for (int i = 0; i < SPIN_CHECKS && !found; i++) {
             found = __atomic_load_n(&sh->pipe_pending, __ATOMIC_ACQUIRE) != 1;
-            cpu_relax();
+            fastmp_cpu_relax();
         }
-    } while (!found && monotonic_ns() < until);
+    } while (!found && fastmp_monotonic_ns() < until);
     fastmp_spin_learn(s, found);
 }
 
@@ -299,7 +272,7 @@ fastmp_ring_recv(chan_map *m, int fd, spin_state *lingering, uint64_t limit,
     int stale = 0;
     *too_long = 0;
     for (;;) {
-        if (lock_reader(m) < 0) {
+        if (chan_lock_blocking(&sh->rlock) < 0) {
             return NULL;
         }
         uint32_t flags;
@@ -316,7 +289,7 @@ fastmp_ring_recv(chan_map *m, int fd, spin_state *lingering, uint64_t limit,
             chan_unlock(&sh->rlock);
             return NULL;
         }
-        reconcile(m, fd, stale);
+        (void)reconcile(m, fd, stale);
         chan_unlock(&sh->rlock);
         int events = wait_ring(m, fd, &forever, stale);
         if (events < 0) {
@@ -341,8 +314,11 @@ fastmp_ring_poll(chan_map *m, int fd, const fastmp_deadline *d)
             return 1;
         }
         if (stale && chan_lock(&m->sh->rlock, &chan_no_wait, 0) == 0) {
-            reconcile(m, fd, 1);
+            int foreign = reconcile(m, fd, 1);
             chan_unlock(&m->sh->rlock);
+            if (foreign) {
+                return 1;               /* readable, as for any socket */
+            }
         }
         int events = wait_ring(m, fd, d, stale);
         if (events < 0) {
