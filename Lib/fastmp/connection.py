@@ -23,16 +23,17 @@ Where fastmp differs from the standard package:
   Client and Connection(fd) keep the standard wire).  The socket holds one
   byte while messages are waiting, so fileno() is readable exactly then;
   a sender learns that its reader is gone (BrokenPipeError) when it sends
-  to an empty ring, or once the ring is full, rather than at once; and
-  send_handle()/recv_handle() on such an end must not run while messages
-  are in flight;
+  to an empty ring, or once the ring is full, rather than at once;
+  send_handle()/recv_handle() work on such an end between messages as long
+  as the receiver takes handles and messages in the order they were sent;
 - through a pipe, a message larger than the pipe's capacity is handed over
   by reference (vmsplice) and send_bytes() returns once the reader has
   read all of it, not just all but the last pipe-full;
 - a receiver (recv*, poll with a timeout, wait) that finds nothing waiting
   spins for up to 50 microseconds, GIL released, before it sleeps; it
   stops spinning on a connection whose spins keep failing, and while the
-  CPUs are oversubscribed.
+  CPUs are oversubscribed (a Pipe() end spins up to 20 microseconds,
+  yielding the CPU, on a budget that shrinks while its peer is idle).
 """
 import os
 import secrets
