@@ -4,7 +4,10 @@ is readable exactly while a message waits, end of file and BrokenPipeError
 come from the socket, descriptors pass over it, and an end travels to
 children (with messages already queued in it) under every start method.
 A peer killed with SIGKILL anywhere never hangs or crashes the other side."""
+import hashlib
+import itertools
 import os
+import random
 import select
 import signal
 import threading
@@ -53,6 +56,15 @@ def send_big_forever(conn):
     conn.send("started")
     while True:
         conn.send_bytes(bytes(BIG))
+
+
+def stream_checked_messages(conn, seed):
+    """Messages of mixed sizes, each carrying its number and a checksum."""
+    rng = random.Random(seed)
+    conn.send("started")
+    for i in itertools.count():
+        payload = os.urandom(rng.choice((0, 10, 300, 5000, 400_000, 3 << 20)))
+        conn.send((i, hashlib.sha1(payload).hexdigest(), payload))
 
 
 def read_all_and_answer(conn):
@@ -232,6 +244,35 @@ def test_sigkill_of_a_reader_mid_message(fctx):
     with pytest.raises(EOFError):
         while True:
             assert b.recv_bytes() == bytes(BIG)
+    b.close()
+
+
+def test_random_sigkills_of_a_writer_never_corrupt_or_wedge(fctx):
+    a, b = fctx.Pipe()
+    rng = random.Random(1234)
+    for round_ in range(4):
+        p = fctx.Process(target=stream_checked_messages, args=(b, round_))
+        p.start()
+        assert a.recv() == "started"
+        time.sleep(rng.uniform(0, 0.05))
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+        b.send("sentinel")          # the surviving writer: our copy of b
+        expected = 0
+        while True:
+            msg = a.recv()
+            if msg == "sentinel":
+                break
+            number, digest, payload = msg
+            assert number == expected
+            assert hashlib.sha1(payload).hexdigest() == digest
+            expected += 1
+        assert_ready_exactly_while(a, False)
+        b.send("in step")
+        assert_ready_exactly_while(a, True)
+        assert a.recv() == "in step"
+        assert_ready_exactly_while(a, False)
+    a.close()
     b.close()
 
 
