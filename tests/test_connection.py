@@ -676,8 +676,9 @@ def test_forking_dumps_matches_forkingpickler():
 
 
 ONE_CALL_PROGRAM = r"""
-import os, fastmp
-a, b = fastmp.Pipe()
+import os, socket, fastmp
+from fastmp.connection import Connection
+a, b = (Connection(s.detach()) for s in socket.socketpair())
 r, w = fastmp.Pipe(duplex=False)
 a.send_bytes(b""); w.send_bytes(b"")      # the first use learns each fd's kind
 os.write(1, b"MARK\n")

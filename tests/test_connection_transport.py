@@ -1,13 +1,13 @@
-"""How fastmp's Connections move data: Pipe(duplex=True) carries frames as
-SOCK_SEQPACKET records, a message larger than its pipe is handed over by
-reference (vmsplice) and its send waits for the reader, and a reader spins
-briefly before sleeping, but not on an idle or slow peer.  fileno() stays
-truthful for select() throughout: nothing is kept in user space."""
+"""How fastmp's Connections move data: Pipe(duplex=True) carries messages
+through a shared-memory ring per direction (tests/test_connection_ring.py
+has the rest), a message larger than its pipe is handed over by reference
+(vmsplice) and its send waits for the reader, and a reader spins briefly
+before sleeping, but not on an idle or slow peer.  fileno() stays truthful
+for select() throughout."""
 import fcntl
 import os
 import select
 import socket
-import struct
 import threading
 import time
 
@@ -18,7 +18,7 @@ from fastmp import connection, reduction
 
 pytestmark = pytest.mark.timeout(60)
 
-RECORD_MAX = 64 * 1024
+WHOLE_MAX = (1 << 18) - 8
 
 
 def in_thread(fn, *args):
@@ -31,18 +31,20 @@ def readable(conn):
     return bool(select.select([conn.fileno()], [], [], 0)[0])
 
 
-# ---- SOCK_SEQPACKET records ---------------------------------------------
+# ---- messages through the rings -------------------------------------------
 
-def test_duplex_pipe_is_a_seqpacket_socketpair():
+def test_duplex_pipe_is_a_stream_socketpair_with_rings():
     a, b = fastmp.Pipe()
     with a, b:
         sock = socket.socket(fileno=os.dup(a.fileno()))
         with sock:
-            assert sock.type == socket.SOCK_SEQPACKET
+            assert sock.type == socket.SOCK_STREAM
+        assert a._ring_fds() is not None and b._ring_fds() is not None
 
 
-@pytest.mark.parametrize("size", [0, 1, RECORD_MAX - 5, RECORD_MAX - 4, RECORD_MAX - 3,
-                                  RECORD_MAX, 3 * RECORD_MAX + 7, 5 << 20])
+# a record of the 1 MiB ring holds 256 KiB - 8 bytes; larger messages stream
+@pytest.mark.parametrize("size", [0, 1, WHOLE_MAX - 1, WHOLE_MAX, WHOLE_MAX + 1,
+                                  3 * WHOLE_MAX + 7, 5 << 20])
 def test_messages_across_record_boundaries(size):
     a, b = fastmp.Pipe()
     payload = os.urandom(size)
@@ -50,13 +52,14 @@ def test_messages_across_record_boundaries(size):
         t = in_thread(a.send_bytes, payload)
         assert b.recv_bytes() == payload
         t.join()
-        b.send([payload, size])
+        t = in_thread(b.send, [payload, size])
         assert a.recv() == [payload, size]
+        t.join()
 
 
 def test_recv_bytes_into_and_buffer_too_short_span_records():
     a, b = fastmp.Pipe()
-    payload = os.urandom(2 * RECORD_MAX + 11)
+    payload = os.urandom(2 * WHOLE_MAX + 11)
     with a, b:
         t = in_thread(lambda: [a.send_bytes(payload) for _ in range(2)])
         buf = bytearray(len(payload) + 3)
@@ -70,34 +73,6 @@ def test_recv_bytes_into_and_buffer_too_short_span_records():
         assert b.recv() == "still in step"
 
 
-def test_each_record_is_taken_whole_by_one_read():
-    """A 256-byte message costs the reader one system call."""
-    a, b = fastmp.Pipe()
-    with a, b:
-        a.send_bytes(b"x" * 256)
-        raw = os.read(b.fileno(), 1 << 17)
-        assert raw == struct.pack("!i", 256) + b"x" * 256
-
-
-def test_a_record_longer_than_its_frame_is_refused():
-    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn = fastmp.connection.Connection(right.detach())
-    with left, conn:
-        left.send(struct.pack("!i", 3) + b"abcdef")
-        with pytest.raises(OSError, match="record longer"):
-            conn.recv_bytes()
-        assert not conn.readable
-
-
-def test_a_record_shorter_than_a_header_is_refused():
-    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn = fastmp.connection.Connection(right.detach())
-    with left, conn:
-        left.send(b"\0\0")
-        with pytest.raises(OSError):
-            conn.recv_bytes()
-
-
 def test_closed_peer_gives_eoferror():
     a, b = fastmp.Pipe()
     a.send("last")
@@ -106,16 +81,6 @@ def test_closed_peer_gives_eoferror():
         assert b.recv() == "last"
         with pytest.raises(EOFError):
             b.recv()
-
-
-def test_peer_closing_between_records_gives_eoferror():
-    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn = fastmp.connection.Connection(right.detach())
-    with conn:
-        left.send(struct.pack("!i", 10) + b"abc")
-        left.close()
-        with pytest.raises(EOFError):
-            conn.recv_bytes()
 
 
 def test_descriptor_passing_between_messages():

@@ -17,18 +17,23 @@ Where fastmp differs from the standard package:
   anything is allocated, and the connection stops reading, as for a
   message over maxlength;
 - pickling a Connection other than through ForkingPickler raises TypeError;
-- Pipe(duplex=True) asks for a larger socket send buffer, so a sender can
-  run further ahead of its receiver;
-- Pipe(duplex=True) is a SOCK_SEQPACKET socketpair: each frame travels as
-  records of at most 64 KiB, so both ends must be fastmp Connections
-  (Listener and Client keep SOCK_STREAM and the standard wire);
+- Pipe(duplex=True) is a socketpair whose messages travel through a
+  shared-memory ring per direction (1 MiB, larger messages stream through
+  it), so both ends must be fastmp Connections made by Pipe() (Listener,
+  Client and Connection(fd) keep the standard wire).  The socket holds one
+  byte while messages are waiting, so fileno() is readable exactly then;
+  a sender learns that its reader is gone (BrokenPipeError) when it sends
+  to an empty ring, or once the ring is full, rather than at once;
+  send_handle()/recv_handle() work on such an end between messages as long
+  as the receiver takes handles and messages in the order they were sent;
 - through a pipe, a message larger than the pipe's capacity is handed over
   by reference (vmsplice) and send_bytes() returns once the reader has
   read all of it, not just all but the last pipe-full;
 - a receiver (recv*, poll with a timeout, wait) that finds nothing waiting
   spins for up to 50 microseconds, GIL released, before it sleeps; it
   stops spinning on a connection whose spins keep failing, and while the
-  CPUs are oversubscribed.
+  CPUs are oversubscribed (a Pipe() end spins up to 20 microseconds,
+  yielding the CPU, on a budget that shrinks while its peer is idle).
 """
 import os
 import secrets
@@ -53,28 +58,24 @@ default_family = families[-1]
 # The standard package's base class of its Connection types; ours is one type.
 _ConnectionBase = Connection
 
-# A bigger send buffer lets a sender run further ahead of its receiver, so
-# a stream of messages crosses in fewer hand-overs between the two
-# processes (the kernel caps it at net.core.wmem_max).  Pipes keep their
-# default size: widening them counts against the user's pipe allowance,
-# which once exceeded shrinks every new pipe of that user.
-_SOCKET_SNDBUF = 4 << 20
+# Ring bytes per direction of a duplex Pipe(): a memfd whose pages are
+# only touched as messages pass.
+_PIPE_RING_BYTES = 1 << 20
 
 
 def Pipe(duplex=True):
     """Two connected Connections.  With duplex=False the first only
     receives and the second only sends (an os.pipe); otherwise both do
-    (an AF_UNIX SOCK_SEQPACKET socketpair)."""
+    (an AF_UNIX socketpair, the messages going through shared memory)."""
     if not duplex:
         read_fd, write_fd = os.pipe()
         return Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    # SOCK_SEQPACKET: a small message crosses as one record, taken by one
-    # recv (a stream needs one for the header and one for the rest)
-    ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     for end in ends:
         end.setblocking(True)      # even under socket.setdefaulttimeout()
-        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_SNDBUF)
-    return Connection(ends[0].detach()), Connection(ends[1].detach())
+    here, there = Connection(ends[0].detach()), Connection(ends[1].detach())
+    here._pair_rings(there, _PIPE_RING_BYTES)
+    return here, there
 
 
 #
@@ -371,13 +372,20 @@ def wait(object_list, timeout=None):
 # Connections travel to other processes as a duplicate of their descriptor
 #
 
-def rebuild_connection(df, readable, writable):
-    return Connection(df.detach(), readable, writable)
+def rebuild_connection(df, readable, writable, rings=None):
+    conn = Connection(df.detach(), readable, writable)
+    if rings is not None:
+        conn._attach_rings(*(dup.detach() for dup in rings))
+    return conn
 
 
 def reduce_connection(conn):
     dup = reduction.DupFd(conn.fileno())
-    return rebuild_connection, (dup, conn.readable, conn.writable)
+    ring_fds = conn._ring_fds()
+    if ring_fds is None:
+        return rebuild_connection, (dup, conn.readable, conn.writable)
+    rings = tuple(reduction.DupFd(fd) for fd in ring_fds)
+    return rebuild_connection, (dup, conn.readable, conn.writable, rings)
 
 
 reduction.register(Connection, reduce_connection)

@@ -114,9 +114,18 @@ def recvfds(sock, size):
     """Receive `size` descriptors sent by sendfds over `sock`; return them
     as a list of ints.  EOFError if the peer closed; RuntimeError (with
     any descriptors that did arrive closed) if the message is malformed."""
+    return _recvfds(sock, size, False)
+
+
+def _recvfds(sock, size, bell):
+    """recvfds; with `bell`, a lone NUL byte first is a Pipe() end's
+    readiness bell (see fastmp.connection.Pipe), taken out of the way."""
     itemsize = array.array('i').itemsize
     msg, ancdata, _flags, _addr = sock.recvmsg(
         1, socket.CMSG_SPACE(size * itemsize), _RECV_FLAGS)
+    if bell and msg == b'\0' and not ancdata:
+        msg, ancdata, _flags, _addr = sock.recvmsg(
+            1, socket.CMSG_SPACE(size * itemsize), _RECV_FLAGS)
     if not msg and not ancdata:
         raise EOFError
     fds = array.array('i')
@@ -152,8 +161,11 @@ def send_handle(conn, handle, destination_pid):
 def recv_handle(conn):
     """Receive one descriptor sent with send_handle over `conn`."""
     sock = _borrowed_socket(conn)
+    # messages waiting in a Pipe() end's ring put a bell in its socket,
+    # maybe before the descriptors
+    bell = getattr(conn, '_bell_rung', None)
     try:
-        return recvfds(sock, 1)[0]
+        return _recvfds(sock, 1, bell is not None and bell())[0]
     finally:
         sock.detach()
 

@@ -288,6 +288,26 @@ buffer_message(chan_map *m, Py_buffer *view, uint32_t flags)
     return 0;
 }
 
+int
+chan_lock_blocking(pthread_mutex_t *mu)
+{
+    static const fastmp_deadline forever = {1, {0, 0}};
+    int err = chan_lock(mu, &chan_no_wait, 0);
+    while (err == EBUSY || err == EINTR) {
+        if (err == EINTR && PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_lock(mu, &forever, 1);
+        Py_END_ALLOW_THREADS
+    }
+    if (err) {
+        fastmp_oserror(err, "pthread_mutex_lock");
+        return -1;
+    }
+    return 0;
+}
+
 /* SimpleQueue: write the message with the writer lock held, waiting for
  * space as long as it takes (like a pipe write).  Returns 0 or -1. */
 static int
@@ -295,22 +315,12 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
     fastmp_deadline forever;
     fastmp_deadline_from_seconds(-1.0, &forever);
-    int err = chan_lock(&m->sh->wlock, &forever, 0);
-    while (err == EBUSY || err == EINTR) {
-        if (err == EINTR && PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        err = chan_lock(&m->sh->wlock, &forever, 1);
-        Py_END_ALLOW_THREADS
-    }
-    if (err) {
-        fastmp_oserror(err, "pthread_mutex_lock");
+    if (chan_lock_blocking(&m->sh->wlock) < 0) {
         return -1;
     }
     chan_repair_writer(m);
     chan_wmsg w = {view->buf, (uint64_t)view->len, flags, 0, 0};
-    err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
+    int err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
     while (err == ETIMEDOUT || err == EINTR) {
         if (err == EINTR && PyErr_CheckSignals() < 0) {
             /* a started message stays flagged: the next writer aborts it */
@@ -471,11 +481,11 @@ drop_torn(chan_map *m, PyObject **msg, int *skipping)
     chan_count_done(m);
 }
 
-/* Holding rlock: wait for and read one whole message.  Returns its bytes
- * (flags in *flags); NULL without an exception for "nothing before the
- * deadline" (Empty); NULL with an exception on error. */
-static PyObject *
-read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
+/* Holding rlock: wait for and read one whole message (declared in
+ * channel.h; Pipe() connections use it too). */
+PyObject *
+chan_read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags,
+                  uint64_t limit, uint64_t *too_long)
 {
     chan_shared *sh = m->sh;
     /* a reader before us stopped inside a message: skip its remainder */
@@ -538,6 +548,13 @@ read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags)
                 || total < rec.len - head) {
                 chan_consume(m, &rec);
                 PyErr_SetString(PyExc_OSError, "queue channel is corrupt");
+                return NULL;
+            }
+            if (total > limit) {
+                if (kind == REC_FIRST) {
+                    sh->rd_in_message = 0;  /* not started after all */
+                }
+                *too_long = total;
                 return NULL;
             }
             const char *direct = kind == REC_WHOLE && (*flags & REC_STR)
@@ -627,7 +644,8 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
     }
     release_sent(m);
     uint32_t flags = 0;
-    PyObject *msg = read_message(m, block, &d, &flags);
+    uint64_t too_long = 0;
+    PyObject *msg = chan_read_message(m, block, &d, &flags, UINT64_MAX, &too_long);
     chan_unlock(&m->sh->rlock);
     chan_rearm(m);
     if (msg == NULL) {

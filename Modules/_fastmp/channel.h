@@ -40,6 +40,8 @@ enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 }
 /* chan_shared.flags */
 #define CHAN_JOINABLE 1u
 #define CHAN_SIMPLE 2u                  /* SimpleQueue: put blocks, no feeder */
+#define CHAN_PIPE 4u                    /* a Pipe() direction: no eventfd (its
+                                         * socket's bells tell readiness) */
 
 typedef struct {
     uint32_t len;                       /* payload bytes in this record */
@@ -83,6 +85,10 @@ typedef struct {
     /* JoinableQueue */
     _Alignas(64) uint32_t unfinished;
     uint32_t join_waiters;
+    /* Pipe(): messages published and not yet taken, in step with the
+     * socket's bells (connection_ring.c); below 0 for a moment while a
+     * reader takes a message its writer has not counted yet */
+    _Alignas(64) int64_t pipe_pending;
 } chan_shared;
 
 /* A message waiting in this process for the feeder thread.  Small payloads
@@ -188,6 +194,12 @@ uint64_t chan_readable(chan_map *m);
 /* Spin briefly, then sleep until data is published or `d` passes.  Returns
  * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d);
+/* chan_wait_data's two halves, for readers that sleep another way: spin
+ * for data as long as this process's budget for `m` says (returns 1 if
+ * data came), and after a sleep of `slept_ns` that data (or an event)
+ * ended, adapt that budget. */
+int chan_spin_data(chan_map *m);
+void chan_learn_sleep(chan_map *m, int64_t slept_ns);
 /* Without wlock: sleep until half the ring is free (readers wake the
  * writers waiting so in one batch, not per message read), until `d`, or
  * until the readers take nothing out for `stall_ns`.  Returns 0 (look
@@ -232,6 +244,21 @@ void chan_rearm(chan_map *m);
 /* JoinableQueue: wait until `unfinished` is 0.  Returns 0, EINTR (a
  * signal arrived) or an errno value. */
 int chan_wait_joined(chan_map *m);
+
+/* ---- channel.c ------------------------------------------------------- */
+
+/* Lock a robust mutex (as chan_lock), waiting as long as it takes with
+ * the GIL released and running signal handlers between slices.  Returns
+ * 0, or -1 with an exception set. */
+int chan_lock_blocking(pthread_mutex_t *mu);
+
+/* Holding rlock: read one whole message (see channel.c).  Returns its
+ * bytes (REC_* flags in *flags); NULL without an exception for "nothing
+ * before the deadline", or, with *too_long set to its length, for a
+ * message longer than `limit` (left in the ring); NULL with an exception
+ * on error. */
+PyObject *chan_read_message(chan_map *m, int block, const fastmp_deadline *d,
+                            uint32_t *flags, uint64_t limit, uint64_t *too_long);
 
 /* ---- channel_feeder.c: the per-process buffer and feeder thread ------ */
 

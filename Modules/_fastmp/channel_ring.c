@@ -46,24 +46,6 @@ store_rel(uint64_t *p, uint64_t v)
     __atomic_store_n(p, v, __ATOMIC_RELEASE);
 }
 
-static inline void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-static int64_t
-monotonic_ns(void)
-{
-    struct timespec t;
-    (void)clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /* ---- mapping --------------------------------------------------------- */
 
 static int
@@ -121,8 +103,8 @@ chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **
         close(fd);
         return err;
     }
-    m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (m->efd < 0) {
+    m->efd = (flags & CHAN_PIPE) ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (m->efd < 0 && !(flags & CHAN_PIPE)) {
         err = errno;
         chan_map_decref(m);
         return err;
@@ -254,7 +236,7 @@ chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient)
      * not so for a message being streamed, which can take long */
     for (int i = 0; patient && err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
         for (int j = 0; j < 8; j++) {
-            cpu_relax();
+            fastmp_cpu_relax();
         }
         err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
     }
@@ -522,14 +504,14 @@ chan_readable(chan_map *m)
 static int
 spin_for_data(const chan_map *m, int64_t budget_ns)
 {
-    int64_t start = monotonic_ns(), yield_at = start + SPIN_YIELD_NS;
+    int64_t start = fastmp_monotonic_ns(), yield_at = start + SPIN_YIELD_NS;
     for (unsigned i = 1;; i++) {
         if (chan_available(m)) {
             return 1;
         }
-        cpu_relax();
+        fastmp_cpu_relax();
         if (i % 16 == 0) {
-            int64_t now = monotonic_ns();
+            int64_t now = fastmp_monotonic_ns();
             if (now - start >= budget_ns) {
                 return 0;
             }
@@ -542,15 +524,35 @@ spin_for_data(const chan_map *m, int64_t budget_ns)
 }
 
 int
-chan_wait_data(chan_map *m, const fastmp_deadline *d)
+chan_spin_data(chan_map *m)
 {
-    chan_shared *sh = m->sh;
     int budget = __atomic_load_n(&m->spin_ns, __ATOMIC_RELAXED);
     if (budget > 0 && spin_for_data(m, budget)) {
         __atomic_store_n(&m->spin_ns, SPIN_MAX_NS, __ATOMIC_RELAXED);
+        return 1;
+    }
+    return 0;
+}
+
+void
+chan_learn_sleep(chan_map *m, int64_t slept_ns)
+{
+    /* a long sleep: spinning would have been wasted; a short one: the
+     * writer is active, spinning pays */
+    int budget = __atomic_load_n(&m->spin_ns, __ATOMIC_RELAXED);
+    int next = slept_ns <= SPIN_IDLE_NS ? SPIN_MAX_NS
+               : budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
+    __atomic_store_n(&m->spin_ns, next, __ATOMIC_RELAXED);
+}
+
+int
+chan_wait_data(chan_map *m, const fastmp_deadline *d)
+{
+    chan_shared *sh = m->sh;
+    if (chan_spin_data(m)) {
         return 0;
     }
-    int64_t slept_at = monotonic_ns();
+    int64_t slept_at = fastmp_monotonic_ns();
     uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->rd_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
@@ -559,11 +561,7 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
     }
     __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
     if (err == 0) {
-        /* a long sleep: spinning would have been wasted; a short one:
-         * the writer is active, spinning pays */
-        int idle = monotonic_ns() - slept_at > SPIN_IDLE_NS;
-        int next = !idle ? SPIN_MAX_NS : budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
-        __atomic_store_n(&m->spin_ns, next, __ATOMIC_RELAXED);
+        chan_learn_sleep(m, fastmp_monotonic_ns() - slept_at);
     }
     return err;
 }

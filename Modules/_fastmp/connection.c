@@ -6,7 +6,12 @@
  *
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
- * 8-byte big-endian length. */
+ * 8-byte big-endian length.
+ *
+ * The two ends of a Pipe() carry their messages (the frames' payloads)
+ * through a shared-memory ring per direction instead (connection_ring.c);
+ * their socket tells readiness and end of file. */
+#include "channel.h"
 #include "connection.h"
 #include "pickler.h"
 
@@ -39,20 +44,10 @@
 
 /* How a descriptor is read and written, learnt when a Connection takes
  * it.  A socket uses recv/sendmsg (the cheapest calls, and they take
- * MSG_DONTWAIT per call).  A SOCK_SEQPACKET socket (Pipe()) carries each
- * frame as records (see RECORD_MAX), so that one recv takes a small
- * message whole.  Anything else uses readv/writev, with RWF_NOWAIT for the
- * attempts that must not block, or without such attempts if the kernel
- * cannot do that for the descriptor. */
-enum { IO_SOCKET, IO_RECORDS, IO_RWF, IO_PLAIN };
-
-/* The longest record: a frame's first record holds its header and up to
- * this much of its payload, the rest follows in records of this size at
- * most.  A reader takes a first record into a buffer of this size (a
- * record is cut short by a smaller one) and the others straight into the
- * message.  Well below a socket's default send buffer (which bounds a
- * record), and small enough for the kernel to allocate with ease. */
-#define RECORD_MAX (64 * 1024)
+ * MSG_DONTWAIT per call).  Anything else uses readv/writev, with
+ * RWF_NOWAIT for the attempts that must not block, or without such
+ * attempts if the kernel cannot do that for the descriptor. */
+enum { IO_SOCKET, IO_RWF, IO_PLAIN };
 
 typedef struct {
     PyObject_HEAD
@@ -61,10 +56,10 @@ typedef struct {
     char writable;
     char kind;                  /* how its I/O is done: an IO_* value */
     spin_state spin;            /* whether its reads spin before sleeping */
+    spin_state linger;          /* a Pipe() end: whether its reads linger */
     int pipe_capacity;          /* bytes if a pipe, -1 if not, 0: not known */
-    char *record;               /* IO_RECORDS: a first record (RECORD_MAX) */
-    size_t record_at;           /* where its unread payload starts ... */
-    size_t record_left;         /* ... and how long that is */
+    struct chan_map *tx;        /* a Pipe() end: the rings it sends and */
+    struct chan_map *rx;        /* receives through (NULL: the fd does) */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -131,6 +126,20 @@ close_fd(ConnObject *self)
     return 0;
 }
 
+/* Let go of a Pipe() end's rings (the last user unmaps them). */
+static void
+release_rings(ConnObject *self)
+{
+    chan_map *tx = self->tx, *rx = self->rx;
+    self->tx = self->rx = NULL;
+    if (tx != NULL) {
+        chan_map_decref(tx);
+    }
+    if (rx != NULL) {
+        chan_map_decref(rx);
+    }
+}
+
 /* The stream can no longer be read in step with the sender: stop reading
  * (close if reading was all it did) and raise OSError.  Returns -1. */
 static int
@@ -168,11 +177,8 @@ raise_truncated(size_t got, uint64_t want)
 static ssize_t
 io_once(int fd, int kind, int writing, struct iovec *iov, int iovcnt, int nowait)
 {
-    if (kind == IO_SOCKET || kind == IO_RECORDS) {
+    if (kind == IO_SOCKET) {
         int flags = nowait ? MSG_DONTWAIT : 0;
-        if (!writing && kind == IO_RECORDS) {
-            flags |= MSG_TRUNC;         /* a record's whole length: see transfer() */
-        }
         /* a peer that has gone gives EPIPE, not a SIGPIPE */
         flags |= writing ? MSG_NOSIGNAL : 0;
         if (iovcnt == 1) {
@@ -272,19 +278,15 @@ spin_read(int fd, int kind, struct iovec *iov, int iovcnt)
     return -1;
 }
 
-static int bad_record(ConnObject *self, size_t length);
-
 /* Read or write every byte that iov[0..iovcnt) describes (the array is
- * consumed), or with `first_only` stop after the first call that moves
- * any.  A small transfer is first tried without blocking, with the GIL
+ * consumed).  A small transfer is first tried without blocking, with the GIL
  * held.  A read that would block spins first while the connection's spin
  * state allows (see spin_read).  Retries partial transfers, waits on
  * non-blocking descriptors, and resumes after EINTR once signal handlers
- * have run.  Returns the bytes moved: all of them (or what the first call
- * moved), or fewer when a read met end of file; -1 with an exception set
- * on error (OSError for a record longer than the space left for it). */
+ * have run.  Returns the bytes moved: all of them, or fewer when a read
+ * met end of file; -1 with an exception set on error. */
 static Py_ssize_t
-transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first_only)
+transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
 {
     size_t total = 0, moved = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -331,13 +333,7 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt, int first
             }
         }
         if (n > 0) {
-            if ((size_t)n > total - moved) {
-                return bad_record(self, (size_t)n);    /* MSG_TRUNC cut it */
-            }
             moved += (size_t)n;
-            if (first_only) {
-                break;
-            }
             advance_iov(&iov, &iovcnt, (size_t)n);
             continue;
         }
@@ -369,7 +365,7 @@ static Py_ssize_t
 read_into(ConnObject *self, void *buf, size_t len)
 {
     struct iovec iov = {buf, len};
-    return transfer(self, 0, &iov, 1, 0);
+    return transfer(self, 0, &iov, 1);
 }
 
 /* The big-endian number in the n bytes at h. */
@@ -383,49 +379,6 @@ decode_be(const unsigned char *h, int n)
     return v;
 }
 
-/* The stream is out of step with the frames: a record longer than the
- * space left for it (`length` bytes).  Returns -1 with OSError set. */
-static int
-bad_record(ConnObject *self, size_t length)
-{
-    self->record_left = 0;
-    return bad_message_length(self, "a record longer than its frame", (uint64_t)length);
-}
-
-/* IO_RECORDS: read a frame's first record and take its header.  Returns
- * as read_header(); on success the record's payload part is left in
- * self->record for read_payload(). */
-static int
-read_first_record(ConnObject *self, uint64_t *length)
-{
-    if (self->record == NULL && (self->record = PyMem_Malloc(RECORD_MAX)) == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    self->record_left = 0;
-    struct iovec iov = {self->record, RECORD_MAX};
-    Py_ssize_t n = transfer(self, 0, &iov, 1, 1);
-    if (n <= 0) {
-        return n < 0 ? -1 : 1;
-    }
-    const unsigned char *h = (const unsigned char *)self->record;
-    uint64_t u = n < 4 ? 0 : decode_be(h, 4);
-    size_t header = u == 0xffffffffU ? 12 : 4;
-    if ((size_t)n < header) {
-        return bad_record(self, (size_t)n);
-    }
-    if (u > SHORT_FRAME_MAX && u != 0xffffffffU) {
-        return bad_message_length(self, "negative length in the frame header", u);
-    }
-    *length = header == 4 ? u : decode_be(h + 4, 8);
-    if ((uint64_t)n - header > *length) {
-        return bad_record(self, (size_t)n);
-    }
-    self->record_at = header;
-    self->record_left = (size_t)n - header;
-    return 0;
-}
-
 /* Read the next frame header.  Returns 0 with *length set, 1 if the
  * peer closed the connection before the frame began, -1 with an
  * exception set (EOFError when it closed in the middle of the header,
@@ -433,9 +386,6 @@ read_first_record(ConnObject *self, uint64_t *length)
 static int
 read_header(ConnObject *self, uint64_t *length)
 {
-    if (self->kind == IO_RECORDS) {
-        return read_first_record(self, length);
-    }
     unsigned char h[8];
     Py_ssize_t n = read_into(self, h, 4);
     if (n < 0) {
@@ -537,19 +487,9 @@ begin_frame(ConnObject *self, Py_ssize_t maxlength, uint64_t *length)
 static int
 read_payload(ConnObject *self, char *buf, uint64_t length)
 {
-    /* IO_RECORDS: first what came in the first record (never more than
-     * `length`, even if another thread read a frame in between) */
-    size_t have = self->record_left < length ? self->record_left : (size_t)length;
-    if (have > 0) {
-        memcpy(buf, self->record + self->record_at, have);
-        self->record_left = 0;
-        if (have == length) {
-            return 0;
-        }
-    }
-    Py_ssize_t n = read_into(self, buf + have, (size_t)length - have);
-    if (n >= 0 && (uint64_t)n + have < length) {
-        raise_truncated((size_t)n + have, length);
+    Py_ssize_t n = read_into(self, buf, (size_t)length);
+    if (n >= 0 && (uint64_t)n < length) {
+        raise_truncated((size_t)n, length);
         return -1;
     }
     return n < 0 ? -1 : 0;
@@ -572,12 +512,33 @@ read_payload_bytes(ConnObject *self, uint64_t length)
     return result;
 }
 
+/* A Pipe() end: take the next message from its ring (see recv_message). */
+static PyObject *
+ring_recv(ConnObject *self, Py_ssize_t maxlength)
+{
+    chan_map *m = self->rx;
+    uint64_t too_long;
+    /* a close() by another thread meanwhile must not unmap the ring */
+    chan_map_incref(m);
+    PyObject *msg = fastmp_ring_recv(m, self->fd, &self->linger,
+                                     maxlength < 0 ? UINT64_MAX : (uint64_t)maxlength,
+                                     &too_long);
+    chan_map_decref(m);
+    if (msg == NULL && too_long) {
+        bad_message_length(self, NULL, too_long);
+    }
+    return msg;
+}
+
 /* Read the next message into a new bytes object.  maxlength < 0: no
  * limit.  Returns a new reference, or NULL with an exception set
  * (EOFError when the peer has closed the connection). */
 static PyObject *
 recv_message(ConnObject *self, Py_ssize_t maxlength)
 {
+    if (self->rx != NULL) {
+        return ring_recv(self, maxlength);
+    }
     uint64_t length;
     if (begin_frame(self, maxlength, &length) < 0) {
         return NULL;
@@ -603,29 +564,36 @@ encode_header(unsigned char *h, uint64_t length)
     return 12;
 }
 
-/* IO_RECORDS: send the frame iov[0..iovcnt) (header first; the array
- * is consumed) as records of at most RECORD_MAX bytes.  Returns 0, or -1
- * with an exception set. */
+/* A Pipe() end: publish the concatenation of bufs[0..n) in its ring (see
+ * send_frame). */
 static int
-send_records(ConnObject *self, struct iovec *iov, int iovcnt)
+ring_send(ConnObject *self, const Py_buffer *bufs, int n)
 {
-    while (iovcnt > 0) {
-        struct iovec record[MAX_CHUNKS + 1];
-        int parts = 0;
-        size_t len = 0;
-        while (iovcnt > 0 && len < RECORD_MAX) {
-            size_t take = iov->iov_len < RECORD_MAX - len ? iov->iov_len : RECORD_MAX - len;
-            record[parts].iov_base = iov->iov_base;
-            record[parts].iov_len = take;
-            parts++;
-            len += take;
-            advance_iov(&iov, &iovcnt, take);
+    const char *data = n > 0 ? bufs[0].buf : "";
+    uint64_t len = n > 0 ? (uint64_t)bufs[0].len : 0;
+    char *joined = NULL;
+    if (n > 1) {
+        len = 0;
+        for (int i = 0; i < n; i++) {
+            len += (uint64_t)bufs[i].len;
         }
-        if (transfer(self, 1, record, parts, 0) < 0) {
+        if ((joined = PyMem_Malloc(len ? (size_t)len : 1)) == NULL) {
+            PyErr_NoMemory();
             return -1;
         }
+        size_t at = 0;
+        for (int i = 0; i < n; i++) {
+            memcpy(joined + at, bufs[i].buf, (size_t)bufs[i].len);
+            at += (size_t)bufs[i].len;
+        }
+        data = joined;
     }
-    return 0;
+    chan_map *m = self->tx;
+    chan_map_incref(m);             /* see ring_recv */
+    int rc = fastmp_ring_send(m, self->fd, data, len);
+    chan_map_decref(m);
+    PyMem_Free(joined);
+    return rc;
 }
 
 /* Send one frame whose payload is the concatenation of the buffers
@@ -635,6 +603,9 @@ send_records(ConnObject *self, struct iovec *iov, int iovcnt)
 static int
 send_frame(ConnObject *self, const Py_buffer *bufs, int n)
 {
+    if (self->tx != NULL) {
+        return ring_send(self, bufs, n);
+    }
     struct iovec iov[MAX_CHUNKS + 1];
     unsigned char header[HEADER_MAX];
     uint64_t length = 0;
@@ -656,21 +627,18 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
             }
         }
         struct iovec whole = {frame, at};
-        return transfer(self, 1, &whole, 1, 0) < 0 ? -1 : 0;
-    }
-    if (self->kind == IO_RECORDS) {
-        return send_records(self, iov, n + 1);
+        return transfer(self, 1, &whole, 1) < 0 ? -1 : 0;
     }
     if (length >= SPLICE_MIN && self->pipe_capacity == 0) {
         self->pipe_capacity = fastmp_pipe_capacity(self->fd);
     }
     if (length < SPLICE_MIN || self->pipe_capacity < 0
         || length <= (uint64_t)self->pipe_capacity) {
-        return transfer(self, 1, iov, n + 1, 0) < 0 ? -1 : 0;
+        return transfer(self, 1, iov, n + 1) < 0 ? -1 : 0;
     }
     /* It would not fit in the pipe anyway: the send waits for the reader
      * either way, and the reader's copy can be the only one. */
-    if (transfer(self, 1, iov, 1, 0) < 0) {
+    if (transfer(self, 1, iov, 1) < 0) {
         return -1;
     }
     for (int i = 0; i < n; i++) {
@@ -680,7 +648,7 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
         }
         if (rc > 0) {
             self->pipe_capacity = -1;
-            return transfer(self, 1, iov + 1 + i, n - i, 0) < 0 ? -1 : 0;
+            return transfer(self, 1, iov + 1 + i, n - i) < 0 ? -1 : 0;
         }
     }
     return 0;
@@ -785,18 +753,15 @@ adopt_fd(ConnObject *self, int fd)
 {
     self->fd = fd;
     self->kind = IO_SOCKET;
-    self->record_left = 0;
     if (fd >= 0) {
         int type;
         socklen_t len = sizeof(type);
-        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
-            self->kind = type == SOCK_SEQPACKET ? IO_RECORDS : IO_SOCKET;
-        }
-        else if (errno == ENOTSOCK) {
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 && errno == ENOTSOCK) {
             self->kind = IO_RWF;
         }
     }
     memset(&self->spin, 0, sizeof(self->spin));
+    memset(&self->linger, 0, sizeof(self->linger));
     self->pipe_capacity = 0;
 }
 
@@ -868,7 +833,7 @@ Conn_dealloc(ConnObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     }
     (void)close_fd(self);
-    PyMem_Free(self->record);
+    release_rings(self);
     Py_CLEAR(self->dict);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -1041,6 +1006,23 @@ Conn_recv_bytes_into(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_ValueError, "offset too large");
         goto done;
     }
+    if (self->rx != NULL) {
+        /* a Pipe() end: the message is read whole from the ring */
+        PyObject *message = ring_recv(self, -1);
+        if (message == NULL) {
+            goto done;
+        }
+        Py_ssize_t n = PyBytes_GET_SIZE(message);
+        if (n > view.len - offset) {
+            PyErr_SetObject(st->BufferTooShort, message);
+        }
+        else {
+            memcpy((char *)view.buf + offset, PyBytes_AS_STRING(message), (size_t)n);
+            result = PyLong_FromSsize_t(n);
+        }
+        Py_DECREF(message);
+        goto done;
+    }
     if (begin_frame(self, -1, &length) < 0) {
         goto done;
     }
@@ -1083,6 +1065,13 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     else if (fastmp_deadline_from_object(a[0], &d) < 0) {
         return NULL;
     }
+    if (self->rx != NULL) {
+        chan_map *m = self->rx;
+        chan_map_incref(m);         /* see ring_recv */
+        int ready = fastmp_ring_poll(m, self->fd, &d);
+        chan_map_decref(m);
+        return ready < 0 ? NULL : PyBool_FromLong(ready);
+    }
     struct pollfd p = {self->fd, POLLIN, 0};
     int n = poll_until(&p, 1, &d, &self->spin);
     if (n < 0) {
@@ -1106,6 +1095,7 @@ Conn_fileno(ConnObject *self, PyObject *unused)
 static PyObject *
 Conn_close(ConnObject *self, PyObject *unused)
 {
+    release_rings(self);
     int err = close_fd(self);
     if (err != 0) {
         return fastmp_oserror(err, "close");
@@ -1179,7 +1169,105 @@ Conn_set_handle(ConnObject *self, PyObject *value, void *unused)
     return 0;
 }
 
+/* _pair_rings(other, capacity): self and other, the two ends of a fresh
+ * socketpair, become a Pipe(): a ring of `capacity` bytes per direction
+ * carries their messages. */
+static PyObject *
+Conn_pair_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
+    if (st == NULL) {
+        return NULL;
+    }
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], st->Connection_type)) {
+        PyErr_SetString(PyExc_TypeError, "_pair_rings(other: Connection, capacity: int)");
+        return NULL;
+    }
+    ConnObject *other = (ConnObject *)args[0];
+    long long capacity = PyLong_AsLongLong(args[1]);
+    if (capacity == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (capacity < 4096 || capacity > (1LL << 40) || (capacity & (capacity - 1))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "capacity must be a power of two between 4096 and 2**40");
+        return NULL;
+    }
+    chan_map *out = NULL, *in = NULL;
+    int err = chan_map_create((uint64_t)capacity, 0, CHAN_PIPE, &out);
+    if (err == 0 && (err = chan_map_create((uint64_t)capacity, 0, CHAN_PIPE, &in)) != 0) {
+        chan_map_decref(out);
+    }
+    if (err) {
+        return fastmp_oserror(err, "memfd_create");
+    }
+    release_rings(self);
+    release_rings(other);
+    chan_map_incref(out);
+    chan_map_incref(in);
+    self->tx = other->rx = out;
+    self->rx = other->tx = in;
+    Py_RETURN_NONE;
+}
+
+/* _attach_rings(tx_fd, rx_fd): make this end use the rings of another
+ * process's Pipe() end (received as descriptors, which it takes over:
+ * they are closed on failure too). */
+static PyObject *
+Conn_attach_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_attach_rings(tx_fd, rx_fd)");
+        return NULL;
+    }
+    int fds[2];
+    for (int i = 0; i < 2; i++) {
+        if ((fds[i] = fd_from_object(args[i])) < 0) {
+            return NULL;
+        }
+    }
+    chan_map *tx = NULL, *rx = NULL;
+    int err = chan_map_attach(fds[0], -1, &tx);
+    if (err) {
+        (void)close(fds[0]);
+    }
+    else if ((err = chan_map_attach(fds[1], -1, &rx)) != 0) {
+        chan_map_decref(tx);
+    }
+    if (err) {
+        (void)close(fds[1]);
+        return fastmp_oserror(err, "mmap");
+    }
+    release_rings(self);
+    self->tx = tx;
+    self->rx = rx;
+    Py_RETURN_NONE;
+}
+
+/* _bell_rung(): whether messages wait in this Pipe() end's ring, so that
+ * its socket holds a bell (False for other connections). */
+static PyObject *
+Conn_bell_rung(ConnObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(self->rx != NULL
+                           && __atomic_load_n(&self->rx->sh->pipe_pending, __ATOMIC_ACQUIRE) > 0);
+}
+
+/* _ring_fds(): (tx_fd, rx_fd) of a Pipe() end's rings, or None. */
+static PyObject *
+Conn_ring_fds(ConnObject *self, PyObject *unused)
+{
+    if (self->tx == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(ii)", self->tx->fd, self->rx->fd);
+}
+
 static PyMethodDef Conn_methods[] = {
+    {"_pair_rings", (PyCFunction)(void (*)(void))Conn_pair_rings, METH_FASTCALL, NULL},
+    {"_attach_rings", (PyCFunction)(void (*)(void))Conn_attach_rings, METH_FASTCALL, NULL},
+    {"_ring_fds", (PyCFunction)Conn_ring_fds, METH_NOARGS, NULL},
+    {"_bell_rung", (PyCFunction)Conn_bell_rung, METH_NOARGS, NULL},
     {"send", (PyCFunction)(void (*)(void))Conn_send, METH_FASTCALL | METH_KEYWORDS, send_doc},
     {"recv", (PyCFunction)Conn_recv, METH_NOARGS, recv_doc},
     {"send_bytes", (PyCFunction)(void (*)(void))Conn_send_bytes,

@@ -1,7 +1,8 @@
 /* connection.h - declarations shared by the Connection's C files:
  * connection.c (the type, framing, reading), connection_spin.c (spinning
- * before sleeping) and connection_splice.c (large writes into a pipe by
- * reference). */
+ * before sleeping), connection_splice.c (large writes into a pipe by
+ * reference) and connection_ring.c (the messages of a Pipe() end through
+ * shared memory). */
 #ifndef FASTMP_CONNECTION_H
 #define FASTMP_CONNECTION_H
 
@@ -70,5 +71,28 @@ int fastmp_pipe_capacity(int fd);
  * released while blocked.  Returns 0; 1 if `fd` cannot take pages this
  * way (nothing was sent: write instead); -1 with an exception set. */
 int fastmp_splice_to_pipe(int fd, const char *buf, size_t len);
+
+/* ---- connection_ring.c: a Pipe() end's messages in a channel ring ---- */
+
+struct chan_map;
+
+/* Publish the message `data[0..len)` in the ring `tx` and ring the bell
+ * on the socket `fd` if it is the only one waiting.  Call with the GIL
+ * held; it is released while blocked.  Returns 0, or -1 with an exception
+ * set (BrokenPipeError once no reader is left). */
+int fastmp_ring_send(struct chan_map *tx, int fd, const char *data, uint64_t len);
+
+/* Take the next message from the ring `rx` (the peer's socket `fd` tells
+ * end of file), waiting as long as it takes; taking the last message
+ * waiting lingers as `lingering` allows (see connection_ring.c).  Returns a new bytes object; NULL with *too_long set to its
+ * length for a message longer than `limit` (left unread); NULL with an
+ * exception set on error (EOFError once the ring is empty and every
+ * writer gone). */
+PyObject *fastmp_ring_recv(struct chan_map *rx, int fd, spin_state *lingering,
+                           uint64_t limit, uint64_t *too_long);
+
+/* Whether a message (or end of file) can be taken from `rx`, waiting
+ * until `d`.  Returns 1, 0, or -1 with an exception set. */
+int fastmp_ring_poll(struct chan_map *rx, int fd, const fastmp_deadline *d);
 
 #endif /* FASTMP_CONNECTION_H */

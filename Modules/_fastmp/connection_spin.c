@@ -31,20 +31,10 @@
 static int64_t spin_paused_until;      /* CLOCK_MONOTONIC ns */
 static int64_t spin_pause_ns;          /* the next pause */
 
-static int64_t
-monotonic_ns(void)
-{
-    struct timespec t;
-    if (clock_gettime(CLOCK_MONOTONIC, &t) < 0) {
-        return 0;
-    }
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 int
 fastmp_spin_wanted(spin_state *s)
 {
-    if (monotonic_ns() < __atomic_load_n(&spin_paused_until, __ATOMIC_RELAXED)) {
+    if (fastmp_monotonic_ns() < __atomic_load_n(&spin_paused_until, __ATOMIC_RELAXED)) {
         return 0;
     }
     if (s->skip == 0) {
@@ -81,7 +71,7 @@ fastmp_spin_again(int64_t *now, int64_t until)
         return 0;
     }
     (void)sched_yield();
-    int64_t after = monotonic_ns();
+    int64_t after = fastmp_monotonic_ns();
     if (after - *now > YIELD_SLOW_NS) {
         int64_t pause = __atomic_load_n(&spin_pause_ns, __ATOMIC_RELAXED);
         pause = pause < CONTENDED_PAUSE_MIN_NS ? CONTENDED_PAUSE_MIN_NS
@@ -97,7 +87,7 @@ fastmp_spin_again(int64_t *now, int64_t until)
 int64_t
 fastmp_spin_start(int64_t *now)
 {
-    *now = monotonic_ns();
+    *now = fastmp_monotonic_ns();
     return *now + SPIN_NS;
 }
 

@@ -54,18 +54,10 @@ spin_record(spin_policy *p, int succeeded)
     }
 }
 
-static int64_t
-monotonic_ns(void)
-{
-    struct timespec now;
-    (void)clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-}
-
 int64_t
 spin_elapsed_ns(const struct timespec *start)
 {
-    return monotonic_ns() - ((int64_t)start->tv_sec * 1000000000 + start->tv_nsec);
+    return fastmp_monotonic_ns() - ((int64_t)start->tv_sec * 1000000000 + start->tv_nsec);
 }
 
 /* ---- fork safety ------------------------------------------------------
@@ -660,7 +652,7 @@ dispatch_hand_back(Dispatcher *d)
 void
 dispatch_pump(Dispatcher *d)
 {
-    d->pumped_ns = monotonic_ns();
+    d->pumped_ns = fastmp_monotonic_ns();
     for (int i = 0; i < d->nworkers; i++) {
         worker_t *w = d->workers[i];
         if (w->fd >= 0 && !w->eof && w->ninflight > 0) {
@@ -699,7 +691,7 @@ dispatcher_main(void *arg)
             cap = need;
         }
         /* blind: callers pumped lately and read results themselves */
-        int64_t since_pump = monotonic_ns() - d->pumped_ns;
+        int64_t since_pump = fastmp_monotonic_ns() - d->pumped_ns;
         d->blind = d->pumped_ns != 0 && since_pump < BLIND_NS;
         struct timespec blind_left = {0, d->blind ? BLIND_NS - since_pump : 0};
         size_t n = 0;

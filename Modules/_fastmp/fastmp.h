@@ -128,4 +128,24 @@ int fastmp_deadline_remaining_ms(const fastmp_deadline *d);
  * and leaves *left untouched. */
 int fastmp_deadline_remaining(const fastmp_deadline *d, struct timespec *left);
 
+/* The CLOCK_MONOTONIC time in nanoseconds (CLOCK_MONOTONIC cannot fail). */
+static inline int64_t
+fastmp_monotonic_ns(void)
+{
+    struct timespec t;
+    (void)clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* A busy-wait step that lets a sibling hyperthread run. */
+static inline void
+fastmp_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #endif /* FASTMP_H */
