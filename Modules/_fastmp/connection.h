@@ -1,8 +1,9 @@
 /* connection.h - declarations shared by the Connection's C files:
  * connection.c (the type, framing, reading), connection_spin.c (spinning
  * before sleeping), connection_splice.c (large writes into a pipe by
- * reference) and connection_ring.c (the messages of a Pipe() end through
- * shared memory). */
+ * reference), connection_ring.c (the messages of a Pipe() end through
+ * shared memory) and serving_turn.c (a manager's serving threads and the
+ * GIL). */
 #ifndef FASTMP_CONNECTION_H
 #define FASTMP_CONNECTION_H
 
@@ -46,7 +47,7 @@ int fastmp_spin_again(int64_t *now, int64_t until);
 int fastmp_spin_poll(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d);
 
 /* The threads serving a manager's connections, and their turns with the
- * GIL (connection_spin.c).  fastmp_serving_begin() counts the calling
+ * GIL (serving_turn.c).  fastmp_serving_begin() counts the calling
  * thread as serving until fastmp_serving_end(outer), with what begin
  * returned (nonzero if the thread already was).  A transfer that must
  * wait calls fastmp_serving_release() before it drops the GIL (1 if the
