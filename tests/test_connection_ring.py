@@ -80,6 +80,14 @@ def recv_big_forever(conn, report):
         conn.recv_bytes()
 
 
+def echo_upper_on_one_of_both_ends(here, there):
+    """Given both ends of one Pipe (as a Process subclass holding both
+    gets them), close one and serve on the other."""
+    there.close()
+    for text in iter(here.recv, None):
+        here.send(text.upper())
+
+
 def recv_passed_end_and_answer(carrier):
     end = carrier.recv()
     got = [end.recv() for _ in range(2)]
@@ -289,6 +297,21 @@ def test_an_end_with_queued_messages_passes_to_a_child(fctx):
     assert p.exitcode == 0
     a.close()
     b.close()
+
+
+def test_both_ends_of_one_pipe_pass_to_one_child(fctx):
+    # both ends name the same two rings: each travels once
+    here, there = fctx.Pipe()
+    p = fctx.Process(target=echo_upper_on_one_of_both_ends, args=(here, there))
+    p.start()
+    here.close()
+    for word in ("hello", "world"):
+        there.send(word)
+        assert there.recv() == word.upper()
+    there.send(None)
+    p.join(30)
+    assert p.exitcode == 0
+    there.close()
 
 
 def test_an_end_passes_through_another_connection(fctx):

@@ -445,7 +445,7 @@ def spawnv_passfds(path, args, passfds):
     in `passfds` open (plus 0-2); return its pid."""
     import _posixsubprocess
     import subprocess
-    keep = tuple(sorted(map(int, passfds)))
+    keep = tuple(sorted(set(map(int, passfds))))  # fork_exec wants them unique
     err_r, err_w = os.pipe()
     # fork_exec's positional signature changed in 3.11 (process group) and
     # grew allow_vfork later; build the tail for the running version.
