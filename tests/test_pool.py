@@ -137,6 +137,66 @@ def test_task_functions_of_every_kind(ctx):
         assert list(pool.imap(Scaler(1), range(4))) == [1, 2, 3, 4]
 
 
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+    def __repr__(self):
+        return 'Point(%r)' % self.x
+
+
+def shared_pair(x):
+    inner = [x]
+    return (inner, inner)
+
+
+# results of every shape: plain data (written without a Pickler by the
+# worker and read without an Unpickler by the parent) and data that only
+# the pickle module writes faithfully (custom classes, sets, ints past 64
+# bits, lone surrogates, strings past the quick writer's limit)
+RESULT_SHAPES = [
+    0, 255, 65536, 2 ** 31, -2 ** 31 - 1, 2 ** 39, -2 ** 39 - 1, 2 ** 47,
+    -2 ** 55, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 63 - 1, 10 ** 40,
+    1.5, -0.0, 'é€😀', 'x' * 300, b'raw', None, True, (1, 'a', [2.5]),
+    {'k': [1, {2: 3}]}, [[], ()], {1, 2}, Point(3), '\ud800', 'y' * (17 * 1024 * 1024),
+]
+
+
+def shape_at(i):
+    return RESULT_SHAPES[i]
+
+
+def test_results_of_every_shape(ctx):
+    expected = [repr(v) for v in RESULT_SHAPES]
+    with ctx.Pool(2) as pool:
+        for chunksize in (1, 3, len(RESULT_SHAPES)):
+            got = pool.map(shape_at, range(len(RESULT_SHAPES)), chunksize)
+            assert [repr(v) for v in got] == expected
+            assert [type(v) for v in got] == [type(v) for v in RESULT_SHAPES]
+        assert [repr(v) for v in pool.imap(shape_at, range(len(RESULT_SHAPES)))] == expected
+        assert pool.apply(shape_at, (2,)) == 65536
+        # a list met twice keeps its identity (the pickle module's memo)
+        first, second = pool.map(shared_pair, range(4))[3]
+        assert first is second and first == [3]
+
+
+def cube_unless_13(x):
+    if x == 13_013:
+        raise ValueError("no cube for %d" % x)
+    return x ** 3
+
+
+def test_large_plain_results_in_order(ctx):
+    n = 100_000
+    with ctx.Pool(2) as pool:
+        assert pool.map(cube_unless_13, range(14_000, 14_000 + n)) == [
+            x ** 3 for x in range(14_000, 14_000 + n)]
+        # a failure in the middle of a chunk fails the map, as in the standard package
+        with pytest.raises(ValueError, match="no cube for 13013"):
+            pool.map(cube_unless_13, range(n))
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+
+
 def test_pool_lifecycle_errors(ctx):
     pool = ctx.Pool(1)
     assert len(pool._pool) == 1

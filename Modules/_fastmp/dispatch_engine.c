@@ -369,7 +369,7 @@ complete(Dispatcher *d, uint64_t job, uint64_t index, uint32_t status,
     }
     j->tail = c;
     j->finished++;
-    if (status != RESULT_OK) {
+    if (status != RESULT_OK && status != RESULT_QUICK) {
         j->failed = 1;
     }
     if (j->want_any > 0 || (j->want_ready > 0 && dispatch_job_ready(j))) {

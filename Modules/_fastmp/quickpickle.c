@@ -2,7 +2,8 @@
  * float, str, bytes, and tuples, lists and dicts of them) straight from
  * and into buffers, without creating a Pickler or an Unpickler: a manager
  * call's request and reply are such data, small, and creating the
- * (un)pickler costs more than the work.  Anything else is left to the
+ * (un)pickler costs more than the work; a pool task's result is often
+ * such data, large, and written here several times faster.  Anything else is left to the
  * pickle module (the functions say so by returning 0).  The pickles are
  * protocol 4, without frames or memo; the reader also takes the memo and
  * frame opcodes that pickle.dumps writes. */
@@ -10,8 +11,8 @@
 
 #include <string.h>
 
-/* Output above this size is left to the pickle module (which avoids
- * copying large payloads). */
+/* Output above this size is left to the pickle module by quick_dumps()
+ * (which avoids copying large payloads). */
 #define QUICK_MAX_SIZE (64 * 1024)
 /* Nesting allowed in either direction, and lists/dicts per message. */
 #define QUICK_MAX_DEPTH 16
@@ -27,34 +28,36 @@
 /* ---- writing ---------------------------------------------------------- */
 
 typedef struct {
-    char *buf;                  /* the inline space, or PyMem memory */
+    char *buf;                  /* `inline_space`, or PyMem_Raw memory */
     size_t len, cap;
-    char inline_space[256];
+    size_t max;                 /* output past this is left to pickle */
+    char *inline_space;
     PyObject *containers[QUICK_MAX_CONTAINERS];  /* lists and dicts seen */
     int ncontainers;
 } writer;
 
 /* Make room for n more bytes.  Returns 1, 0 if the output would pass
- * QUICK_MAX_SIZE, -1 with MemoryError set. */
+ * w->max, -1 with MemoryError set. */
 static int
 reserve(writer *w, size_t n)
 {
     if (w->len + n <= w->cap) {
         return 1;
     }
-    if (w->len + n > QUICK_MAX_SIZE) {
+    if (w->len + n > w->max) {
         return 0;
     }
-    size_t cap = w->cap * 2;
+    size_t cap = w->cap < 256 ? 256 : w->cap * 2;
     while (cap < w->len + n) {
         cap *= 2;
     }
-    char *grown = w->buf == w->inline_space ? PyMem_Malloc(cap) : PyMem_Realloc(w->buf, cap);
+    int from_inline = w->buf != NULL && w->buf == w->inline_space;
+    char *grown = from_inline ? PyMem_RawMalloc(cap) : PyMem_RawRealloc(w->buf, cap);
     if (grown == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    if (w->buf == w->inline_space) {
+    if (from_inline) {
         memcpy(grown, w->inline_space, w->len);
     }
     w->buf = grown;
@@ -103,7 +106,7 @@ put_sized(writer *w, char short_op, char long_op, const char *data, size_t n)
     }
     else {
         little_endian(len, n, 4);
-        r = n > QUICK_MAX_SIZE ? 0 : put(w, long_op, len, 4);
+        r = n > w->max ? 0 : put(w, long_op, len, 4);
     }
     return r == 1 ? put_raw(w, data, n) : r;
 }
@@ -151,9 +154,14 @@ write_int(writer *w, PyObject *obj)
         little_endian(arg, (uint64_t)v, 4);
         return put(w, 'J', arg, 4);
     }
-    arg[0] = 8;                 /* LONG1: 8 bytes of two's complement */
-    little_endian(arg + 1, (uint64_t)v, 8);
-    return put(w, '\x8a', arg, 9);
+    /* LONG1: the fewest bytes of two's complement that keep the sign */
+    int n = 5;
+    while (n < 8 && (v < -((long long)1 << (8 * n - 1)) || v >= ((long long)1 << (8 * n - 1)))) {
+        n++;
+    }
+    arg[0] = (unsigned char)n;
+    little_endian(arg + 1, (uint64_t)v, n);
+    return put(w, '\x8a', arg, (size_t)n + 1);
 }
 
 static int
@@ -304,30 +312,47 @@ write_value(writer *w, PyObject *obj, int depth)
     return 0;
 }
 
+/* Write the whole pickle of obj into w.  Returns as write_value(). */
+static int
+write_pickle(writer *w, PyObject *obj)
+{
+    w->ncontainers = 0;
+    w->len = 0;
+    static const char proto[] = {'\x80', 4};
+    int r = put_raw(w, proto, sizeof(proto));
+    if (r == 1) {
+        r = write_value(w, obj, 0);
+    }
+    return r == 1 ? put(w, '.', NULL, 0) : r;
+}
+
 int
 fastmp_quick_dumps(PyObject *obj, PyObject **out)
 {
-    writer w;
-    w.buf = w.inline_space;
-    w.cap = sizeof(w.inline_space);
-    w.len = 0;
-    w.ncontainers = 0;
-    static const char proto[] = {'\x80', 4};
-    memcpy(w.buf, proto, sizeof(proto));
-    w.len = sizeof(proto);
-    int r = write_value(&w, obj, 0);
-    if (r == 1) {
-        r = put(&w, '.', NULL, 0);
-    }
+    char inline_space[256];
+    writer w = {.buf = inline_space, .cap = sizeof(inline_space), .max = QUICK_MAX_SIZE,
+                .inline_space = inline_space};
+    int r = write_pickle(&w, obj);
     if (r == 1) {
         *out = PyBytes_FromStringAndSize(w.buf, (Py_ssize_t)w.len);
         if (*out == NULL) {
             r = -1;
         }
     }
-    if (w.buf != w.inline_space) {
-        PyMem_Free(w.buf);
+    if (w.buf != inline_space) {
+        PyMem_RawFree(w.buf);
     }
+    return r;
+}
+
+int
+fastmp_quick_dump_into(PyObject *obj, quick_buffer *out, size_t max_size)
+{
+    writer w = {.buf = out->buf, .cap = out->cap, .max = max_size};
+    int r = write_pickle(&w, obj);
+    out->buf = w.buf;
+    out->cap = w.cap;
+    out->len = r == 1 ? w.len : 0;
     return r;
 }
 

@@ -1,5 +1,6 @@
 /* quickpickle.h - pickling and unpickling of plain data without a
- * Pickler (quickpickle.c), for the small messages of manager calls. */
+ * Pickler (quickpickle.c), for the small messages of manager calls and
+ * the results of pool tasks. */
 #ifndef FASTMP_QUICKPICKLE_H
 #define FASTMP_QUICKPICKLE_H
 
@@ -12,6 +13,17 @@
  * object in *out; 0 if obj is not plain data (nothing set); -1 with an
  * exception set. */
 int fastmp_quick_dumps(PyObject *obj, PyObject **out);
+
+/* A growable output buffer (PyMem_Raw memory; buf may start NULL). */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} quick_buffer;
+
+/* As fastmp_quick_dumps(), the pickle written into out->buf[0..out->len)
+ * (grown as needed, kept for the next call) and up to max_size bytes.
+ * Returns 1, 0 (out->len is 0), or -1 with an exception set. */
+int fastmp_quick_dump_into(PyObject *obj, quick_buffer *out, size_t max_size);
 
 /* Unpickle buf[0..len) if it holds only plain data (as pickle.dumps and
  * fastmp_quick_dumps write it).  Returns 1 with a new reference in *out,

@@ -2,6 +2,7 @@
  * task frame from the parent's socket, run it in Python, write the result
  * frame back; until STOP, end of file or the task budget is spent. */
 #include "dispatch.h"
+#include "quickpickle.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -423,17 +424,30 @@ run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loa
     return value;
 }
 
-/* Pickle the outcome of one task into a bytes object and set *status.
- * A failure (or a value `dumps` refuses) goes through on_failure(exc,
- * value), which returns the bytes to send.  Returns NULL with an
- * exception set only when even that fails, or for a BaseException that is
- * not an Exception (KeyboardInterrupt, SystemExit: they end the worker). */
+/* Results of plain data up to this size are written by quickpickle.c
+ * (several times faster than a Pickler); its buffer is kept between
+ * tasks unless it grew past QUICK_KEEP. */
+#define QUICK_RESULT_MAX (16 * 1024 * 1024)
+#define QUICK_KEEP (1024 * 1024)
+
+/* Pickle the outcome of one task and set *status.  A value of plain data
+ * is written into `quick` (RESULT_QUICK; Py_None is returned), any other
+ * into a new bytes object.  A failure (or a value that cannot be
+ * pickled) goes through on_failure(exc, value), which returns the bytes
+ * to send.  Returns NULL with an exception set only when even that
+ * fails, or for a BaseException that is not an Exception
+ * (KeyboardInterrupt, SystemExit: they end the worker). */
 static PyObject *
 encode_outcome(PyObject *value, PyObject *dumps, PyObject *on_failure,
-               uint32_t *status)
+               quick_buffer *quick, uint32_t *status)
 {
     if (value != NULL) {
-        PyObject *data = PyObject_CallOneArg(dumps, value);
+        int r = fastmp_quick_dump_into(value, quick, QUICK_RESULT_MAX);
+        if (r == 1) {
+            *status = RESULT_QUICK;
+            return Py_NewRef(Py_None);
+        }
+        PyObject *data = r == 0 ? PyObject_CallOneArg(dumps, value) : NULL;
         if (data != NULL) {
             *status = RESULT_OK;
             return data;
@@ -477,6 +491,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *outcome = NULL;
     func_cache cache = {0};
     outbuf out = {0};
+    quick_buffer quick = {0};
     while (maxtasks <= 0 || done < maxtasks) {
         frame_header h;
         const char *payload;
@@ -492,7 +507,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int slot;
         PyObject *value = run_task(&h, payload, &cache, loads, &slot);
         uint32_t status = RESULT_OK;
-        PyObject *data = encode_outcome(value, dumps, on_failure, &status);
+        PyObject *data = encode_outcome(value, dumps, on_failure, &quick, &status);
         Py_XDECREF(value);
         PyObject *short_func = NULL;     /* its pickle, when it is short */
         if (slot >= 0) {
@@ -509,8 +524,8 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (data == NULL) {
             break;
         }
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_buffer view = {.buf = quick.buf, .len = (Py_ssize_t)quick.len};
+        if (status != RESULT_QUICK && PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
             Py_DECREF(data);
             break;
         }
@@ -519,7 +534,13 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             .index = h.index, .len = (uint64_t)view.len,
         };
         r = put_result(fd, &out, &in, &h, short_func, &reply, view.buf);
-        PyBuffer_Release(&view);
+        if (status != RESULT_QUICK) {
+            PyBuffer_Release(&view);
+        }
+        else if (quick.cap > QUICK_KEEP) {
+            PyMem_RawFree(quick.buf);
+            quick = (quick_buffer){0};
+        }
         Py_DECREF(data);
         if (r < 0) {
             break;
@@ -542,6 +563,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyMem_RawFree(out.buf);
+    PyMem_RawFree(quick.buf);
     clear_func_cache(&cache);
     PyMem_RawFree(in.buf);
     return outcome;
