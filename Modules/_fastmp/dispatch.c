@@ -175,6 +175,7 @@ shutdown_dispatcher(Dispatcher *d, int send_stop)
             close(w->sentinel);
         }
         free(w->in);
+        dispatch_payload_free(w->big, (size_t)w->big_h.len);
         memset(w, 0, sizeof(*w));
         w->fd = -1;
         w->sentinel = -1;
