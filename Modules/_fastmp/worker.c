@@ -348,40 +348,70 @@ put_result(int fd, outbuf *out, inbuf *in, const frame_header *task,
     return out->len >= OUT_HOLD_BYTES ? send_results(fd, out, NULL, NULL) : 0;
 }
 
+/* func applied to one item (unpacked as the arguments when `star`):
+ * a new reference, or NULL with an exception set. */
+static PyObject *
+call_item(PyObject *func, PyObject *item, int star)
+{
+    if (!star) {
+        return PyObject_CallOneArg(func, item);
+    }
+    PyObject *args = PySequence_Tuple(item);
+    PyObject *value = args == NULL ? NULL : PyObject_Call(func, args, NULL);
+    Py_XDECREF(args);
+    return value;
+}
+
 /* Apply `func` to each item of `items` (each item unpacked as the
- * arguments when `star`).  Returns a new list or NULL with an exception. */
+ * arguments when `star`).  A list or tuple is walked in place; any other
+ * iterable (a range, say) one item at a time, so that its items are not
+ * all made first.  Returns a new list or NULL with an exception. */
 static PyObject *
 map_items(PyObject *func, PyObject *items, int star)
 {
-    PyObject *seq = PySequence_Fast(items, "map task items must be a sequence");
-    if (seq == NULL) {
-        return NULL;
+    if (PyList_CheckExact(items) || PyTuple_CheckExact(items)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+        PyObject *out = PyList_New(n);
+        /* the items were unpickled for this task: nothing else holds them */
+        for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+            PyObject *value = call_item(func, PySequence_Fast_GET_ITEM(items, i), star);
+            if (value == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyList_SET_ITEM(out, i, value);
+        }
+        return out;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *value;
-        if (star) {
-            PyObject *args = PySequence_Tuple(item);
-            value = args == NULL ? NULL : PyObject_Call(func, args, NULL);
-            Py_XDECREF(args);
+    PyObject *it = PyObject_GetIter(items);
+    Py_ssize_t hint = it == NULL ? -1 : PyObject_LengthHint(items, 0);
+    PyObject *out = hint < 0 ? NULL : PyList_New(hint);    /* NULL slots until filled */
+    Py_ssize_t filled = 0;
+    PyObject *item;
+    while (out != NULL && (item = PyIter_Next(it)) != NULL) {
+        PyObject *value = call_item(func, item, star);
+        Py_DECREF(item);
+        if (value == NULL) {
+            Py_CLEAR(out);
+        }
+        else if (filled < hint) {
+            PyList_SET_ITEM(out, filled++, value);
         }
         else {
-            value = PyObject_CallOneArg(func, item);
+            int r = PyList_Append(out, value);
+            Py_DECREF(value);
+            if (r < 0) {
+                Py_CLEAR(out);
+            }
         }
-        if (value == NULL) {
-            Py_DECREF(out);
-            Py_DECREF(seq);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, value);
     }
-    Py_DECREF(seq);
+    if (out != NULL && PyErr_Occurred()) {
+        Py_CLEAR(out);
+    }
+    if (out != NULL && filled < hint && PyList_SetSlice(out, filled, hint, NULL) < 0) {
+        Py_CLEAR(out);
+    }
+    Py_XDECREF(it);
     return out;
 }
 
