@@ -412,6 +412,34 @@ def test_other_tasks_survive_a_death(fctx):
             bad.get(timeout=60)
 
 
+_CHANNEL_FD = None
+
+
+def remember_channel():
+    """Initializer: note the worker's socket to the parent (worker()'s
+    `channel`), for a task that writes half a result frame on it."""
+    global _CHANNEL_FD
+    _CHANNEL_FD = sys._getframe(1).f_locals["channel"].fd
+
+
+def die_mid_result(_):
+    # the header of a large result (kind RESULT, status QUICK, 1 MiB of
+    # payload), a tenth of that payload, then death
+    import struct
+    os.write(_CHANNEL_FD, struct.pack("=IIQQQ", 8, 3, 0, 0, 1 << 20) + b"\0" * 100_000)
+    os._exit(7)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_death_in_the_middle_of_a_large_result(fctx):
+    with fctx.Pool(1, initializer=remember_channel) as pool:
+        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            pool.map(die_mid_result, range(4), chunksize=2)
+        assert info.value.exitcode == 7
+        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
+
+
 # ---- Ctrl-C, terminate, garbage collection --------------------------------
 
 _CTRL_C_PROGRAM = textwrap.dedent("""
