@@ -36,14 +36,20 @@ typedef struct {
     int ncontainers;
 } writer;
 
+static int grow(writer *w, size_t n);
+
 /* Make room for n more bytes.  Returns 1, 0 if the output would pass
  * w->max, -1 with MemoryError set. */
-static int
+static inline int
 reserve(writer *w, size_t n)
 {
-    if (w->len + n <= w->cap) {
-        return 1;
-    }
+    return w->len + n <= w->cap ? 1 : grow(w, n);
+}
+
+/* reserve() when the buffer is too small. */
+static int
+grow(writer *w, size_t n)
+{
     if (w->len + n > w->max) {
         return 0;
     }
@@ -78,11 +84,18 @@ put_raw(writer *w, const void *data, size_t n)
 }
 
 /* Append an opcode and n bytes of argument.  Returns as reserve(). */
-static int
+static inline int
 put(writer *w, char opcode, const void *arg, size_t n)
 {
-    int r = put_raw(w, &opcode, 1);
-    return r == 1 ? put_raw(w, arg, n) : r;
+    int r = reserve(w, n + 1);
+    if (r == 1) {
+        w->buf[w->len] = opcode;
+        if (n > 0) {
+            memcpy(w->buf + w->len + 1, arg, n);
+        }
+        w->len += n + 1;
+    }
+    return r;
 }
 
 static void
