@@ -63,6 +63,19 @@ def test_quick_dumps_leaves_other_objects_to_pickle(obj):
     assert quick_dumps(obj) is None
 
 
+def test_long_text_met_twice_goes_to_pickle():
+    text = ''.join(['y'] * 100)
+    assert quick_dumps([text, text]) is None        # pickle writes it once
+    assert quick_dumps([text, ''.join(['y'] * 100)]) is not None
+    short = ''.join(['y'] * 10)
+    assert quick_loads(quick_dumps([short, short]), MISSING) == [short, short]
+
+
+def test_many_containers():
+    nested = [[i, {i: [i]}] for i in range(500)]
+    assert quick_loads(quick_dumps(nested), MISSING) == nested
+
+
 def test_ints_written_as_pickle_writes_them():
     for v in (2 ** 31, -2 ** 31 - 1, 2 ** 39, 2 ** 47 - 1, -2 ** 55 - 1, 2 ** 63 - 1):
         # the same opcode and bytes as pickle's, which wraps them in a FRAME

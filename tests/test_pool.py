@@ -150,6 +150,11 @@ def shared_pair(x):
     return (inner, inner)
 
 
+def shared_text(x):
+    text = 'z' * 100 + str(x)
+    return [text, text]
+
+
 # results of every shape: plain data (written without a Pickler by the
 # worker and read without an Unpickler by the parent) and data that only
 # the pickle module writes faithfully (custom classes, sets, ints past 64
@@ -178,6 +183,9 @@ def test_results_of_every_shape(ctx):
         # a list met twice keeps its identity (the pickle module's memo)
         first, second = pool.map(shared_pair, range(4))[3]
         assert first is second and first == [3]
+        # so does a long string (written once)
+        first, second = pool.map(shared_text, range(4))[3]
+        assert first is second and first == 'z' * 100 + '3'
 
 
 def cube_unless_13(x):

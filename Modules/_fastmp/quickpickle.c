@@ -14,9 +14,12 @@
 /* Output above this size is left to the pickle module by quick_dumps()
  * (which avoids copying large payloads). */
 #define QUICK_MAX_SIZE (64 * 1024)
-/* Nesting allowed in either direction, and lists/dicts per message. */
+/* Nesting allowed in either direction. */
 #define QUICK_MAX_DEPTH 16
-#define QUICK_MAX_CONTAINERS 32
+/* A str or bytes of this length or more that occurs twice in one
+ * message is left to the pickle module, which writes it once (and loads
+ * it as one object); shorter ones are written again. */
+#define QUICK_SHARED_MIN 64
 /* A list's items (a dict's keys and values) are added in batches of
  * this many, so that the reader's stack stays short. */
 #define QUICK_BATCH 32
@@ -32,8 +35,11 @@ typedef struct {
     size_t len, cap;
     size_t max;                 /* output past this is left to pickle */
     char *inline_space;
-    PyObject *containers[QUICK_MAX_CONTAINERS];  /* lists and dicts seen */
-    int ncontainers;
+    /* the lists, dicts and long str/bytes met so far: a set of addresses
+     * (open addressing, NULL slots are free) */
+    const void **seen;
+    size_t seen_mask, nseen;
+    const void *seen_inline[64];
 } writer;
 
 static int grow(writer *w, size_t n);
@@ -126,21 +132,60 @@ put_sized(writer *w, char short_op, char long_op, const char *data, size_t n)
 
 static int write_value(writer *w, PyObject *obj, int depth);
 
-/* Note a list or dict about to be written; a second sighting (shared or
- * recursive) needs the pickle module's memo.  Returns 1, or 0. */
-static int
-first_sighting(writer *w, PyObject *container)
+static size_t
+address_hash(const void *p)
 {
-    for (int i = 0; i < w->ncontainers; i++) {
-        if (w->containers[i] == container) {
-            return 0;
+    return (size_t)(((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull >> 24);
+}
+
+/* Note obj (a list, a dict, a long str or bytes) about to be written.
+ * Returns 1 when it was met before in this message (shared or
+ * recursive: the pickle module's memo is needed), 0 the first time, -1
+ * with MemoryError set. */
+static int
+seen_before(writer *w, const void *obj)
+{
+    if (2 * (w->nseen + 1) > w->seen_mask + 1) {
+        size_t cap = 2 * (w->seen_mask + 1);
+        const void **grown = PyMem_RawCalloc(cap, sizeof(*grown));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
         }
+        for (size_t i = 0; i <= w->seen_mask; i++) {
+            if (w->seen[i] != NULL) {
+                size_t at = address_hash(w->seen[i]) & (cap - 1);
+                while (grown[at] != NULL) {
+                    at = (at + 1) & (cap - 1);
+                }
+                grown[at] = w->seen[i];
+            }
+        }
+        if (w->seen != w->seen_inline) {
+            PyMem_RawFree(w->seen);
+        }
+        w->seen = grown;
+        w->seen_mask = cap - 1;
     }
-    if (w->ncontainers == QUICK_MAX_CONTAINERS) {
-        return 0;
+    size_t at = address_hash(obj) & w->seen_mask;
+    while (w->seen[at] != NULL) {
+        if (w->seen[at] == obj) {
+            return 1;
+        }
+        at = (at + 1) & w->seen_mask;
     }
-    w->containers[w->ncontainers++] = container;
-    return 1;
+    w->seen[at] = obj;
+    w->nseen++;
+    return 0;
+}
+
+/* seen_before() as a writer's answer: 1 to write obj, 0 to leave the
+ * message to pickle, -1 on error. */
+static int
+first_sighting(writer *w, const void *obj)
+{
+    int r = seen_before(w, obj);
+    return r == 0 ? 1 : (r == 1 ? 0 : -1);
 }
 
 static int
@@ -242,10 +287,10 @@ write_tuple(writer *w, PyObject *obj, int depth)
 static int
 write_list(writer *w, PyObject *obj, int depth)
 {
-    if (!first_sighting(w, obj)) {
-        return 0;
+    int r = first_sighting(w, obj);
+    if (r == 1) {
+        r = put(w, ']', NULL, 0);
     }
-    int r = put(w, ']', NULL, 0);
     for (Py_ssize_t i = 0; r == 1 && i < PyList_GET_SIZE(obj); i += QUICK_BATCH) {
         Py_ssize_t stop = Py_MIN(i + QUICK_BATCH, PyList_GET_SIZE(obj));
         r = put(w, '(', NULL, 0);
@@ -262,10 +307,10 @@ write_list(writer *w, PyObject *obj, int depth)
 static int
 write_dict(writer *w, PyObject *obj, int depth)
 {
-    if (!first_sighting(w, obj)) {
-        return 0;
+    int r = first_sighting(w, obj);
+    if (r == 1) {
+        r = put(w, '}', NULL, 0);
     }
-    int r = put(w, '}', NULL, 0);
     Py_ssize_t pos = 0, batched = 0;
     PyObject *key, *value;
     while (r == 1 && PyDict_Next(obj, &pos, &key, &value)) {
@@ -305,10 +350,14 @@ write_value(writer *w, PyObject *obj, int depth)
         return write_int(w, obj);
     }
     if (PyUnicode_CheckExact(obj)) {
-        return write_str(w, obj);
+        int r = PyUnicode_GetLength(obj) < QUICK_SHARED_MIN ? 1 : first_sighting(w, obj);
+        return r == 1 ? write_str(w, obj) : r;
     }
     if (PyBytes_CheckExact(obj)) {
-        return put_sized(w, 'C', 'B', PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj));
+        int r = PyBytes_GET_SIZE(obj) < QUICK_SHARED_MIN ? 1 : first_sighting(w, obj);
+        return r == 1 ? put_sized(w, 'C', 'B', PyBytes_AS_STRING(obj),
+                                  (size_t)PyBytes_GET_SIZE(obj))
+                      : r;
     }
     if (PyTuple_CheckExact(obj)) {
         return write_tuple(w, obj, depth);
@@ -329,14 +378,23 @@ write_value(writer *w, PyObject *obj, int depth)
 static int
 write_pickle(writer *w, PyObject *obj)
 {
-    w->ncontainers = 0;
+    memset(w->seen_inline, 0, sizeof(w->seen_inline));
+    w->seen = w->seen_inline;
+    w->seen_mask = Py_ARRAY_LENGTH(w->seen_inline) - 1;
+    w->nseen = 0;
     w->len = 0;
     static const char proto[] = {'\x80', 4};
     int r = put_raw(w, proto, sizeof(proto));
     if (r == 1) {
         r = write_value(w, obj, 0);
     }
-    return r == 1 ? put(w, '.', NULL, 0) : r;
+    if (r == 1) {
+        r = put(w, '.', NULL, 0);
+    }
+    if (w->seen != w->seen_inline) {
+        PyMem_RawFree(w->seen);
+    }
+    return r;
 }
 
 int
