@@ -20,7 +20,8 @@ MISSING = object()
 
 PLAIN = [
     None, True, False, 0, 1, 255, 256, 65535, 65536, -1, -2 ** 31,
-    2 ** 31 - 1, 2 ** 31, -2 ** 31 - 1, 2 ** 63 - 1, -2 ** 63,
+    2 ** 31 - 1, 2 ** 31, -2 ** 31 - 1, 2 ** 39, -2 ** 39 - 1, 2 ** 47 - 1,
+    -2 ** 47, 2 ** 55, -2 ** 55 - 1, 2 ** 63 - 1, -2 ** 63,
     0.0, -0.0, 1.5, float('inf'), -1e300,
     '', 'abc', 'x' * 255, 'x' * 256, 'é€😀', b'', b'ab', b'x' * 300,
     (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4), [], [1], [1, 2, [3]],
@@ -60,6 +61,25 @@ def test_quick_loads_reads_pickle_dumps(obj, protocol):
 @pytest.mark.parametrize('obj', NOT_PLAIN, ids=lambda o: repr(o)[:20])
 def test_quick_dumps_leaves_other_objects_to_pickle(obj):
     assert quick_dumps(obj) is None
+
+
+def test_long_text_met_twice_goes_to_pickle():
+    text = ''.join(['y'] * 100)
+    assert quick_dumps([text, text]) is None        # pickle writes it once
+    assert quick_dumps([text, ''.join(['y'] * 100)]) is not None
+    short = ''.join(['y'] * 10)
+    assert quick_loads(quick_dumps([short, short]), MISSING) == [short, short]
+
+
+def test_many_containers():
+    nested = [[i, {i: [i]}] for i in range(500)]
+    assert quick_loads(quick_dumps(nested), MISSING) == nested
+
+
+def test_ints_written_as_pickle_writes_them():
+    for v in (2 ** 31, -2 ** 31 - 1, 2 ** 39, 2 ** 47 - 1, -2 ** 55 - 1, 2 ** 63 - 1):
+        # the same opcode and bytes as pickle's, which wraps them in a FRAME
+        assert quick_dumps(v)[2:] == pickle.dumps(v, 4)[11:]
 
 
 def test_long_lists_round_trip():

@@ -137,6 +137,74 @@ def test_task_functions_of_every_kind(ctx):
         assert list(pool.imap(Scaler(1), range(4))) == [1, 2, 3, 4]
 
 
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+    def __repr__(self):
+        return 'Point(%r)' % self.x
+
+
+def shared_pair(x):
+    inner = [x]
+    return (inner, inner)
+
+
+def shared_text(x):
+    text = 'z' * 100 + str(x)
+    return [text, text]
+
+
+# results of every shape: plain data (written without a Pickler by the
+# worker and read without an Unpickler by the parent) and data that only
+# the pickle module writes faithfully (custom classes, sets, ints past 64
+# bits, lone surrogates, strings past the quick writer's limit)
+RESULT_SHAPES = [
+    0, 255, 65536, 2 ** 31, -2 ** 31 - 1, 2 ** 39, -2 ** 39 - 1, 2 ** 47,
+    -2 ** 55, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 63 - 1, 10 ** 40,
+    1.5, -0.0, 'é€😀', 'x' * 300, b'raw', None, True, (1, 'a', [2.5]),
+    {'k': [1, {2: 3}]}, [[], ()], {1, 2}, Point(3), '\ud800', 'y' * (17 * 1024 * 1024),
+]
+
+
+def shape_at(i):
+    return RESULT_SHAPES[i]
+
+
+def test_results_of_every_shape(ctx):
+    expected = [repr(v) for v in RESULT_SHAPES]
+    with ctx.Pool(2) as pool:
+        for chunksize in (1, 3, len(RESULT_SHAPES)):
+            got = pool.map(shape_at, range(len(RESULT_SHAPES)), chunksize)
+            assert [repr(v) for v in got] == expected
+            assert [type(v) for v in got] == [type(v) for v in RESULT_SHAPES]
+        assert [repr(v) for v in pool.imap(shape_at, range(len(RESULT_SHAPES)))] == expected
+        assert pool.apply(shape_at, (2,)) == 65536
+        # a list met twice keeps its identity (the pickle module's memo)
+        first, second = pool.map(shared_pair, range(4))[3]
+        assert first is second and first == [3]
+        # so does a long string (written once)
+        first, second = pool.map(shared_text, range(4))[3]
+        assert first is second and first == 'z' * 100 + '3'
+
+
+def cube_unless_13(x):
+    if x == 13_013:
+        raise ValueError("no cube for %d" % x)
+    return x ** 3
+
+
+def test_large_plain_results_in_order(ctx):
+    n = 100_000
+    with ctx.Pool(2) as pool:
+        assert pool.map(cube_unless_13, range(14_000, 14_000 + n)) == [
+            x ** 3 for x in range(14_000, 14_000 + n)]
+        # a failure in the middle of a chunk fails the map, as in the standard package
+        with pytest.raises(ValueError, match="no cube for 13013"):
+            pool.map(cube_unless_13, range(n))
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+
+
 def test_pool_lifecycle_errors(ctx):
     pool = ctx.Pool(1)
     assert len(pool._pool) == 1
@@ -350,6 +418,36 @@ def test_other_tasks_survive_a_death(fctx):
         assert [r.get(timeout=60) for r in good] == list(range(10))
         with pytest.raises(fastmp.pool.WorkerLostError):
             bad.get(timeout=60)
+
+
+_CHANNEL_FD = None
+
+
+def remember_channel():
+    """Initializer: note the worker's socket to the parent (worker()'s
+    `channel`), for a task that writes half a result frame on it."""
+    global _CHANNEL_FD
+    _CHANNEL_FD = sys._getframe(1).f_locals["channel"].fd
+
+
+def die_mid_result(x):
+    # for item 0: the header of a large result (kind RESULT, status QUICK,
+    # 1 MiB of payload), a tenth of that payload, then death
+    if x != 0:
+        return x
+    import struct
+    os.write(_CHANNEL_FD, struct.pack("=IIQQQ", 8, 3, 0, 0, 1 << 20) + b"\0" * 100_000)
+    os._exit(7)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_death_in_the_middle_of_a_large_result(fctx):
+    with fctx.Pool(1, initializer=remember_channel) as pool:
+        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            pool.map(die_mid_result, range(4), chunksize=2)    # chunk 1 runs, unasked
+        assert info.value.exitcode == 7
+        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
 
 
 # ---- Ctrl-C, terminate, garbage collection --------------------------------

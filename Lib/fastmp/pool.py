@@ -32,7 +32,7 @@ from . import util
 from ._fastmp import ProcessError, TimeoutError
 from ._fastmp import (Dispatcher, worker_loop, forking_dumps, TASK_APPLY,
                       TASK_MAP, TASK_STARMAP, RESULT_OK, RESULT_ERROR,
-                      RESULT_LOST, EVENT_EXIT, EVENT_READY)
+                      RESULT_LOST, RESULT_QUICK, EVENT_EXIT, EVENT_READY)
 
 __all__ = ['Pool', 'ThreadPool']
 
@@ -556,7 +556,10 @@ class _PoolCore:
         return Dispatcher(_INFLIGHT)
 
     def decode(self, status, data):
-        """(ok, value) for one outcome of the dispatcher."""
+        """(ok, value) for one outcome of the dispatcher (RESULT_QUICK:
+        `data` is the value, read by the dispatcher already)."""
+        if status == RESULT_QUICK:
+            return True, data
         if status == RESULT_LOST:
             return False, _lost(data, self.exitcode_of(data))
         try:
@@ -567,6 +570,8 @@ class _PoolCore:
 
     def decode_chunk(self, status, data):
         """The values of one imap chunk, or [_Raise(its exception)]."""
+        if status == RESULT_QUICK:
+            return data
         if status == RESULT_OK:
             try:
                 return pickle.loads(data)

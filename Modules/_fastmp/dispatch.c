@@ -6,6 +6,7 @@
  * GIL released (so a quick result needs no hand-off between threads),
  * then sleeps on a futex, where signals (Ctrl-C) interrupt it. */
 #include "dispatch_engine.h"
+#include "quickpickle.h"
 #include "futex.h"
 #include "pickler.h"
 
@@ -174,6 +175,7 @@ shutdown_dispatcher(Dispatcher *d, int send_stop)
             close(w->sentinel);
         }
         free(w->in);
+        dispatch_payload_free(w->big, (size_t)w->big_h.len);
         memset(w, 0, sizeof(*w));
         w->fd = -1;
         w->sentinel = -1;
@@ -756,25 +758,32 @@ sleep_on_change(Dispatcher *d, uint32_t *word, int *sleepers, uint32_t seen,
     return err == ETIMEDOUT ? ETIMEDOUT : 0;
 }
 
-/* Move the job's collected outcomes into a new list of
- * (index, status, payload-or-pid) tuples.  Mutex held.  Returns NULL with
- * an exception set on failure (the outcomes are then lost). */
+/* The outcomes c (taken from a job, mutex not held: reading a value may
+ * run the garbage collector) as a new list of (index, status,
+ * payload-or-pid-or-value) tuples; c is freed.  A RESULT_QUICK payload
+ * is read here, into the value; one this reader cannot take goes as
+ * RESULT_OK bytes to the pickle module.  Returns NULL with an exception
+ * set on failure (the outcomes are then lost). */
 static PyObject *
-take_completions(job_t *j)
+outcome_list(completion_t *c)
 {
     PyObject *out = PyList_New(0);
-    completion_t *c = j->head;
-    j->head = j->tail = NULL;
     for (completion_t *p = c; out != NULL && p != NULL; p = p->next) {
-        PyObject *item;
+        PyObject *item, *value;
         if (p->status == RESULT_LOST) {
             item = Py_BuildValue("(KIL)", (unsigned long long)p->index,
                                  (unsigned)p->status, (long long)p->pid);
         }
+        else if (p->status == RESULT_QUICK
+                 && fastmp_quick_loads((const char *)p->data, (Py_ssize_t)p->len, &value)) {
+            item = Py_BuildValue("(KIN)", (unsigned long long)p->index,
+                                 (unsigned)RESULT_QUICK, value);
+        }
         else {
             item = Py_BuildValue("(KIy#)", (unsigned long long)p->index,
-                                 (unsigned)p->status, (const char *)p->data,
-                                 (Py_ssize_t)p->len);
+                                 p->status == RESULT_QUICK ? (unsigned)RESULT_OK
+                                                           : (unsigned)p->status,
+                                 (const char *)p->data, (Py_ssize_t)p->len);
         }
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
@@ -894,13 +903,18 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
     }
-    PyObject *outcomes = j != NULL ? take_completions(j) : PyList_New(0);
+    completion_t *taken = NULL;
+    if (j != NULL) {
+        taken = j->head;
+        j->head = j->tail = NULL;
+    }
     job_t *done = NULL;
     if (state == STATE_READY && want != WAIT_ANY) {
         done = dispatch_unlink_job(d, id);
     }
     pthread_mutex_unlock(&d->mu);
     dispatch_free_job(done);
+    PyObject *outcomes = outcome_list(taken);
     if (outcomes == NULL) {
         return NULL;
     }
@@ -1109,6 +1123,7 @@ fastmp_dispatch_exec(PyObject *module, fastmp_state *st)
         || PyModule_AddIntConstant(module, "RESULT_OK", RESULT_OK) < 0
         || PyModule_AddIntConstant(module, "RESULT_ERROR", RESULT_ERROR) < 0
         || PyModule_AddIntConstant(module, "RESULT_LOST", RESULT_LOST) < 0
+        || PyModule_AddIntConstant(module, "RESULT_QUICK", RESULT_QUICK) < 0
         || PyModule_AddIntConstant(module, "EVENT_EXIT", EVENT_EXIT) < 0
         || PyModule_AddIntConstant(module, "EVENT_READY", EVENT_READY) < 0) {
         return -1;

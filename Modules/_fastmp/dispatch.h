@@ -27,6 +27,8 @@ enum {
     RESULT_OK = 0,      /* payload: pickle of the value */
     RESULT_ERROR = 1,   /* payload: pickle of the (wrapped) exception */
     RESULT_LOST = 2,    /* parent-made: the worker died holding the task */
+    RESULT_QUICK = 3,   /* payload: pickle of the value, plain data written
+                         * by quickpickle.c (the parent reads it so) */
 };
 
 typedef struct {

@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -204,12 +205,43 @@ dispatch_link_job(Dispatcher *d, job_t *j)
     return 0;
 }
 
+/* Payloads from this size up are mapped fresh.  Heap memory that was
+ * free when a worker was forked is shared copy-on-write with it: writing
+ * a result there copies every page, and each copy interrupts the other
+ * CPUs that ran this process's threads to flush their TLBs.  Fresh pages
+ * are only zeroed. */
+#define PAYLOAD_MAP_MIN (64 * 1024)
+
+unsigned char *
+dispatch_payload_alloc(size_t len)
+{
+    if (len < PAYLOAD_MAP_MIN) {
+        return malloc(len > 0 ? len : 1);
+    }
+    void *at = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return at == MAP_FAILED ? NULL : at;
+}
+
+void
+dispatch_payload_free(unsigned char *data, size_t len)
+{
+    if (data == NULL) {
+        return;
+    }
+    if (len < PAYLOAD_MAP_MIN) {
+        free(data);
+    }
+    else {
+        (void)munmap(data, len);    /* fails only for a bad range: ours is not */
+    }
+}
+
 void
 dispatch_free_completions(completion_t *c)
 {
     while (c != NULL) {
         completion_t *next = c->next;
-        free(c->data);
+        dispatch_payload_free(c->data, c->len);
         free(c);
         c = next;
     }
@@ -335,7 +367,7 @@ complete(Dispatcher *d, uint64_t job, uint64_t index, uint32_t status,
     d->busy--;
     job_t *j = dispatch_find_job(d, job);
     if (j == NULL || (j->fail_fast && j->failed)) {
-        free(data);
+        dispatch_payload_free(data, len);
         if (j != NULL) {
             j->finished++;
         }
@@ -343,7 +375,7 @@ complete(Dispatcher *d, uint64_t job, uint64_t index, uint32_t status,
     }
     completion_t *c = malloc(sizeof(*c));
     if (c == NULL) {
-        free(data);
+        dispatch_payload_free(data, len);
         d->error = ENOMEM;
         return;
     }
@@ -361,7 +393,7 @@ complete(Dispatcher *d, uint64_t job, uint64_t index, uint32_t status,
     }
     j->tail = c;
     j->finished++;
-    if (status != RESULT_OK) {
+    if (status != RESULT_OK && status != RESULT_QUICK) {
         j->failed = 1;
     }
     if (j->want_any > 0 || (j->want_ready > 0 && dispatch_job_ready(j))) {
@@ -490,11 +522,38 @@ note_task_time(Dispatcher *d, worker_t *w)
     w->last_result = now;
 }
 
-/* Parse the complete result frames in w's input buffer.  Returns 0, or
- * EPROTO for a frame that does not belong there. */
+/* The result frame h (payload `data`, taken over) came from w: its
+ * oldest task is done. */
+static void
+deliver(Dispatcher *d, worker_t *w, const frame_header *h, unsigned char *data)
+{
+    task_t *t = w->head;
+    w->head = t->next;
+    if (w->head == NULL) {
+        w->tail = NULL;
+    }
+    free(t);
+    note_task_time(d, w);
+    w->ninflight--;
+    complete(d, h->job, h->index, h->status, 0, data, (size_t)h->len);
+}
+
+/* Deliver w's large payload once it is whole, then parse the complete
+ * result frames in w's input buffer.  A large frame (PAYLOAD_MAP_MIN)
+ * that is not whole yet moves to memory of its own, where the rest of it
+ * is read.  Returns 0, or EPROTO for a frame that does not belong there
+ * (or ENOMEM). */
 static int
 parse_results(Dispatcher *d, worker_t *w)
 {
+    if (w->big != NULL) {
+        if (w->big_got < w->big_h.len) {
+            return 0;
+        }
+        unsigned char *data = w->big;
+        w->big = NULL;
+        deliver(d, w, &w->big_h, data);
+    }
     size_t pos = 0;
     int err = 0;
     while (w->in_len - pos >= sizeof(frame_header)) {
@@ -504,28 +563,25 @@ parse_results(Dispatcher *d, worker_t *w)
             err = EPROTO;
             break;
         }
-        if (w->in_len - pos - sizeof(h) < h.len) {
+        size_t have = w->in_len - pos - sizeof(h);
+        if (have < h.len && h.len < PAYLOAD_MAP_MIN) {
             break;
         }
         unsigned char *data = NULL;
-        if (h.len > 0) {
-            data = malloc((size_t)h.len);
-            if (data == NULL) {
-                err = ENOMEM;
-                break;
-            }
-            memcpy(data, w->in + pos + sizeof(h), (size_t)h.len);
+        if (h.len > 0 && (data = dispatch_payload_alloc((size_t)h.len)) == NULL) {
+            err = ENOMEM;
+            break;
         }
-        pos += sizeof(h) + (size_t)h.len;
-        task_t *t = w->head;
-        w->head = t->next;
-        if (w->head == NULL) {
-            w->tail = NULL;
+        size_t part = have < h.len ? have : (size_t)h.len;
+        memcpy(data, w->in + pos + sizeof(h), part);
+        pos += sizeof(h) + part;
+        if (part < h.len) {
+            w->big_h = h;
+            w->big = data;
+            w->big_got = part;
+            break;
         }
-        free(t);
-        note_task_time(d, w);
-        w->ninflight--;
-        complete(d, h.job, h.index, h.status, 0, data, (size_t)h.len);
+        deliver(d, w, &h, data);
     }
     if (pos > 0) {
         memmove(w->in, w->in + pos, w->in_len - pos);
@@ -534,17 +590,25 @@ parse_results(Dispatcher *d, worker_t *w)
     return err;
 }
 
-/* Read what worker w has sent into its buffer until the socket is empty;
- * sets w->eof at end of file.  Returns 0 or an errno value. */
+/* Read what worker w has sent: into its large payload while one is being
+ * read, else into its input buffer.  Returns 0 when the socket is empty
+ * (or at end of file, w->eof set), -1 when the buffer filled up (parse,
+ * then read again), or an errno value. */
 static int
 slurp_worker(worker_t *w)
 {
-    for (;;) {
+    unsigned char *at;
+    size_t room;
+    if (w->big != NULL) {
+        at = w->big + w->big_got;
+        room = (size_t)w->big_h.len - w->big_got;
+    }
+    else {
         size_t want = READ_CHUNK;
         if (w->in_len >= sizeof(frame_header)) {
             frame_header h;
             memcpy(&h, w->in, sizeof(h));
-            if (h.len <= FRAME_MAX_PAYLOAD && sizeof(h) + h.len > w->in_len + want) {
+            if (h.len < PAYLOAD_MAP_MIN && sizeof(h) + h.len > w->in_len + want) {
                 want = sizeof(h) + (size_t)h.len - w->in_len;
             }
         }
@@ -557,23 +621,27 @@ slurp_worker(worker_t *w)
             w->in = in;
             w->in_cap = cap;
         }
-        size_t room = w->in_cap - w->in_len;
-        ssize_t n = read(w->fd, w->in + w->in_len, room);
+        at = w->in + w->in_len;
+        room = w->in_cap - w->in_len;
+    }
+    for (;;) {
+        ssize_t n = read(w->fd, at, room);
         if (n > 0) {
-            w->in_len += (size_t)n;
-            if ((size_t)n < room) {
-                return 0;           /* a short read: the socket is empty */
+            if (w->big != NULL) {
+                w->big_got += (size_t)n;
             }
-            continue;
+            else {
+                w->in_len += (size_t)n;
+            }
+            return (size_t)n < room ? 0 : -1;   /* a short read: the socket is empty */
         }
         if (n == 0 || errno == ECONNRESET) {
             w->eof = 1;
             return 0;
         }
-        if (errno == EINTR) {
-            continue;
+        if (errno != EINTR) {
+            return errno == EAGAIN ? 0 : errno;
         }
-        return errno == EAGAIN ? 0 : errno;
     }
 }
 
@@ -582,9 +650,14 @@ slurp_worker(worker_t *w)
 static void
 read_worker(Dispatcher *d, worker_t *w)
 {
-    if (slurp_worker(w) != 0 || parse_results(d, w) != 0) {
-        w->eof = 1;
-    }
+    int r;
+    do {
+        r = slurp_worker(w);
+        if (r > 0 || parse_results(d, w) != 0) {
+            w->eof = 1;
+            return;
+        }
+    } while (r < 0);
 }
 
 /* Forget worker w: unsent tasks go back to the front of the queue, the
@@ -632,6 +705,7 @@ drop_worker(Dispatcher *d, worker_t *w)
         close(w->sentinel);
     }
     free(w->in);
+    dispatch_payload_free(w->big, (size_t)w->big_h.len);
     if (post_event(d, EVENT_EXIT, w->pid) != 0) {
         d->error = ENOMEM;
     }

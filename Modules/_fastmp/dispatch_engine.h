@@ -67,6 +67,11 @@ typedef struct {
     size_t write_off;
     unsigned char *in;           /* bytes read, not parsed yet */
     size_t in_len, in_cap;
+    /* a large result frame whose payload is read straight into memory of
+     * its own (dispatch_payload_alloc), or big == NULL */
+    frame_header big_h;
+    unsigned char *big;
+    size_t big_got;
 } worker_t;
 
 typedef struct event {
@@ -131,6 +136,10 @@ job_t *dispatch_unlink_job(Dispatcher *d, uint64_t id);   /* NULL if none */
 void dispatch_free_job(job_t *j);                         /* NULL is fine */
 void dispatch_free_tasks(task_t *t);
 void dispatch_free_completions(completion_t *c);
+/* Memory for a result payload of len bytes, NULL when out of memory;
+ * freed by dispatch_payload_free(data, len) (NULL is fine). */
+unsigned char *dispatch_payload_alloc(size_t len);
+void dispatch_payload_free(unsigned char *data, size_t len);
 int dispatch_job_ready(const job_t *j);
 /* Post EVENT_READY for a notify job that just became ready. */
 void dispatch_post_ready_if_due(Dispatcher *d, job_t *j);

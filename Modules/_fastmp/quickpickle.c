@@ -2,7 +2,8 @@
  * float, str, bytes, and tuples, lists and dicts of them) straight from
  * and into buffers, without creating a Pickler or an Unpickler: a manager
  * call's request and reply are such data, small, and creating the
- * (un)pickler costs more than the work.  Anything else is left to the
+ * (un)pickler costs more than the work; a pool task's result is often
+ * such data, large, and written here several times faster.  Anything else is left to the
  * pickle module (the functions say so by returning 0).  The pickles are
  * protocol 4, without frames or memo; the reader also takes the memo and
  * frame opcodes that pickle.dumps writes. */
@@ -10,12 +11,15 @@
 
 #include <string.h>
 
-/* Output above this size is left to the pickle module (which avoids
- * copying large payloads). */
+/* Output above this size is left to the pickle module by quick_dumps()
+ * (which avoids copying large payloads). */
 #define QUICK_MAX_SIZE (64 * 1024)
-/* Nesting allowed in either direction, and lists/dicts per message. */
+/* Nesting allowed in either direction. */
 #define QUICK_MAX_DEPTH 16
-#define QUICK_MAX_CONTAINERS 32
+/* A str or bytes of this length or more that occurs twice in one
+ * message is left to the pickle module, which writes it once (and loads
+ * it as one object); shorter ones are written again. */
+#define QUICK_SHARED_MIN 64
 /* A list's items (a dict's keys and values) are added in batches of
  * this many, so that the reader's stack stays short. */
 #define QUICK_BATCH 32
@@ -27,34 +31,45 @@
 /* ---- writing ---------------------------------------------------------- */
 
 typedef struct {
-    char *buf;                  /* the inline space, or PyMem memory */
+    char *buf;                  /* `inline_space`, or PyMem_Raw memory */
     size_t len, cap;
-    char inline_space[256];
-    PyObject *containers[QUICK_MAX_CONTAINERS];  /* lists and dicts seen */
-    int ncontainers;
+    size_t max;                 /* output past this is left to pickle */
+    char *inline_space;
+    /* the lists, dicts and long str/bytes met so far: a set of addresses
+     * (open addressing, NULL slots are free) */
+    const void **seen;
+    size_t seen_mask, nseen;
+    const void *seen_inline[64];
 } writer;
 
+static int grow(writer *w, size_t n);
+
 /* Make room for n more bytes.  Returns 1, 0 if the output would pass
- * QUICK_MAX_SIZE, -1 with MemoryError set. */
-static int
+ * w->max, -1 with MemoryError set. */
+static inline int
 reserve(writer *w, size_t n)
 {
-    if (w->len + n <= w->cap) {
-        return 1;
-    }
-    if (w->len + n > QUICK_MAX_SIZE) {
+    return w->len + n <= w->cap ? 1 : grow(w, n);
+}
+
+/* reserve() when the buffer is too small. */
+static int
+grow(writer *w, size_t n)
+{
+    if (w->len + n > w->max) {
         return 0;
     }
-    size_t cap = w->cap * 2;
+    size_t cap = w->cap < 256 ? 256 : w->cap * 2;
     while (cap < w->len + n) {
         cap *= 2;
     }
-    char *grown = w->buf == w->inline_space ? PyMem_Malloc(cap) : PyMem_Realloc(w->buf, cap);
+    int from_inline = w->buf != NULL && w->buf == w->inline_space;
+    char *grown = from_inline ? PyMem_RawMalloc(cap) : PyMem_RawRealloc(w->buf, cap);
     if (grown == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    if (w->buf == w->inline_space) {
+    if (from_inline) {
         memcpy(grown, w->inline_space, w->len);
     }
     w->buf = grown;
@@ -75,11 +90,18 @@ put_raw(writer *w, const void *data, size_t n)
 }
 
 /* Append an opcode and n bytes of argument.  Returns as reserve(). */
-static int
+static inline int
 put(writer *w, char opcode, const void *arg, size_t n)
 {
-    int r = put_raw(w, &opcode, 1);
-    return r == 1 ? put_raw(w, arg, n) : r;
+    int r = reserve(w, n + 1);
+    if (r == 1) {
+        w->buf[w->len] = opcode;
+        if (n > 0) {
+            memcpy(w->buf + w->len + 1, arg, n);
+        }
+        w->len += n + 1;
+    }
+    return r;
 }
 
 static void
@@ -103,28 +125,67 @@ put_sized(writer *w, char short_op, char long_op, const char *data, size_t n)
     }
     else {
         little_endian(len, n, 4);
-        r = n > QUICK_MAX_SIZE ? 0 : put(w, long_op, len, 4);
+        r = n > w->max ? 0 : put(w, long_op, len, 4);
     }
     return r == 1 ? put_raw(w, data, n) : r;
 }
 
 static int write_value(writer *w, PyObject *obj, int depth);
 
-/* Note a list or dict about to be written; a second sighting (shared or
- * recursive) needs the pickle module's memo.  Returns 1, or 0. */
-static int
-first_sighting(writer *w, PyObject *container)
+static size_t
+address_hash(const void *p)
 {
-    for (int i = 0; i < w->ncontainers; i++) {
-        if (w->containers[i] == container) {
-            return 0;
+    return (size_t)(((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ull >> 24);
+}
+
+/* Note obj (a list, a dict, a long str or bytes) about to be written.
+ * Returns 1 when it was met before in this message (shared or
+ * recursive: the pickle module's memo is needed), 0 the first time, -1
+ * with MemoryError set. */
+static int
+seen_before(writer *w, const void *obj)
+{
+    if (2 * (w->nseen + 1) > w->seen_mask + 1) {
+        size_t cap = 2 * (w->seen_mask + 1);
+        const void **grown = PyMem_RawCalloc(cap, sizeof(*grown));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
         }
+        for (size_t i = 0; i <= w->seen_mask; i++) {
+            if (w->seen[i] != NULL) {
+                size_t at = address_hash(w->seen[i]) & (cap - 1);
+                while (grown[at] != NULL) {
+                    at = (at + 1) & (cap - 1);
+                }
+                grown[at] = w->seen[i];
+            }
+        }
+        if (w->seen != w->seen_inline) {
+            PyMem_RawFree(w->seen);
+        }
+        w->seen = grown;
+        w->seen_mask = cap - 1;
     }
-    if (w->ncontainers == QUICK_MAX_CONTAINERS) {
-        return 0;
+    size_t at = address_hash(obj) & w->seen_mask;
+    while (w->seen[at] != NULL) {
+        if (w->seen[at] == obj) {
+            return 1;
+        }
+        at = (at + 1) & w->seen_mask;
     }
-    w->containers[w->ncontainers++] = container;
-    return 1;
+    w->seen[at] = obj;
+    w->nseen++;
+    return 0;
+}
+
+/* seen_before() as a writer's answer: 1 to write obj, 0 to leave the
+ * message to pickle, -1 on error. */
+static int
+first_sighting(writer *w, const void *obj)
+{
+    int r = seen_before(w, obj);
+    return r == 0 ? 1 : (r == 1 ? 0 : -1);
 }
 
 static int
@@ -151,9 +212,14 @@ write_int(writer *w, PyObject *obj)
         little_endian(arg, (uint64_t)v, 4);
         return put(w, 'J', arg, 4);
     }
-    arg[0] = 8;                 /* LONG1: 8 bytes of two's complement */
-    little_endian(arg + 1, (uint64_t)v, 8);
-    return put(w, '\x8a', arg, 9);
+    /* LONG1: the fewest bytes of two's complement that keep the sign */
+    int n = 5;
+    while (n < 8 && (v < -((long long)1 << (8 * n - 1)) || v >= ((long long)1 << (8 * n - 1)))) {
+        n++;
+    }
+    arg[0] = (unsigned char)n;
+    little_endian(arg + 1, (uint64_t)v, n);
+    return put(w, '\x8a', arg, (size_t)n + 1);
 }
 
 static int
@@ -221,10 +287,10 @@ write_tuple(writer *w, PyObject *obj, int depth)
 static int
 write_list(writer *w, PyObject *obj, int depth)
 {
-    if (!first_sighting(w, obj)) {
-        return 0;
+    int r = first_sighting(w, obj);
+    if (r == 1) {
+        r = put(w, ']', NULL, 0);
     }
-    int r = put(w, ']', NULL, 0);
     for (Py_ssize_t i = 0; r == 1 && i < PyList_GET_SIZE(obj); i += QUICK_BATCH) {
         Py_ssize_t stop = Py_MIN(i + QUICK_BATCH, PyList_GET_SIZE(obj));
         r = put(w, '(', NULL, 0);
@@ -241,10 +307,10 @@ write_list(writer *w, PyObject *obj, int depth)
 static int
 write_dict(writer *w, PyObject *obj, int depth)
 {
-    if (!first_sighting(w, obj)) {
-        return 0;
+    int r = first_sighting(w, obj);
+    if (r == 1) {
+        r = put(w, '}', NULL, 0);
     }
-    int r = put(w, '}', NULL, 0);
     Py_ssize_t pos = 0, batched = 0;
     PyObject *key, *value;
     while (r == 1 && PyDict_Next(obj, &pos, &key, &value)) {
@@ -284,10 +350,14 @@ write_value(writer *w, PyObject *obj, int depth)
         return write_int(w, obj);
     }
     if (PyUnicode_CheckExact(obj)) {
-        return write_str(w, obj);
+        int r = PyUnicode_GetLength(obj) < QUICK_SHARED_MIN ? 1 : first_sighting(w, obj);
+        return r == 1 ? write_str(w, obj) : r;
     }
     if (PyBytes_CheckExact(obj)) {
-        return put_sized(w, 'C', 'B', PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj));
+        int r = PyBytes_GET_SIZE(obj) < QUICK_SHARED_MIN ? 1 : first_sighting(w, obj);
+        return r == 1 ? put_sized(w, 'C', 'B', PyBytes_AS_STRING(obj),
+                                  (size_t)PyBytes_GET_SIZE(obj))
+                      : r;
     }
     if (PyTuple_CheckExact(obj)) {
         return write_tuple(w, obj, depth);
@@ -304,30 +374,56 @@ write_value(writer *w, PyObject *obj, int depth)
     return 0;
 }
 
+/* Write the whole pickle of obj into w.  Returns as write_value(). */
+static int
+write_pickle(writer *w, PyObject *obj)
+{
+    memset(w->seen_inline, 0, sizeof(w->seen_inline));
+    w->seen = w->seen_inline;
+    w->seen_mask = Py_ARRAY_LENGTH(w->seen_inline) - 1;
+    w->nseen = 0;
+    w->len = 0;
+    static const char proto[] = {'\x80', 4};
+    int r = put_raw(w, proto, sizeof(proto));
+    if (r == 1) {
+        r = write_value(w, obj, 0);
+    }
+    if (r == 1) {
+        r = put(w, '.', NULL, 0);
+    }
+    if (w->seen != w->seen_inline) {
+        PyMem_RawFree(w->seen);
+    }
+    return r;
+}
+
 int
 fastmp_quick_dumps(PyObject *obj, PyObject **out)
 {
-    writer w;
-    w.buf = w.inline_space;
-    w.cap = sizeof(w.inline_space);
-    w.len = 0;
-    w.ncontainers = 0;
-    static const char proto[] = {'\x80', 4};
-    memcpy(w.buf, proto, sizeof(proto));
-    w.len = sizeof(proto);
-    int r = write_value(&w, obj, 0);
-    if (r == 1) {
-        r = put(&w, '.', NULL, 0);
-    }
+    char inline_space[256];
+    writer w = {.buf = inline_space, .cap = sizeof(inline_space), .max = QUICK_MAX_SIZE,
+                .inline_space = inline_space};
+    int r = write_pickle(&w, obj);
     if (r == 1) {
         *out = PyBytes_FromStringAndSize(w.buf, (Py_ssize_t)w.len);
         if (*out == NULL) {
             r = -1;
         }
     }
-    if (w.buf != w.inline_space) {
-        PyMem_Free(w.buf);
+    if (w.buf != inline_space) {
+        PyMem_RawFree(w.buf);
     }
+    return r;
+}
+
+int
+fastmp_quick_dump_into(PyObject *obj, quick_buffer *out, size_t max_size)
+{
+    writer w = {.buf = out->buf, .cap = out->cap, .max = max_size};
+    int r = write_pickle(&w, obj);
+    out->buf = w.buf;
+    out->cap = w.cap;
+    out->len = r == 1 ? w.len : 0;
     return r;
 }
 

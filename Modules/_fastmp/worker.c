@@ -2,6 +2,7 @@
  * task frame from the parent's socket, run it in Python, write the result
  * frame back; until STOP, end of file or the task budget is spent. */
 #include "dispatch.h"
+#include "quickpickle.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -347,40 +348,70 @@ put_result(int fd, outbuf *out, inbuf *in, const frame_header *task,
     return out->len >= OUT_HOLD_BYTES ? send_results(fd, out, NULL, NULL) : 0;
 }
 
+/* func applied to one item (unpacked as the arguments when `star`):
+ * a new reference, or NULL with an exception set. */
+static PyObject *
+call_item(PyObject *func, PyObject *item, int star)
+{
+    if (!star) {
+        return PyObject_CallOneArg(func, item);
+    }
+    PyObject *args = PySequence_Tuple(item);
+    PyObject *value = args == NULL ? NULL : PyObject_Call(func, args, NULL);
+    Py_XDECREF(args);
+    return value;
+}
+
 /* Apply `func` to each item of `items` (each item unpacked as the
- * arguments when `star`).  Returns a new list or NULL with an exception. */
+ * arguments when `star`).  A list or tuple is walked in place; any other
+ * iterable (a range, say) one item at a time, so that its items are not
+ * all made first.  Returns a new list or NULL with an exception. */
 static PyObject *
 map_items(PyObject *func, PyObject *items, int star)
 {
-    PyObject *seq = PySequence_Fast(items, "map task items must be a sequence");
-    if (seq == NULL) {
-        return NULL;
+    if (PyList_CheckExact(items) || PyTuple_CheckExact(items)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+        PyObject *out = PyList_New(n);
+        /* the items were unpickled for this task: nothing else holds them */
+        for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+            PyObject *value = call_item(func, PySequence_Fast_GET_ITEM(items, i), star);
+            if (value == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyList_SET_ITEM(out, i, value);
+        }
+        return out;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *value;
-        if (star) {
-            PyObject *args = PySequence_Tuple(item);
-            value = args == NULL ? NULL : PyObject_Call(func, args, NULL);
-            Py_XDECREF(args);
+    PyObject *it = PyObject_GetIter(items);
+    Py_ssize_t hint = it == NULL ? -1 : PyObject_LengthHint(items, 0);
+    PyObject *out = hint < 0 ? NULL : PyList_New(hint);    /* NULL slots until filled */
+    Py_ssize_t filled = 0;
+    PyObject *item;
+    while (out != NULL && (item = PyIter_Next(it)) != NULL) {
+        PyObject *value = call_item(func, item, star);
+        Py_DECREF(item);
+        if (value == NULL) {
+            Py_CLEAR(out);
+        }
+        else if (filled < hint) {
+            PyList_SET_ITEM(out, filled++, value);
         }
         else {
-            value = PyObject_CallOneArg(func, item);
+            int r = PyList_Append(out, value);
+            Py_DECREF(value);
+            if (r < 0) {
+                Py_CLEAR(out);
+            }
         }
-        if (value == NULL) {
-            Py_DECREF(out);
-            Py_DECREF(seq);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, value);
     }
-    Py_DECREF(seq);
+    if (out != NULL && PyErr_Occurred()) {
+        Py_CLEAR(out);
+    }
+    if (out != NULL && filled < hint && PyList_SetSlice(out, filled, hint, NULL) < 0) {
+        Py_CLEAR(out);
+    }
+    Py_XDECREF(it);
     return out;
 }
 
@@ -423,17 +454,30 @@ run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loa
     return value;
 }
 
-/* Pickle the outcome of one task into a bytes object and set *status.
- * A failure (or a value `dumps` refuses) goes through on_failure(exc,
- * value), which returns the bytes to send.  Returns NULL with an
- * exception set only when even that fails, or for a BaseException that is
- * not an Exception (KeyboardInterrupt, SystemExit: they end the worker). */
+/* Results of plain data up to this size are written by quickpickle.c
+ * (several times faster than a Pickler); its buffer is kept between
+ * tasks unless it grew past QUICK_KEEP. */
+#define QUICK_RESULT_MAX (16 * 1024 * 1024)
+#define QUICK_KEEP (1024 * 1024)
+
+/* Pickle the outcome of one task and set *status.  A value of plain data
+ * is written into `quick` (RESULT_QUICK; Py_None is returned), any other
+ * into a new bytes object.  A failure (or a value that cannot be
+ * pickled) goes through on_failure(exc, value), which returns the bytes
+ * to send.  Returns NULL with an exception set only when even that
+ * fails, or for a BaseException that is not an Exception
+ * (KeyboardInterrupt, SystemExit: they end the worker). */
 static PyObject *
 encode_outcome(PyObject *value, PyObject *dumps, PyObject *on_failure,
-               uint32_t *status)
+               quick_buffer *quick, uint32_t *status)
 {
     if (value != NULL) {
-        PyObject *data = PyObject_CallOneArg(dumps, value);
+        int r = fastmp_quick_dump_into(value, quick, QUICK_RESULT_MAX);
+        if (r == 1) {
+            *status = RESULT_QUICK;
+            return Py_NewRef(Py_None);
+        }
+        PyObject *data = r == 0 ? PyObject_CallOneArg(dumps, value) : NULL;
         if (data != NULL) {
             *status = RESULT_OK;
             return data;
@@ -477,6 +521,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *outcome = NULL;
     func_cache cache = {0};
     outbuf out = {0};
+    quick_buffer quick = {0};
     while (maxtasks <= 0 || done < maxtasks) {
         frame_header h;
         const char *payload;
@@ -492,7 +537,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int slot;
         PyObject *value = run_task(&h, payload, &cache, loads, &slot);
         uint32_t status = RESULT_OK;
-        PyObject *data = encode_outcome(value, dumps, on_failure, &status);
+        PyObject *data = encode_outcome(value, dumps, on_failure, &quick, &status);
         Py_XDECREF(value);
         PyObject *short_func = NULL;     /* its pickle, when it is short */
         if (slot >= 0) {
@@ -509,8 +554,8 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (data == NULL) {
             break;
         }
-        Py_buffer view;
-        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_buffer view = {.buf = quick.buf, .len = (Py_ssize_t)quick.len};
+        if (status != RESULT_QUICK && PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
             Py_DECREF(data);
             break;
         }
@@ -519,7 +564,13 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             .index = h.index, .len = (uint64_t)view.len,
         };
         r = put_result(fd, &out, &in, &h, short_func, &reply, view.buf);
-        PyBuffer_Release(&view);
+        if (status != RESULT_QUICK) {
+            PyBuffer_Release(&view);
+        }
+        else if (quick.cap > QUICK_KEEP) {
+            PyMem_RawFree(quick.buf);
+            quick = (quick_buffer){0};
+        }
         Py_DECREF(data);
         if (r < 0) {
             break;
@@ -542,6 +593,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyMem_RawFree(out.buf);
+    PyMem_RawFree(quick.buf);
     clear_func_cache(&cache);
     PyMem_RawFree(in.buf);
     return outcome;
