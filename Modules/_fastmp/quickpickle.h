@@ -8,8 +8,8 @@
 
 /* Pickle `obj` if it is plain data: None, bool, int, float, str, bytes,
  * and tuples, lists and dicts of plain data (exact types; no list, dict,
- * or str or bytes of 64 or more, twice), up to a small size.  The pickle (protocol 4, no memo) loads
- * with pickle.loads into an equal object.  Returns 1 with a new bytes
+ * or str or bytes of 64 or more, twice), up to a small size.  The pickle
+ * (protocol 4, no memo) loads with pickle.loads into an equal object.  Returns 1 with a new bytes
  * object in *out; 0 if obj is not plain data (nothing set); -1 with an
  * exception set. */
 int fastmp_quick_dumps(PyObject *obj, PyObject **out);
