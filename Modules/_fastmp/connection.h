@@ -85,10 +85,10 @@ int fastmp_ring_send(struct chan_map *tx, int fd, const char *data, uint64_t len
 
 /* Take the next message from the ring `rx` (the peer's socket `fd` tells
  * end of file), waiting as long as it takes; taking the last message
- * waiting lingers as `lingering` allows (see connection_ring.c).  Returns a new bytes object; NULL with *too_long set to its
- * length for a message longer than `limit` (left unread); NULL with an
- * exception set on error (EOFError once the ring is empty and every
- * writer gone). */
+ * waiting lingers as `lingering` allows (see connection_ring.c).
+ * Returns a new bytes object; NULL with *too_long set to its length for
+ * a message longer than `limit` (left unread); NULL with an exception
+ * set on error (EOFError once the ring is empty and every writer gone). */
 PyObject *fastmp_ring_recv(struct chan_map *rx, int fd, spin_state *lingering,
                            uint64_t limit, uint64_t *too_long);
 
