@@ -291,14 +291,13 @@ buffer_message(chan_map *m, Py_buffer *view, uint32_t flags)
 int
 chan_lock_blocking(pthread_mutex_t *mu)
 {
-    static const fastmp_deadline forever = {1, {0, 0}};
     int err = chan_lock(mu, &chan_no_wait, 0);
     while (err == EBUSY || err == EINTR) {
         if (err == EINTR && PyErr_CheckSignals() < 0) {
             return -1;
         }
         Py_BEGIN_ALLOW_THREADS
-        err = chan_lock(mu, &forever, 1);
+        err = chan_lock(mu, &chan_forever, 1);
         Py_END_ALLOW_THREADS
     }
     if (err) {
@@ -313,8 +312,6 @@ chan_lock_blocking(pthread_mutex_t *mu)
 static int
 write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
-    fastmp_deadline forever;
-    fastmp_deadline_from_seconds(-1.0, &forever);
     if (chan_lock_blocking(&m->sh->wlock) < 0) {
         return -1;
     }
@@ -328,7 +325,7 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
             return -1;
         }
         Py_BEGIN_ALLOW_THREADS
-        err = chan_write(m, &w, &forever);
+        err = chan_write(m, &w, &chan_forever);
         Py_END_ALLOW_THREADS
     }
     chan_unlock(&m->sh->wlock);

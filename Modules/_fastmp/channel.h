@@ -155,6 +155,8 @@ void chan_map_decref(chan_map *m);
 
 /* A deadline that has always passed: "do not wait". */
 extern const fastmp_deadline chan_no_wait;
+/* A deadline that never passes: "wait as long as it takes". */
+extern const fastmp_deadline chan_forever;
 
 /* Lock a robust mutex, waiting at most until `d` (or one signal-check slice
  * of ~50 ms, which returns EINTR).  On EOWNERDEAD the lock is made

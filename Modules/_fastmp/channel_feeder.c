@@ -189,14 +189,13 @@ peek_item(chan_map *m)
 static int
 feed_locked(chan_map *m)
 {
-    static const fastmp_deadline forever = {1, {0, 0}};
     while (chan_feeder_drain(m) != 0) {
         chan_pending *item = peek_item(m);
         if (item->len <= chan_whole_max(m)) {
             return 1;
         }
         chan_wmsg w = {item->data, item->len, item->flags, 0, 0};
-        while (chan_write(m, &w, &forever) == EINTR) {
+        while (chan_write(m, &w, &chan_forever) == EINTR) {
         }
         retire_item(m, item);
     }
@@ -207,11 +206,9 @@ static void *
 feeder_main(void *arg)
 {
     chan_map *m = arg;
-    fastmp_deadline forever;
-    fastmp_deadline_from_seconds(-1.0, &forever);
     while (next_item(m) != NULL) {
         int err;
-        while ((err = chan_lock(&m->sh->wlock, &forever, 1)) == EINTR) {
+        while ((err = chan_lock(&m->sh->wlock, &chan_forever, 1)) == EINTR) {
         }
         if (err) {
             /* the lock is unusable (ENOTRECOVERABLE): drop the message

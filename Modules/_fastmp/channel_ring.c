@@ -183,6 +183,7 @@ chan_map_decref(chan_map *m)
 /* ---- locks ----------------------------------------------------------- */
 
 const fastmp_deadline chan_no_wait = {0, {0, 0}};
+const fastmp_deadline chan_forever = {1, {0, 0}};
 
 /* The earlier of `d` and `ns` from now, in *until.  Returns 1 if that is
  * `d` itself (a timeout there is final), 0 if it is the other. */
@@ -797,7 +798,6 @@ chan_qsize(const chan_map *m)
 int
 chan_wait_joined(chan_map *m)
 {
-    static const fastmp_deadline forever = {1, {0, 0}};
     chan_shared *sh = m->sh;
     for (;;) {
         uint32_t u = __atomic_load_n(&sh->unfinished, __ATOMIC_SEQ_CST);
@@ -805,7 +805,7 @@ chan_wait_joined(chan_map *m)
             return 0;
         }
         __atomic_add_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
-        int err = fastmp_futex_wait(&sh->unfinished, u, &forever);
+        int err = fastmp_futex_wait(&sh->unfinished, u, &chan_forever);
         __atomic_sub_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
         if (err) {
             return err;                 /* EINTR: let the caller see signals */

@@ -33,8 +33,6 @@
  * writer to count the next one (see linger). */
 #define LINGER_NS 5000
 
-static const fastmp_deadline forever = {1, {0, 0}};
-
 /* True once every copy of the peer's end is closed. */
 static int
 peer_gone(int fd)
@@ -80,7 +78,7 @@ fastmp_ring_send(chan_map *m, int fd, const char *data, uint64_t len)
         for (;;) {
             int err;
             Py_BEGIN_ALLOW_THREADS
-            err = chan_write(m, &w, &forever);
+            err = chan_write(m, &w, &chan_forever);
             Py_END_ALLOW_THREADS
             if (err == 0) {
                 break;
@@ -291,7 +289,7 @@ fastmp_ring_recv(chan_map *m, int fd, spin_state *lingering, uint64_t limit,
         }
         (void)reconcile(m, fd, stale);
         chan_unlock(&sh->rlock);
-        int events = wait_ring(m, fd, &forever, stale);
+        int events = wait_ring(m, fd, &chan_forever, stale);
         if (events < 0) {
             return NULL;
         }
