@@ -1223,6 +1223,9 @@ Conn_attach_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
     int fds[2];
     for (int i = 0; i < 2; i++) {
         if ((fds[i] = fd_from_object(args[i])) < 0) {
+            if (i == 1) {
+                (void)close(fds[0]);
+            }
             return NULL;
         }
     }
