@@ -399,6 +399,25 @@ Dispatcher_forget(Dispatcher *d, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* finished(job) -> tasks of the job with an outcome (collected or not),
+ * or None when the job is not open. */
+static PyObject *
+Dispatcher_finished(Dispatcher *d, PyObject *arg)
+{
+    uint64_t id;
+    if (parse_u64(arg, &id) < 0) {
+        return NULL;
+    }
+    lock_dispatcher(d);
+    job_t *j = dispatch_find_job(d, id);
+    long long finished = j != NULL ? (long long)j->finished : -1;
+    pthread_mutex_unlock(&d->mu);
+    if (finished < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(finished);
+}
+
 /* 1 when pickle saves `func` by its module and name only, so that its
  * pickle can be reused for every task (a plain function or a module-level
  * builtin, with no reducer registered for its type); 0 when not; -1 with
@@ -1106,6 +1125,8 @@ static PyMethodDef Dispatcher_methods[] = {
      "expect(job, ntasks): the job has ntasks tasks in all."},
     {"forget", (PyCFunction)Dispatcher_forget, METH_O,
      "forget(job): drop the job and its uncollected outcomes."},
+    {"finished", (PyCFunction)Dispatcher_finished, METH_O,
+     "finished(job) -> tasks of the job with an outcome, or None if it is not open."},
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,
      "submit(job, index, kind, func, rest): queue one task (rest: (args, kwds)\n"
      "for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP)."},
