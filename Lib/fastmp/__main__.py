@@ -67,6 +67,13 @@ def _command(source):
     `python -c`."""
     sys.path[0] = ''
     code = compile(source, '<string>', 'exec', dont_inherit=True)
+    # 3.13+ gives linecache the source of -c, so tracebacks quote its lines:
+    # 3.13 under the file name, later versions under the code objects
+    import linecache
+    register = getattr(linecache, '_register_code', None)
+    if register is not None:
+        keyed_by_code = hasattr(linecache, '_interactive_cache')
+        register(code if keyed_by_code else '<string>', source, '<string>')
     import importlib.machinery
     return code, _new_main(None, loader=importlib.machinery.BuiltinImporter)
 
