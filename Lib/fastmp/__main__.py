@@ -1,9 +1,11 @@
-"""`python -m fastmp program.py [args]` and `python -m fastmp -m module
-[args]`: run an unchanged multiprocessing program on fastmp.
+"""`python -m fastmp program.py [args]`, `python -m fastmp -m module
+[args]` and `python -m fastmp -c code [args]`: run an unchanged
+multiprocessing program on fastmp.
 
-The program runs as `python program.py` would run it (sys.argv, sys.path[0],
-a fresh __main__ module, exit code, traceback), with `multiprocessing`
-resolving to fastmp in it and in every process it starts."""
+The program runs as `python program.py` (or `-m`, `-c`) would run it
+(sys.argv, sys.path[0], a fresh __main__ module, exit code, traceback),
+with `multiprocessing` resolving to fastmp in it and in every process it
+starts."""
 
 __all__ = []  # the command-line runner exports nothing
 
@@ -14,19 +16,22 @@ import types
 USAGE = """\
 usage: python -m fastmp program.py [args...]
        python -m fastmp -m module [args...]
+       python -m fastmp -c code [args...]
 Runs a multiprocessing program unchanged with fastmp standing in for
 multiprocessing (in the program and in every process it starts)."""
 
 
 def _new_main(file, spec=None, loader=None):
     """A fresh, empty module installed as __main__ (and __mp_main__, the
-    name spawned children give the main module)."""
+    name spawned children give the main module); file None: it has no
+    __file__ (code given with -c)."""
     main = types.ModuleType('__main__')
-    main.__file__ = file
+    if file is not None:
+        main.__file__ = file
+        main.__cached__ = None
     main.__spec__ = spec
     main.__loader__ = spec.loader if spec is not None else loader
     main.__package__ = spec.parent if spec is not None else None
-    main.__cached__ = None
     main.__builtins__ = __builtins__
     sys.modules['__main__'] = sys.modules['__mp_main__'] = main
     return main
@@ -57,6 +62,22 @@ def _module(name):
     return code, _new_main(spec.origin, spec=spec)
 
 
+def _command(source):
+    """(code, __main__ module) for `-c source`; sys.path[0] is '', as with
+    `python -c`."""
+    sys.path[0] = ''
+    code = compile(source, '<string>', 'exec', dont_inherit=True)
+    # 3.13+ gives linecache the source of -c, so tracebacks quote its lines:
+    # 3.13 under the file name, later versions under the code objects
+    import linecache
+    register = getattr(linecache, '_register_code', None)
+    if register is not None:
+        keyed_by_code = hasattr(linecache, '_interactive_cache')
+        register(code if keyed_by_code else '<string>', source, '<string>')
+    import importlib.machinery
+    return code, _new_main(None, loader=importlib.machinery.BuiltinImporter)
+
+
 def _report_uncaught(exc):
     """Print a traceback that starts in the program (not in this runner),
     through sys.excepthook like the interpreter does."""
@@ -74,13 +95,17 @@ def main(argv):
         return 2 if not argv else 0
     from fastmp import _dropin
     _dropin.install()
-    if argv[0] == '-m' and len(argv) < 2:
+    if argv[0] in ('-m', '-c') and len(argv) < 2:
+        print('Argument expected for the %s option' % argv[0], file=sys.stderr)
         print(USAGE, file=sys.stderr)
         return 2
     try:
         if argv[0] == '-m':
             sys.argv = argv[1:]
             code, module = _module(argv[1])
+        elif argv[0] == '-c':
+            sys.argv = ['-c'] + argv[2:]
+            code, module = _command(argv[1])
         else:
             sys.argv = list(argv)
             code, module = _script(argv[0])

@@ -29,7 +29,7 @@ import warnings
 # that loads OpenSSL, which every child forked from the server would carry
 from _operator import _compare_digest
 
-from . import process, resource_tracker, spawn, util
+from . import _names, process, resource_tracker, spawn, util
 from .context import reduction
 
 __all__ = ['ensure_running', 'get_inherited_fds', 'connect_to_new_process',
@@ -171,9 +171,9 @@ class ForkServer(object):
             try:
                 exe, argv = resource_tracker._helper_argv(
                     'from fastmp.forkserver import main; '
-                    'main(%d, %d, %r, authkey_r=%d, **%r)'
+                    'main(%d, %d, %r, authkey_r=%d, root_pid=%r, **%r)'
                     % (listener.fileno(), alive_r, self._preload_modules,
-                       authkey_r, self._main_module_data()))
+                       authkey_r, _names.root_pid, self._main_module_data()))
                 pid = util.spawnv_passfds(
                     exe, argv, [listener.fileno(), alive_r, authkey_r])
             except BaseException:
@@ -381,10 +381,12 @@ class _Server:
 
 
 def main(listener_fd, alive_r, preload, main_path=None, sys_path=None,
-         *, authkey_r=None):
+         *, authkey_r=None, root_pid=None):
     """Run the fork server on the listening socket `listener_fd` until the
     alive pipe `alive_r` reaches EOF.  The secret clients must present is
-    read from `authkey_r`."""
+    read from `authkey_r`; `root_pid` is the program's (see _names)."""
+    if root_pid is not None:
+        _names.adopt_root_pid(root_pid)   # before preloading runs any code
     authkey = b''
     if authkey_r is not None:
         authkey = _read_exactly(authkey_r, _AUTHKEY_LENGTH)

@@ -337,10 +337,20 @@ class MapResult(ApplyResult):
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
         self._chunksize = chunksize
-        ntasks = 0 if length == 0 else -(-length // chunksize)
-        super().__init__(pool, callback, error_callback, ntasks)
+        self._ntasks = 0 if length == 0 else -(-length // chunksize)
+        super().__init__(pool, callback, error_callback, self._ntasks)
         self._value = [None] * length
         self._success = True
+
+    @property
+    def _number_left(self):
+        """The chunks not finished yet, 0 once the result is ready: the
+        standard package's counter, which progress bars read."""
+        if self._done:
+            return 0
+        finished = self._pool.dispatcher.finished(self._job)
+        # a job no longer open is ready: another thread is finishing it
+        return 0 if finished is None else self._ntasks - finished
 
     def _record(self, index, ok, value):
         if not self._success:
@@ -988,6 +998,11 @@ class _ThreadDispatcher:
     def forget(self, job):
         with self.cond:
             self.jobs.pop(job, None)
+
+    def finished(self, job):
+        with self.cond:
+            slot = self.jobs.get(job)
+            return None if slot is None else slot[1]
 
     def submit(self, job, index, kind, func, rest):
         with self.cond:

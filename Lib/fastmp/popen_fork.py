@@ -5,6 +5,9 @@ import os
 import signal
 
 from . import util
+# imported for its side effect: the program's root pid is set before the
+# first fork, so that forked children inherit it
+from . import _names  # noqa: F401
 
 __all__ = ['Popen']
 

@@ -7,7 +7,6 @@ tracker while a process uses it (unless ``track=False``), so one that a
 program forgets to unlink is removed when the program ends, even if its
 processes were killed.
 """
-import contextlib
 import functools
 import os
 import struct
@@ -79,8 +78,11 @@ class SharedMemory:
                 continue
 
     def __del__(self):
-        with contextlib.suppress(OSError):
+        # no module global here: late in shutdown they are None
+        try:
             self.close()
+        except OSError:
+            pass
 
     def __reduce__(self):
         # the receiver attaches by name

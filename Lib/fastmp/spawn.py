@@ -122,7 +122,8 @@ def _main_module_source():
 def get_preparation_data(name):
     """What a spawned child needs before it can unpickle its Process object:
     name, authkey, logging set-up, sys.path/argv, directories, the start
-    method and where the main module comes from."""
+    method, where the main module comes from and the program's root pid
+    (see _names)."""
     _check_not_importing_main()
     me = process.current_process()
     data = {'log_to_stderr': util._log_to_stderr, 'authkey': me.authkey}
@@ -130,10 +131,10 @@ def get_preparation_data(name):
         data['log_level'] = util._logger.getEffectiveLevel()
     # '' means "the current directory" and the child's may differ later
     path = [process.ORIGINAL_DIR if entry == '' else entry for entry in sys.path]
-    from . import get_start_method
+    from . import _names, get_start_method
     data.update(name=name, sys_path=path, sys_argv=sys.argv,
                 orig_dir=process.ORIGINAL_DIR, dir=os.getcwd(),
-                start_method=get_start_method())
+                start_method=get_start_method(), fastmp_root_pid=_names.root_pid)
     main_source = _main_module_source()
     if main_source is not None:
         data[main_source[0]] = main_source[1]
@@ -145,6 +146,10 @@ old_main_modules = []
 
 def prepare(data):
     """Apply preparation data (from get_preparation_data) in the child."""
+    if 'fastmp_root_pid' in data:
+        # first: re-importing the main module below may create named objects
+        from . import _names
+        _names.adopt_root_pid(data['fastmp_root_pid'])
     me = process.current_process()
     if 'name' in data:
         me.name = data['name']

@@ -32,26 +32,29 @@ _logger = None
 _log_to_stderr = False
 
 
-def _log(level, msg, args):
-    # stacklevel=3 attributes the record to whoever called debug()/info()
-    if _logger:
-        _logger.log(level, msg, *args, stacklevel=3)
-
+# Each looks at _logger before any other global: late in interpreter
+# shutdown the module's globals are None, and a finalizer that runs then
+# must find "no logger" rather than fail.  stacklevel=2 attributes the
+# record to the caller.
 
 def sub_debug(msg, *args):
-    _log(SUBDEBUG, msg, args)
+    if _logger:
+        _logger.log(SUBDEBUG, msg, *args, stacklevel=2)
 
 
 def debug(msg, *args):
-    _log(DEBUG, msg, args)
+    if _logger:
+        _logger.log(DEBUG, msg, *args, stacklevel=2)
 
 
 def info(msg, *args):
-    _log(INFO, msg, args)
+    if _logger:
+        _logger.log(INFO, msg, *args, stacklevel=2)
 
 
 def sub_warning(msg, *args):
-    _log(SUBWARNING, msg, args)
+    if _logger:
+        _logger.log(SUBWARNING, msg, *args, stacklevel=2)
 
 
 def get_logger():

@@ -399,6 +399,25 @@ Dispatcher_forget(Dispatcher *d, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* finished(job) -> tasks of the job with an outcome (collected or not),
+ * or None when the job is not open. */
+static PyObject *
+Dispatcher_finished(Dispatcher *d, PyObject *arg)
+{
+    uint64_t id;
+    if (parse_u64(arg, &id) < 0) {
+        return NULL;
+    }
+    lock_dispatcher(d);
+    job_t *j = dispatch_find_job(d, id);
+    long long finished = j != NULL ? (long long)j->finished : -1;
+    pthread_mutex_unlock(&d->mu);
+    if (finished < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(finished);
+}
+
 /* 1 when pickle saves `func` by its module and name only, so that its
  * pickle can be reused for every task (a plain function or a module-level
  * builtin, with no reducer registered for its type); 0 when not; -1 with
@@ -479,32 +498,111 @@ func_pickle(Dispatcher *d, fastmp_state *st, PyObject *func, int *by_name)
     return pickled;
 }
 
-/* Append the pickle `part` (a bytes-like object, or a list of them) to
- * the parts to send.  Returns 0, or -1 with an exception set. */
-static int
-add_parts(PyObject *part, Py_buffer *views, int *nviews, int max)
+/* The pieces of a fastmp_pickle() result: the list's items, or the one
+ * bytes-like object. */
+static Py_ssize_t
+count_pieces(PyObject *pickled)
 {
-    Py_ssize_t n = PyList_Check(part) ? PyList_GET_SIZE(part) : 1;
-    if (*nviews + n > max) {
-        PyErr_SetString(PyExc_ValueError, "task pickle in too many pieces");
-        return -1;
-    }
+    return PyList_CheckExact(pickled) ? PyList_GET_SIZE(pickled) : 1;
+}
+
+static PyObject *
+piece_at(PyObject *pickled, Py_ssize_t i)
+{
+    return PyList_CheckExact(pickled) ? PyList_GET_ITEM(pickled, i) : pickled;
+}
+
+/* Take a view of each piece of `pickled` into views[*nviews...] (room
+ * made by the caller) and add their lengths to *len.  Returns 0, or -1
+ * with an exception set (a payload past FRAME_MAX_PAYLOAD is refused);
+ * the views taken stay counted in *nviews for the caller to release. */
+static int
+view_pieces(PyObject *pickled, Py_buffer *views, Py_ssize_t *nviews, uint64_t *len)
+{
+    Py_ssize_t n = count_pieces(pickled);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *chunk = PyList_Check(part) ? PyList_GET_ITEM(part, i) : part;
-        if (PyObject_GetBuffer(chunk, &views[*nviews], PyBUF_SIMPLE) < 0) {
+        Py_buffer *view = &views[*nviews];
+        if (PyObject_GetBuffer(piece_at(pickled, i), view, PyBUF_SIMPLE) < 0) {
             return -1;
         }
         (*nviews)++;
+        /* each piece is below 2**63 and the sum stays at most 2**40 before
+         * it: the addition cannot wrap */
+        *len += (uint64_t)view->len;
+        if (*len > FRAME_MAX_PAYLOAD) {
+            PyErr_Format(PyExc_ValueError,
+                         "task pickle larger than %llu bytes: too large for a pool task",
+                         (unsigned long long)FRAME_MAX_PAYLOAD);
+            return -1;
+        }
     }
     return 0;
 }
 
-#define TASK_PARTS 16
+/* A small task's pickles come in a few pieces (the function's and the
+ * arguments'): their views stay on the stack.  A large one's pickle
+ * comes in a piece per 64 KiB frame and per large bytes-like object, as
+ * many as it takes: their views are allocated. */
+#define TASK_VIEWS_ON_STACK 8
 
-/* A task frame: the function's pickle (status: its length, and
- * FUNC_BY_NAME when the worker may cache what it unpickles to), then the
- * pickle of `rest` (apply: (args, kwds); map: the items).  Returns NULL
- * with an exception set on failure. */
+/* A task frame: the function's pickle `fpick` (status: its length, and
+ * FUNC_BY_NAME when `by_name`, the worker may cache what it unpickles
+ * to), then the pickle `rpick` of the rest (apply: (args, kwds); map:
+ * the items), copied into one buffer.  Returns NULL with an exception
+ * set on failure. */
+static task_t *
+frame_task(uint64_t job, uint64_t index, uint64_t kind, PyObject *fpick, int by_name,
+           PyObject *rpick)
+{
+    Py_buffer on_stack[TASK_VIEWS_ON_STACK];
+    Py_buffer *views = on_stack;
+    Py_ssize_t total = count_pieces(fpick) + count_pieces(rpick);
+    if (total > TASK_VIEWS_ON_STACK && (views = PyMem_New(Py_buffer, (size_t)total)) == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t nviews = 0;
+    uint64_t len = 0, func_len;
+    task_t *t = NULL;
+    if (view_pieces(fpick, views, &nviews, &len) < 0) {
+        goto done;
+    }
+    func_len = len;
+    if (func_len >= FUNC_BY_NAME) {
+        PyErr_Format(PyExc_ValueError, "task function pickle of %llu bytes is too large",
+                     (unsigned long long)func_len);
+        goto done;
+    }
+    if (view_pieces(rpick, views, &nviews, &len) < 0) {
+        goto done;
+    }
+    if (len > SIZE_MAX - sizeof(*t) - sizeof(frame_header)
+        || (t = malloc(sizeof(*t) + sizeof(frame_header) + (size_t)len)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    frame_header h = {.kind = (uint32_t)kind, .job = job, .index = index, .len = len,
+                      .status = (uint32_t)func_len | (by_name ? FUNC_BY_NAME : 0)};
+    t->next = NULL;
+    t->size = sizeof(h) + (size_t)len;
+    memcpy(t->frame, &h, sizeof(h));
+    unsigned char *at = t->frame + sizeof(h);
+    for (Py_ssize_t i = 0; i < nviews; i++) {
+        memcpy(at, views[i].buf, (size_t)views[i].len);
+        at += views[i].len;
+    }
+done:
+    for (Py_ssize_t i = 0; i < nviews; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    if (views != on_stack) {
+        PyMem_Free(views);
+    }
+    return t;
+}
+
+/* The task frame of func applied to `rest` (see frame_task).  Returns
+ * NULL with an exception set on failure. */
 static task_t *
 make_task(Dispatcher *d, uint64_t job, uint64_t index, uint64_t kind,
           PyObject *func, PyObject *rest)
@@ -520,42 +618,7 @@ make_task(Dispatcher *d, uint64_t job, uint64_t index, uint64_t kind,
     int by_name = 0;
     PyObject *fpick = func_pickle(d, st, func, &by_name);
     PyObject *rpick = fpick != NULL ? fastmp_pickle(st, rest) : NULL;
-    Py_buffer views[TASK_PARTS];
-    int nviews = 0;
-    task_t *t = NULL;
-    int nfunc = 0;
-    if (rpick != NULL && add_parts(fpick, views, &nviews, TASK_PARTS) == 0
-        && (nfunc = nviews, add_parts(rpick, views, &nviews, TASK_PARTS) == 0)) {
-        uint64_t len = 0, func_len = 0;
-        for (int i = 0; i < nviews; i++) {
-            len += (uint64_t)views[i].len;
-            func_len += i < nfunc ? (uint64_t)views[i].len : 0;
-        }
-        if (len > FRAME_MAX_PAYLOAD || func_len >= FUNC_BY_NAME) {
-            PyErr_Format(PyExc_ValueError, "task of %llu bytes is too large",
-                         (unsigned long long)len);
-        }
-        else if ((t = malloc(sizeof(*t) + sizeof(frame_header) + (size_t)len)) == NULL) {
-            PyErr_NoMemory();
-        }
-        else {
-            frame_header h = {.kind = (uint32_t)kind, .job = job, .index = index,
-                              .len = len,
-                              .status = (uint32_t)func_len
-                                        | (by_name ? FUNC_BY_NAME : 0)};
-            t->next = NULL;
-            t->size = sizeof(h) + (size_t)len;
-            memcpy(t->frame, &h, sizeof(h));
-            unsigned char *at = t->frame + sizeof(h);
-            for (int i = 0; i < nviews; i++) {
-                memcpy(at, views[i].buf, (size_t)views[i].len);
-                at += views[i].len;
-            }
-        }
-    }
-    for (int i = 0; i < nviews; i++) {
-        PyBuffer_Release(&views[i]);
-    }
+    task_t *t = rpick != NULL ? frame_task(job, index, kind, fpick, by_name, rpick) : NULL;
     Py_XDECREF(fpick);
     Py_XDECREF(rpick);
     return t;
@@ -1062,6 +1125,8 @@ static PyMethodDef Dispatcher_methods[] = {
      "expect(job, ntasks): the job has ntasks tasks in all."},
     {"forget", (PyCFunction)Dispatcher_forget, METH_O,
      "forget(job): drop the job and its uncollected outcomes."},
+    {"finished", (PyCFunction)Dispatcher_finished, METH_O,
+     "finished(job) -> tasks of the job with an outcome, or None if it is not open."},
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,
      "submit(job, index, kind, func, rest): queue one task (rest: (args, kwds)\n"
      "for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP)."},

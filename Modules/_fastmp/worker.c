@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #define READ_SIZE 65536
+/* A buffer that grew past this for a large task is given back once that
+ * task is done, so that a worker does not keep its largest task's size. */
+#define READ_KEEP (1024 * 1024)
 
 /* The worker's input buffer: one read() often brings several tasks. */
 typedef struct {
@@ -108,6 +111,14 @@ static int
 next_frame(int fd, inbuf *in, frame_header *h, const char **payload)
 {
     *payload = NULL;
+    if (in->len == 0 && in->cap > READ_KEEP) {
+        char *small = PyMem_RawRealloc(in->buf, READ_SIZE);
+        if (small != NULL) {        /* else keep the large one */
+            in->buf = small;
+            in->cap = READ_SIZE;
+            in->start = 0;
+        }
+    }
     int r = fill(fd, in, sizeof(*h));
     if (r <= 0) {
         return r;
