@@ -38,3 +38,13 @@ def wait_for(predicate, timeout=10.0, interval=0.01):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def skip_stdlib_before(impl, version, what):
+    """Skip the standard package's side of a shared test on an interpreter
+    whose `multiprocessing` predates `what` (added in `version`); fastmp
+    provides it on every version."""
+    if impl.__name__ == "multiprocessing" and sys.version_info < version:
+        import pytest
+        pytest.skip("the standard package has %s from %d.%d"
+                    % ((what,) + tuple(version)))
