@@ -13,7 +13,7 @@ import pytest
 
 import fastmp
 import fastmp.managers as fmanagers
-from support import skip_stdlib_before
+from support import check_lock_locked, check_semaphore_locked, skip_stdlib_before
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -215,19 +215,7 @@ def test_sync_primitives(manager):
 @pytest.mark.parametrize('kind', ['Lock', 'RLock', 'Condition'])
 def test_lock_proxies_locked(impl, manager, kind):
     skip_stdlib_before(impl, (3, 14), "the lock proxies' locked()")
-    lock = getattr(manager, kind)()
-    assert lock.locked() is False
-    with lock:
-        assert lock.locked() is True
-        if kind != 'Lock':
-            with lock:
-                assert lock.locked() is True
-            assert lock.locked() is True
-    assert lock.locked() is False
-    held = threading.Thread(target=lock.acquire)
-    held.start()
-    held.join()
-    assert lock.locked() is True
+    check_lock_locked(getattr(manager, kind)(), recursive=kind != 'Lock')
 
 
 def test_condition_proxy_on_a_given_lock_is_locked_with_it(impl, manager):
@@ -244,14 +232,7 @@ def test_condition_proxy_on_a_given_lock_is_locked_with_it(impl, manager):
 def test_semaphore_proxies_locked(fmanager, kind):
     # The standard proxies expose locked() too, but its server holds a
     # threading.Semaphore, which has none: the call raises RemoteError.
-    sem = getattr(fmanager, kind)(2)
-    sem.acquire()
-    assert sem.locked() is False
-    sem.acquire()
-    assert sem.locked() is True
-    sem.release()
-    assert sem.locked() is False
-    assert getattr(fmanager, kind)(0).locked() is True
+    check_semaphore_locked(getattr(fmanager, kind))
 
 
 def test_queue_and_errors_come_back_as_themselves(manager):

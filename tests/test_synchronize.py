@@ -16,7 +16,8 @@ import pytest
 
 import fastmp
 from fastmp import _multiprocessing, _names, synchronize
-from support import run_python, skip_stdlib_before, wait_for
+from support import (check_lock_locked, check_semaphore_locked, run_python,
+                     skip_stdlib_before, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -197,41 +198,17 @@ def test_event_repr_matches_stdlib():
 
 # ---- locked() (3.14; fastmp has it on every version) ---------------------
 
-def _held_by_another_thread(lock):
-    t = threading.Thread(target=lock.acquire)
-    t.start()
-    t.join()
-
-
 @pytest.mark.parametrize('kind', ['Lock', 'RLock'])
 def test_locked(impl, kind):
     skip_stdlib_before(impl, (3, 14), 'locked()')
-    ctx = impl.get_context('fork')
-    lock = getattr(ctx, kind)()
-    assert lock.locked() is False
-    with lock:
-        assert lock.locked() is True
-        if kind == 'RLock':
-            with lock:
-                assert lock.locked() is True
-            assert lock.locked() is True
-    assert lock.locked() is False
-    _held_by_another_thread(lock)
-    assert lock.locked() is True
+    lock = getattr(impl.get_context('fork'), kind)()
+    check_lock_locked(lock, recursive=kind == 'RLock')
 
 
 @pytest.mark.parametrize('kind', ['Semaphore', 'BoundedSemaphore'])
 def test_semaphore_locked_when_no_unit_is_left(impl, kind):
     skip_stdlib_before(impl, (3, 14), 'locked()')
-    ctx = impl.get_context('fork')
-    sem = getattr(ctx, kind)(2)
-    sem.acquire()
-    assert sem.locked() is False
-    sem.acquire()
-    assert sem.locked() is True
-    sem.release()
-    assert sem.locked() is False
-    assert getattr(ctx, kind)(0).locked() is True
+    check_semaphore_locked(getattr(impl.get_context('fork'), kind))
 
 
 def test_locked_seen_from_another_process(impl, ctx):

@@ -684,6 +684,8 @@ class SetProxy(_BaseSetProxy):
 
 collections.abc.MutableSequence.register(BaseListProxy)
 collections.abc.MutableMapping.register(_BaseDictProxy)
+# (the standard package registers its set proxy as a MutableMapping:
+# gh-142740)
 collections.abc.MutableSet.register(_BaseSetProxy)
 
 ArrayProxy = MakeProxyType('ArrayProxy', ('__len__', '__getitem__', '__setitem__'))

@@ -29,6 +29,8 @@ Where fastmp behaves differently from the standard package:
 - SyncManager's Queue and JoinableQueue are a queue.Queue subclass whose
   put() and get() are cheaper when they need not wait (same methods, same
   behaviour).
+- A Semaphore's or BoundedSemaphore's proxy answers locked(); the
+  standard server holds a threading.Semaphore, which has none.
 """
 import array
 import os
