@@ -50,7 +50,8 @@ from ._proxies import (  # noqa: F401 (the standard module's names)
     Token, RemoteError, State, BaseProxy, RebuildProxy, AutoProxy,
     MakeProxyType, Namespace, Value, Array, IteratorProxy, AcquirerProxy,
     ConditionProxy, EventProxy, BarrierProxy, NamespaceProxy, ValueProxy,
-    BaseListProxy, ListProxy, DictProxy, SetProxy, ArrayProxy, BasePoolProxy,
+    BaseListProxy, ListProxy, _BaseDictProxy, DictProxy, _BaseSetProxy,
+    SetProxy, ArrayProxy, BasePoolProxy,
     PoolProxy, ProcessLocalSet, dispatch, convert_to_error, listener_client,
     call_server, connect_client, control, adopt_reference,
     proxytype_for_typeid, INBAND_CONTROL, owned_servers, shutdown_inband)
