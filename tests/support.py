@@ -1,8 +1,13 @@
-"""Helpers for tests that run a separate interpreter."""
+"""Helpers shared by the tests: running a separate interpreter, polling,
+skipping the standard package where it lacks a feature, and checks of
+locked() that run against both packages."""
 import os
 import subprocess
 import sys
+import threading
 import time
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -38,3 +43,43 @@ def wait_for(predicate, timeout=10.0, interval=0.01):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def skip_stdlib_before(impl, version, what):
+    """Skip the standard package's side of a shared test on an interpreter
+    whose `multiprocessing` predates `what` (added in `version`); fastmp
+    provides it on every version."""
+    if impl.__name__ == "multiprocessing" and sys.version_info < version:
+        pytest.skip("the standard package has %s from %d.%d"
+                    % ((what,) + tuple(version)))
+
+
+def check_lock_locked(lock, recursive):
+    """locked() of an unheld `lock` is true exactly while some thread holds
+    it, at any depth if `recursive`; the lock is left held by a thread that
+    has ended."""
+    assert lock.locked() is False
+    with lock:
+        assert lock.locked() is True
+        if recursive:
+            with lock:
+                assert lock.locked() is True
+            assert lock.locked() is True
+    assert lock.locked() is False
+    holder = threading.Thread(target=lock.acquire)
+    holder.start()
+    holder.join()
+    assert lock.locked() is True
+
+
+def check_semaphore_locked(make):
+    """locked() of semaphores made by make(value) is true exactly while no
+    unit is left."""
+    sem = make(2)
+    sem.acquire()
+    assert sem.locked() is False
+    sem.acquire()
+    assert sem.locked() is True
+    sem.release()
+    assert sem.locked() is False
+    assert make(0).locked() is True

@@ -13,6 +13,7 @@ import pytest
 
 import fastmp
 import fastmp.managers as fmanagers
+from support import check_lock_locked, check_semaphore_locked, skip_stdlib_before
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,9 +97,11 @@ def test_dict_proxy_agrees(manager):
     assert len(dct) == 0
 
 
-def test_dict_proxy_newer_methods(fmanager):
-    dct = fmanager.dict({'a': 1, 'b': 2})
-    assert list(reversed(dct)) == ['b', 'a']
+def test_dict_proxy_newer_methods(impl, manager):
+    skip_stdlib_before(impl, (3, 14), "the dict proxy's |, reversed and fromkeys")
+    dct = manager.dict({'a': 1, 'b': 2})
+    backwards = reversed(dct)
+    assert type(backwards) is type(iter([])) and list(backwards) == ['b', 'a']
     assert dct | {'c': 3} == {'a': 1, 'b': 2, 'c': 3}
     assert {'z': 0} | dct == {'z': 0, 'a': 1, 'b': 2}
     alias = dct
@@ -110,28 +113,57 @@ def test_dict_proxy_newer_methods(fmanager):
     assert dct._getvalue() == {}
 
 
-def test_list_proxy_newer_methods(fmanager):
-    lst = fmanager.list([1, 2])
-    assert lst.copy() == [1, 2]
+def test_list_proxy_newer_methods(impl, manager):
+    skip_stdlib_before(impl, (3, 14), "the list proxy's clear and copy")
+    lst = manager.list([1, 2])
+    copied = lst.copy()
+    assert type(copied) is list and copied == [1, 2]
     lst.clear()
-    assert len(lst) == 0
+    assert len(lst) == 0 and copied == [1, 2]
 
 
-def test_set_proxy(fmanager):
-    s = fmanager.set([1, 2, 3])
+def test_set_proxy(impl, manager):
+    skip_stdlib_before(impl, (3, 14), 'SyncManager.set()')
+    s = manager.set([1, 2, 3])
+    assert isinstance(s, impl.managers.SetProxy)
     s.add(4)
     s.discard(1)
     assert 2 in s and 1 not in s and len(s) == 3
     assert sorted(s) == [2, 3, 4]
-    assert s | {9} == {2, 3, 4, 9} and s & {2, 7} == {2}
-    assert s - {2} == {3, 4} and s ^ {2, 5} == {3, 4, 5}
-    assert s.issubset({2, 3, 4, 5}) and s <= {2, 3, 4}
+    assert s | {9} == {2, 3, 4, 9} and {9} | s == {2, 3, 4, 9}
+    assert s & {2, 7} == {2} and {2, 7} & s == {2}
+    assert s - {2} == {3, 4} and {2, 5} - s == {5}
+    assert s ^ {2, 5} == {3, 4, 5} and {2, 5} ^ s == {3, 4, 5}
+    assert s.issubset({2, 3, 4, 5}) and s <= {2, 3, 4} and s < {2, 3, 4, 5}
+    assert s.issuperset({2}) and s >= {2, 3, 4} and s > {3}
+    assert s.union({1}) == {1, 2, 3, 4} and s.isdisjoint({7})
+    copied = s.copy()
+    assert type(copied) is set and copied == {2, 3, 4}
+    # iteration walks a copy taken when it starts, as a list proxy's
+    # reversed() does, so the set may change meanwhile
+    walk = iter(s)
+    s.add(5)
+    assert sorted(walk) == [2, 3, 4]
     alias = s
     s |= {10}
     s -= {2}
-    assert s is alias and s._getvalue() == {3, 4, 10}
+    s &= {3, 4, 5, 10, 11}
+    s ^= {5, 12}
+    assert s is alias and s._getvalue() == {3, 4, 10, 12}
+    with pytest.raises(KeyError):
+        s.remove(99)
+    s.clear()
+    assert len(s) == 0
+    with pytest.raises(impl.managers.RemoteError):
+        manager.set(1234)
+
+
+def test_set_proxy_is_a_mutable_set(fmanager):
+    # The standard package registers it as a MutableMapping (gh-142740).
     import collections.abc
+    s = fmanager.set()
     assert isinstance(s, collections.abc.MutableSet)
+    assert not isinstance(s, collections.abc.MutableMapping)
 
 
 def test_namespace_value_array(manager):
@@ -178,6 +210,29 @@ def test_sync_primitives(manager):
     barrier = manager.Barrier(1)
     assert barrier.parties == 1 and barrier.n_waiting == 0
     assert barrier.wait() == 0 and not barrier.broken
+
+
+@pytest.mark.parametrize('kind', ['Lock', 'RLock', 'Condition'])
+def test_lock_proxies_locked(impl, manager, kind):
+    skip_stdlib_before(impl, (3, 14), "the lock proxies' locked()")
+    check_lock_locked(getattr(manager, kind)(), recursive=kind != 'Lock')
+
+
+def test_condition_proxy_on_a_given_lock_is_locked_with_it(impl, manager):
+    skip_stdlib_before(impl, (3, 14), "the condition proxy's locked()")
+    lock = manager.Lock()
+    cond = manager.Condition(lock)
+    lock.acquire()
+    assert cond.locked() is True
+    lock.release()
+    assert cond.locked() is False
+
+
+@pytest.mark.parametrize('kind', ['Semaphore', 'BoundedSemaphore'])
+def test_semaphore_proxies_locked(fmanager, kind):
+    # The standard proxies expose locked() too, but its server holds a
+    # threading.Semaphore, which has none: the call raises RemoteError.
+    check_semaphore_locked(getattr(fmanager, kind))
 
 
 def test_queue_and_errors_come_back_as_themselves(manager):

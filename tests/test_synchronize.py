@@ -16,7 +16,8 @@ import pytest
 
 import fastmp
 from fastmp import _multiprocessing, _names, synchronize
-from support import run_python, wait_for
+from support import (check_lock_locked, check_semaphore_locked, run_python,
+                     skip_stdlib_before, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,6 +67,19 @@ def _notify_after_wait(cond):
 def _acquire_with_timeout(lock, out):
     if lock.acquire(timeout=0.2):
         out.release()
+
+
+def _hold_until_told(locks, seen, holding, go):
+    """Child side of test_locked_seen_from_another_process: hold `locks`,
+    report what locked() says here, release them when told."""
+    for lock in locks:
+        lock.acquire()
+    for i, lock in enumerate(locks):
+        seen[i] = lock.locked()
+    holding.set()
+    go.wait(30)
+    for lock in locks:
+        lock.release()
 
 
 # ---- Lock ---------------------------------------------------------------
@@ -139,6 +153,12 @@ def _reprs(mp):
     seen.append(repr(rlock))
     rlock.release()
     rlock.release()
+    t = threading.Thread(target=lambda: (rlock.acquire(), rlock.acquire(),
+                                         box.append(repr(rlock))), name='T3')
+    t.start()
+    t.join()
+    seen.append(box[2])
+    seen.append(repr(rlock))            # held by another thread
     seen.append(repr(ctx.Semaphore(3)))
     seen.append(repr(ctx.BoundedSemaphore(2)))
     cond = ctx.Condition(ctx.Lock())
@@ -174,6 +194,41 @@ def test_event_repr_matches_stdlib():
         assert repr(ev) == '<Event at %#x unset>' % id(ev)
         ev.set()
         assert repr(ev) == '<Event at %#x set>' % id(ev)
+
+
+# ---- locked() (3.14; fastmp has it on every version) ---------------------
+
+@pytest.mark.parametrize('kind', ['Lock', 'RLock'])
+def test_locked(impl, kind):
+    skip_stdlib_before(impl, (3, 14), 'locked()')
+    lock = getattr(impl.get_context('fork'), kind)()
+    check_lock_locked(lock, recursive=kind == 'RLock')
+
+
+@pytest.mark.parametrize('kind', ['Semaphore', 'BoundedSemaphore'])
+def test_semaphore_locked_when_no_unit_is_left(impl, kind):
+    skip_stdlib_before(impl, (3, 14), 'locked()')
+    check_semaphore_locked(getattr(impl.get_context('fork'), kind))
+
+
+def test_locked_seen_from_another_process(impl, ctx):
+    skip_stdlib_before(impl, (3, 14), 'locked()')
+    locks = [ctx.Lock(), ctx.RLock(), ctx.BoundedSemaphore(1)]
+    seen = ctx.Array('b', len(locks))
+    holding, go = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_until_told, args=(locks, seen, holding, go))
+    p.start()
+    try:
+        assert holding.wait(30)
+        assert list(seen) == [1, 1, 1]
+        assert [lock.locked() for lock in locks] == [True, True, True]
+        assert repr(locks[0]) == '<Lock(owner=SomeOtherProcess)>'
+        assert repr(locks[1]) == '<RLock(SomeOtherProcess, nonzero)>'
+    finally:
+        go.set()
+        p.join(30)
+    assert p.exitcode == 0
+    assert [lock.locked() for lock in locks] == [False, False, False]
 
 
 # ---- RLock --------------------------------------------------------------

@@ -548,9 +548,9 @@ class IteratorProxy(BaseProxy):
         return self
 
 
-@_forwards('acquire', 'release')
+@_forwards('acquire', 'release', 'locked')
 class AcquirerProxy(BaseProxy):
-    _exposed_ = ('acquire', 'release')
+    _exposed_ = ('acquire', 'release', 'locked')
     __enter__ = _calls('acquire')
     __exit__ = _calls('release')
 
@@ -672,7 +672,6 @@ _BaseSetProxy = MakeProxyType('_BaseSetProxy', (
     'intersection', 'intersection_update', 'isdisjoint', 'issubset',
     'issuperset', 'pop', 'remove', 'symmetric_difference',
     'symmetric_difference_update', 'union', 'update'))
-_BaseSetProxy._method_to_typeid_ = {'__iter__': 'Iterator'}
 
 
 class SetProxy(_BaseSetProxy):
@@ -685,6 +684,8 @@ class SetProxy(_BaseSetProxy):
 
 collections.abc.MutableSequence.register(BaseListProxy)
 collections.abc.MutableMapping.register(_BaseDictProxy)
+# (the standard package registers its set proxy as a MutableMapping:
+# gh-142740)
 collections.abc.MutableSet.register(_BaseSetProxy)
 
 ArrayProxy = MakeProxyType('ArrayProxy', ('__len__', '__getitem__', '__setitem__'))

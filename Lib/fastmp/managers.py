@@ -29,6 +29,8 @@ Where fastmp behaves differently from the standard package:
 - SyncManager's Queue and JoinableQueue are a queue.Queue subclass whose
   put() and get() are cheaper when they need not wait (same methods, same
   behaviour).
+- A Semaphore's or BoundedSemaphore's proxy answers locked(); the
+  standard server holds a threading.Semaphore, which has none.
 """
 import array
 import os
@@ -48,7 +50,8 @@ from ._proxies import (  # noqa: F401 (the standard module's names)
     Token, RemoteError, State, BaseProxy, RebuildProxy, AutoProxy,
     MakeProxyType, Namespace, Value, Array, IteratorProxy, AcquirerProxy,
     ConditionProxy, EventProxy, BarrierProxy, NamespaceProxy, ValueProxy,
-    BaseListProxy, ListProxy, DictProxy, SetProxy, ArrayProxy, BasePoolProxy,
+    BaseListProxy, ListProxy, _BaseDictProxy, DictProxy, _BaseSetProxy,
+    SetProxy, ArrayProxy, BasePoolProxy,
     PoolProxy, ProcessLocalSet, dispatch, convert_to_error, listener_client,
     call_server, connect_client, control, adopt_reference,
     proxytype_for_typeid, INBAND_CONTROL, owned_servers, shutdown_inband)
@@ -679,16 +682,51 @@ class _SharedQueue(queue.Queue):
         return super().get(block, timeout)
 
 
+class _SharedSemaphore(threading.Semaphore):
+    """threading.Semaphore with the locked() that the proxies offer (as
+    multiprocessing's Semaphore answers it; threading's has none)."""
+
+    def locked(self):
+        """Whether acquire(blocking=False) would fail now."""
+        return self._value == 0
+
+
+class _SharedBoundedSemaphore(_SharedSemaphore, threading.BoundedSemaphore):
+    pass
+
+
+if sys.version_info >= (3, 14):
+    _SharedRLock = threading.RLock
+    _SharedCondition = threading.Condition
+else:
+    # Before 3.14 threading's RLock and Condition have no locked().
+    class _SharedRLock(threading._RLock):
+        """The pure-Python RLock, whose inner lock is held exactly while
+        some thread owns it, plus the locked() of 3.14."""
+
+        def locked(self):
+            return self._block.locked()
+
+    class _SharedCondition(threading.Condition):
+        """threading.Condition with the locked() of 3.14: its lock's."""
+
+        def __init__(self, lock=None):
+            super().__init__(_SharedRLock() if lock is None else lock)
+
+        def locked(self):
+            return self._lock.locked()
+
+
 def _register_sync_types():
     register = SyncManager.register
     register('Queue', _SharedQueue)
     register('JoinableQueue', _SharedQueue)
     register('Event', threading.Event, EventProxy)
     register('Lock', threading.Lock, AcquirerProxy)
-    register('RLock', threading.RLock, AcquirerProxy)
-    register('Semaphore', threading.Semaphore, AcquirerProxy)
-    register('BoundedSemaphore', threading.BoundedSemaphore, AcquirerProxy)
-    register('Condition', threading.Condition, ConditionProxy)
+    register('RLock', _SharedRLock, AcquirerProxy)
+    register('Semaphore', _SharedSemaphore, AcquirerProxy)
+    register('BoundedSemaphore', _SharedBoundedSemaphore, AcquirerProxy)
+    register('Condition', _SharedCondition, ConditionProxy)
     register('Barrier', threading.Barrier, BarrierProxy)
     register('Pool', _make_pool, PoolProxy)
     register('list', list, ListProxy)

@@ -16,6 +16,7 @@ from fastmp._proxies import (AcquirerProxy as AcquirerProxy, ArrayProxy as Array
                              NamespaceProxy as NamespaceProxy, PoolProxy as PoolProxy,
                              RebuildProxy as RebuildProxy, RemoteError as RemoteError, SetProxy as SetProxy,
                              State as State, Token as Token, Value as Value, ValueProxy as ValueProxy,
+                             _BaseDictProxy as _BaseDictProxy, _BaseSetProxy as _BaseSetProxy,
                              Array as Array, convert_to_error as convert_to_error, dispatch as dispatch)
 from fastmp.connection import Connection
 from fastmp.context import BaseContext, ProcessError as ProcessError

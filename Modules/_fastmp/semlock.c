@@ -812,6 +812,9 @@ static PyMethodDef semlock_methods[] = {
      "Release the lock, or give one unit back to the semaphore."},
     {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "acquire(); return True."},
     {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "release()."},
+    {"locked", (PyCFunction)semlock_is_zero, METH_NOARGS,
+     "locked() -> bool\n\nWhether the object is locked right now: a lock held "
+     "by any thread of any process, or a semaphore with no unit left."},
     {"_count", (PyCFunction)semlock_count, METH_NOARGS,
      "Acquisitions held by this process (recursion depth for an RLock)."},
     {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS,
