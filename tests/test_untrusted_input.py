@@ -1,11 +1,13 @@
 """Bytes from another process are not trusted: a frame header commits no
-memory before its payload arrives, and a Queue or Pipe() whose shared
-memory another process overwrote raises a clear error (and stays broken)
-instead of crashing, spinning or hanging."""
+memory before its payload arrives, a Queue or Pipe() whose shared memory
+another process overwrote raises a clear error (and stays broken) instead
+of crashing, spinning or hanging, and a peer's pickle is read by fastmp's
+own reader only when the pickle module would read it the same way."""
 import fcntl
 import importlib
 import json
 import os
+import pickle
 import socket
 import struct
 import termios
@@ -222,3 +224,15 @@ def test_a_channel_of_another_kind_is_refused():
         here._attach_rings(os.dup(q._fds()[0]), os.dup(q._fds()[0]))
     here.close()
     there.close()
+
+
+# ---- pickles from a peer (found by make fuzz) --------------------------
+
+@pytest.mark.parametrize("data", [
+    b"]((])]]]e])]]]e.",                        # APPENDS reaching below a MARK
+    b"\x80\x04\x95\xff" + b"\0" * 7 + b"K\x01.",  # a FRAME longer than the rest
+])
+def test_quick_loads_declines_what_pickle_refuses(data):
+    with pytest.raises(pickle.UnpicklingError):
+        pickle.loads(data)
+    assert _fastmp.quick_loads(data, None) is None
