@@ -468,24 +468,6 @@ read_payload(ConnObject *self, char *buf, uint64_t length)
     return n < 0 ? -1 : 0;
 }
 
-/* Ask for huge pages behind a fresh buffer of `len` bytes.  Advice only
- * (nothing is committed by it); failures are ignored. */
-static void
-advise_huge_pages(char *buf, size_t len)
-{
-#ifdef MADV_HUGEPAGE
-    uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t start = ((uintptr_t)buf + huge - 1) & ~(huge - 1);
-    uintptr_t end = ((uintptr_t)buf + len) & ~(huge - 1);
-    if (end > start) {
-        (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
-    }
-#else
-    (void)buf;
-    (void)len;
-#endif
-}
-
 /* Fault in the pages of buf[0..len) with one call instead of one fault
  * per page (GIL released).  Advice only; failures are ignored. */
 static void
@@ -518,7 +500,7 @@ read_fresh_payload(ConnObject *self, char *buf, uint64_t length)
     if (length < LARGE_BUFFER) {
         return read_payload(self, buf, length);
     }
-    advise_huge_pages(buf, (size_t)length);
+    chan_advise_fresh(buf, length);
     uint64_t got = 0;
     while (got < length) {
         uint64_t window = got == 0 ? FIRST_WINDOW : got;
