@@ -280,8 +280,18 @@ chan_whole_max(const chan_map *m)
  * header, in the others; wake every process waiting on it.  Returns
  * CHAN_CORRUPT. */
 int chan_mark_corrupt(chan_map *m, const char *why);
+/* chan_broken() for a channel another process marked broken. */
+const char *chan_broken_elsewhere(chan_map *m);
 /* Why the channel is broken (in this process or another), or NULL. */
-const char *chan_broken(chan_map *m);
+static inline const char *
+chan_broken(chan_map *m)
+{
+    const char *why = __atomic_load_n(&m->broken, __ATOMIC_ACQUIRE);
+    if (why == NULL && __atomic_load_n(&m->sh->corrupt, __ATOMIC_ACQUIRE)) {
+        why = chan_broken_elsewhere(m);
+    }
+    return why;
+}
 /* Wake every process sleeping on the channel's futex words. */
 void chan_wake_all(chan_map *m);
 

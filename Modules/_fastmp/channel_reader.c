@@ -67,16 +67,12 @@ chan_mark_corrupt(chan_map *m, const char *why)
 }
 
 const char *
-chan_broken(chan_map *m)
+chan_broken_elsewhere(chan_map *m)
 {
-    const char *why = __atomic_load_n(&m->broken, __ATOMIC_ACQUIRE);
-    if (why == NULL && __atomic_load_n(&m->sh->corrupt, __ATOMIC_ACQUIRE)) {
-        const char *none = NULL;
-        why = "another process found it corrupt";
-        if (!__atomic_compare_exchange_n(&m->broken, &none, why, 0, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_ACQUIRE)) {
-            why = none;
-        }
+    const char *none = NULL, *why = "another process found it corrupt";
+    if (!__atomic_compare_exchange_n(&m->broken, &none, why, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        why = none;                     /* this process knows why */
     }
     return why;
 }
@@ -177,10 +173,6 @@ allowed_flags(const chan_map *m, uint32_t kind)
 static int
 check_record(chan_map *m, chan_reading *r)
 {
-    const char *broken = chan_broken(m);
-    if (broken != NULL) {
-        return CHAN_CORRUPT;
-    }
     /* every field is read once into a local: another process may change
      * the shared one between a check and a use */
     uint64_t head = __atomic_load_n(&m->sh->head, __ATOMIC_RELAXED);
@@ -196,7 +188,9 @@ check_record(chan_map *m, chan_reading *r)
         return chan_mark_corrupt(m, "its head or tail is not on a record boundary");
     }
     if (avail == 0) {
-        return EAGAIN;
+        /* about to wait: a reader woken because another process found the
+         * channel corrupt learns it here */
+        return chan_broken(m) != NULL ? CHAN_CORRUPT : EAGAIN;
     }
     /* head is 8-aligned and the ring a multiple of 8: the header is
      * contiguous */

@@ -300,12 +300,14 @@ free_space(chan_map *m, uint64_t need, uint64_t *room)
 static int
 check_room(chan_map *m, uint64_t need)
 {
-    if (chan_broken(m) != NULL) {
-        return CHAN_CORRUPT;            /* found so by a reader, maybe elsewhere */
-    }
     uint64_t room = 0;
     int err = free_space(m, need, &room);
-    return err ? err : room < need ? EAGAIN : 0;
+    if (err == 0 && room < need) {
+        /* about to wait: a writer woken because a reader (maybe in another
+         * process) found the channel corrupt learns it here */
+        err = chan_broken(m) != NULL ? CHAN_CORRUPT : EAGAIN;
+    }
+    return err;
 }
 
 /* Copy n bytes to the ring at absolute position pos (wrapping). */
