@@ -50,6 +50,7 @@ make_channel(const uint8_t *data, size_t size)
         take(&data, &size, &sh->head, sizeof(sh->head));
         take(&data, &size, &sh->tail, sizeof(sh->tail));
         take(&data, &size, &sh->rd_in_message, sizeof(sh->rd_in_message));
+        sh->corrupt = (mode & 8) != 0;  /* as another process marks it */
     }
     else {
         /* counters on record boundaries, at most a ring apart, so that
