@@ -82,6 +82,7 @@ class QueueTarget:
 
     def fill(self, obj):
         """Send, and wait until the message is in the ring."""
+        self.sent = obj
         self.q.put(obj)
         self.q._flush()
 
@@ -97,7 +98,9 @@ class PipeTarget:
     def send(self, obj):
         self.there.send_bytes(obj if isinstance(obj, bytes) else repr(obj).encode())
 
-    fill = send
+    def fill(self, obj):
+        self.sent = obj
+        self.send(obj)
 
     def receive(self, timeout=None):
         if timeout is not None and not self.here.poll(timeout):
@@ -143,6 +146,17 @@ def set_field(field, value, fmt="I", send=True):
         if send:
             target.fill(PAYLOAD)
         target.ring.set(field, value, fmt)
+    return corrupt
+
+
+def wrap_then_set(field, value, fmt="I"):
+    """Send a message that wraps around the ring's end, then set `field`."""
+    def corrupt(target):
+        ring = target.ring
+        for counter in ("head", "tail"):
+            ring.set(counter, ring.capacity - 16)
+        target.fill(PAYLOAD)
+        ring.set(field, value, fmt)
     return corrupt
 
 
@@ -194,6 +208,10 @@ CASES = {
     "writer_flag": set_field("wr_in_message", 5),
     "marked_corrupt": set_field("corrupt", 1),
     "count_over_maxsize": set_field("count", 100),
+    # fields that never change: read once, when the channel is mapped
+    "capacity_changed": wrap_then_set("capacity", 1 << 40, "Q"),
+    "maxsize_changed": set_field("maxsize", 0),
+    "kind_changed": set_field("flags", 0xff),
     # streamed messages whose pieces do not add up
     "stream_total_too_small": streamed(4, b"12345678"),
     "stream_overflow": streamed(16, b"12345678", (MORE, b"x" * 16)),
@@ -211,17 +229,19 @@ CASES = {
 TARGETS = {"queue": QueueTarget, "bounded": lambda: QueueTarget(2), "pipe": PipeTarget}
 
 
-def outcome(call, expected):
-    """How call() ended ("ok", "corrupt", "empty", "sigint" or "error: ..."),
-    and after how many seconds; SIGINT comes at once if `expected` says it
+def outcome(call, expected, target):
+    """How call() ended ("ok", "corrupt", "empty", "sigint", "wrong: ..."
+    for a message received other than the one sent, or "error: ..."), and
+    after how many seconds; SIGINT comes at once if `expected` says it
     blocks, else after WATCHDOG seconds."""
     timer = threading.Timer(SIGINT_SOON if expected == "sigint" else WATCHDOG,
                             os.kill, (os.getpid(), signal.SIGINT))
     start = time.monotonic()
     timer.start()
     try:
-        call()
-        result = "ok"
+        received = call()
+        sent = getattr(target, "sent", None)
+        result = "ok" if received is None or received == sent else "wrong: %r" % (received,)
     except KeyboardInterrupt:
         result = "sigint"
     except queue.Empty:
@@ -244,7 +264,8 @@ def main():
     CASES[case](target)
     steps = [lambda: target.receive(timeout=0.5), target.receive,
              lambda: target.send(b"after")]
-    print(json.dumps([outcome(step, want) for step, want in zip(steps, expected)]), flush=True)
+    print(json.dumps([outcome(step, want, target) for step, want in zip(steps, expected)]),
+          flush=True)
     # no exit-time flush: a message may wait behind a lock that looks held
     os._exit(0)
 

@@ -171,6 +171,11 @@ EXPECTED = (
         ("queue", "writer_flag", ("ok", "sigint", "corrupt")),
         ("pipe", "writer_flag", ("ok", "sigint", "corrupt")),
         ("bounded", "count_over_maxsize", ("ok", "sigint", "corrupt")),
+        # read once, when mapped: a change later goes unnoticed, and unused
+        ("queue", "capacity_changed", ("ok", "sigint", "ok")),
+        ("pipe", "capacity_changed", ("ok", "sigint", "ok")),
+        ("bounded", "maxsize_changed", ("ok", "sigint", "ok")),
+        ("queue", "kind_changed", ("ok", "sigint", "ok")),
         # nothing to find: the calls wait as they would for a slow peer,
         # within their timeout and open to Ctrl-C
         ("queue", "read_lock_held", ("empty", "sigint", "ok")),
@@ -208,6 +213,22 @@ def test_a_blocked_put_learns_that_the_queue_is_corrupt():
     ring.mem.close()
     q.close()
     q.join_thread()
+
+
+@pytest.mark.parametrize("field, value, fmt", [
+    ("magic", 0, "I"), ("capacity", 12288, "Q"), ("capacity", 1 << 41, "Q"),
+    ("flags", 0x80, "I"), ("maxsize", 1 << 31, "I")])
+def test_a_channel_with_a_bad_header_is_refused(field, value, fmt):
+    q = fastmp.Queue()
+    ring = Ring(q._fds()[0])
+    ring.set(field, value, fmt)
+    fds = [os.dup(fd) for fd in q._fds()]
+    with pytest.raises(OSError):
+        _fastmp.Channel()._attach(*fds)
+    for fd in fds:
+        os.close(fd)                    # not taken over when refused
+    ring.mem.close()
+    q.close()
 
 
 def test_a_channel_of_another_kind_is_refused():

@@ -629,6 +629,10 @@ chan_read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *fl
                 chan_read_abandon(m, &r);
                 chan_count_done(m);
             }
+            else if (PyErr_CheckSignals() < 0) {
+                Py_XDECREF(msg);        /* rd_in_message tells the next reader */
+                return NULL;
+            }
         }
         else if (err == EINTR) {
             if (PyErr_CheckSignals() < 0) {

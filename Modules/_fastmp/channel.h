@@ -212,8 +212,10 @@ int chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t f
  * the next writer. */
 int chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d);
 
-/* Spin briefly, then sleep until data is published or `d` passes.  Returns
- * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
+/* Spin briefly, then sleep until data is published or `d` passes, for one
+ * signal-check slice at most.  Returns 0 (data may be there: re-check),
+ * ETIMEDOUT, or EINTR (a signal, or the end of a slice: check signals and
+ * call again). */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d);
 /* chan_wait_data's two halves, for readers that sleep another way: spin
  * for data as long as this process's budget for `m` says (returns 1 if
@@ -235,7 +237,8 @@ void chan_advise_fresh(void *buf, uint64_t n);
 int chan_writer_gone(chan_map *m);
 
 /* Message accounting: a message is counted in at put (a slot on a
- * bounded queue, waiting until `d`: 0, ETIMEDOUT, EINTR, CHAN_CORRUPT)
+ * bounded queue, waiting until `d` for a signal-check slice at most: 0,
+ * ETIMEDOUT, EINTR, CHAN_CORRUPT)
  * and out when read or lost (chan_count_done, under rlock) or when put
  * fails (chan_count_cancel). */
 int chan_count_in(chan_map *m, const fastmp_deadline *d);
@@ -251,8 +254,9 @@ void chan_notify_data(chan_map *m);
  * Until then nobody pays the system calls. */
 int chan_watch(chan_map *m);
 void chan_rearm(chan_map *m);
-/* JoinableQueue: wait until `unfinished` is 0.  Returns 0, EINTR (a
- * signal arrived), CHAN_CORRUPT or an errno value. */
+/* JoinableQueue: wait until `unfinished` is 0, for a signal-check slice
+ * at most.  Returns 0, EINTR (a signal arrived, or the slice ended),
+ * CHAN_CORRUPT or an errno value. */
 int chan_wait_joined(chan_map *m);
 
 /* ---- channel_reader.c: no GIL needed --------------------------------- */

@@ -211,6 +211,19 @@ slice_end(const fastmp_deadline *d, fastmp_deadline *until)
     return earlier_end(d, SLICE_NS, until);
 }
 
+/* Sleep on the futex `word` while it holds `expected`, until `d` but for
+ * one signal-check slice at most: a signal that came while the caller was
+ * not asleep yet is then seen within a slice.  Returns as
+ * fastmp_futex_wait(), with EINTR at the end of a slice too. */
+static int
+wait_slice(uint32_t *word, uint32_t expected, const fastmp_deadline *d)
+{
+    fastmp_deadline until;
+    int final = slice_end(d, &until);
+    int err = fastmp_futex_wait(word, expected, &until);
+    return err == ETIMEDOUT && !final ? EINTR : err;
+}
+
 int
 chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 {
@@ -446,18 +459,13 @@ wait_space(chan_map *m, uint64_t need, const fastmp_deadline *d)
     if (!fastmp_deadline_remaining(d, &left)) {
         return ETIMEDOUT;
     }
-    fastmp_deadline until;
-    int final = slice_end(d, &until);
     uint32_t seq = __atomic_load_n(&sh->space_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->wr_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = check_room(m, need);
     if (err == EAGAIN) {
-        err = fastmp_futex_wait(&sh->space_seq, seq, &until);
+        err = wait_slice(&sh->space_seq, seq, d);
     }
     __atomic_store_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST);
-    if (err == ETIMEDOUT && !final) {
-        err = EINTR;
-    }
     return err;
 }
 
@@ -569,17 +577,21 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
         return 0;
     }
     int64_t slept_at = fastmp_monotonic_ns();
+    fastmp_deadline until;
+    int final = slice_end(d, &until);
     uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->rd_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
     if (!chan_available(m)) {
-        err = fastmp_futex_wait(&sh->data_seq, seq, d);
+        err = fastmp_futex_wait(&sh->data_seq, seq, &until);
     }
     __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
-    if (err == 0) {
+    if (err == 0 || err == ETIMEDOUT) {
+        /* woken by data, or a whole slice without any */
         chan_learn_sleep(m, fastmp_monotonic_ns() - slept_at);
     }
-    return err;
+    /* the end of a slice: look at signals, then wait again */
+    return err == ETIMEDOUT && !final ? EINTR : err;
 }
 
 void
@@ -671,7 +683,7 @@ chan_count_in(chan_map *m, const fastmp_deadline *d)
             continue;
         }
         __atomic_add_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
-        int err = fastmp_futex_wait(&sh->count, c, d);
+        int err = wait_slice(&sh->count, c, d);
         __atomic_sub_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
         if (err) {
             return err;
@@ -750,7 +762,7 @@ chan_wait_joined(chan_map *m)
             return CHAN_CORRUPT;
         }
         __atomic_add_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
-        int err = fastmp_futex_wait(&sh->unfinished, u, &chan_forever);
+        int err = wait_slice(&sh->unfinished, u, &chan_forever);
         __atomic_sub_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
         if (err) {
             return err;                 /* EINTR: let the caller see signals */

@@ -234,8 +234,12 @@ wait_ring(chan_map *m, int fd, const fastmp_deadline *d, int stale)
         }
     }
     Py_END_ALLOW_THREADS
+    /* also after a slice: a signal may have come while not in poll() */
+    if (PyErr_CheckSignals() < 0) {
+        return -1;
+    }
     if (err == EINTR) {
-        return PyErr_CheckSignals() < 0 ? -1 : 0;
+        return 0;
     }
     if (err) {
         fastmp_oserror(err, "poll");
