@@ -44,7 +44,7 @@ def unread_bytes(fd):
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
-class BlockedReader:
+class BlockedCall:
     """call() in a thread, which records its native id and how it ended."""
 
     def __init__(self, call):
@@ -81,7 +81,7 @@ def connection_module(impl):
 def test_a_frame_header_alone_takes_no_memory(impl):
     here, there = socket.socketpair()
     conn = connection_module(impl).Connection(here.detach())
-    reader = BlockedReader(conn.recv_bytes)
+    reader = BlockedCall(conn.recv_bytes)
     before = rss()
     there.sendall(struct.pack("!i", GIB - 1))
     reader.wait_asleep(conn.fileno())
@@ -94,7 +94,7 @@ def test_a_frame_header_alone_takes_no_memory(impl):
 def test_a_long_frame_header_alone_takes_no_memory():
     here, there = socket.socketpair()
     conn = fastmp.connection.Connection(here.detach())
-    reader = BlockedReader(conn.recv_bytes)
+    reader = BlockedCall(conn.recv_bytes)
     before = rss()
     there.sendall(struct.pack("!iQ", -1, 3 * GIB))
     reader.wait_asleep(conn.fileno())
@@ -107,7 +107,7 @@ def test_a_long_frame_header_alone_takes_no_memory():
 def test_a_listener_refuses_a_huge_handshake_reply(impl):
     with connection_module(impl).Listener(family="AF_UNIX", authkey=b"key") as listener:
         before = rss()
-        server = BlockedReader(listener.accept)
+        server = BlockedCall(listener.accept)
         with socket.socket(socket.AF_UNIX) as peer:
             peer.connect(listener.address)
             length, = struct.unpack("!i", peer.recv(4))
@@ -125,7 +125,7 @@ def test_a_client_refuses_a_huge_challenge(impl):
         server.bind(address)
         server.listen(1)
         before = rss()
-        client = BlockedReader(lambda: connection_module(impl).Client(address, authkey=b"key"))
+        client = BlockedCall(lambda: connection_module(impl).Client(address, authkey=b"key"))
         peer, _ = server.accept()
         with peer:
             peer.sendall(struct.pack("!i", GIB - 1))
@@ -136,7 +136,7 @@ def test_a_client_refuses_a_huge_challenge(impl):
 
 def test_a_pipe_message_announced_alone_takes_no_memory():
     here, there = fastmp.Pipe()
-    reader = BlockedReader(here.recv_bytes)
+    reader = BlockedCall(here.recv_bytes)
     reader.wait_asleep()
     before = rss()
     ring = Ring(there._ring_fds()[0])
@@ -202,7 +202,7 @@ def test_a_blocked_put_learns_that_the_queue_is_corrupt():
     q = fastmp.Queue(1)
     q.put(b"first")
     ring = Ring(q._fds()[0])
-    putter = BlockedReader(lambda: q.put(b"second"))
+    putter = BlockedCall(lambda: q.put(b"second"))
     putter.wait_asleep()
     off, length, _ = ring.head_record()
     struct.pack_into("<II", ring.mem, off, length, 9)
