@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SANITIZE_TESTS ?= tests
 SAN_TREE := build/sanitize
 
-.PHONY: all venv build inplace demo examples bench test sanitize matrix conformance conformance-tree clean
+.PHONY: all venv build inplace demo examples bench test sanitize fuzz matrix conformance conformance-tree clean
 
 all: build
 
@@ -58,6 +58,40 @@ sanitize: venv
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	PYTHONPATH=$(SAN_TREE) FASTMP_SANITIZED=1 \
 	timeout -k 30 2400 $(VPY) -m pytest -p no:randomly $(SANITIZE_TESTS) $(PYTEST_ARGS)
+
+# libFuzzer targets (tests/fuzz/) for the code that parses bytes from
+# other processes: the frame header, the ring record reader, quick_loads.
+# Each runs FUZZ_SECONDS from its seeds in tests/fuzz/corpus/; what it
+# learns, and any crash, is kept in build/fuzz/.  Not part of .ci/run.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build/fuzz
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-IModules/_fastmp -I$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+fuzz_sources_frame := Modules/_fastmp/connection_frame.c
+fuzz_sources_ring := Modules/_fastmp/channel_reader.c Modules/_fastmp/futex.c
+fuzz_sources_quick_loads := Modules/_fastmp/quickpickle.c
+# quick_loads runs in an embedded Python, whose own memory is never freed
+fuzz_link_quick_loads = -L$$($(VPY) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))") \
+	-lpython$$($(VPY) -c "import sysconfig; print(sysconfig.get_config_var('LDVERSION'))") \
+	-Wl,-rpath,$$($(VPY) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
+fuzz_env_quick_loads = ASAN_OPTIONS=detect_leaks=0 PYTHONHOME=$$($(VPY) -c "import sys; print(sys.base_prefix)")
+
+fuzz: venv
+	@# clang brings libFuzzer (Debian package)
+	command -v clang >/dev/null || { apt-get update -qq && apt-get install -y -qq clang; }
+	@$(MAKE) --no-print-directory fuzz-frame fuzz-ring fuzz-quick_loads
+
+# fuzz-NAME: build tests/fuzz/fuzz_NAME.c and run it; a crash stops make.
+fuzz-%:
+	mkdir -p $(FUZZ_DIR)/corpus-$*
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_$*.c $(fuzz_sources_$*) $(fuzz_link_$*) -o $(FUZZ_DIR)/fuzz_$*
+	@echo "fuzz_$*: running for $(FUZZ_SECONDS) s"
+	@$(fuzz_env_$*) $(FUZZ_DIR)/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/$*- $(FUZZ_DIR)/corpus-$* tests/fuzz/corpus/$* \
+		> $(FUZZ_DIR)/$*.log 2>&1 || { tail -40 $(FUZZ_DIR)/$*.log; echo "fuzz_$*: CRASH (see $(FUZZ_DIR)/$*.log)"; exit 1; }
+	@grep -E "^#[0-9]+" $(FUZZ_DIR)/$*.log | tail -1
+	@grep -E "^stat::number_of_executed_units" $(FUZZ_DIR)/$*.log
+	@echo "fuzz_$*: no crash"
 
 # Every supported interpreter, through pyenv.
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)

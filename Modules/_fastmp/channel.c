@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -44,11 +45,12 @@ closed_here(ChannelObject *self)
     if (self->closed_in == chan_pid()) {
         return 1;
     }
-    return self->map != NULL && (self->map->sh->flags & CHAN_SIMPLE);
+    return self->map != NULL && (self->map->flags & CHAN_SIMPLE);
 }
 
-/* The map, or NULL with an exception if it was never set up or, for
- * `transfer` (put and get), if the queue was closed in this process. */
+/* The map, or NULL with an exception if it was never set up, if its
+ * shared memory was found corrupt, or, for `transfer` (put and get), if
+ * the queue was closed in this process. */
 static chan_map *
 usable_map(ChannelObject *self, int transfer)
 {
@@ -56,8 +58,12 @@ usable_map(ChannelObject *self, int transfer)
         PyErr_SetString(PyExc_ValueError, "queue is not initialised");
         return NULL;
     }
+    if (chan_broken(self->map) != NULL) {
+        chan_raise_corrupt(self->map);
+        return NULL;
+    }
     if (transfer && closed_here(self)) {
-        if (self->map->sh->flags & CHAN_SIMPLE) {
+        if (self->map->flags & CHAN_SIMPLE) {
             PyErr_SetString(PyExc_OSError, "handle is closed");
         }
         else {
@@ -135,17 +141,48 @@ encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
     return r;
 }
 
+/* Whether the n bytes at p are all ASCII. */
+static int
+all_ascii(const char *p, Py_ssize_t n)
+{
+    uint64_t high = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, p + i, sizeof(word));
+        high |= word;
+    }
+    for (; i < n; i++) {
+        high |= (unsigned char)p[i];
+    }
+    return (high & 0x8080808080808080ULL) == 0;
+}
+
 /* The str whose UTF-8 is the `n` bytes at `utf8`; an ASCII one (as the
- * writer flagged it) is copied without decoding. */
+ * writer flagged it) is copied without decoding.  Bytes that are not what
+ * the writer said (no UTF-8, or not ASCII) mean that `m` is corrupt:
+ * NULL with an exception set. */
 static PyObject *
-str_from_payload(const char *utf8, Py_ssize_t n, uint32_t flags)
+str_from_payload(chan_map *m, const char *utf8, Py_ssize_t n, uint32_t flags)
 {
     if (!(flags & REC_ASCII)) {
-        return PyUnicode_DecodeUTF8(utf8, n, NULL);
+        PyObject *s = PyUnicode_DecodeUTF8(utf8, n, NULL);
+        if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            chan_mark_corrupt(m, "a str message is not UTF-8");
+            return chan_raise_corrupt(m);
+        }
+        return s;
     }
     PyObject *s = PyUnicode_New(n, 127);
     if (s != NULL) {
         memcpy(PyUnicode_DATA(s), utf8, (size_t)n);
+        /* checked in the copy: the ring's bytes may change meanwhile */
+        if (!all_ascii(PyUnicode_DATA(s), n)) {
+            Py_DECREF(s);
+            chan_mark_corrupt(m, "a str message flagged ASCII is not");
+            return chan_raise_corrupt(m);
+        }
     }
     return s;
 }
@@ -153,14 +190,14 @@ str_from_payload(const char *utf8, Py_ssize_t n, uint32_t flags)
 /* The object for a received message (consumes `msg`, the payload bytes,
  * or for a str that was decoded straight from the ring, the str). */
 static PyObject *
-decode(fastmp_state *st, PyObject *msg, uint32_t flags)
+decode(fastmp_state *st, chan_map *m, PyObject *msg, uint32_t flags)
 {
     if ((flags & REC_RAW) || PyUnicode_CheckExact(msg)) {
         return msg;
     }
     PyObject *obj;
     if (flags & REC_STR) {
-        obj = str_from_payload(PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), flags);
+        obj = str_from_payload(m, PyBytes_AS_STRING(msg), PyBytes_GET_SIZE(msg), flags);
     }
     else {
         obj = PyObject_CallOneArg(st->chan_loads, msg);
@@ -191,11 +228,11 @@ count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
     }
     if (err) {
         if (err != EINTR) {             /* EINTR: a signal handler raised */
-            fastmp_oserror(err, "futex");
+            chan_oserror(m, err, "futex");
         }
         return -1;
     }
-    if (sh->flags & CHAN_JOINABLE) {
+    if (m->flags & CHAN_JOINABLE) {
         __atomic_add_fetch(&sh->unfinished, 1, __ATOMIC_SEQ_CST);
     }
     return 0;
@@ -205,7 +242,7 @@ count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
 static void
 count_out(chan_map *m)
 {
-    if (m->sh->flags & CHAN_JOINABLE) {
+    if (m->flags & CHAN_JOINABLE) {
         __atomic_sub_fetch(&m->sh->unfinished, 1, __ATOMIC_SEQ_CST);
     }
     chan_count_cancel(m);
@@ -213,7 +250,7 @@ count_out(chan_map *m)
 
 /* Take wlock for a put; if this process has messages buffered, ours
  * goes behind them anyway, so there is no point waiting for a busy lock.
- * Returns 0 or EBUSY. */
+ * Returns 0, EBUSY or CHAN_CORRUPT. */
 static int
 lock_for_put(chan_map *m, int buffered)
 {
@@ -227,27 +264,28 @@ lock_for_put(chan_map *m, int buffered)
         err = chan_lock_writer(m, &soon, 1);
         Py_END_ALLOW_THREADS
     }
-    return err ? EBUSY : 0;
+    return err == 0 || err == CHAN_CORRUPT ? err : EBUSY;
 }
 
 /* Try to publish the message now, without waiting for room: a put on an
  * unbounded Queue never blocks.  Messages this process buffered earlier
  * go first (FIFO); if they do not all fit, this one is buffered behind
- * them.  Returns 0 or EAGAIN. */
+ * them.  Returns 0, EAGAIN or CHAN_CORRUPT. */
 static int
 try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
     int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
                    && m->pid == chan_pid();
-    if (lock_for_put(m, buffered) != 0) {
-        return EAGAIN;
+    int err = lock_for_put(m, buffered);
+    if (err != 0) {
+        return err == CHAN_CORRUPT ? err : EAGAIN;
     }
-    int err = buffered ? chan_feeder_drain(m) : 0;
+    err = buffered ? chan_feeder_drain(m) : 0;
     if (err == 0) {
         err = chan_try_write_whole(m, view->buf, (uint64_t)view->len, flags);
     }
     chan_unlock(&m->sh->wlock);
-    return err ? EAGAIN : 0;
+    return err == 0 || err == CHAN_CORRUPT ? err : EAGAIN;
 }
 
 /* Hand the message to the feeder thread (takes over *view).  Returns 0 or
@@ -307,6 +345,30 @@ chan_lock_blocking(pthread_mutex_t *mu)
     return 0;
 }
 
+PyObject *
+chan_raise_corrupt(chan_map *m)
+{
+    const char *why = chan_broken(m);
+    PyObject *text = PyUnicode_FromFormat(
+        "the %s's shared memory is corrupt (%s): it cannot be used any more",
+        (m->flags & CHAN_PIPE) ? "Pipe()" : "queue", why ? why : "unknown");
+    if (text != NULL) {
+        PyObject *args = Py_BuildValue("(iO)", CHAN_CORRUPT, text);
+        if (args != NULL) {
+            PyErr_SetObject(PyExc_OSError, args);
+            Py_DECREF(args);
+        }
+        Py_DECREF(text);
+    }
+    return NULL;
+}
+
+PyObject *
+chan_oserror(chan_map *m, int err, const char *call)
+{
+    return err == CHAN_CORRUPT ? chan_raise_corrupt(m) : fastmp_oserror(err, call);
+}
+
 /* SimpleQueue: write the message with the writer lock held, waiting for
  * space as long as it takes (like a pipe write).  Returns 0 or -1. */
 static int
@@ -315,9 +377,11 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
     if (chan_lock_blocking(&m->sh->wlock) < 0) {
         return -1;
     }
-    chan_repair_writer(m);
+    int err = chan_repair_writer(m);
     chan_wmsg w = {view->buf, (uint64_t)view->len, flags, 0, 0};
-    int err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
+    if (err == 0) {
+        err = chan_write(m, &w, &chan_no_wait);  /* as far as the space goes */
+    }
     while (err == ETIMEDOUT || err == EINTR) {
         if (err == EINTR && PyErr_CheckSignals() < 0) {
             /* a started message stays flagged: the next writer aborts it */
@@ -330,7 +394,7 @@ write_blocking(chan_map *m, const Py_buffer *view, uint32_t flags)
     }
     chan_unlock(&m->sh->wlock);
     if (err) {
-        fastmp_oserror(err, "futex");
+        chan_oserror(m, err, "futex");
         return -1;
     }
     return 0;
@@ -418,8 +482,12 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         return NULL;
     }
     self->put_in = chan_pid();
-    int failed = 0;
-    if (try_write_now(m, &view, flags) != 0) {
+    int failed = 0, err = try_write_now(m, &view, flags);
+    if (err == CHAN_CORRUPT) {
+        chan_raise_corrupt(m);
+        failed = 1;
+    }
+    else if (err != 0) {
         failed = simple ? write_blocking(m, &view, flags) : buffer_message(m, &view, flags);
     }
     if (view.obj != NULL) {
@@ -467,15 +535,36 @@ Channel_put_blocking(ChannelObject *self, PyObject *const *args, Py_ssize_t narg
 
 /* ---- get ------------------------------------------------------------- */
 
-/* A torn message (its writer died or gave up, or its reader did) is gone:
- * forget it and count it out. */
-static void
-drop_torn(chan_map *m, PyObject **msg, int *skipping)
+/* Holding rlock, after CHAN_READ_BEGIN: take in the message that begins,
+ * of r->total bytes.  Returns 1 with it in *msg when it was whole in its
+ * first record, 0 when its other records follow into *msg, -1 with an
+ * exception set (the message is dropped). */
+static int
+take_first(chan_map *m, chan_reading *r, PyObject **msg)
 {
-    Py_CLEAR(*msg);
-    *skipping = 0;
-    m->sh->rd_in_message = 0;
-    chan_count_done(m);
+    const char *direct = (r->flags & REC_STR) ? chan_read_direct(m, r) : NULL;
+    if (direct != NULL) {
+        /* a str in one piece: decode it straight from the ring */
+        *msg = str_from_payload(m, direct, (Py_ssize_t)r->total, r->flags);
+        (void)chan_read_pass(m, r);
+        chan_count_done(m);
+        return *msg == NULL ? -1 : 1;
+    }
+    *msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)r->total);
+    if (*msg == NULL) {
+        /* dropped: a streamed one's remainder is skipped, then counted */
+        if (chan_read_pass(m, r)) {
+            chan_count_done(m);
+        }
+        return -1;
+    }
+    chan_advise_fresh(PyBytes_AS_STRING(*msg), r->total);
+    r->buf = PyBytes_AS_STRING(*msg);
+    if (chan_read_take(m, r) == CHAN_READ_DONE) {
+        chan_count_done(m);
+        return 1;
+    }
+    return 0;
 }
 
 /* Holding rlock: wait for and read one whole message (declared in
@@ -484,131 +573,78 @@ PyObject *
 chan_read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *flags,
                   uint64_t limit, uint64_t *too_long)
 {
-    chan_shared *sh = m->sh;
-    /* a reader before us stopped inside a message: skip its remainder */
-    int skipping = sh->rd_in_message;
+    chan_reading r;
     PyObject *msg = NULL;
-    uint64_t total = 0, filled = 0;
+    if (chan_read_start(m, &r) != 0) {
+        return chan_raise_corrupt(m);
+    }
     for (;;) {
-        if (!chan_readable(m)) {
-            int mid = msg != NULL || skipping;
-            if (!mid && !block) {
+        int taken;
+        switch (chan_read_record(m, &r)) {
+        case CHAN_READ_TOOK:
+            continue;
+        case CHAN_READ_DONE:
+            chan_count_done(m);
+            *flags = r.flags;
+            return msg;
+        case CHAN_READ_TORN:
+            Py_CLEAR(msg);
+            chan_count_done(m);
+            continue;
+        case CHAN_READ_CORRUPT:
+            Py_XDECREF(msg);
+            return chan_raise_corrupt(m);
+        case CHAN_READ_BEGIN:
+            if (r.total > limit) {
+                *too_long = r.total;    /* left in the ring */
                 return NULL;
             }
-            /* inside a message the deadline no longer applies, but we look
-             * at the writer every slice in case it is gone */
-            fastmp_deadline slice;
-            fastmp_deadline_from_seconds(0.05, &slice);
-            int err;
-            Py_BEGIN_ALLOW_THREADS
-            err = chan_wait_data(m, mid ? &slice : d);
-            Py_END_ALLOW_THREADS
-            if (err == ETIMEDOUT) {
-                if (!mid) {
-                    return NULL;
-                }
-                if (chan_writer_gone(m)) {
-                    drop_torn(m, &msg, &skipping);
-                }
-            }
-            else if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0) {
-                    Py_XDECREF(msg);    /* rd_in_message tells the next reader */
-                    return NULL;
-                }
-            }
-            else if (err) {
-                Py_XDECREF(msg);
-                return fastmp_oserror(err, "futex");
+            *flags = r.flags;
+            taken = take_first(m, &r, &msg);
+            if (taken != 0) {
+                return taken > 0 ? msg : NULL;
             }
             continue;
+        default:
+            break;                      /* CHAN_READ_EMPTY: wait below */
         }
-        chan_rec rec;
-        chan_peek(m, &rec);
-        uint32_t kind = rec.kind & REC_KIND_MASK;
-        if (kind == REC_WHOLE || kind == REC_FIRST) {
-            if (msg != NULL) {
-                drop_torn(m, &msg, &skipping);
-            }
-            skipping = 0;
-            *flags = rec.kind & (REC_RAW | REC_STR | REC_ASCII);
-            uint64_t head = 0;
-            if (kind == REC_FIRST) {
-                chan_copy_out(m, 0, &total, sizeof(total));
-                head = sizeof(total);
-                sh->rd_in_message = 1;
-            }
-            else {
-                total = rec.len;
-            }
-            if (rec.len < head || total > (uint64_t)PY_SSIZE_T_MAX
-                || total < rec.len - head) {
-                chan_consume(m, &rec);
-                PyErr_SetString(PyExc_OSError, "queue channel is corrupt");
+        int mid = r.state != CHAN_IDLE;
+        if (!mid && !block) {
+            return NULL;
+        }
+        /* inside a message the deadline no longer applies, but we look
+         * at the writer every slice in case it is gone */
+        fastmp_deadline slice;
+        fastmp_deadline_from_seconds(0.05, &slice);
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_wait_data(m, mid ? &slice : d);
+        Py_END_ALLOW_THREADS
+        if (err == ETIMEDOUT) {
+            if (!mid) {
                 return NULL;
             }
-            if (total > limit) {
-                if (kind == REC_FIRST) {
-                    sh->rd_in_message = 0;  /* not started after all */
-                }
-                *too_long = total;
+            if (chan_writer_gone(m)) {
+                Py_CLEAR(msg);
+                chan_read_abandon(m, &r);
+                chan_count_done(m);
+            }
+            else if (PyErr_CheckSignals() < 0) {
+                Py_XDECREF(msg);        /* rd_in_message tells the next reader */
                 return NULL;
             }
-            const char *direct = kind == REC_WHOLE && (*flags & REC_STR)
-                                 ? chan_payload_ptr(m, total) : NULL;
-            if (direct != NULL) {
-                /* a str in one piece: decode it straight from the ring */
-                msg = str_from_payload(direct, (Py_ssize_t)total, *flags);
-                chan_consume(m, &rec);
-                if (msg == NULL) {
-                    return NULL;
-                }
-                break;
-            }
-            msg = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-            if (msg == NULL) {
-                chan_consume(m, &rec);  /* the next reader skips the rest */
+        }
+        else if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                Py_XDECREF(msg);        /* rd_in_message tells the next reader */
                 return NULL;
             }
-            chan_advise_fresh(PyBytes_AS_STRING(msg), total);
-            filled = rec.len - head;
-            chan_copy_out(m, head, PyBytes_AS_STRING(msg), filled);
-            chan_consume(m, &rec);
-            if (kind == REC_WHOLE) {
-                break;
-            }
         }
-        else if (kind == REC_MORE || kind == REC_LAST) {
-            if (msg != NULL && filled + rec.len <= total) {
-                chan_copy_out(m, 0, PyBytes_AS_STRING(msg) + filled, rec.len);
-                filled += rec.len;
-            }
-            else if (msg != NULL) {
-                drop_torn(m, &msg, &skipping);
-                skipping = kind == REC_MORE;
-                sh->rd_in_message = skipping;
-            }
-            chan_consume(m, &rec);
-            if (kind == REC_LAST) {
-                if (msg != NULL && filled == total) {
-                    break;
-                }
-                if (skipping) {
-                    drop_torn(m, &msg, &skipping);
-                }
-            }
-        }
-        else {
-            /* ABORT (or an unknown kind): the message in progress is torn */
-            chan_consume(m, &rec);
-            if (msg != NULL || skipping) {
-                drop_torn(m, &msg, &skipping);
-            }
+        else if (err) {
+            Py_XDECREF(msg);
+            return fastmp_oserror(err, "futex");
         }
     }
-    sh->rd_in_message = 0;
-    chan_count_done(m);
-    return msg;
 }
 
 static PyObject *
@@ -651,7 +687,7 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
         }
         return NULL;
     }
-    return decode(st, msg, flags);
+    return decode(st, m, msg, flags);
 }
 
 static PyObject *
@@ -677,10 +713,14 @@ static PyObject *
 Channel_qsize(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     chan_map *m = usable_map(self, 0);
+    uint64_t n;
     if (m == NULL) {
         return NULL;
     }
-    return PyLong_FromUnsignedLongLong(chan_qsize(m));
+    if (chan_qsize(m, &n) != 0) {
+        return chan_raise_corrupt(m);
+    }
+    return PyLong_FromUnsignedLongLong(n);
 }
 
 static PyObject *
@@ -693,7 +733,7 @@ Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     /* The standard package closes its pipe's read end in close() for a
      * SimpleQueue, and for a Queue once a put has started its feeder
      * thread: empty() then fails the same way here. */
-    if (closed_here(self) && ((m->sh->flags & CHAN_SIMPLE) || self->put_in == chan_pid())) {
+    if (closed_here(self) && ((m->flags & CHAN_SIMPLE) || self->put_in == chan_pid())) {
         PyErr_SetString(PyExc_OSError, "handle is closed");
         return NULL;
     }
@@ -707,8 +747,11 @@ Channel_full(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     if (m == NULL) {
         return NULL;
     }
-    uint32_t max = m->sh->maxsize;
-    return PyBool_FromLong(max != 0 && chan_qsize(m) >= max);
+    uint64_t n;
+    if (chan_qsize(m, &n) != 0) {
+        return chan_raise_corrupt(m);
+    }
+    return PyBool_FromLong(m->maxsize != 0 && n >= m->maxsize);
 }
 
 /* ---- JoinableQueue --------------------------------------------------- */
@@ -754,7 +797,7 @@ Channel_join(ChannelObject *self, PyObject *Py_UNUSED(ignored))
             Py_RETURN_NONE;
         }
         if (err != EINTR) {
-            return fastmp_oserror(err, "futex");
+            return chan_oserror(m, err, "futex");
         }
         if (PyErr_CheckSignals() < 0) {
             return NULL;
@@ -1060,6 +1103,47 @@ import_attr(PyObject **slot, const char *module, const char *name)
     return *slot == NULL ? -1 : 0;
 }
 
+/* The module constant _channel_layout: where each field of the shared
+ * header lies, the record kinds and flags.  For tests that write into a
+ * live channel as another process could. */
+static int
+add_layout(PyObject *module)
+{
+#define FIELD(name) {#name, offsetof(chan_shared, name)}
+    static const struct {
+        const char *name;
+        size_t value;
+    } entries[] = {
+        {"header_size", CHAN_HEADER_SIZE}, {"record_header", sizeof(chan_rec)},
+        FIELD(magic), FIELD(flags), FIELD(capacity), FIELD(maxsize), FIELD(watched),
+        FIELD(corrupt), FIELD(wlock), FIELD(rlock), FIELD(tail), FIELD(wr_in_message),
+        FIELD(head), FIELD(rd_in_message), FIELD(n_got), FIELD(data_seq),
+        FIELD(rd_sleeping), FIELD(space_seq), FIELD(wr_sleeping), FIELD(room_seq),
+        FIELD(room_sleeping), FIELD(n_put), FIELD(count), FIELD(slot_waiters),
+        FIELD(unfinished), FIELD(join_waiters), FIELD(pipe_pending),
+        {"REC_WHOLE", REC_WHOLE}, {"REC_FIRST", REC_FIRST}, {"REC_MORE", REC_MORE},
+        {"REC_LAST", REC_LAST}, {"REC_ABORT", REC_ABORT}, {"REC_RAW", REC_RAW},
+        {"REC_STR", REC_STR}, {"REC_ASCII", REC_ASCII},
+    };
+#undef FIELD
+    PyObject *layout = PyDict_New();
+    if (layout == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
+        PyObject *v = PyLong_FromSize_t(entries[i].value);
+        if (v == NULL || PyDict_SetItemString(layout, entries[i].name, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(layout);
+            return -1;
+        }
+        Py_DECREF(v);
+    }
+    int rc = PyModule_AddObjectRef(module, "_channel_layout", layout);
+    Py_DECREF(layout);
+    return rc;
+}
+
 int
 fastmp_channel_exec(PyObject *module, fastmp_state *st)
 {
@@ -1072,6 +1156,7 @@ fastmp_channel_exec(PyObject *module, fastmp_state *st)
     if (st->Channel_type == NULL
         || PyModule_AddObjectRef(module, "Channel", (PyObject *)st->Channel_type) < 0
         || PyModule_AddFunctions(module, channel_functions) < 0
+        || add_layout(module) < 0
         || import_attr(&st->chan_Empty, "queue", "Empty") < 0
         || import_attr(&st->chan_Full, "queue", "Full") < 0
         || import_attr(&st->chan_fast_dumps, "pickle", "dumps") < 0

@@ -1,5 +1,6 @@
 /* channel.h - internals of the Queue channel, shared by channel.c (the
- * Python type), channel_ring.c (the shared-memory ring, no GIL) and
+ * Python type), channel_ring.c (the shared-memory ring, no GIL),
+ * channel_reader.c (taking records out of the ring, no GIL) and
  * channel_feeder.c (the per-process native feeder thread).
  *
  * The channel is an anonymous memfd mapping: a header (two robust
@@ -17,7 +18,15 @@
  * (space for it is always kept free), and readers drop the torn message.  A
  * reader that dies mid-message leaves `rd_in_message` set; the next holder
  * of `rlock` skips the rest of that message.  Robust mutexes hand the lock
- * over (EOWNERDEAD) instead of wedging. */
+ * over (EOWNERDEAD) instead of wedging.
+ *
+ * Untrusted memory: any process that can map the memfd can write anything
+ * into it.  The fields that never change (capacity, flags, maxsize) are
+ * checked once when a process maps the channel and read from its own copy
+ * after that; every other field (head, tail, the records, the flags and
+ * counts) is checked before each use.  A process that finds the memory
+ * corrupt marks the channel broken (CHAN_CORRUPT, see chan_mark_corrupt):
+ * from then on every call on it fails at once, in every process. */
 #ifndef FASTMP_CHANNEL_H
 #define FASTMP_CHANNEL_H
 
@@ -27,6 +36,8 @@
 #include <sys/types.h>
 
 #define CHAN_MAGIC 0x464d5143u          /* "FMQC" */
+#define CHAN_MIN_CAPACITY 4096u
+#define CHAN_MAX_CAPACITY ((uint64_t)1 << 40)
 #define CHAN_HEADER_SIZE 4096u
 #define CHAN_DEFAULT_CAPACITY (1u << 20)
 
@@ -42,6 +53,11 @@ enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 }
 #define CHAN_SIMPLE 2u                  /* SimpleQueue: put blocks, no feeder */
 #define CHAN_PIPE 4u                    /* a Pipe() direction: no eventfd (its
                                          * socket's bells tell readiness) */
+#define CHAN_KINDS (CHAN_JOINABLE | CHAN_SIMPLE | CHAN_PIPE)
+
+/* The error code (errno value) of a channel whose shared memory is
+ * corrupt; chan_raise_corrupt() says why. */
+#define CHAN_CORRUPT EBADMSG
 
 typedef struct {
     uint32_t len;                       /* payload bytes in this record */
@@ -54,6 +70,7 @@ typedef struct {
     uint64_t capacity;                  /* ring bytes, a power of two */
     uint32_t maxsize;                   /* message limit (bounded queues) */
     uint32_t watched;                   /* someone polls the eventfd */
+    uint32_t corrupt;                   /* a process found this memory corrupt */
     /* each lock on a cache line of its own: the fields above are read on
      * every put and get, and must not bounce between the two sides */
     _Alignas(64) pthread_mutex_t wlock; /* held by one writer per message */
@@ -108,7 +125,13 @@ typedef struct chan_pending {
 typedef struct chan_map {
     chan_shared *sh;
     unsigned char *ring;
+    /* this process's copies of the fields that never change, checked once
+     * when mapped (the shared ones may be overwritten since) */
+    uint64_t capacity;
     uint64_t mask;
+    uint32_t flags;
+    uint32_t maxsize;
+    const char *broken;                 /* atomic; why the channel is unusable */
     size_t map_len;
     int fd;
     int efd;                            /* readiness eventfd (see chan_watch) */
@@ -146,8 +169,9 @@ typedef struct {
  * Returns 0 and sets *out, or an errno value. */
 int chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **out);
 /* Map an existing channel fd with its readiness eventfd (taking
- * ownership of both on success).  Returns 0, EINVAL for a fd that is not a
- * channel, or an errno value. */
+ * ownership of both on success); efd < 0 for a Pipe() direction.  Returns
+ * 0, EINVAL for a fd that is not a channel of that kind, or an errno
+ * value. */
 int chan_map_attach(int fd, int efd, chan_map **out);
 void chan_map_incref(chan_map *m);
 /* Drop a reference; the last one unmaps and closes the fd. */
@@ -168,33 +192,30 @@ void chan_unlock(pthread_mutex_t *mu);
 /* Take wlock for a small message: try, and if `patient`, spin a little
  * then sleep until `d` -- unless its holder may keep it long
  * (chan_streaming).  Repairs a message left unfinished.  Returns 0, EBUSY,
- * or an errno value. */
+ * CHAN_CORRUPT (the lock is not held then) or an errno value. */
 int chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient);
 /* True while the wlock holder may keep it long: it is streaming a large
  * message or waiting for room in the ring. */
 int chan_streaming(const chan_map *m);
 
-/* Largest payload sent as one WHOLE record. */
-uint64_t chan_whole_max(const chan_map *m);
 /* Holding wlock: publish an ABORT for a message a previous holder left
- * unfinished, if any. */
-void chan_repair_writer(chan_map *m);
-/* Ring bytes a WHOLE record of `len` payload bytes takes. */
-uint64_t chan_record_size(uint64_t len);
-/* Holding wlock: publish WHOLE if it fits now; returns 0 or EAGAIN. */
+ * unfinished, if any.  Returns 0, or CHAN_CORRUPT if the channel is
+ * broken (the caller lets go of the lock and gives up). */
+int chan_repair_writer(chan_map *m);
+/* Holding wlock: publish WHOLE if it fits now; returns 0, EAGAIN or
+ * CHAN_CORRUPT. */
 int chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags);
 /* Holding wlock: publish as much of `w` as space allows, waiting for
- * space until `d`.  Returns 0 when all is published, ETIMEDOUT, or EINTR
- * (a signal-check slice; call again to continue).  A caller that gives up
- * on a started message leaves wr_in_message set for the next writer. */
+ * space until `d`.  Returns 0 when all is published, ETIMEDOUT, EINTR
+ * (a signal-check slice; call again to continue) or CHAN_CORRUPT.  A
+ * caller that gives up on a started message leaves wr_in_message set for
+ * the next writer. */
 int chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d);
 
-/* Bytes published and not consumed (any process, no lock). */
-uint64_t chan_available(const chan_map *m);
-/* The same for the rlock holder, mostly from its cached view of tail. */
-uint64_t chan_readable(chan_map *m);
-/* Spin briefly, then sleep until data is published or `d` passes.  Returns
- * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
+/* Spin briefly, then sleep until data is published or `d` passes, for one
+ * signal-check slice at most.  Returns 0 (data may be there: re-check),
+ * ETIMEDOUT, or EINTR (a signal, or the end of a slice: check signals and
+ * call again). */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d);
 /* chan_wait_data's two halves, for readers that sleep another way: spin
  * for data as long as this process's budget for `m` says (returns 1 if
@@ -210,31 +231,21 @@ int chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns);
 /* Ask for huge pages behind a fresh buffer about to receive `n` bytes
  * (a large message), so that filling it does not fault page by page. */
 void chan_advise_fresh(void *buf, uint64_t n);
-/* Holding rlock: copy the record header at head into *rec. */
-void chan_peek(const chan_map *m, chan_rec *rec);
-/* Holding rlock: copy `n` bytes from ring offset `off` past the record
- * header at head into dst. */
-void chan_copy_out(const chan_map *m, uint64_t off, void *dst, uint64_t n);
-/* Holding rlock: the payload of the record at head if its first `n`
- * bytes are contiguous in the ring, else NULL. */
-const char *chan_payload_ptr(const chan_map *m, uint64_t n);
-/* Holding rlock: consume the record at head (header + padded payload) and
- * wake writers waiting for space. */
-void chan_consume(chan_map *m, const chan_rec *rec);
 /* Holding rlock, mid-message with nothing to read: decide whether the
  * writer is gone.  Returns 1 (and discards the torn remainder) if so, 0 if
  * a live writer holds the message or data arrived. */
 int chan_writer_gone(chan_map *m);
 
 /* Message accounting: a message is counted in at put (a slot on a
- * bounded queue, waiting until `d`: 0, ETIMEDOUT, EINTR) and out when read
- * or lost (chan_count_done, under rlock) or when put fails
- * (chan_count_cancel). */
+ * bounded queue, waiting until `d` for a signal-check slice at most: 0,
+ * ETIMEDOUT, EINTR, CHAN_CORRUPT)
+ * and out when read or lost (chan_count_done, under rlock) or when put
+ * fails (chan_count_cancel). */
 int chan_count_in(chan_map *m, const fastmp_deadline *d);
 void chan_count_done(chan_map *m);
 void chan_count_cancel(chan_map *m);
-/* Messages put and not yet read. */
-uint64_t chan_qsize(const chan_map *m);
+/* Messages put and not yet read, in *n.  Returns 0 or CHAN_CORRUPT. */
+int chan_qsize(chan_map *m, uint64_t *n);
 /* Wake data waiters after a publish (cheap when nobody waits). */
 void chan_notify_data(chan_map *m);
 /* Readiness for poll()/connection.wait(): from the first call on, in any
@@ -243,9 +254,102 @@ void chan_notify_data(chan_map *m);
  * Until then nobody pays the system calls. */
 int chan_watch(chan_map *m);
 void chan_rearm(chan_map *m);
-/* JoinableQueue: wait until `unfinished` is 0.  Returns 0, EINTR (a
- * signal arrived) or an errno value. */
+/* JoinableQueue: wait until `unfinished` is 0, for a signal-check slice
+ * at most.  Returns 0, EINTR (a signal arrived, or the slice ended),
+ * CHAN_CORRUPT or an errno value. */
 int chan_wait_joined(chan_map *m);
+
+/* ---- channel_reader.c: no GIL needed --------------------------------- */
+
+/* Bytes published and not consumed (any process, no lock; a hint, which
+ * the reader checks). */
+uint64_t chan_available(const chan_map *m);
+/* The same for the rlock holder, mostly from its cached view of tail. */
+uint64_t chan_readable(chan_map *m);
+/* Ring bytes a record of `len` payload bytes takes. */
+static inline uint64_t
+chan_record_size(uint64_t len)
+{
+    return sizeof(chan_rec) + ((len + 7u) & ~(uint64_t)7u);
+}
+/* Largest payload of one record. */
+static inline uint64_t
+chan_whole_max(const chan_map *m)
+{
+    return m->capacity / 4 - sizeof(chan_rec);
+}
+
+/* Mark the channel broken because its shared memory is corrupt (`why`
+ * says how, a static string), in this process and, through the shared
+ * header, in the others; wake every process waiting on it.  Returns
+ * CHAN_CORRUPT. */
+int chan_mark_corrupt(chan_map *m, const char *why);
+/* chan_broken() for a channel another process marked broken. */
+const char *chan_broken_elsewhere(chan_map *m);
+/* Why the channel is broken (in this process or another), or NULL. */
+static inline const char *
+chan_broken(chan_map *m)
+{
+    const char *why = __atomic_load_n(&m->broken, __ATOMIC_ACQUIRE);
+    if (why == NULL && __atomic_load_n(&m->sh->corrupt, __ATOMIC_ACQUIRE)) {
+        why = chan_broken_elsewhere(m);
+    }
+    return why;
+}
+/* Wake every process sleeping on the channel's futex words. */
+void chan_wake_all(chan_map *m);
+
+/* A message being taken out of the ring by the rlock holder, one record
+ * at a time (chan_read_record). */
+enum { CHAN_IDLE, CHAN_SKIPPING, CHAN_FILLING };
+typedef struct {
+    int state;                          /* CHAN_IDLE, or inside a message:
+                                         * skipping a torn one's remainder, or
+                                         * filling `buf` */
+    char *buf;                          /* the caller's buffer of `total` bytes */
+    uint64_t total;                     /* the message's payload bytes */
+    uint64_t filled;                    /* bytes of it copied into buf */
+    uint32_t flags;                     /* its REC_RAW / REC_STR / REC_ASCII */
+    uint64_t head;                      /* where the checked record `rec` is */
+    chan_rec rec;
+} chan_reading;
+
+/* What chan_read_record did. */
+enum {
+    CHAN_READ_EMPTY,                    /* nothing is published: wait for data */
+    CHAN_READ_TOOK,                     /* took a record: call again */
+    CHAN_READ_BEGIN,                    /* a message of r->total bytes begins
+                                         * (not taken yet): chan_read_take()
+                                         * or chan_read_pass() it */
+    CHAN_READ_DONE,                     /* the message in r->buf is whole */
+    CHAN_READ_TORN,                     /* the message in progress was torn
+                                         * (its writer or a reader died):
+                                         * dropped; count it out */
+    CHAN_READ_CORRUPT,                  /* the memory is corrupt (marked broken) */
+};
+
+/* Holding rlock: start reading a message (a reader before may have
+ * stopped inside one: its remainder is skipped).  Returns 0, or
+ * CHAN_CORRUPT. */
+int chan_read_start(chan_map *m, chan_reading *r);
+/* Holding rlock: check the record at head (its header and length against
+ * the data published and the ring) and take it if it continues or ends
+ * the message in progress.  Returns a CHAN_READ_* value. */
+int chan_read_record(chan_map *m, chan_reading *r);
+/* After CHAN_READ_BEGIN: copy the record's payload into r->buf (set by
+ * the caller, r->total bytes) and take it.  Returns CHAN_READ_DONE if
+ * the message was whole in it, else CHAN_READ_TOOK. */
+int chan_read_take(chan_map *m, chan_reading *r);
+/* After CHAN_READ_BEGIN: the whole message's payload where it lies in
+ * the ring, if it is one record in one piece there; else NULL. */
+const char *chan_read_direct(const chan_map *m, const chan_reading *r);
+/* After CHAN_READ_BEGIN: take the record without copying it (read in
+ * place, or dropped); the rest of a streamed message will be skipped.
+ * Returns 1 if that was the whole message, else 0. */
+int chan_read_pass(chan_map *m, chan_reading *r);
+/* Drop the message in progress (its writer is gone; the caller counts it
+ * out). */
+void chan_read_abandon(chan_map *m, chan_reading *r);
 
 /* ---- channel.c ------------------------------------------------------- */
 
@@ -253,6 +357,13 @@ int chan_wait_joined(chan_map *m);
  * the GIL released and running signal handlers between slices.  Returns
  * 0, or -1 with an exception set. */
 int chan_lock_blocking(pthread_mutex_t *mu);
+
+/* Raise OSError(EBADMSG) saying that the queue's (or Pipe()'s) shared
+ * memory is corrupt and why.  Returns NULL. */
+PyObject *chan_raise_corrupt(chan_map *m);
+/* Raise for a channel operation that failed with `err`: as above for
+ * CHAN_CORRUPT, else OSError naming the failing `call`.  Returns NULL. */
+PyObject *chan_oserror(chan_map *m, int err, const char *call);
 
 /* Holding rlock: read one whole message (see channel.c).  Returns its
  * bytes (REC_* flags in *flags); NULL without an exception for "nothing
@@ -282,7 +393,8 @@ void chan_feeder_adopt(chan_map *m);
  * Returns 0 or an errno value (item not queued). */
 int chan_feeder_push(chan_map *m, chan_pending *item);
 /* Holding wlock: send the buffered messages that fit in the ring now, in
- * order.  Returns 0 when the buffer is empty, EAGAIN when some remain. */
+ * order.  Returns 0 when the buffer is empty, EAGAIN when some remain,
+ * or CHAN_CORRUPT. */
 int chan_feeder_drain(chan_map *m);
 /* With the GIL: release the owners of messages the feeder has sent. */
 void chan_feeder_release_done(chan_map *m);

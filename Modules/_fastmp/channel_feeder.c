@@ -184,22 +184,36 @@ peek_item(chan_map *m)
 
 /* Holding wlock: send buffered messages in order.  A message too big for
  * one record streams, keeping the lock while it waits for room; for the
- * others the lock is let go when the ring is full.  Returns 1 if messages
- * remain that wait for room. */
+ * others the lock is let go when the ring is full.  Returns 0, EAGAIN if
+ * messages remain that wait for room, or CHAN_CORRUPT. */
 static int
 feed_locked(chan_map *m)
 {
-    while (chan_feeder_drain(m) != 0) {
+    int err;
+    while ((err = chan_feeder_drain(m)) != 0) {
         chan_pending *item = peek_item(m);
-        if (item->len <= chan_whole_max(m)) {
-            return 1;
+        if (err != EAGAIN || item->len <= chan_whole_max(m)) {
+            return err;
         }
         chan_wmsg w = {item->data, item->len, item->flags, 0, 0};
-        while (chan_write(m, &w, &chan_forever) == EINTR) {
+        while ((err = chan_write(m, &w, &chan_forever)) == EINTR) {
+        }
+        if (err) {
+            return err;
         }
         retire_item(m, item);
     }
     return 0;
+}
+
+/* The channel is broken: nothing buffered will ever be sent. */
+static void
+drop_all(chan_map *m)
+{
+    chan_pending *item;
+    while ((item = peek_item(m)) != NULL) {
+        retire_item(m, item);
+    }
 }
 
 static void *
@@ -216,10 +230,15 @@ feeder_main(void *arg)
             retire_item(m, peek_item(m));
             continue;
         }
-        chan_repair_writer(m);
-        int full = feed_locked(m);
+        err = chan_repair_writer(m);
+        if (err == 0) {
+            err = feed_locked(m);
+        }
         chan_unlock(&m->sh->wlock);
-        if (full) {
+        if (err == CHAN_CORRUPT) {
+            drop_all(m);
+        }
+        else if (err) {
             /* wait for room without the lock, so that this process's
              * put calls can drain the buffer themselves meanwhile */
             fastmp_deadline slice;
@@ -236,8 +255,9 @@ chan_feeder_drain(chan_map *m)
 {
     chan_pending *item;
     while ((item = peek_item(m)) != NULL) {
-        if (chan_try_write_whole(m, item->data, item->len, item->flags) != 0) {
-            return EAGAIN;
+        int err = chan_try_write_whole(m, item->data, item->len, item->flags);
+        if (err) {
+            return err;
         }
         retire_item(m, item);
     }

@@ -1,23 +1,19 @@
 /* channel_ring.c - the shared-memory ring behind Queue: creating and
- * mapping the memfd, the robust locks, writing and reading records, and the
- * futex waits.  Nothing here touches Python objects or needs the GIL;
- * errors are errno values.  See channel.h for the layout and the crash
- * rules. */
+ * mapping the memfd, the robust locks, writing records, the futex waits
+ * and the message counts (records are read in channel_reader.c).  Nothing
+ * here touches Python objects or needs the GIL; errors are errno values.
+ * See channel.h for the layout, the crash rules and what is checked. */
 #include "channel.h"
 #include "futex.h"
 
 #include <errno.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ALIGN8(n) (((n) + 7u) & ~(uint64_t)7u)
 #define SLICE_NS 50000000L              /* signal-check slice for waits */
 #define WRITER_SPIN_ROUNDS 4           /* tries for a briefly held wlock */
 /* A reader waiting for data polls for at most SPIN_MAX_NS before it
@@ -110,9 +106,9 @@ chan_map_create(uint64_t capacity, uint32_t maxsize, uint32_t flags, chan_map **
         return err;
     }
     chan_shared *sh = m->sh;            /* fresh memfd pages are zero */
-    sh->capacity = capacity;
-    sh->maxsize = maxsize;
-    sh->flags = flags;
+    sh->capacity = m->capacity = capacity;
+    sh->maxsize = m->maxsize = maxsize;
+    sh->flags = m->flags = flags;
     if ((err = init_robust_mutex(&sh->wlock)) != 0
         || (err = init_robust_mutex(&sh->rlock)) != 0) {
         chan_map_decref(m);
@@ -139,16 +135,23 @@ chan_map_attach(int fd, int efd, chan_map **out)
     if (err) {
         return err;
     }
+    /* from here on this process uses its own copies of these */
     uint64_t cap = m->sh->capacity;
+    uint32_t flags = m->sh->flags, maxsize = m->sh->maxsize;
     if (__atomic_load_n(&m->sh->magic, __ATOMIC_ACQUIRE) != CHAN_MAGIC
-        || cap == 0 || (cap & (cap - 1)) != 0
-        || cap + CHAN_HEADER_SIZE != (uint64_t)st.st_size) {
+        || cap < CHAN_MIN_CAPACITY || cap > CHAN_MAX_CAPACITY || (cap & (cap - 1)) != 0
+        || cap + CHAN_HEADER_SIZE != (uint64_t)st.st_size
+        || (flags & ~CHAN_KINDS) != 0 || !(flags & CHAN_PIPE) != (efd >= 0)
+        || maxsize > INT32_MAX) {
         m->fd = -1;                     /* not ours to close on failure */
         chan_map_decref(m);
         return EINVAL;
     }
     m->efd = efd;
+    m->capacity = cap;
     m->mask = cap - 1;
+    m->flags = flags;
+    m->maxsize = maxsize;
     *out = m;
     return 0;
 }
@@ -208,6 +211,19 @@ slice_end(const fastmp_deadline *d, fastmp_deadline *until)
     return earlier_end(d, SLICE_NS, until);
 }
 
+/* Sleep on the futex `word` while it holds `expected`, until `d` but for
+ * one signal-check slice at most: a signal that came while the caller was
+ * not asleep yet is then seen within a slice.  Returns as
+ * fastmp_futex_wait(), with EINTR at the end of a slice too. */
+static int
+wait_slice(uint32_t *word, uint32_t expected, const fastmp_deadline *d)
+{
+    fastmp_deadline until;
+    int final = slice_end(d, &until);
+    int err = fastmp_futex_wait(word, expected, &until);
+    return err == ETIMEDOUT && !final ? EINTR : err;
+}
+
 int
 chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
 {
@@ -250,8 +266,8 @@ chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient)
             }
         }
     }
-    if (err == 0) {
-        chan_repair_writer(m);
+    if (err == 0 && (err = chan_repair_writer(m)) != 0) {
+        chan_unlock(&m->sh->wlock);
     }
     return err;
 }
@@ -272,30 +288,39 @@ chan_unlock(pthread_mutex_t *mu)
 
 /* ---- writing --------------------------------------------------------- */
 
-uint64_t
-chan_whole_max(const chan_map *m)
+/* Free bytes for the wlock holder, in *room; re-reads head only when the
+ * cached value shows less than `need`.  Returns 0, or CHAN_CORRUPT when
+ * head and tail are not record boundaries within a ring of each other. */
+static int
+free_space(chan_map *m, uint64_t need, uint64_t *room)
 {
-    return m->sh->capacity / 4 - sizeof(chan_rec);
-}
-
-uint64_t
-chan_record_size(uint64_t len)
-{
-    return sizeof(chan_rec) + ALIGN8(len);
-}
-
-/* Free bytes for the wlock holder; re-reads head only when the cached
- * value shows less than `need`. */
-static uint64_t
-free_space(chan_map *m, uint64_t need)
-{
-    uint64_t used = m->sh->tail - m->seen_head;
-    if (used > m->sh->capacity || m->sh->capacity - used < need) {
+    uint64_t tail = __atomic_load_n(&m->sh->tail, __ATOMIC_RELAXED);
+    uint64_t used = tail - m->seen_head;
+    if (used > m->capacity || m->capacity - used < need) {
         /* stale (another process wrote since) or short: look again */
         m->seen_head = load_acq(&m->sh->head);
-        used = m->sh->tail - m->seen_head;
+        used = tail - m->seen_head;
     }
-    return m->sh->capacity - used;
+    if (used > m->capacity || ((tail | m->seen_head) & 7)) {
+        return chan_mark_corrupt(m, "its head and tail are not a ring's records apart");
+    }
+    *room = m->capacity - used;
+    return 0;
+}
+
+/* Whether a record needing `need` bytes fits now: returns 0 if it does,
+ * EAGAIN if not, or CHAN_CORRUPT (also for a channel already broken). */
+static int
+check_room(chan_map *m, uint64_t need)
+{
+    uint64_t room = 0;
+    int err = free_space(m, need, &room);
+    if (err == 0 && room < need) {
+        /* about to wait: a writer woken because a reader (maybe in another
+         * process) found the channel corrupt learns it here */
+        err = chan_broken(m) != NULL ? CHAN_CORRUPT : EAGAIN;
+    }
+    return err;
 }
 
 /* Copy n bytes to the ring at absolute position pos (wrapping). */
@@ -303,7 +328,7 @@ static void
 ring_put(chan_map *m, uint64_t pos, const void *src, uint64_t n)
 {
     uint64_t at = pos & m->mask;
-    uint64_t first = m->sh->capacity - at;
+    uint64_t first = m->capacity - at;
     if (first >= n) {
         memcpy(m->ring + at, src, n);
     }
@@ -374,7 +399,7 @@ put_record(chan_map *m, uint32_t kind, const void *a, uint64_t alen,
 {
     chan_shared *sh = m->sh;
     chan_rec rec = {(uint32_t)(alen + blen), kind};
-    uint64_t pos = sh->tail;
+    uint64_t pos = __atomic_load_n(&sh->tail, __ATOMIC_RELAXED);
     ring_put(m, pos, &rec, sizeof(rec));
     if (alen) {
         ring_put(m, pos + sizeof(rec), a, alen);
@@ -382,26 +407,42 @@ put_record(chan_map *m, uint32_t kind, const void *a, uint64_t alen,
     if (blen) {
         ring_put(m, pos + sizeof(rec) + alen, b, blen);
     }
-    store_rel(&sh->tail, pos + sizeof(rec) + ALIGN8(alen + blen));
+    store_rel(&sh->tail, pos + chan_record_size(alen + blen));
 }
 
-void
+int
 chan_repair_writer(chan_map *m)
 {
-    if (m->sh->wr_in_message) {
+    if (chan_broken(m) != NULL) {
+        return CHAN_CORRUPT;
+    }
+    uint32_t torn = __atomic_load_n(&m->sh->wr_in_message, __ATOMIC_RELAXED);
+    if (torn > 1) {
+        return chan_mark_corrupt(m, "its writer's message flag is neither 0 nor 1");
+    }
+    if (torn) {
         /* a streamed message was cut off; its writer kept room for this */
+        int err = check_room(m, sizeof(chan_rec));
+        if (err) {
+            return err == EAGAIN ? chan_mark_corrupt(m, "no room was kept to end a torn message")
+                                 : err;
+        }
         put_record(m, REC_ABORT, NULL, 0, NULL, 0);
         m->sh->wr_in_message = 0;
         chan_notify_data(m);
     }
+    return 0;
 }
 
 int
 chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t flags)
 {
-    uint64_t need = chan_record_size(len);
-    if (len > chan_whole_max(m) || free_space(m, need) < need) {
+    if (len > chan_whole_max(m)) {
         return EAGAIN;
+    }
+    int err = check_room(m, chan_record_size(len));
+    if (err) {
+        return err;
     }
     put_record(m, REC_WHOLE | flags, data, len, NULL, 0);
     chan_notify_data(m);
@@ -418,18 +459,13 @@ wait_space(chan_map *m, uint64_t need, const fastmp_deadline *d)
     if (!fastmp_deadline_remaining(d, &left)) {
         return ETIMEDOUT;
     }
-    fastmp_deadline until;
-    int final = slice_end(d, &until);
     uint32_t seq = __atomic_load_n(&sh->space_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->wr_sleeping, 1, __ATOMIC_SEQ_CST);
-    int err = 0;
-    if (free_space(m, need) < need) {
-        err = fastmp_futex_wait(&sh->space_seq, seq, &until);
+    int err = check_room(m, need);
+    if (err == EAGAIN) {
+        err = wait_slice(&sh->space_seq, seq, d);
     }
     __atomic_store_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST);
-    if (err == ETIMEDOUT && !final) {
-        err = EINTR;
-    }
     return err;
 }
 
@@ -441,7 +477,7 @@ chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d)
         uint64_t need, chunk;
         if (!w->started && w->len <= whole_max) {
             chunk = w->len;
-            need = sizeof(chan_rec) + ALIGN8(chunk);
+            need = chan_record_size(chunk);
         }
         else {
             /* a streamed piece, keeping room for an ABORT record after it */
@@ -450,14 +486,18 @@ chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d)
             if (chunk > whole_max - header) {
                 chunk = whole_max - header;
             }
-            need = sizeof(chan_rec) + ALIGN8(header + chunk) + sizeof(chan_rec);
+            need = chan_record_size(header + chunk) + sizeof(chan_rec);
         }
-        if (free_space(m, need) < need) {
-            int err = wait_space(m, need, d);
+        int err = check_room(m, need);
+        if (err == EAGAIN) {
+            err = wait_space(m, need, d);
             if (err) {
                 return err;
             }
             continue;
+        }
+        if (err) {
+            return err;
         }
         const char *src = w->data + w->sent;
         if (!w->started && w->len <= whole_max) {
@@ -483,23 +523,6 @@ chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d)
 }
 
 /* ---- reading --------------------------------------------------------- */
-
-uint64_t
-chan_available(const chan_map *m)
-{
-    return load_acq(&m->sh->tail) - load_acq(&m->sh->head);
-}
-
-uint64_t
-chan_readable(chan_map *m)
-{
-    uint64_t head = m->sh->head;
-    if ((int64_t)(m->seen_tail - head) <= 0) {
-        /* all seen is read (possibly by another process): look again */
-        m->seen_tail = load_acq(&m->sh->tail);
-    }
-    return m->seen_tail - head;
-}
 
 /* Poll for data for up to `budget_ns`.  Returns 1 if data came. */
 static int
@@ -554,17 +577,21 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
         return 0;
     }
     int64_t slept_at = fastmp_monotonic_ns();
+    fastmp_deadline until;
+    int final = slice_end(d, &until);
     uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->rd_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
     if (!chan_available(m)) {
-        err = fastmp_futex_wait(&sh->data_seq, seq, d);
+        err = fastmp_futex_wait(&sh->data_seq, seq, &until);
     }
     __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
-    if (err == 0) {
+    if (err == 0 || err == ETIMEDOUT) {
+        /* woken by data, or a whole slice without any */
         chan_learn_sleep(m, fastmp_monotonic_ns() - slept_at);
     }
-    return err;
+    /* the end of a slice: look at signals, then wait again */
+    return err == ETIMEDOUT && !final ? EINTR : err;
 }
 
 void
@@ -586,85 +613,6 @@ chan_advise_fresh(void *buf, uint64_t n)
 #endif
 }
 
-/* Copy a large piece out of the ring into a message buffer that will not
- * be read again soon: streaming stores skip reading the destination into
- * the cache first, which matters when the machine is short of memory
- * bandwidth (a 64 MiB message). */
-static void
-copy_to_fresh(void *dst, const void *src, uint64_t n)
-{
-#if defined(__SSE2__)
-    if (n >= 65536) {
-        unsigned char *d = dst;
-        const unsigned char *s = src;
-        size_t lead = (16 - ((uintptr_t)d & 15)) & 15;
-        memcpy(d, s, lead);
-        d += lead;
-        s += lead;
-        n -= lead;
-        for (; n >= 64; n -= 64, d += 64, s += 64) {
-            __m128i a = _mm_loadu_si128((const __m128i *)s);
-            __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
-            __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
-            __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
-            _mm_stream_si128((__m128i *)d, a);
-            _mm_stream_si128((__m128i *)(d + 16), b);
-            _mm_stream_si128((__m128i *)(d + 32), c);
-            _mm_stream_si128((__m128i *)(d + 48), e);
-        }
-        _mm_sfence();
-        memcpy(d, s, n);
-        return;
-    }
-#endif
-    memcpy(dst, src, n);
-}
-
-void
-chan_copy_out(const chan_map *m, uint64_t off, void *dst, uint64_t n)
-{
-    uint64_t at = (m->sh->head + sizeof(chan_rec) + off) & m->mask;
-    uint64_t first = m->sh->capacity - at;
-    if (first >= n) {
-        copy_to_fresh(dst, m->ring + at, n);
-    }
-    else {
-        copy_to_fresh(dst, m->ring + at, first);
-        copy_to_fresh((char *)dst + first, m->ring, n - first);
-    }
-}
-
-const char *
-chan_payload_ptr(const chan_map *m, uint64_t n)
-{
-    uint64_t at = (m->sh->head + sizeof(chan_rec)) & m->mask;
-    return m->sh->capacity - at >= n ? (const char *)m->ring + at : NULL;
-}
-
-void
-chan_peek(const chan_map *m, chan_rec *rec)
-{
-    memcpy(rec, m->ring + (m->sh->head & m->mask), sizeof(*rec));
-}
-
-static void
-notify_space(chan_map *m)
-{
-    chan_shared *sh = m->sh;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&sh->wr_sleeping, __ATOMIC_RELAXED)
-        && __atomic_exchange_n(&sh->wr_sleeping, 0, __ATOMIC_SEQ_CST)) {
-        __atomic_add_fetch(&sh->space_seq, 1, __ATOMIC_SEQ_CST);
-        (void)fastmp_futex_wake(&sh->space_seq, INT32_MAX);
-    }
-    if (__atomic_load_n(&sh->room_sleeping, __ATOMIC_RELAXED)
-        && chan_available(m) <= sh->capacity / 2
-        && __atomic_exchange_n(&sh->room_sleeping, 0, __ATOMIC_SEQ_CST)) {
-        __atomic_add_fetch(&sh->room_seq, 1, __ATOMIC_SEQ_CST);
-        (void)fastmp_futex_wake(&sh->room_seq, INT32_MAX);
-    }
-}
-
 int
 chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns)
 {
@@ -677,7 +625,7 @@ chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns)
         /* left set on return: other writers may be waiting too, and a
          * stale flag costs one needless wake-up at most */
         __atomic_store_n(&sh->room_sleeping, 1, __ATOMIC_SEQ_CST);
-        if (chan_available(m) <= sh->capacity / 2) {
+        if (chan_available(m) <= m->capacity / 2) {
             return 0;
         }
         int err = fastmp_futex_wait(&sh->room_seq, seq, &until);
@@ -688,13 +636,6 @@ chan_wait_room(chan_map *m, const fastmp_deadline *d, long stall_ns)
             return ETIMEDOUT;
         }
     }
-}
-
-void
-chan_consume(chan_map *m, const chan_rec *rec)
-{
-    store_rel(&m->sh->head, m->sh->head + sizeof(chan_rec) + ALIGN8(rec->len));
-    notify_space(m);
 }
 
 int
@@ -722,13 +663,19 @@ int
 chan_count_in(chan_map *m, const fastmp_deadline *d)
 {
     chan_shared *sh = m->sh;
-    if (sh->maxsize == 0) {
+    if (m->maxsize == 0) {
         __atomic_add_fetch(&sh->n_put, 1, __ATOMIC_RELAXED);
         return 0;
     }
     for (;;) {
         uint32_t c = __atomic_load_n(&sh->count, __ATOMIC_SEQ_CST);
-        if (c < sh->maxsize) {
+        if (chan_broken(m) != NULL) {
+            return CHAN_CORRUPT;
+        }
+        if (c > m->maxsize) {
+            return chan_mark_corrupt(m, "it counts more messages than the queue holds");
+        }
+        if (c < m->maxsize) {
             if (__atomic_compare_exchange_n(&sh->count, &c, c + 1, 0,
                                             __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
                 return 0;
@@ -736,7 +683,7 @@ chan_count_in(chan_map *m, const fastmp_deadline *d)
             continue;
         }
         __atomic_add_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
-        int err = fastmp_futex_wait(&sh->count, c, d);
+        int err = wait_slice(&sh->count, c, d);
         __atomic_sub_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
         if (err) {
             return err;
@@ -762,7 +709,7 @@ void
 chan_count_done(chan_map *m)
 {
     chan_shared *sh = m->sh;
-    if (sh->maxsize) {
+    if (m->maxsize) {
         release_slot(sh);
     }
     else {
@@ -775,7 +722,7 @@ void
 chan_count_cancel(chan_map *m)
 {
     chan_shared *sh = m->sh;
-    if (sh->maxsize) {
+    if (m->maxsize) {
         release_slot(sh);
     }
     else {
@@ -783,16 +730,23 @@ chan_count_cancel(chan_map *m)
     }
 }
 
-uint64_t
-chan_qsize(const chan_map *m)
+int
+chan_qsize(chan_map *m, uint64_t *n)
 {
     const chan_shared *sh = m->sh;
-    if (sh->maxsize) {
-        return __atomic_load_n(&sh->count, __ATOMIC_SEQ_CST);
+    if (m->maxsize) {
+        uint32_t c = __atomic_load_n(&sh->count, __ATOMIC_SEQ_CST);
+        if (c > m->maxsize) {
+            return chan_mark_corrupt(m, "it counts more messages than the queue holds");
+        }
+        *n = c;
+        return 0;
     }
+    /* n_put and n_got bound nothing: any values are possible */
     uint64_t got = __atomic_load_n(&sh->n_got, __ATOMIC_SEQ_CST);
     uint64_t put = __atomic_load_n(&sh->n_put, __ATOMIC_SEQ_CST);
-    return put > got ? put - got : 0;
+    *n = put > got ? put - got : 0;
+    return 0;
 }
 
 int
@@ -804,8 +758,11 @@ chan_wait_joined(chan_map *m)
         if (u == 0) {
             return 0;
         }
+        if (chan_broken(m) != NULL) {
+            return CHAN_CORRUPT;
+        }
         __atomic_add_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
-        int err = fastmp_futex_wait(&sh->unfinished, u, &chan_forever);
+        int err = wait_slice(&sh->unfinished, u, &chan_forever);
         __atomic_sub_fetch(&sh->join_waiters, 1, __ATOMIC_SEQ_CST);
         if (err) {
             return err;                 /* EINTR: let the caller see signals */

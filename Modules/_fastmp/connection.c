@@ -6,13 +6,14 @@
  *
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
- * 8-byte big-endian length.
+ * 8-byte big-endian length (connection_frame.c encodes and decodes it).
  *
  * The two ends of a Pipe() carry their messages (the frames' payloads)
  * through a shared-memory ring per direction instead (connection_ring.c);
  * their socket tells readiness and end of file. */
 #include "channel.h"
 #include "connection.h"
+#include "connection_frame.h"
 #include "pickler.h"
 
 #include <errno.h>
@@ -26,13 +27,13 @@
 
 #include "structmember.h"
 
-#define SHORT_FRAME_MAX 0x7fffffffULL
-#define HEADER_MAX 12
 /* Transfers up to this size are first tried with the GIL held (the data is
  * usually there already); larger ones release the GIL straight away. */
 #define SMALL_IO (64 * 1024)
-/* Buffers at least this large are prepared for reading (huge pages). */
+/* Fresh buffers at least this large are read in windows, each faulted
+ * in with one call (see read_fresh_payload); the first window is this. */
 #define LARGE_BUFFER (8 * 1024 * 1024)
+#define FIRST_WINDOW (1024 * 1024)
 /* A message longer than this and than its pipe's capacity is handed to
  * the pipe by reference (connection_splice.c). */
 #define SPLICE_MIN (1024 * 1024)
@@ -368,17 +369,6 @@ read_into(ConnObject *self, void *buf, size_t len)
     return transfer(self, 0, &iov, 1);
 }
 
-/* The big-endian number in the n bytes at h. */
-static uint64_t
-decode_be(const unsigned char *h, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++) {
-        v = (v << 8) | h[i];
-    }
-    return v;
-}
-
 /* Read the next frame header.  Returns 0 with *length set, 1 if the
  * peer closed the connection before the frame began, -1 with an
  * exception set (EOFError when it closed in the middle of the header,
@@ -386,36 +376,48 @@ decode_be(const unsigned char *h, int n)
 static int
 read_header(ConnObject *self, uint64_t *length)
 {
-    unsigned char h[8];
-    Py_ssize_t n = read_into(self, h, 4);
+    unsigned char h[FRAME_LONG_HEADER];
+    Py_ssize_t n = read_into(self, h, FRAME_SHORT_HEADER);
     if (n < 0) {
         return -1;
     }
     if (n == 0) {
         return 1;
     }
-    if (n < 4) {
-        raise_truncated((size_t)n, 4);
+    if (n < FRAME_SHORT_HEADER) {
+        raise_truncated((size_t)n, FRAME_SHORT_HEADER);
         return -1;
     }
-    uint64_t u = decode_be(h, 4);
-    if (u <= SHORT_FRAME_MAX) {
-        *length = u;
-        return 0;
+    int size = frame_decode(h, FRAME_SHORT_HEADER, length);
+    if (size == 0) {
+        /* the long form: the length follows */
+        size_t rest = FRAME_LONG_HEADER - FRAME_SHORT_HEADER;
+        n = read_into(self, h + FRAME_SHORT_HEADER, rest);
+        if (n < 0) {
+            return -1;
+        }
+        if ((size_t)n < rest) {
+            raise_truncated((size_t)n + FRAME_SHORT_HEADER, FRAME_LONG_HEADER);
+            return -1;
+        }
+        size = frame_decode(h, FRAME_LONG_HEADER, length);
     }
-    if (u != 0xffffffffU) {
-        return bad_message_length(self, "negative length in the frame header", u);
+    if (size < 0) {
+        return bad_message_length(self, "negative length in the frame header", *length);
     }
-    n = read_into(self, h, 8);
-    if (n < 0) {
-        return -1;
-    }
-    if (n < 8) {
-        raise_truncated((size_t)n + 4, 12);
-        return -1;
-    }
-    *length = decode_be(h, 8);
     return 0;
+}
+
+/* The machine's memory in bytes (0 if unknown), learnt once. */
+static uint64_t
+machine_memory(void)
+{
+    static uint64_t memory;
+    if (memory == 0) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        memory = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    }
+    return memory;
 }
 
 /* Check an announced payload length against maxlength (< 0: none) and
@@ -424,46 +426,17 @@ read_header(ConnObject *self, uint64_t *length)
 static int
 check_length(ConnObject *self, uint64_t length, Py_ssize_t maxlength)
 {
-    if (maxlength >= 0 && length > (uint64_t)maxlength) {
+    switch (frame_check_length(length, maxlength < 0 ? UINT64_MAX : (uint64_t)maxlength,
+                               (uint64_t)(PY_SSIZE_T_MAX - 64), machine_memory())) {
+    case FRAME_FITS:
+        return 0;
+    case FRAME_OVER_MAXLENGTH:
         return bad_message_length(self, NULL, length);
-    }
-    if (length > (uint64_t)(PY_SSIZE_T_MAX - 64)) {
+    case FRAME_OVER_OBJECT:
         return bad_message_length(self, "more than a bytes object can hold", length);
+    default:
+        return bad_message_length(self, "more than this machine's memory", length);
     }
-    if (length > ((uint64_t)1 << 30)) {
-        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-        if (pages > 0 && page > 0 && length > (uint64_t)pages * (uint64_t)page) {
-            return bad_message_length(self, "more than this machine's memory", length);
-        }
-    }
-    return 0;
-}
-
-/* Ready a freshly allocated buffer of `len` bytes for a large read: ask
- * for huge pages and fault the pages in with one call instead of one
- * fault per page.  Advice only; failures are ignored. */
-static void
-prepare_large_buffer(char *buf, size_t len)
-{
-    if (len < LARGE_BUFFER) {
-        return;
-    }
-    uintptr_t huge = (uintptr_t)2 << 20, page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t start = (uintptr_t)buf, end = start + len;
-    uintptr_t hstart = (start + huge - 1) & ~(huge - 1), hend = end & ~(huge - 1);
-    uintptr_t pstart = (start + page - 1) & ~(page - 1), pend = end & ~(page - 1);
-    Py_BEGIN_ALLOW_THREADS
-#ifdef MADV_HUGEPAGE
-    if (hend > hstart) {
-        (void)madvise((void *)hstart, hend - hstart, MADV_HUGEPAGE);
-    }
-#endif
-#ifdef MADV_POPULATE_WRITE
-    if (pend > pstart) {
-        (void)madvise((void *)pstart, pend - pstart, MADV_POPULATE_WRITE);
-    }
-#endif
-    Py_END_ALLOW_THREADS
 }
 
 /* Read the next frame's header and check the length it announces (see
@@ -495,6 +468,61 @@ read_payload(ConnObject *self, char *buf, uint64_t length)
     return n < 0 ? -1 : 0;
 }
 
+/* Fault in the pages of buf[0..len) with one call instead of one fault
+ * per page (GIL released).  Advice only; failures are ignored. */
+static void
+populate_pages(char *buf, size_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)buf + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)buf + len) & ~(page - 1);
+    if (end > start) {
+        Py_BEGIN_ALLOW_THREADS
+        (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
+        Py_END_ALLOW_THREADS
+    }
+#else
+    (void)buf;
+    (void)len;
+#endif
+}
+
+/* read_payload() into a buffer just allocated for it.  A large one is
+ * read in windows: the first faults its pages in one at a time as bytes
+ * land; each next one, as large as everything that arrived before it, is
+ * faulted in with one call first.  So the memory taken grows with the
+ * bytes that actually arrive (at most twice them), never with the length
+ * the header announced. */
+static int
+read_fresh_payload(ConnObject *self, char *buf, uint64_t length)
+{
+    if (length < LARGE_BUFFER) {
+        return read_payload(self, buf, length);
+    }
+    chan_advise_fresh(buf, length);
+    uint64_t got = 0;
+    while (got < length) {
+        uint64_t window = got == 0 ? FIRST_WINDOW : got;
+        if (window > length - got) {
+            window = length - got;
+        }
+        if (got > 0) {
+            populate_pages(buf + got, (size_t)window);
+        }
+        Py_ssize_t n = read_into(self, buf + got, (size_t)window);
+        if (n < 0) {
+            return -1;
+        }
+        got += (uint64_t)n;
+        if ((uint64_t)n < window) {
+            raise_truncated((size_t)got, length);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Read the payload of a frame announcing `length` bytes into a new bytes
  * object.  Returns a new reference, or NULL with an exception set. */
 static PyObject *
@@ -504,8 +532,7 @@ read_payload_bytes(ConnObject *self, uint64_t length)
     if (result == NULL) {
         return NULL;
     }
-    prepare_large_buffer(PyBytes_AS_STRING(result), (size_t)length);
-    if (read_payload(self, PyBytes_AS_STRING(result), length) < 0) {
+    if (read_fresh_payload(self, PyBytes_AS_STRING(result), length) < 0) {
         Py_DECREF(result);
         return NULL;
     }
@@ -544,24 +571,6 @@ recv_message(ConnObject *self, Py_ssize_t maxlength)
         return NULL;
     }
     return read_payload_bytes(self, length);
-}
-
-/* Write the frame header for a payload of `length` bytes into h.
- * Returns the header's size. */
-static size_t
-encode_header(unsigned char *h, uint64_t length)
-{
-    if (length <= SHORT_FRAME_MAX) {
-        for (int i = 0; i < 4; i++) {
-            h[i] = (unsigned char)(length >> (24 - 8 * i));
-        }
-        return 4;
-    }
-    memset(h, 0xff, 4);
-    for (int i = 0; i < 8; i++) {
-        h[4 + i] = (unsigned char)(length >> (56 - 8 * i));
-    }
-    return 12;
 }
 
 /* A Pipe() end: publish the concatenation of bufs[0..n) in its ring (see
@@ -607,7 +616,7 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
         return ring_send(self, bufs, n);
     }
     struct iovec iov[MAX_CHUNKS + 1];
-    unsigned char header[HEADER_MAX];
+    unsigned char header[FRAME_LONG_HEADER];
     uint64_t length = 0;
     for (int i = 0; i < n; i++) {
         iov[i + 1].iov_base = bufs[i].buf;
@@ -615,10 +624,10 @@ send_frame(ConnObject *self, const Py_buffer *bufs, int n)
         length += (uint64_t)bufs[i].len;
     }
     iov[0].iov_base = header;
-    iov[0].iov_len = encode_header(header, length);
+    iov[0].iov_len = frame_encode(header, length);
     if (length <= SMALL_FRAME) {
         /* one buffer: the kernel takes it with less work than a vector */
-        unsigned char frame[HEADER_MAX + SMALL_FRAME];
+        unsigned char frame[FRAME_LONG_HEADER + SMALL_FRAME];
         size_t at = 0;
         for (int i = 0; i <= n; i++) {
             if (iov[i].iov_len > 0) {

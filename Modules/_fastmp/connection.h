@@ -3,7 +3,7 @@
  * before sleeping), connection_splice.c (large writes into a pipe by
  * reference), connection_ring.c (the messages of a Pipe() end through
  * shared memory) and serving_turn.c (a manager's serving threads and the
- * GIL). */
+ * GIL).  connection_frame.h declares the frame header's pure codec. */
 #ifndef FASTMP_CONNECTION_H
 #define FASTMP_CONNECTION_H
 

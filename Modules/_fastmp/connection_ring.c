@@ -45,7 +45,7 @@ peer_gone(int fd)
 
 /* Take wlock, waiting (GIL released) as long as it takes, and repair
  * what a writer before left unfinished.  Returns 0, or -1 with an
- * exception set. */
+ * exception set (the lock is not held then). */
 static int
 lock_writer(chan_map *m)
 {
@@ -54,11 +54,12 @@ lock_writer(chan_map *m)
         if (chan_lock_blocking(&m->sh->wlock) < 0) {
             return -1;
         }
-        chan_repair_writer(m);
-        return 0;
+        if ((err = chan_repair_writer(m)) != 0) {
+            chan_unlock(&m->sh->wlock);
+        }
     }
     if (err) {
-        fastmp_oserror(err, "pthread_mutex_lock");
+        chan_oserror(m, err, "pthread_mutex_lock");
         return -1;
     }
     return 0;
@@ -71,12 +72,17 @@ fastmp_ring_send(chan_map *m, int fd, const char *data, uint64_t len)
     if (lock_writer(m) < 0) {
         return -1;
     }
-    if (chan_try_write_whole(m, data, len, 0) != 0) {
+    int err = chan_try_write_whole(m, data, len, 0);
+    if (err == CHAN_CORRUPT) {
+        chan_unlock(&sh->wlock);
+        chan_raise_corrupt(m);
+        return -1;
+    }
+    if (err != 0) {
         /* no room now, or too large for one record: stream it, looking
          * for signals and for a reader that went away between slices */
         chan_wmsg w = {data, len, 0, 0, 0};
         for (;;) {
-            int err;
             Py_BEGIN_ALLOW_THREADS
             err = chan_write(m, &w, &chan_forever);
             Py_END_ALLOW_THREADS
@@ -87,7 +93,7 @@ fastmp_ring_send(chan_map *m, int fd, const char *data, uint64_t len)
              * writer aborts it for the readers */
             if (err != EINTR && err != ETIMEDOUT) {
                 chan_unlock(&sh->wlock);
-                fastmp_oserror(err, "futex");
+                chan_oserror(m, err, "futex");
                 return -1;
             }
             if (PyErr_CheckSignals() < 0) {
@@ -102,7 +108,7 @@ fastmp_ring_send(chan_map *m, int fd, const char *data, uint64_t len)
             }
         }
     }
-    int err = 0;
+    err = 0;
     if (__atomic_fetch_add(&sh->pipe_pending, 1, __ATOMIC_ACQ_REL) == 0) {
         ssize_t n;
         do {
@@ -158,7 +164,10 @@ reconcile(chan_map *m, int fd, int stale)
     if (chan_readable(m) || chan_lock(&sh->wlock, &chan_no_wait, 0) != 0) {
         return 0;
     }
-    chan_repair_writer(m);
+    if (chan_repair_writer(m) != 0) {
+        chan_unlock(&sh->wlock);        /* broken: the next read says so */
+        return 0;
+    }
     int foreign = 0;
     if (!chan_readable(m)) {
         __atomic_store_n(&sh->pipe_pending, 0, __ATOMIC_RELEASE);
@@ -225,8 +234,12 @@ wait_ring(chan_map *m, int fd, const fastmp_deadline *d, int stale)
         }
     }
     Py_END_ALLOW_THREADS
+    /* also after a slice: a signal may have come while not in poll() */
+    if (PyErr_CheckSignals() < 0) {
+        return -1;
+    }
     if (err == EINTR) {
-        return PyErr_CheckSignals() < 0 ? -1 : 0;
+        return 0;
     }
     if (err) {
         fastmp_oserror(err, "poll");
@@ -307,6 +320,10 @@ int
 fastmp_ring_poll(chan_map *m, int fd, const fastmp_deadline *d)
 {
     int stale = 0;
+    if (chan_broken(m) != NULL) {
+        chan_raise_corrupt(m);
+        return -1;
+    }
     for (;;) {
         if (chan_available(m)) {
             return 1;

@@ -477,6 +477,15 @@ push(reader *r, PyObject *obj)
     return 1;
 }
 
+/* The lowest stack position opcodes may take values from: the topmost
+ * mark's.  As in the pickle module, the values below a mark are out of
+ * reach until the mark is popped. */
+static int
+fence(const reader *r)
+{
+    return r->nmarks ? r->marks[r->nmarks - 1] : 0;
+}
+
 /* The index of the topmost mark, popped; -1 if there is none, or if
  * opcodes since took values from below it (a malformed pickle). */
 static int
@@ -510,7 +519,7 @@ pop_tuple(reader *r, int from)
 static int
 add_items(reader *r, int from, int pairs)
 {
-    if (from < 1 || (pairs && (r->n - from) % 2 != 0)) {
+    if (from - 1 < fence(r) || (pairs && (r->n - from) % 2 != 0)) {
         return 0;
     }
     PyObject *container = r->stack[from - 1];
@@ -534,7 +543,7 @@ add_items(reader *r, int from, int pairs)
 static int
 memo_put(reader *r, uint64_t index)
 {
-    if (r->n == 0 || index >= QUICK_MEMO) {
+    if (r->n <= fence(r) || index >= QUICK_MEMO) {
         return 0;
     }
     while (r->nmemo < QUICK_MEMO && (uint64_t)r->nmemo <= index) {
@@ -569,8 +578,9 @@ step(reader *r)
     switch (*r->p++) {
     case 0x80:                  /* PROTO */
         return (a = take(r, 1)) != NULL && a[0] <= 5;
-    case 0x95:                  /* FRAME: frames only group the opcodes */
-        return take(r, 8) != NULL;
+    case 0x95:                  /* FRAME: frames only group the opcodes, */
+        /* but one cannot be longer than what is left */
+        return (a = take(r, 8)) != NULL && read_le(a, 8) <= (uint64_t)(r->end - r->p);
     case '.':
         return 2;
     case 'N':
@@ -644,7 +654,7 @@ step(reader *r)
     case 0x86:
     case 0x87:
         from = r->n - (r->p[-1] - 0x84);
-        return from >= 0 && push(r, pop_tuple(r, from));
+        return from >= fence(r) && push(r, pop_tuple(r, from));
     case '(':
         if (r->nmarks == QUICK_MAX_DEPTH) {
             return 0;
