@@ -189,3 +189,33 @@ def test_default_process_uses_method_chosen_at_start(impl, tmp_path):
     out = run_python(str(script))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Process", "spawn", "0"]
+
+
+UNCHOSEN = textwrap.dedent("""
+    import {impl} as mp
+    def nothing():
+        pass
+    if __name__ == '__main__':
+        seen = []
+        for method in ('fork', 'spawn', 'forkserver'):
+            p = mp.get_context(method).Process(target=nothing)
+            p.start()
+            p.join()
+            seen.append('%s:%s:%s' % (method, p.exitcode,
+                                      mp.get_start_method(allow_none=True)))
+        mp.set_start_method('spawn')    # still free to choose
+        print(' '.join(seen), mp.get_start_method())
+""")
+
+
+def test_a_concrete_context_leaves_the_default_unchosen(impl, tmp_path):
+    # gh-109263: starting a child through a concrete context must not fix
+    # the default context's start method as a side effect
+    if impl is multiprocessing and sys.version_info < (3, 14):
+        pytest.skip("fixed in the standard package in 3.14")
+    script = tmp_path / "prog.py"
+    script.write_text(UNCHOSEN.format(impl=impl.__name__))
+    out = run_python(str(script))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "fork:0:None", "spawn:0:None", "forkserver:0:None", "spawn"]
