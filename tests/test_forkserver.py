@@ -3,9 +3,13 @@ server preloads modules (and the main module), children reuse the server,
 the server comes back after being killed, and it serves only clients that
 know its secret.  Each scenario runs in a fresh interpreter so that it has
 a fork server of its own."""
+import hmac
+import importlib
 import os
 import socket
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -156,7 +160,9 @@ def test_server_restarts_after_being_killed(tmp_path):
     assert out.strip() == '[(0, True), (0, True)]'
 
 
-def test_a_client_without_the_secret_is_ignored(tmp_path):
+def test_a_client_without_the_key_is_refused(tmp_path):
+    # one that skips the handshake and sends descriptors straight away gets
+    # the challenge, then b'#FAILURE#' and the connection closed; no child
     out = run_program(tmp_path, '''
         import os, socket
         import fastmp
@@ -167,24 +173,113 @@ def test_a_client_without_the_secret_is_ignored(tmp_path):
             ctx = fastmp.get_context('forkserver')
             _forkserver.ensure_running()
             status_r, status_w = os.pipe()
+            heard = b''
             with socket.socket(socket.AF_UNIX) as intruder:
                 intruder.connect(_forkserver._forkserver_address)
                 intruder.sendall(b'\\0' * 33)
                 reduction.sendfds(intruder, [status_r, status_w])
                 intruder.settimeout(10)
                 try:
-                    refused = intruder.recv(1) == b''
+                    while True:
+                        chunk = intruder.recv(4096)
+                        if not chunk:
+                            break
+                        heard += chunk
                 except ConnectionResetError:   # it closed with data unread
-                    refused = True
+                    pass
             os.close(status_w)
             no_pid = os.read(status_r, 8) == b''
             p = ctx.Process(target=os.getpid)
             p.start()
             p.join()
             mode = oct(os.stat(_forkserver._forkserver_address).st_mode & 0o777)
-            print(refused, no_pid, p.exitcode, mode)
+            print(heard[4:15], heard[-9:], no_pid, p.exitcode, mode)
     ''').stdout
-    assert out.split() == ['True', 'True', '0', '0o600']
+    assert out.split() == ["b'#CHALLENGE#'", "b'#FAILURE#'", 'True', '0',
+                           '0o600']
+
+
+def _forkserver_module(impl):
+    return importlib.import_module(impl.__name__ + '.forkserver')
+
+
+def test_the_key_is_checked_both_ways(impl):
+    # a connection.Client that knows the key passes the handshake; a
+    # process started with a wrong key fails with AuthenticationError
+    server = _forkserver_module(impl)._forkserver
+    if not hasattr(server, '_forkserver_authkey'):
+        pytest.skip('the standard forkserver authenticates from 3.14')
+    server.ensure_running()
+    key = server._forkserver_authkey
+    assert len(key) >= 16
+    connection = importlib.import_module(impl.__name__ + '.connection')
+    connection.Client(server._forkserver_address, authkey=key).close()
+    with pytest.raises(impl.AuthenticationError):
+        connection.Client(server._forkserver_address, authkey=b'x' * len(key))
+    ctx = impl.get_context('forkserver')
+    server._forkserver_authkey = b'T' * len(key)
+    try:
+        p = ctx.Process(target=os.getpid)
+        with pytest.raises(impl.AuthenticationError):
+            p.start()
+    finally:
+        server._forkserver_authkey = key
+    p = ctx.Process(target=os.getpid)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+
+
+def test_a_server_without_the_key_gets_nothing():
+    # the client checks the server's answer before it sends descriptors
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        def impostor():
+            challenge = forkserver._CHALLENGE + forkserver._new_challenge()
+            impostor_side.send(challenge)
+            impostor_side.recv()                       # the client's answer
+            nonce = impostor_side.recv()[len(forkserver._CHALLENGE):]
+            impostor_side.send(forkserver._WELCOME,
+                               forkserver._answer(b'wrong', nonce))
+        impostor_side = forkserver._ControlChannel(theirs, time.monotonic() + 30)
+        thread = threading.Thread(target=impostor)
+        thread.start()
+        try:
+            with pytest.raises(fastmp.AuthenticationError):
+                forkserver._authenticate_server(forkserver._ControlChannel(ours),
+                                                b'right')
+        finally:
+            thread.join(30)
+        # the client's last word is b'#FAILURE#', and nothing follows
+        assert impostor_side.recv() == forkserver._FAILURE
+        ours.close()
+        assert theirs.recv(1) == b''
+
+
+@pytest.mark.parametrize('key_length', [0, 1, 32, 64, 65, 200])
+def test_hmac_sha256_is_the_standard_one(key_length):
+    key = os.urandom(key_length)
+    message = forkserver._new_challenge()
+    assert (forkserver._hmac_sha256(key, message)
+            == hmac.new(key, message, 'sha256').digest())
+
+
+def test_the_server_does_not_load_openssl(tmp_path):
+    # its handshake uses the interpreter's own SHA-256: OpenSSL mapped into
+    # the server would make each of its forks dearer
+    out = run_program(tmp_path, '''
+        import sys
+        import fastmp
+
+        def loaded():
+            print(sorted({'hmac', '_hashlib', 'ssl'} & set(sys.modules)))
+
+        if __name__ == '__main__':
+            p = fastmp.get_context('forkserver').Process(target=loaded)
+            p.start()
+            p.join()
+    ''').stdout
+    assert out.strip() == '[]'
 
 
 def test_preload_names_must_be_strings():
