@@ -239,3 +239,25 @@ def test_a_concrete_context_leaves_the_default_unchosen(impl, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [
         "fork:0:None", "spawn:0:None", "forkserver:0:None", "spawn"]
+
+
+NO_TEMPDIR = textwrap.dedent("""
+    import sys, tempfile
+    if sys.argv[1] == 'read-only':
+        tempfile.tempdir = '/proc'      # no file can be made there, even by root
+    else:
+        tempfile._candidate_tempdir_list = lambda: ['/nonexistent-tmp']
+        tempfile.tempdir = None
+    import {impl} as mp
+    print(mp.get_start_method(), mp.get_all_start_methods()[0])
+""")
+
+
+@pytest.mark.parametrize("tempdir", ["read-only", "missing"])
+def test_default_method_without_a_writable_tempdir(impl, tempdir):
+    # gh-155717: from 3.14 the default is forkserver only where its socket
+    # can be made; elsewhere spawn
+    out = run_python("-c", NO_TEMPDIR.format(impl=impl.__name__), tempdir)
+    assert out.returncode == 0, out.stderr
+    expected = "spawn" if sys.version_info >= (3, 14) else "fork"
+    assert out.stdout.split() == [expected, expected]
