@@ -5,8 +5,10 @@ know its secret.  Each scenario runs in a fresh interpreter so that it has
 a fork server of its own."""
 import hmac
 import importlib
+import inspect
 import os
 import socket
+import sys
 import textwrap
 import threading
 import time
@@ -286,6 +288,92 @@ def test_preload_names_must_be_strings():
     with pytest.raises(TypeError, match='module_names must be a list of '
                                         'strings'):
         fastmp.get_context('forkserver').set_forkserver_preload([1, 2])
+
+
+def _needs_on_error(impl):
+    if 'on_error' not in inspect.signature(
+            impl.get_context('forkserver').set_forkserver_preload).parameters:
+        pytest.skip('set_forkserver_preload(on_error=) is new in the '
+                    'standard package of 3.15')
+
+
+def test_preload_on_error_must_be_a_policy(impl):
+    _needs_on_error(impl)
+    with pytest.raises(ValueError, match="on_error must be 'ignore', 'warn', "
+                                         "or 'fail'"):
+        impl.get_context('forkserver').set_forkserver_preload(
+            ['os'], on_error='loud')
+
+
+PRELOAD_POLICY = '''
+    import sys
+    import {impl} as mp
+
+    def send(conn):
+        conn.send(42)
+
+    if __name__ == '__main__':
+        ctx = mp.get_context('forkserver')
+        ctx.set_forkserver_preload(['__main__', 'no_such_module_xyz'],
+                                   on_error=sys.argv[1])
+        ours, theirs = ctx.Pipe()
+        p = ctx.Process(target=send, args=(theirs,))
+        try:
+            p.start()
+        except (EOFError, ConnectionError) as exc:
+            print('failed', getattr(exc, '__notes__', []))
+        else:
+            print('got', ours.recv())
+            p.join()
+'''
+
+
+@pytest.mark.parametrize('on_error', ['ignore', 'warn', 'fail'])
+def test_preload_failure_follows_on_error(impl, tmp_path, on_error):
+    # 'ignore' says nothing, 'warn' writes an ImportWarning to the server's
+    # stderr (ours), 'fail' ends the server: start() fails with a note
+    _needs_on_error(impl)
+    path = tmp_path / 'prog.py'
+    path.write_text(textwrap.dedent(PRELOAD_POLICY.format(impl=impl.__name__)))
+    proc = run_python('-W', 'always::ImportWarning', str(path), on_error,
+                      cwd=str(tmp_path), env={'PYTHONPATH': FASTMP_ROOT})
+    assert proc.returncode == 0, proc.stderr
+    if on_error == 'fail':
+        assert proc.stdout.startswith('failed [')
+        assert 'Forkserver process may have crashed' in proc.stdout
+        assert 'ModuleNotFoundError' in proc.stderr
+    else:
+        assert proc.stdout.strip() == 'got 42'
+        warned = ('ImportWarning' in proc.stderr
+                  and 'no_such_module_xyz' in proc.stderr)
+        assert warned == (on_error == 'warn'), proc.stderr
+
+
+def test_preloaded_main_sees_the_programs_argv(impl, tmp_path):
+    # gh-143706: sys.argv is the program's while the server imports __main__
+    if impl is not fastmp and sys.version_info < (3, 14):
+        pytest.skip('the standard package sets it from 3.14')
+    path = tmp_path / 'prog.py'
+    path.write_text(textwrap.dedent('''
+        import os, sys
+        import {impl} as mp
+        print('import', sys.argv[1], len(sys.argv), flush=True)
+
+        def show():
+            print('child', sys.argv[1], len(sys.argv), flush=True)
+
+        if __name__ == '__main__':
+            ctx = mp.get_context('forkserver')
+            ctx.set_forkserver_preload(['__main__'])
+            p = ctx.Process(target=show)
+            p.start()
+            p.join()
+    '''.format(impl=impl.__name__)))
+    # (in all longer than the system's limit on one argument)
+    proc = run_python(str(path), 'foo', *['x' * 60] * 4000,
+                      cwd=str(tmp_path), env={'PYTHONPATH': FASTMP_ROOT})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ['import foo 4002'] * 2 + ['child foo 4002']
 
 
 def test_too_many_fds_are_refused():

@@ -188,10 +188,11 @@ class BaseContext(object):
         from .spawn import set_executable
         set_executable(executable)
 
-    def set_forkserver_preload(self, module_names):
-        """Modules the forkserver imports up front (a hint)."""
+    def set_forkserver_preload(self, module_names, *, on_error='ignore'):
+        """Modules the forkserver imports up front; on_error says what a
+        failed import does: 'ignore', 'warn' or 'fail'."""
         from .forkserver import set_forkserver_preload
-        set_forkserver_preload(module_names)
+        set_forkserver_preload(module_names, on_error=on_error)
 
     def get_context(self, method=None):
         """This context, or the one for `method`; ValueError if unknown."""

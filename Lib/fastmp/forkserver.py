@@ -146,6 +146,7 @@ class ForkServer(object):
         self._inherited_fds = None         # in a child started by the server
         self._lock = threading.Lock()
         self._preload_modules = ['__main__']
+        self._preload_on_error = 'ignore'
 
     def _stop(self):
         """Stop the server this process started (the test-suites use it)."""
@@ -184,12 +185,19 @@ class ForkServer(object):
         self._forkserver_pid = None
         self._lock = threading.Lock()
 
-    def set_forkserver_preload(self, modules_names):
+    def set_forkserver_preload(self, modules_names, *, on_error='ignore'):
         """Modules the server imports when it starts, so that the children
-        it forks have them already."""
+        it forks have them already.  A module that fails to import is
+        skipped ('ignore'), skipped with an ImportWarning on the server's
+        stderr ('warn'), or ends the server ('fail'), and with it every
+        start through it."""
         if not all(type(name) is str for name in modules_names):
             raise TypeError('module_names must be a list of strings')
+        if on_error not in _PRELOAD_ERROR_POLICIES:
+            raise ValueError("on_error must be 'ignore', 'warn', or 'fail', "
+                             "not %r" % (on_error,))
         self._preload_modules = modules_names
+        self._preload_on_error = on_error
 
     def get_inherited_fds(self):
         """The descriptors sent along with this process's start request, in
@@ -205,14 +213,21 @@ class ForkServer(object):
             raise ValueError('too many fds')
         self.ensure_running()
         try:
-            return self._request_child(fds)
-        except (ConnectionRefusedError, FileNotFoundError):
-            # the server of our parent process is gone: start our own
-            with self._lock:
-                if self._forkserver_pid is None:
-                    self._forget_server()
-            self.ensure_running()
-            return self._request_child(fds)
+            try:
+                return self._request_child(fds)
+            except (ConnectionRefusedError, FileNotFoundError):
+                # the server of our parent process is gone: start our own
+                with self._lock:
+                    if self._forkserver_pid is None:
+                        self._forget_server()
+                self.ensure_running()
+                return self._request_child(fds)
+        except (EOFError, ConnectionError) as exc:
+            if self._preload_modules and self._preload_on_error == 'fail':
+                _add_note(exc, 'Forkserver process may have crashed while '
+                               "preloading modules (on_error='fail'); its "
+                               'stderr says why.')
+            raise
 
     def _request_child(self, fds):
         with socket.socket(socket.AF_UNIX) as client:
@@ -260,14 +275,20 @@ class ForkServer(object):
             authkey_r, authkey_w = os.pipe()
             os.write(authkey_w, authkey)   # far below a pipe's capacity
             os.close(authkey_w)
+            kwargs, sys_argv = self._preload_arguments()
             try:
                 exe, argv = resource_tracker._helper_argv(
                     'from fastmp.forkserver import main; '
-                    'main(%d, %d, %r, authkey_r=%d, **%r)'
+                    'main(%d, %d, %r, authkey_r=%d, %s**%r)'
                     % (listener.fileno(), alive_r, self._preload_modules,
-                       authkey_r, self._main_module_data()))
+                       authkey_r,
+                       '' if sys_argv is None else 'sys_argv=sys.argv[1:], ',
+                       kwargs))
+                # the program's argv follows the code as real arguments, so
+                # that no argument grows past the system's limit on one
                 pid = util.spawnv_passfds(
-                    exe, argv, [listener.fileno(), alive_r, authkey_r])
+                    exe, argv + (sys_argv or []),
+                    [listener.fileno(), alive_r, authkey_r])
             except BaseException:
                 os.close(alive_w)
                 os.unlink(address)
@@ -279,17 +300,29 @@ class ForkServer(object):
         self._forkserver_authkey = authkey
         self._forkserver_pid = pid
 
-    def _main_module_data(self):
-        """Keyword arguments for main(): the sys.path to preload with, and
-        the program's main script when '__main__' is to be preloaded."""
+    def _preload_arguments(self):
+        """(keyword arguments for main(), the program's sys.argv) for
+        preloading: the sys.path to preload with, the program's main script
+        when '__main__' is to be preloaded, the on_error policy.  ({}, None)
+        without modules to preload."""
         if not self._preload_modules:
-            return {}
+            return {}, None
         data = spawn.get_preparation_data('ignore')
         found = {'sys_path': data['sys_path']}
         if ('__main__' in self._preload_modules and
                 'init_main_from_path' in data):
             found['main_path'] = data['init_main_from_path']
-        return found
+        if self._preload_on_error != 'ignore':
+            found['on_error'] = self._preload_on_error
+        return found, list(data['sys_argv'])
+
+
+def _add_note(exc, note):
+    """exc.add_note(note), also before 3.11 (where nothing prints notes)."""
+    if hasattr(exc, 'add_note'):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = getattr(exc, '__notes__', []) + [note]
 
 
 def _dropin_flag():
@@ -331,9 +364,19 @@ def _authenticate_server(channel, key):
 _STANDARD_PRELOAD = ('contextlib', 'importlib', 'subprocess')
 
 
-def _preload(preload, main_path, sys_path):
-    """Import what the children should inherit.  A module that fails to
-    import is skipped: the child that needs it will report the error."""
+_PRELOAD_ERROR_POLICIES = ('ignore', 'warn', 'fail')
+
+
+def _handle_preload(preload, main_path=None, sys_path=None, sys_argv=None,
+                    on_error='ignore'):
+    """Import what the children should inherit, with the program's sys.path
+    and sys.argv.  A failure is handled as `on_error` says (see
+    set_forkserver_preload); with 'ignore' the child that needs the module
+    reports the error itself."""
+    if not preload:
+        return
+    if sys_argv is not None:
+        sys.argv[:] = sys_argv
     if sys_path is not None:
         sys.path[:] = sys_path
     me = process.current_process()
@@ -341,8 +384,8 @@ def _preload(preload, main_path, sys_path):
         me._inheriting = True   # the main module must not start processes
         try:
             spawn.import_main_path(main_path)
-        except Exception:
-            pass
+        except Exception as exc:   # running the script may raise anything
+            _preload_failed(on_error, '__main__ from %r' % (main_path,), exc)
         finally:
             del me._inheriting
     for name in preload:
@@ -350,8 +393,18 @@ def _preload(preload, main_path, sys_path):
             continue
         try:
             __import__(name)
-        except ImportError:
-            pass
+        except ImportError as exc:
+            _preload_failed(on_error, 'module %r' % (name,), exc)
+    # what the preloaded code printed must not be flushed again by each child
+    util._flush_std_streams()
+
+
+def _preload_failed(on_error, what, exc):
+    if on_error == 'fail':
+        raise exc
+    if on_error == 'warn':
+        warnings.warn('Failed to preload %s: %s' % (what, exc), ImportWarning,
+                      stacklevel=3)
 
 
 def _read_exactly(fd, count):
@@ -502,10 +555,10 @@ class _Server:
 
 
 def main(listener_fd, alive_r, preload, main_path=None, sys_path=None,
-         *, authkey_r=None):
+         *, sys_argv=None, authkey_r=None, on_error='ignore'):
     """Run the fork server on the listening socket `listener_fd` until the
-    alive pipe `alive_r` reaches EOF.  The secret clients must present is
-    read from `authkey_r`."""
+    alive pipe `alive_r` reaches EOF, after preloading (_handle_preload).
+    The key clients must know is read from `authkey_r`."""
     authkey = b''
     if authkey_r is not None:
         authkey = _read_exactly(authkey_r, _AUTHKEY_LENGTH)
@@ -513,8 +566,7 @@ def main(listener_fd, alive_r, preload, main_path=None, sys_path=None,
     util._close_stdin()   # first: preloading must not read the terminal
     for name in _STANDARD_PRELOAD:
         __import__(name)
-    if preload:
-        _preload(preload, main_path, sys_path)
+    _handle_preload(preload, main_path, sys_path, sys_argv, on_error)
     with socket.socket(socket.AF_UNIX, fileno=listener_fd) as listener:
         _forkserver._forkserver_address = listener.getsockname()
         _forkserver._forkserver_authkey = authkey
