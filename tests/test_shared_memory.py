@@ -5,6 +5,7 @@ import inspect
 import os
 import pickle
 import signal
+import sys
 import textwrap
 
 import pytest
@@ -266,8 +267,10 @@ def test_shareable_list_api_like_stdlib(impl):
         with pytest.raises(ValueError, match="exceeds available storage"):
             sl[0] = "encodées"
         assert sl[0] == "encodés" and sl[1] == b"HoWdY"
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as raised:
             sl.index("absent")
+        if impl is fastmp or sys.version_info >= (3, 14):
+            assert str(raised.value) == "ShareableList.index(x): x not in list"
         assert sl.shm.name in repr(sl)
         twin = sm.ShareableList(name=sl.shm.name)
         twin[-1] = 880
