@@ -224,7 +224,6 @@ def test_untracked_segment_outlives_its_creator(impl):
 @pytest.mark.timeout(60)
 def test_segment_removed_after_sigkill_of_tree():
     import subprocess
-    import sys
     code = _program("""
         import os, time
         shm = shared_memory.SharedMemory(create=True, size=10)
