@@ -57,6 +57,8 @@ _AUTHKEY_LENGTH = 32
 # turned on).
 _ALIASED, _PLAIN = b'A', b'-'
 _REQUEST_TIMEOUT = 5.0   # seconds a client may take over its whole request
+# What a module that fails to preload does (set_forkserver_preload's on_error).
+_PRELOAD_ERROR_POLICIES = ('ignore', 'warn', 'fail')
 
 # The handshake's messages, framed as multiprocessing.connection frames
 # them: a 4-byte big-endian length, then the bytes.  Each side sends
@@ -364,9 +366,6 @@ def _authenticate_server(channel, key):
 _STANDARD_PRELOAD = ('contextlib', 'importlib', 'subprocess')
 
 
-_PRELOAD_ERROR_POLICIES = ('ignore', 'warn', 'fail')
-
-
 def _handle_preload(preload, main_path=None, sys_path=None, sys_argv=None,
                     on_error='ignore'):
     """Import what the children should inherit, with the program's sys.path
@@ -400,6 +399,7 @@ def _handle_preload(preload, main_path=None, sys_path=None, sys_argv=None,
 
 
 def _preload_failed(on_error, what, exc):
+    """Re-raise `exc` ('fail'), warn about it ('warn') or let it be."""
     if on_error == 'fail':
         raise exc
     if on_error == 'warn':
