@@ -128,12 +128,32 @@ def test_set_executable(impl, restore_executable):
     p.start()
     p.join()
     assert p.exitcode == 0
-    # the exec failure is not reported to the parent: the child exits 255
+    # the exec failure is not reported to the parent: the child exits 255,
+    # or (3.14 on, when the child is gone before the parent writes to it)
+    # start() raises BrokenPipeError
     ctx.set_executable("/nonexistent/python")
     p = ctx.Process(target=do_nothing)
-    p.start()
-    p.join(30)
-    assert p.exitcode == 255
+    try:
+        p.start()
+    except BrokenPipeError:
+        assert impl is fastmp or sys.version_info >= (3, 14)
+    else:
+        p.join(30)
+        assert p.exitcode == 255
+
+
+def test_failed_exec_with_a_big_payload_does_not_hang(impl, restore_executable):
+    # the parent holds no copy of the child's read end while it writes the
+    # Process object, so a child that never ran makes the write fail
+    if impl is multiprocessing and sys.version_info < (3, 14):
+        pytest.skip("the standard package blocks forever here before 3.14")
+    from importlib import import_module
+    import_module(impl.__name__ + ".resource_tracker").ensure_running()
+    ctx = impl.get_context("spawn")
+    ctx.set_executable("/nonexistent/python")
+    p = ctx.Process(target=len, args=(bytes(4 << 20),))
+    with pytest.raises(BrokenPipeError):
+        p.start()
 
 
 def test_spawn_command_line_names_fastmp():
@@ -189,3 +209,55 @@ def test_default_process_uses_method_chosen_at_start(impl, tmp_path):
     out = run_python(str(script))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Process", "spawn", "0"]
+
+
+UNCHOSEN = textwrap.dedent("""
+    import {impl} as mp
+    def nothing():
+        pass
+    if __name__ == '__main__':
+        seen = []
+        for method in ('fork', 'spawn', 'forkserver'):
+            p = mp.get_context(method).Process(target=nothing)
+            p.start()
+            p.join()
+            seen.append('%s:%s:%s' % (method, p.exitcode,
+                                      mp.get_start_method(allow_none=True)))
+        mp.set_start_method('spawn')    # still free to choose
+        print(' '.join(seen), mp.get_start_method())
+""")
+
+
+def test_a_concrete_context_leaves_the_default_unchosen(impl, tmp_path):
+    # gh-109263: starting a child through a concrete context must not fix
+    # the default context's start method as a side effect
+    if impl is multiprocessing and sys.version_info < (3, 14):
+        pytest.skip("fixed in the standard package in 3.14")
+    script = tmp_path / "prog.py"
+    script.write_text(UNCHOSEN.format(impl=impl.__name__))
+    out = run_python(str(script))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "fork:0:None", "spawn:0:None", "forkserver:0:None", "spawn"]
+
+
+NO_TEMPDIR = textwrap.dedent("""
+    import sys, tempfile
+    if sys.argv[1] == 'read-only':
+        tempfile.tempdir = '/proc'      # no file can be made there, even by root
+    else:
+        tempfile._candidate_tempdir_list = lambda: ['/nonexistent-tmp']
+        tempfile.tempdir = None
+    import {impl} as mp
+    print(mp.get_start_method(), mp.get_all_start_methods()[0])
+""")
+
+
+@pytest.mark.parametrize("tempdir", ["read-only", "missing"])
+def test_default_method_without_a_writable_tempdir(impl, tempdir):
+    # gh-155717: from 3.14 the default is forkserver only where its socket
+    # can be made; elsewhere spawn
+    out = run_python("-c", NO_TEMPDIR.format(impl=impl.__name__), tempdir)
+    assert out.returncode == 0, out.stderr
+    expected = "spawn" if sys.version_info >= (3, 14) else "fork"
+    assert out.stdout.split() == [expected, expected]

@@ -3,9 +3,15 @@ server preloads modules (and the main module), children reuse the server,
 the server comes back after being killed, and it serves only clients that
 know its secret.  Each scenario runs in a fresh interpreter so that it has
 a fork server of its own."""
+import hmac
+import importlib
+import inspect
 import os
 import socket
+import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -156,7 +162,9 @@ def test_server_restarts_after_being_killed(tmp_path):
     assert out.strip() == '[(0, True), (0, True)]'
 
 
-def test_a_client_without_the_secret_is_ignored(tmp_path):
+def test_a_client_without_the_key_is_refused(tmp_path):
+    # one that skips the handshake and sends descriptors straight away gets
+    # the challenge, then b'#FAILURE#' and the connection closed; no child
     out = run_program(tmp_path, '''
         import os, socket
         import fastmp
@@ -167,30 +175,205 @@ def test_a_client_without_the_secret_is_ignored(tmp_path):
             ctx = fastmp.get_context('forkserver')
             _forkserver.ensure_running()
             status_r, status_w = os.pipe()
+            heard = b''
             with socket.socket(socket.AF_UNIX) as intruder:
                 intruder.connect(_forkserver._forkserver_address)
                 intruder.sendall(b'\\0' * 33)
                 reduction.sendfds(intruder, [status_r, status_w])
                 intruder.settimeout(10)
                 try:
-                    refused = intruder.recv(1) == b''
+                    while True:
+                        chunk = intruder.recv(4096)
+                        if not chunk:
+                            break
+                        heard += chunk
                 except ConnectionResetError:   # it closed with data unread
-                    refused = True
+                    pass
             os.close(status_w)
             no_pid = os.read(status_r, 8) == b''
             p = ctx.Process(target=os.getpid)
             p.start()
             p.join()
             mode = oct(os.stat(_forkserver._forkserver_address).st_mode & 0o777)
-            print(refused, no_pid, p.exitcode, mode)
+            print(heard[4:15], heard[-9:], no_pid, p.exitcode, mode)
     ''').stdout
-    assert out.split() == ['True', 'True', '0', '0o600']
+    assert out.split() == ["b'#CHALLENGE#'", "b'#FAILURE#'", 'True', '0',
+                           '0o600']
+
+
+def _forkserver_module(impl):
+    return importlib.import_module(impl.__name__ + '.forkserver')
+
+
+def test_the_key_is_checked_both_ways(impl):
+    # a connection.Client that knows the key passes the handshake; a
+    # process started with a wrong key fails with AuthenticationError
+    server = _forkserver_module(impl)._forkserver
+    if not hasattr(server, '_forkserver_authkey'):
+        pytest.skip('the standard forkserver authenticates from 3.14')
+    server.ensure_running()
+    key = server._forkserver_authkey
+    assert len(key) >= 16
+    connection = importlib.import_module(impl.__name__ + '.connection')
+    connection.Client(server._forkserver_address, authkey=key).close()
+    with pytest.raises(impl.AuthenticationError):
+        connection.Client(server._forkserver_address, authkey=b'x' * len(key))
+    ctx = impl.get_context('forkserver')
+    server._forkserver_authkey = b'T' * len(key)
+    try:
+        p = ctx.Process(target=os.getpid)
+        with pytest.raises(impl.AuthenticationError):
+            p.start()
+    finally:
+        server._forkserver_authkey = key
+    p = ctx.Process(target=os.getpid)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+
+
+def test_a_server_without_the_key_gets_nothing():
+    # the client checks the server's answer before it sends descriptors
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        def impostor():
+            challenge = forkserver._CHALLENGE + forkserver._new_challenge()
+            impostor_side.send(challenge)
+            impostor_side.recv()                       # the client's answer
+            nonce = impostor_side.recv()[len(forkserver._CHALLENGE):]
+            impostor_side.send(forkserver._WELCOME,
+                               forkserver._answer(b'wrong', nonce))
+        impostor_side = forkserver._ControlChannel(theirs, time.monotonic() + 30)
+        thread = threading.Thread(target=impostor)
+        thread.start()
+        try:
+            with pytest.raises(fastmp.AuthenticationError):
+                forkserver._authenticate_server(forkserver._ControlChannel(ours),
+                                                b'right')
+        finally:
+            thread.join(30)
+        # the client's last word is b'#FAILURE#', and nothing follows
+        assert impostor_side.recv() == forkserver._FAILURE
+        ours.close()
+        assert theirs.recv(1) == b''
+
+
+@pytest.mark.parametrize('key_length', [0, 1, 32, 64, 65, 200])
+def test_hmac_sha256_is_the_standard_one(key_length):
+    key = os.urandom(key_length)
+    message = forkserver._new_challenge()
+    assert (forkserver._hmac_sha256(key, message)
+            == hmac.new(key, message, 'sha256').digest())
+
+
+def test_the_server_does_not_load_openssl(tmp_path):
+    # its handshake uses the interpreter's own SHA-256: OpenSSL mapped into
+    # the server would make each of its forks dearer
+    out = run_program(tmp_path, '''
+        import sys
+        import fastmp
+
+        def loaded():
+            print(sorted({'hmac', '_hashlib', 'ssl'} & set(sys.modules)))
+
+        if __name__ == '__main__':
+            p = fastmp.get_context('forkserver').Process(target=loaded)
+            p.start()
+            p.join()
+    ''').stdout
+    assert out.strip() == '[]'
 
 
 def test_preload_names_must_be_strings():
     with pytest.raises(TypeError, match='module_names must be a list of '
                                         'strings'):
         fastmp.get_context('forkserver').set_forkserver_preload([1, 2])
+
+
+def _needs_on_error(impl):
+    if 'on_error' not in inspect.signature(
+            impl.get_context('forkserver').set_forkserver_preload).parameters:
+        pytest.skip('set_forkserver_preload(on_error=) is new in the '
+                    'standard package of 3.15')
+
+
+def test_preload_on_error_must_be_a_policy(impl):
+    _needs_on_error(impl)
+    with pytest.raises(ValueError, match="on_error must be 'ignore', 'warn', "
+                                         "or 'fail'"):
+        impl.get_context('forkserver').set_forkserver_preload(
+            ['os'], on_error='loud')
+
+
+PRELOAD_POLICY = '''
+    import sys
+    import {impl} as mp
+
+    def send(conn):
+        conn.send(42)
+
+    if __name__ == '__main__':
+        ctx = mp.get_context('forkserver')
+        ctx.set_forkserver_preload(['__main__', 'no_such_module_xyz'],
+                                   on_error=sys.argv[1])
+        ours, theirs = ctx.Pipe()
+        p = ctx.Process(target=send, args=(theirs,))
+        try:
+            p.start()
+        except (EOFError, ConnectionError) as exc:
+            print('failed', getattr(exc, '__notes__', []))
+        else:
+            print('got', ours.recv())
+            p.join()
+'''
+
+
+@pytest.mark.parametrize('on_error', ['ignore', 'warn', 'fail'])
+def test_preload_failure_follows_on_error(impl, tmp_path, on_error):
+    # 'ignore' says nothing, 'warn' writes an ImportWarning to the server's
+    # stderr (ours), 'fail' ends the server: start() fails with a note
+    _needs_on_error(impl)
+    path = tmp_path / 'prog.py'
+    path.write_text(textwrap.dedent(PRELOAD_POLICY.format(impl=impl.__name__)))
+    proc = run_python('-W', 'always::ImportWarning', str(path), on_error,
+                      cwd=str(tmp_path), env={'PYTHONPATH': FASTMP_ROOT})
+    assert proc.returncode == 0, proc.stderr
+    if on_error == 'fail':
+        assert proc.stdout.startswith('failed [')
+        assert 'Forkserver process may have crashed' in proc.stdout
+        assert 'ModuleNotFoundError' in proc.stderr
+    else:
+        assert proc.stdout.strip() == 'got 42'
+        warned = ('ImportWarning' in proc.stderr
+                  and 'no_such_module_xyz' in proc.stderr)
+        assert warned == (on_error == 'warn'), proc.stderr
+
+
+def test_preloaded_main_sees_the_programs_argv(impl, tmp_path):
+    # gh-143706: sys.argv is the program's while the server imports __main__
+    if impl is not fastmp and sys.version_info < (3, 14):
+        pytest.skip('the standard package sets it from 3.14')
+    path = tmp_path / 'prog.py'
+    path.write_text(textwrap.dedent('''
+        import os, sys
+        import {impl} as mp
+        print('import', sys.argv[1], len(sys.argv), flush=True)
+
+        def show():
+            print('child', sys.argv[1], len(sys.argv), flush=True)
+
+        if __name__ == '__main__':
+            ctx = mp.get_context('forkserver')
+            ctx.set_forkserver_preload(['__main__'])
+            p = ctx.Process(target=show)
+            p.start()
+            p.join()
+    '''.format(impl=impl.__name__)))
+    # (in all longer than the system's limit on one argument)
+    proc = run_python(str(path), 'foo', *['x' * 60] * 4000,
+                      cwd=str(tmp_path), env={'PYTHONPATH': FASTMP_ROOT})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ['import foo 4002'] * 2 + ['child foo 4002']
 
 
 def test_too_many_fds_are_refused():

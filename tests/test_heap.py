@@ -2,6 +2,7 @@
 import gc
 import os
 import random
+import sys
 import threading
 
 import pytest
@@ -63,8 +64,9 @@ def test_sizes_and_errors(fresh_heap):
     assert len(heap.BufferWrapper(1).create_memoryview()) == 1
     with pytest.raises(ValueError):
         heap.BufferWrapper(-1)
-    with pytest.raises(OverflowError):
-        heap.BufferWrapper(2 ** 80)
+    for too_large in (sys.maxsize, 2 ** 80):
+        with pytest.raises(OverflowError):
+            heap.BufferWrapper(too_large)
     with pytest.raises(TypeError):
         heap.BufferWrapper("10")
 

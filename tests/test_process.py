@@ -36,6 +36,22 @@ def sleep_for(seconds):
     time.sleep(seconds)
 
 
+def sleep_after_signalling(ready, sigint_action):
+    """Set `ready`, then sleep until a signal ends the process.  With
+    sigint_action 'default' SIGINT is left as the start method leaves it
+    (Python's KeyboardInterrupt); 'caught' exits 7 on KeyboardInterrupt;
+    'SIG_DFL' lets SIGINT kill the process."""
+    if sigint_action == "SIG_DFL":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        ready.set()
+        time.sleep(60)
+    except KeyboardInterrupt:
+        if sigint_action == "caught":
+            sys.exit(7)
+        raise
+
+
 def report(path):
     """Write what the child knows about itself to `path` (JSON)."""
     mp = impl_for(path)
@@ -117,6 +133,58 @@ def test_terminate_and_kill(ctx):
         p.join(10)
     assert victims[0].exitcode == -signal.SIGTERM
     assert victims[1].exitcode == -signal.SIGKILL
+
+
+def _needs_interrupt(impl):
+    if not hasattr(impl.Process, "interrupt"):
+        pytest.skip("Process.interrupt() is new in the standard package of 3.14")
+
+
+@pytest.mark.parametrize("sigint_action, exitcode", [
+    ("default", 1), ("SIG_DFL", -signal.SIGINT)])
+def test_interrupt_sends_sigint(ctx, impl, sigint_action, exitcode, capfd):
+    _needs_interrupt(impl)
+    ready = ctx.Event()
+    p = ctx.Process(target=sleep_after_signalling, args=(ready, sigint_action))
+    p.start()
+    assert ready.wait(30)
+    p.interrupt()
+    p.join(30)
+    assert p.exitcode == exitcode
+    capfd.readouterr()   # the KeyboardInterrupt traceback, where it is ours
+
+
+def test_interrupt_can_be_handled_by_the_child(impl):
+    _needs_interrupt(impl)
+    ctx = impl.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=sleep_after_signalling, args=(ready, "caught"))
+    p.start()
+    assert ready.wait(30)
+    p.interrupt()
+    p.join(30)
+    assert p.exitcode == 7
+    p.interrupt()   # after the exit: nothing happens
+    p.close()
+    with pytest.raises(ValueError):
+        p.interrupt()
+
+
+def test_interrupt_is_not_a_thread_method():
+    # the dummy (thread) Process has no interrupt() in the standard package
+    import multiprocessing.dummy
+    import fastmp.dummy
+    assert (hasattr(fastmp.dummy.Process, "interrupt")
+            == hasattr(multiprocessing.dummy.Process, "interrupt"))
+
+
+def test_kwargs_none_means_no_keyword_arguments(impl):
+    if impl is not fastmp and sys.version_info < (3, 14):
+        pytest.skip("the standard package takes kwargs=None from 3.14")
+    p = impl.get_context("fork").Process(target=exit_with, args=(5,), kwargs=None)
+    p.start()
+    p.join(30)
+    assert p.exitcode == 5
 
 
 def test_join_timeout_returns_while_running(impl):

@@ -3,6 +3,7 @@ unregister is removed when it ends, by normal exit or by SIGKILL of its
 whole process tree; nothing is said when it cleaned up properly; children
 share their parent's tracker under every start method."""
 import json
+import multiprocessing.resource_tracker as std_resource_tracker
 import os
 import signal
 import subprocess
@@ -276,3 +277,52 @@ def test_works_when_fastmp_is_found_through_sys_path_only(tmp_path):
     assert proc.stdout.strip() == '0', proc.stderr
     assert LEAK_WARNING % (1, 'shared_memory') in proc.stderr
     assert not _object_exists(name)
+
+
+ODD_NAMES = (':a:b', 'ends:with:colon:', '\nstarts-with-newline',
+             'multi\nline\nname', 'colons:and\nnewlines', 'non-ascii-\u00e9')
+
+
+@pytest.mark.parametrize('simple_format', [True, False])
+def test_any_segment_name_is_tracked(simple_format):
+    # names the `cmd:name:type` line cannot carry travel as JSON lines, in
+    # either setting of the switch the standard suite flips
+    prefix = _names.fresh_name()
+    code = textwrap.dedent('''
+        import sys
+        from fastmp import resource_tracker, shared_memory
+        resource_tracker._resource_tracker._use_simple_format = %r
+        prefix, names = sys.argv[1], sys.argv[2:]
+        for name in names:
+            shm = shared_memory.SharedMemory(prefix + name, create=True, size=8)
+            shm.close()
+            shm.unlink()
+        left = shared_memory.SharedMemory(prefix + names[-2], create=True,
+                                          size=8)
+        left.close()
+    ''' % simple_format)
+    proc = run_python('-c', code, prefix, *ODD_NAMES)
+    assert proc.returncode == 0, proc.stderr
+    # the tracker shares our stderr pipe: when it is closed, it is done
+    assert LEAK_WARNING % (1, 'shared_memory') in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not any(_object_exists(prefix + name) for name in ODD_NAMES)
+
+
+@pytest.mark.skipif(not hasattr(std_resource_tracker, '_decode_message'),
+                    reason='the standard tracker reads JSON lines from 3.14')
+@pytest.mark.parametrize('name', ODD_NAMES)
+def test_json_lines_read_by_the_standard_tracker(name):
+    line = resource_tracker._json_message('REGISTER', name, 'shared_memory')
+    assert len(line) <= resource_tracker._MAX_MESSAGE
+    assert (std_resource_tracker._decode_message(line)
+            == ('REGISTER', 'shared_memory', name))
+    assert resource_tracker._decode(line) == ('REGISTER', name, 'shared_memory')
+
+
+def test_malformed_json_line_is_refused():
+    for line in (b'{"cmd": "REGISTER"}\n', b'{"cmd": 1, "rtype": "dummy"}\n',
+                 b'{not json\n',
+                 b'{"cmd": "REGISTER", "rtype": "dummy", "base64_name": "a"}\n'):
+        with pytest.raises(ValueError):
+            resource_tracker._decode(line)

@@ -1,9 +1,11 @@
 """fastmp.shared_memory: SharedMemory, ShareableList, and the resource
 tracker's handling of segments."""
 import importlib
+import inspect
 import os
 import pickle
 import signal
+import sys
 import textwrap
 
 import pytest
@@ -13,8 +15,12 @@ from fastmp import shared_memory
 from support import run_python, wait_for
 
 
+def _module_of(impl, name):
+    return importlib.import_module(impl.__name__ + "." + name)
+
+
 def _module(impl):
-    return importlib.import_module(impl.__name__ + ".shared_memory")
+    return _module_of(impl, "shared_memory")
 
 
 def _exists(name):
@@ -159,16 +165,58 @@ def test_no_warning_when_cleaned_up():
     assert not _exists(out.stdout.strip())
 
 
-def test_untracked_attach_leaves_segment_alone():
-    shm = shared_memory.SharedMemory(create=True, size=10)
+TRACK_PROGRAM = textwrap.dedent("""
+    import sys
+    from {impl}.shared_memory import SharedMemory
+    role, track = sys.argv[1], sys.argv[2] == 'True'
+    if role == 'creator':
+        mem = SharedMemory(create=True, size=10, track=track)
+        print(mem.name)
+    else:
+        mem = SharedMemory(sys.argv[3], track=track)
+    mem.close()
+""")
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_track_decides_whether_an_attaching_program_removes(impl, track):
+    # gh-82300: a program that attaches with track=True removes the segment
+    # when it ends without unlinking it; with track=False it leaves it alone
+    sm = _module(impl)
+    if "track" not in inspect.signature(sm.SharedMemory).parameters:
+        pytest.skip("SharedMemory(track=) is new in the standard package of 3.13")
+    shm = sm.SharedMemory(create=True, size=10)
     try:
-        out = run_python("-c", _program("""
-            mem = shared_memory.SharedMemory(sys.argv[1], track=False)
-            mem.close()
-        """), shm.name)
-        assert out.returncode == 0 and "resource_tracker" not in out.stderr
-        assert _exists(shm.name)
+        out = run_python("-c", TRACK_PROGRAM.format(impl=impl.__name__),
+                         "attacher", str(track), shm.name)
+        assert out.returncode == 0, out.stderr
+        if track:
+            assert "There appear to be 1 leaked shared_memory" in out.stderr
+            assert wait_for(lambda: not _exists(shm.name))
+        else:
+            assert "resource_tracker" not in out.stderr
+            assert _exists(shm.name)
     finally:
+        shm.close()
+        if _exists(shm.name):
+            shm.unlink()
+        else:   # gone already: only our tracker's record is left
+            _module_of(impl, "resource_tracker").unregister(shm._name, "shared_memory")
+
+
+def test_untracked_segment_outlives_its_creator(impl):
+    sm = _module(impl)
+    if "track" not in inspect.signature(sm.SharedMemory).parameters:
+        pytest.skip("SharedMemory(track=) is new in the standard package of 3.13")
+    out = run_python("-c", TRACK_PROGRAM.format(impl=impl.__name__),
+                     "creator", "False")
+    assert out.returncode == 0, out.stderr
+    name = out.stdout.strip()
+    try:
+        assert "resource_tracker" not in out.stderr
+        assert _exists(name)
+    finally:
+        shm = sm.SharedMemory(name, track=False)
         shm.close()
         shm.unlink()
 
@@ -176,7 +224,6 @@ def test_untracked_attach_leaves_segment_alone():
 @pytest.mark.timeout(60)
 def test_segment_removed_after_sigkill_of_tree():
     import subprocess
-    import sys
     code = _program("""
         import os, time
         shm = shared_memory.SharedMemory(create=True, size=10)
@@ -219,8 +266,10 @@ def test_shareable_list_api_like_stdlib(impl):
         with pytest.raises(ValueError, match="exceeds available storage"):
             sl[0] = "encodées"
         assert sl[0] == "encodés" and sl[1] == b"HoWdY"
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError) as raised:
             sl.index("absent")
+        if impl is fastmp or sys.version_info >= (3, 14):
+            assert str(raised.value) == "ShareableList.index(x): x not in list"
         assert sl.shm.name in repr(sl)
         twin = sm.ShareableList(name=sl.shm.name)
         twin[-1] = 880

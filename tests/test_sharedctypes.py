@@ -3,6 +3,7 @@ locks, across fork, spawn and forkserver children."""
 import ctypes
 import importlib
 import pickle
+import sys
 
 import pytest
 
@@ -124,6 +125,19 @@ def test_value_and_array_per_code(impl, code):
     raw = impl.RawValue(code, SAMPLES[code])
     assert raw.value == SAMPLES[code]
     assert type(raw) is sharedctypes.typecode_to_type[code]
+
+
+@pytest.mark.parametrize("factory, args", [
+    ("Value", ()), ("RawValue", ()), ("Array", ([],)), ("RawArray", ([],)),
+    ("Array", (3,)), ("RawArray", (3,)), ("Value", (ctypes.c_int(1),))])
+@pytest.mark.parametrize("typecode", ["x", "ii", 7, int])
+def test_bad_typecode_is_a_type_error(impl, factory, args, typecode):
+    with pytest.raises(TypeError) as raised:
+        getattr(impl, factory)(typecode, *args)
+    # the standard package names the problem from 3.15 (not when it
+    # multiplies a non-ctypes type by an array length first)
+    if impl is fastmp or (sys.version_info >= (3, 15) and typecode is not int):
+        assert "bad typecode" in str(raised.value)
 
 
 def test_slicing_like_stdlib(impl):

@@ -188,10 +188,11 @@ class BaseContext(object):
         from .spawn import set_executable
         set_executable(executable)
 
-    def set_forkserver_preload(self, module_names):
-        """Modules the forkserver imports up front (a hint)."""
+    def set_forkserver_preload(self, module_names, *, on_error='ignore'):
+        """Modules the forkserver imports up front; on_error says what a
+        failed import does: 'ignore', 'warn' or 'fail'."""
         from .forkserver import set_forkserver_preload
-        set_forkserver_preload(module_names)
+        set_forkserver_preload(module_names, on_error=on_error)
 
     def get_context(self, method=None):
         """This context, or the one for `method`; ValueError if unknown."""
@@ -246,14 +247,31 @@ class Process(process.BaseProcess):
         return _chosen_process_class()._after_fork()
 
 
+class _PlatformDefault(object):
+    """The `_default_context` of a DefaultContext made without one: the
+    context of the running interpreter's default start method, worked out
+    when first needed (from 3.14 that looks at the temporary directory)
+    and then kept on the instance, where it can be replaced like a plain
+    attribute."""
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        found = _concrete_contexts[_stdlib_default_method()]
+        obj.__dict__['_default_context'] = found
+        return found
+
+
 class DefaultContext(BaseContext):
     """The top-level API: a context whose start method is fixed on first
     use or by set_start_method()."""
 
     Process = Process
+    _default_context = _PlatformDefault()
 
-    def __init__(self, context):
-        self._default_context = context
+    def __init__(self, context=None):
+        if context is not None:
+            self._default_context = context
         self._actual_context = None
 
     def get_context(self, method=None):
@@ -279,10 +297,8 @@ class DefaultContext(BaseContext):
     def get_all_start_methods(self):
         """The available start methods, the default first."""
         default = self._default_context._name
-        methods = [default] + [m for m in ('fork', 'spawn') if m != default]
-        if _can_send_fds():
-            methods.append('forkserver')
-        return methods
+        available = ['fork', 'spawn'] + (['forkserver'] if _can_send_fds() else [])
+        return [default] + [m for m in available if m != default]
 
 
 def _starter(popen_module):
@@ -345,16 +361,31 @@ _concrete_contexts = {
 
 def _stdlib_default_method():
     """The start method the running interpreter's multiprocessing uses by
-    default: spawn on macOS, fork elsewhere up to 3.13, forkserver from
-    3.14."""
+    default: spawn on macOS, fork elsewhere up to 3.13; from 3.14
+    forkserver, or spawn where forkserver cannot work."""
     if sys.platform == 'darwin':
         return 'spawn'
-    if sys.version_info >= (3, 14) and _can_send_fds():
+    if sys.version_info < (3, 14):
+        return 'fork'
+    if _can_send_fds() and _has_writable_tempdir():
         return 'forkserver'
-    return 'fork'
+    return 'spawn'
 
 
-_default_context = DefaultContext(_concrete_contexts[_stdlib_default_method()])
+def _has_writable_tempdir():
+    """Whether a file can be made in the temporary directory, where the
+    fork server's socket goes (gh-155717: without one, 3.14 defaults to
+    spawn).  Tried, not asked of os.access(), which read-only mounts and
+    containers mislead."""
+    import tempfile
+    try:
+        with tempfile.NamedTemporaryFile(dir=tempfile.gettempdir()):
+            return True
+    except OSError:   # no usable temporary directory at all, or read-only
+        return False
+
+
+_default_context = DefaultContext()
 
 
 def _force_start_method(method):

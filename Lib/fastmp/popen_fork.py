@@ -68,6 +68,10 @@ class Popen(object):
             if self.wait(timeout=0.1) is None:
                 raise
 
+    def interrupt(self):
+        """SIGINT the child."""
+        self._signal(signal.SIGINT)
+
     def terminate(self):
         """SIGTERM the child."""
         self._signal(signal.SIGTERM)

@@ -71,9 +71,20 @@ class Popen(popen_fork.Popen):
             self.pid = util.spawnv_passfds(spawn.get_executable(), cmd,
                                            self._fds)
             self.sentinel = sentinel_r
-            with open(data_w, 'wb', closefd=False) as to_child:
-                to_child.write(payload)
         finally:
             self.finalizer = util.Finalize(self, util.close_fds, kept)
-            for fd in to_close_here:
-                os.close(fd)
+            util.close_fds(*to_close_here)
+        # Only the child holds the read end now: if it is gone (its exec
+        # failed) the write fails instead of blocking forever on a payload
+        # larger than the pipe.
+        try:
+            with open(data_w, 'wb', closefd=False) as to_child:
+                to_child.write(payload)
+        except OSError:
+            self._discard_child()
+            raise
+
+    def _discard_child(self):
+        """Kill and reap a child that cannot receive its Process object."""
+        self.kill()
+        self.poll(0)

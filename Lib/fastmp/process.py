@@ -52,7 +52,7 @@ class BaseProcess(object):
     """A unit of work run in a child process; subclasses pick the start
     method through _Popen."""
 
-    def __init__(self, group=None, target=None, name=None, args=(), kwargs={},
+    def __init__(self, group=None, target=None, name=None, args=(), kwargs=None,
                  *, daemon=None):
         assert group is None, 'group argument must be None for now'
         creator = _current_process
@@ -61,7 +61,8 @@ class BaseProcess(object):
         self._config = dict(creator._config)   # inherited settings
         self._parent_pid, self._parent_name = os.getpid(), creator.name
         self._popen, self._closed = None, False
-        self._target, self._args, self._kwargs = target, tuple(args), dict(kwargs)
+        self._target, self._args = target, tuple(args)
+        self._kwargs = dict(kwargs) if kwargs else {}
         self._name = name or '%s-%s' % (type(self).__name__,
                                         ':'.join(map(str, self._identity)))
         if daemon is not None:
@@ -109,6 +110,13 @@ class BaseProcess(object):
         assert self._popen is not None, 'can only join a started process'
         if self._popen.wait(timeout) is not None:
             _children.discard(self)
+
+    def interrupt(self):
+        """Send SIGINT to the child.  Unless the child handles SIGINT
+        otherwise, it raises KeyboardInterrupt there, which ends it with
+        exit code 1 (or -SIGINT where SIGINT has its default action)."""
+        self._check_closed()
+        self._popen.interrupt()
 
     def terminate(self):
         """Send SIGTERM to the child."""

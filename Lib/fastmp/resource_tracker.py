@@ -4,7 +4,9 @@ registered and did not unregister before it ended.
 
 Every process of the program holds the write end of one pipe to the
 tracker and sends it one-line messages `REGISTER:name:type` and
-`UNREGISTER:name:type`.  When the last of them is gone, however it ended
+`UNREGISTER:name:type`; a name such a line cannot carry (a newline, or not
+ASCII) travels as a line of JSON with the name's UTF-8 bytes in base64,
+as the standard package sends it.  When the last of them is gone, however it ended
 (normal exit, exception, SIGKILL of the whole process tree), the tracker
 reads EOF, warns about what is left and unlinks it.
 
@@ -38,6 +40,56 @@ def _tracker_signals():
 # POSIX makes a pipe write of at most PIPE_BUF (>= 512) bytes atomic, so
 # messages from many processes never interleave.
 _MAX_MESSAGE = 512
+# POSIX limits the names of semaphores and shared-memory segments to
+# NAME_MAX bytes (255 on Linux), which keeps a JSON message in base64
+# well under _MAX_MESSAGE.
+_MAX_NAME_BYTES = 255
+
+
+def _simple_message(cmd, name, rtype):
+    """`cmd:name:type`, or None if the line cannot carry the message."""
+    if '\n' in name + rtype or ':' in rtype or not (name + rtype).isascii():
+        return None
+    return ('%s:%s:%s\n' % (cmd, name, rtype)).encode('ascii')
+
+
+def _json_message(cmd, name, rtype):
+    """The JSON line for a message: any name, its bytes in base64."""
+    import base64
+    import json
+    raw = name.encode('utf-8', 'surrogateescape')
+    if len(raw) > _MAX_NAME_BYTES:
+        raise ValueError('resource name too long for the resource tracker: '
+                         '%d bytes, the limit is %d'
+                         % (len(raw), _MAX_NAME_BYTES))
+    fields = {'cmd': cmd, 'rtype': rtype,
+              'base64_name': base64.urlsafe_b64encode(raw).decode('ascii')}
+    return (json.dumps(fields, ensure_ascii=True, separators=(',', ':'))
+            + '\n').encode('ascii')
+
+
+def _decode(line):
+    """(command, name, type) of a message line in either form."""
+    if not line.startswith(b'{'):
+        cmd, _, rest = line.decode('ascii').rstrip('\n').partition(':')
+        name, _, rtype = rest.rpartition(':')
+        return cmd, name, rtype
+    import base64
+    import binascii
+    import json
+    fields = json.loads(line)
+    if not isinstance(fields, dict):
+        raise ValueError('malformed resource tracker message %r' % (line,))
+    cmd, rtype = fields.get('cmd'), fields.get('rtype')
+    encoded = fields.get('base64_name', '')
+    if not all(isinstance(v, str) for v in (cmd, rtype, encoded)):
+        raise ValueError('malformed resource tracker message %r' % (line,))
+    try:
+        raw = base64.urlsafe_b64decode(encoded)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError('malformed resource name in message %r'
+                         % (line,)) from exc
+    return cmd, raw.decode('utf-8', 'surrogateescape'), rtype
 
 # The folder holding the fastmp package, put on the helper processes'
 # sys.path so they start even when the program found fastmp through a path
@@ -141,6 +193,10 @@ class ResourceTracker(object):
         self._fd = None         # write end of the pipe to the tracker
         self._pid = None        # the tracker's pid, in the process that started it
         self._exitcode = None   # the tracker's exit code, after _stop()
+        # False sends every message as JSON (the standard package's
+        # test-suite exercises both forms through this switch); True sends
+        # the shorter line whenever it can carry the name.
+        self._use_simple_format = True
 
     def _after_fork_in_child(self):
         # The lock may have been held by a thread that does not exist here.
@@ -234,7 +290,11 @@ class ResourceTracker(object):
         self._send('UNREGISTER', name, rtype)
 
     def _send(self, cmd, name, rtype):
-        message = ('%s:%s:%s\n' % (cmd, name, rtype)).encode('ascii')
+        message = None
+        if self._use_simple_format:
+            message = _simple_message(cmd, name, rtype)
+        if message is None:
+            message = _json_message(cmd, name, rtype)
         if len(message) > _MAX_MESSAGE:
             raise ValueError('resource name too long for the resource '
                              'tracker: the message would be %d bytes, the '
@@ -300,9 +360,7 @@ def _detach_from_program(pipe_fd):
 
 def _apply(line, live):
     """Apply one message to `live` ({type: set of names})."""
-    text = line.decode('ascii').rstrip('\n')
-    cmd, _, rest = text.partition(':')
-    name, _, rtype = rest.rpartition(':')
+    cmd, name, rtype = _decode(line)
     if rtype not in live:
         raise ValueError('cannot track %r: unknown resource type %r'
                          % (name, rtype))

@@ -286,13 +286,15 @@ class ShareableList:
 
     def count(self, value):
         """Number of items equal to `value`."""
-        return sum(1 for item in self if item == value)
+        return sum(1 for item in self if value == item)
 
     def index(self, value):
-        """Position of the first item equal to `value`; ValueError if none."""
+        """Position of the first item equal to `value`; ValueError if none
+        (worded as list.index words it, as the standard package does from
+        3.14)."""
         for position, item in enumerate(self):
-            if item == value:
+            if value == item:
                 return position
-        raise ValueError("%r not in this container" % (value,))
+        raise ValueError("ShareableList.index(x): x not in list")
 
     __class_getitem__ = classmethod(types.GenericAlias)

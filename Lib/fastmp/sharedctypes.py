@@ -54,6 +54,20 @@ def _array_class(item_type, length):
     return found
 
 
+def _ctype(typecode_or_type):
+    """The ctypes type a type code names, or the ctypes type itself;
+    TypeError for anything else."""
+    found = typecode_to_type.get(typecode_or_type, typecode_or_type)
+    try:
+        ctypes.sizeof(found)
+    except TypeError as exc:
+        raise TypeError('bad typecode %r: expected a ctypes type or one of '
+                        'the type codes %s' % (typecode_or_type,
+                                               ', '.join(typecode_to_type))
+                        ) from exc
+    return found
+
+
 def _default_context():
     return context._default_context.get_context()
 
@@ -66,7 +80,7 @@ def _shared_instance(type_):
 def RawValue(typecode_or_type, *args):
     """A ctypes object of the given type code or ctypes type, allocated in
     shared memory and initialised with `args`."""
-    obj = _shared_instance(typecode_to_type.get(typecode_or_type, typecode_or_type))
+    obj = _shared_instance(_ctype(typecode_or_type))
     if args:
         obj.__init__(*args)
     return obj
@@ -75,7 +89,7 @@ def RawValue(typecode_or_type, *args):
 def RawArray(typecode_or_type, size_or_initializer):
     """A ctypes array in shared memory: `size_or_initializer` zeroed
     elements, or a copy of the given sequence."""
-    item_type = typecode_to_type.get(typecode_or_type, typecode_or_type)
+    item_type = _ctype(typecode_or_type)
     if isinstance(size_or_initializer, int):
         return _shared_instance(_array_class(item_type, size_or_initializer))
     array = _shared_instance(_array_class(item_type, len(size_or_initializer)))

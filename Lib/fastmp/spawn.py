@@ -131,10 +131,12 @@ def get_preparation_data(name):
         data['log_level'] = util._logger.getEffectiveLevel()
     # '' means "the current directory" and the child's may differ later
     path = [process.ORIGINAL_DIR if entry == '' else entry for entry in sys.path]
+    # allow_none: asking must not fix this process's own default method
     from . import _names, get_start_method
     data.update(name=name, sys_path=path, sys_argv=sys.argv,
                 orig_dir=process.ORIGINAL_DIR, dir=os.getcwd(),
-                start_method=get_start_method(), fastmp_root_pid=_names.root_pid)
+                start_method=get_start_method(allow_none=True),
+                fastmp_root_pid=_names.root_pid)
     main_source = _main_module_source()
     if main_source is not None:
         data[main_source[0]] = main_source[1]
@@ -165,11 +167,11 @@ def prepare(data):
     if 'dir' in data:
         os.chdir(data['dir'])
     process.ORIGINAL_DIR = data.get('orig_dir', process.ORIGINAL_DIR)
-    method = data.get('start_method')
-    if method is not None:
-        # the child starts its own children as its parent would
+    if 'start_method' in data:
+        # the child starts its own children as its parent would (None: the
+        # parent had not chosen, and neither has the child)
         from . import set_start_method
-        set_start_method(method, force=True)
+        set_start_method(data['start_method'], force=True)
     main_module = data.get('init_main_from_name')
     if main_module is not None:
         _fixup_main_from_name(main_module)

@@ -627,6 +627,11 @@ Wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "Size %zd out of range", size);
         return NULL;
     }
+    if (size == PY_SSIZE_T_MAX) {
+        /* as the standard package: sys.maxsize and more overflow */
+        PyErr_Format(PyExc_OverflowError, "Size %zd too large", size);
+        return NULL;
+    }
     PyObject *heap = PyObject_GetAttr((PyObject *)type, st->str_heap);
     if (heap == NULL) {
         return NULL;

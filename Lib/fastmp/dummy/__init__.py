@@ -25,7 +25,7 @@ __all__ = [
 class DummyProcess(threading.Thread):
     """A thread with the Process API (exitcode, children, start checks)."""
 
-    def __init__(self, group=None, target=None, name=None, args=(), kwargs={}):
+    def __init__(self, group=None, target=None, name=None, args=(), kwargs=None):
         super().__init__(group, target, name, args, kwargs)
         self._pid = None
         self._children = weakref.WeakKeyDictionary()

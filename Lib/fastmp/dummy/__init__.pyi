@@ -22,7 +22,7 @@ _T = TypeVar('_T')
 class DummyProcess(threading.Thread):
     def __init__(
         self, group: None = None, target: Callable[..., object] | None = None, name: str | None = None,
-        args: Iterable[Any] = (), kwargs: Mapping[str, Any] = {},
+        args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
     ) -> None: ...
     @property
     def exitcode(self) -> int | None: ...
