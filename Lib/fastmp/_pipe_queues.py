@@ -7,7 +7,7 @@ itself; concurrent.futures' call queue overrides ``_on_queue_feeder_error``
 and expects a feeder thread started through ``threading``.  A subclass of
 ``fastmp.queues.Queue``, ``JoinableQueue`` or ``SimpleQueue`` that defines
 one of those names gets one of the classes below as its base (see
-``queues._take_pipe_shape``): the standard package's attributes, private
+_standard_shape.py): the standard package's attributes, private
 methods and call signatures, over fastmp's own transports (a
 ``Pipe(duplex=False)`` of fastmp Connections, fastmp locks and semaphores).
 Plain queues keep the shared-memory channel.
@@ -29,7 +29,7 @@ from .reduction import ForkingPickler
 from .synchronize import SEM_VALUE_MAX
 from .util import Finalize, debug, info, is_exiting, register_after_fork
 
-__all__ = ['PipeQueue', 'PipeJoinableQueue', 'PipeSimpleQueue', 'shaped_bases']
+__all__ = ['PipeQueue', 'PipeJoinableQueue', 'PipeSimpleQueue', 'SHAPES']
 
 _sentinel = queues._sentinel
 
@@ -38,7 +38,7 @@ class PipeQueue(queues.Queue):
     """``Queue`` as the standard package builds it: ``put`` appends to a
     buffer that a daemon thread pickles and writes to a pipe."""
 
-    _pipe_shaped = True
+    _standard_shaped = True
     # instance attributes here, in place of the channel's properties
     _reader = _writer = None
     _closed = False
@@ -294,7 +294,7 @@ class PipeSimpleQueue(queues.SimpleQueue):
     """``SimpleQueue`` as the standard package builds it: a pipe with a
     lock on each end; ``put`` pickles and writes in the calling thread."""
 
-    _pipe_shaped = True
+    _standard_shaped = True
     _reader = _writer = None
 
     def __init__(self, *, ctx):
@@ -330,15 +330,5 @@ class PipeSimpleQueue(queues.SimpleQueue):
 
 
 # the fast class each standard-shaped one stands in for, most derived first
-_SHAPED = {queues.JoinableQueue: PipeJoinableQueue, queues.Queue: PipeQueue,
-           queues.SimpleQueue: PipeSimpleQueue}
-
-
-def shaped_bases(cls):
-    """`cls.__bases__` with the standard-shaped class in place of (or, when
-    `cls` derives from a fast subclass, after) the fast one."""
-    bases = tuple(_SHAPED.get(base, base) for base in cls.__bases__)
-    if not any(getattr(base, '_pipe_shaped', False) for base in bases):
-        fast = next(fast for fast in _SHAPED if issubclass(cls, fast))
-        bases += (_SHAPED[fast],)
-    return bases
+SHAPES = {queues.JoinableQueue: PipeJoinableQueue, queues.Queue: PipeQueue,
+          queues.SimpleQueue: PipeSimpleQueue}

@@ -3,7 +3,7 @@ from typing import TypeVar
 
 from fastmp import queues
 
-__all__ = ['PipeQueue', 'PipeJoinableQueue', 'PipeSimpleQueue', 'shaped_bases']
+__all__ = ['PipeQueue', 'PipeJoinableQueue', 'PipeSimpleQueue', 'SHAPES']
 
 _T = TypeVar('_T')
 
@@ -11,4 +11,4 @@ class PipeQueue(queues.Queue[_T]): ...
 class PipeJoinableQueue(PipeQueue[_T], queues.JoinableQueue[_T]): ...
 class PipeSimpleQueue(queues.SimpleQueue[_T]): ...
 
-def shaped_bases(cls: type) -> tuple[type, ...]: ...
+SHAPES: dict[type, type]

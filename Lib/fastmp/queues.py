@@ -27,6 +27,7 @@ import types
 from queue import Empty, Full
 
 from . import _fastmp, connection, context, reduction, synchronize, util
+from ._standard_shape import take_standard_shape
 from .util import Finalize, debug, info, is_exiting, register_after_fork
 
 __all__ = ['Queue', 'SimpleQueue', 'JoinableQueue']
@@ -89,19 +90,9 @@ _SIMPLE_QUEUE_MECHANICS = frozenset({
     '_poll'})
 
 
-def _take_pipe_shape(cls, mechanics):
-    """Give `cls`, a new subclass, the standard-shaped base (pipe, locks,
-    feeder thread) if it, or a mixin it inherits, defines one of the
-    standard `mechanics`."""
-    if getattr(cls, '_pipe_shaped', False):
-        return
-    # what the fast classes themselves define says nothing
-    added = [k for k in cls.__mro__
-             if k.__module__ != __name__ and k not in (_fastmp.Channel, object)]
-    if all(mechanics.isdisjoint(vars(k)) for k in added):
-        return
+def _standard_shapes():
     from . import _pipe_queues
-    cls.__bases__ = _pipe_queues.shaped_bases(cls)
+    return _pipe_queues.SHAPES
 
 
 class _ChannelEnd:
@@ -144,7 +135,7 @@ class Queue(_fastmp.Channel):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _take_pipe_shape(cls, _QUEUE_MECHANICS)
+        take_standard_shape(cls, _QUEUE_MECHANICS, _standard_shapes)
 
     def __init__(self, maxsize=0, *, ctx):
         if maxsize <= 0:
@@ -192,7 +183,7 @@ class SimpleQueue(_fastmp.Channel):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _take_pipe_shape(cls, _SIMPLE_QUEUE_MECHANICS)
+        take_standard_shape(cls, _SIMPLE_QUEUE_MECHANICS, _standard_shapes)
 
     def __init__(self, *, ctx):
         self._create(0, _SIMPLE, RING_BYTES)

@@ -1,8 +1,13 @@
-"""Queue subclasses that drive the standard package's private mechanics (as
-loky's Queue and concurrent.futures' call queue do) get the standard
-shape: a pipe, locks and a feeder thread started through `threading`.
-Each test runs against fastmp and the standard package; plain queues keep
-fastmp's channel."""
+"""Subclasses that drive the standard package's private mechanics get the
+standard shape: Queue subclasses (as loky's Queue and concurrent.futures'
+call queue) a pipe, locks and a feeder thread started through
+`threading`; Pool subclasses that set up their own queues (as joblib's
+MemmappingPool) have their tasks and results go through them.  Each test
+runs against fastmp and the standard package; plain queues and pools keep
+fastmp's native paths."""
+import copyreg
+import io
+import multiprocessing.pool
 import multiprocessing.queues
 import os
 import pickle
@@ -13,8 +18,9 @@ import weakref
 import pytest
 
 import fastmp
+import fastmp.pool
 import fastmp.queues
-from fastmp import _pipe_queues
+from fastmp import _pipe_pool, _pipe_queues
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -261,3 +267,100 @@ def test_standard_shape_only_where_asked(fctx):
         def _feed(*args):
             pass
     assert Deeper.__mro__[1:3] == (Counting, _pipe_queues.PipeQueue)
+
+
+class Marked:
+    """Records which custom picklers it went through."""
+
+    def __init__(self, trail=()):
+        self.trail = trail
+
+
+def rebuild_marked(trail):
+    return Marked(trail)
+
+
+def add_trail(marked):
+    return Marked(marked.trail + ("worker",))
+
+
+class TaggingQueue:
+    """joblib's CustomizablePicklingQueue in small: a locked pipe whose
+    writer pickles Marked objects with a reducer of its own."""
+
+    def __init__(self, ctx, tag):
+        self._reader, self._writer = ctx.Pipe(duplex=False)
+        self._rlock, self._wlock = ctx.Lock(), ctx.Lock()
+        self._tag = tag
+
+    def _send(self, obj):
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer)
+        tag = self._tag
+        pickler.dispatch_table = dict(copyreg.dispatch_table)
+        pickler.dispatch_table[Marked] = lambda m: (rebuild_marked, (m.trail + (tag,),))
+        pickler.dump(obj)
+        self._writer.send_bytes(buffer.getvalue())
+
+    def _recv(self):
+        return self._reader.recv()
+
+    def put(self, obj):
+        with self._wlock:
+            self._send(obj)
+
+    def get(self):
+        with self._rlock:
+            return self._reader.recv()
+
+
+class TaggingPool:
+    """Overrides _setup_queues as joblib's PicklingPool does."""
+
+    def _setup_queues(self):
+        self._inqueue = TaggingQueue(self._ctx, "forward")
+        self._outqueue = TaggingQueue(self._ctx, "backward")
+        self._quick_put = self._inqueue._send
+        self._quick_get = self._outqueue._recv
+
+
+class FastmpTaggingPool(TaggingPool, fastmp.pool.Pool):
+    pass
+
+
+class StdlibTaggingPool(TaggingPool, multiprocessing.pool.Pool):
+    pass
+
+
+def test_pool_subclass_sends_through_its_own_queues(ctx, impl):
+    pool_cls, = classes(impl, "TaggingPool")
+    with pool_cls(2, context=ctx) as pool:
+        assert pool.apply(add_trail, (Marked(),)).trail == ("forward", "worker", "backward")
+        results = pool.map(add_trail, [Marked()] * 5, chunksize=2)
+        assert [m.trail for m in results] == [("forward", "worker", "backward")] * 5
+        # (not raised here: the traceback would keep the pool in a cycle)
+        failed = pool.apply_async(divmod, (1, 0))
+        failed.wait(30)
+        assert not failed.successful()
+        assert isinstance(failed._value, ZeroDivisionError)
+        pool.close()
+        pool.join()
+
+
+def test_pool_subclass_terminated_while_busy(impl):
+    pool_cls, = classes(impl, "TaggingPool")
+    pool = pool_cls(2, context=impl.get_context("fork"))
+    pool.map_async(add_trail, [Marked()] * 200, chunksize=1)
+    pool.terminate()
+    pool.join()
+    assert all(not worker.is_alive() for worker in pool._pool)
+
+
+def test_only_pools_with_their_own_queues_change_shape():
+    assert issubclass(FastmpTaggingPool, _pipe_pool.PipePool)
+    assert not issubclass(fastmp.pool.Pool, _pipe_pool.PipePool)
+
+    class ThreadPoolWithQueues(TaggingPool, fastmp.pool.ThreadPool):
+        pass
+    # threads pickle nothing: a thread pool keeps its own shape
+    assert not issubclass(ThreadPoolWithQueues, _pipe_pool.PipePool)
