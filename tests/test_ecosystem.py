@@ -86,6 +86,27 @@ def test_loky_queue_round_trip(tmp_path, joblib, start_method):
     assert out == ["42", "0 PipeQueue"]
 
 
+def test_loky_context_pipe_reaches_a_loky_worker(tmp_path, joblib):
+    # loky passes a Pipe() end to its own process with its own reducer
+    out = run_dropin(tmp_path, """
+        from joblib.externals.loky.backend import get_context
+
+        def echo(conn):
+            conn.send(conn.recv() * 2)
+
+        if __name__ == "__main__":
+            ctx = get_context("loky")
+            here, there = ctx.Pipe()
+            child = ctx.Process(target=echo, args=(there,))
+            child.start()
+            here.send(21)
+            print(here.recv() if here.poll(30) else "no answer")
+            child.join(30)
+            print(child.exitcode)
+    """)
+    assert out == ["42", "0"]
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12),
                     reason="the executor survives a failing put from 3.12 on (gh-109047)")
 def test_executor_whose_feeder_cannot_start_is_broken(tmp_path):

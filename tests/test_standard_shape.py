@@ -18,6 +18,7 @@ import weakref
 import pytest
 
 import fastmp
+import fastmp.context
 import fastmp.pool
 import fastmp.queues
 from fastmp import _pipe_pool, _pipe_queues
@@ -364,3 +365,22 @@ def test_only_pools_with_their_own_queues_change_shape():
         pass
     # threads pickle nothing: a thread pool keeps its own shape
     assert not issubclass(ThreadPoolWithQueues, _pipe_pool.PipePool)
+
+
+class ForeignContext(fastmp.context.BaseContext):
+    """A context class of another library, as loky's LokyContext."""
+    _name = "foreign"
+
+
+def test_foreign_context_pipes_speak_the_standard_wire():
+    # such a library rebuilds a passed Connection from its descriptor
+    # alone: its duplex pipes carry their messages on the socket itself
+    ours = fastmp.get_context().Pipe()
+    theirs = ForeignContext().Pipe()
+    assert ours[0]._ring_fds() is not None
+    assert theirs[0]._ring_fds() is None and theirs[1]._ring_fds() is None
+    for a, b in (ours, theirs):
+        a.send("there")
+        assert b.recv() == "there"
+        a.close()
+        b.close()
