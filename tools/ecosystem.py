@@ -21,7 +21,7 @@ The suites:
 - CPython's own `test_concurrent_futures`, through regrtest, from the
   interpreter's `test` package;
 - parmap: its sdist ships no tests.  They live in its source repository
-  (`test_parmap.py` at the release tag), which neither PyPI nor Debian
+  (`test_parmap.py` at tag v1.7.0), which neither PyPI nor Debian
   carries; pass a directory holding that file with --parmap-tests (or
   ECOSYSTEM_PARMAP_TESTS) to run it, otherwise its row says so.
 """
@@ -125,7 +125,7 @@ def suite_dir(vpy, suite, parmap_tests):
         return src, None
     if not parmap_tests or not os.path.isfile(os.path.join(parmap_tests, 'test_parmap.py')):
         return None, ('its tests are in its source repository only (pass '
-                      '--parmap-tests DIR holding test_parmap.py at tag %s)' % suite.version)
+                      '--parmap-tests DIR holding test_parmap.py at tag v%s)' % suite.version)
     shutil.copy(os.path.join(parmap_tests, 'test_parmap.py'), src)
     return src, None
 

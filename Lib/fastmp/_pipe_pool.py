@@ -65,11 +65,12 @@ class _QueuePoolCore(pool._PoolCore):
     the sender (tasks to `quick_put`), the reader (results from
     `quick_get`) and the watcher (worker exits)."""
 
-    # outcomes are objects already (the reader unpickled them), as in a
-    # thread pool, and so is the dispatcher
+    # as in a thread pool: outcomes are objects already (the reader
+    # unpickled them), the dispatcher is in Python, a worker has no channel
     make_dispatcher = pool._ThreadPoolCore.make_dispatcher
     decode = pool._ThreadPoolCore.decode
     decode_chunk = pool._ThreadPoolCore.decode_chunk
+    start_worker = pool._ThreadPoolCore.start_worker
 
     def __init__(self, queues, *args):
         self.inqueue, self.outqueue, self.quick_put, self.quick_get = queues
@@ -81,11 +82,6 @@ class _QueuePoolCore(pool._PoolCore):
                         for target, name in ((self.send_tasks, 'fastmp-pool-sender'),
                                              (self.read_results, 'fastmp-pool-reader'),
                                              (self.watch_workers, 'fastmp-pool-watcher'))]
-
-    def start_worker(self):
-        proc = self.make_worker(self, None)
-        proc.start()
-        return proc, None
 
     def register(self, proc, fd):
         self.by_pid[proc.pid] = proc
