@@ -29,7 +29,7 @@ import warnings
 # that loads OpenSSL, which every child forked from the server would carry
 from _operator import _compare_digest
 
-from . import process, resource_tracker, spawn, util
+from . import _dropin, process, resource_tracker, spawn, util
 from .context import reduction
 
 __all__ = ['ensure_running', 'get_inherited_fds', 'connect_to_new_process',
@@ -43,6 +43,16 @@ _AUTHKEY_LENGTH = 32
 # the drop-in aliasing (the server may have started before it was turned on).
 _ALIASED, _PLAIN = b'A', b'-'
 _REQUEST_TIMEOUT = 5.0   # seconds a client may take to send its request
+
+
+def _import_main():
+    """How the server's command line imports main().  On the drop-in it
+    names the module as the program knows it, so that tools looking for
+    the multiprocessing forkserver among the program's processes (loky's
+    tests do) find it; importing fastmp first turns the alias on there."""
+    if os.environ.get(_dropin.ENV_VAR) == '1':
+        return 'import fastmp; from multiprocessing.forkserver import main; '
+    return 'from fastmp.forkserver import main; '
 
 
 class ForkServer(object):
@@ -170,7 +180,7 @@ class ForkServer(object):
             os.close(authkey_w)
             try:
                 exe, argv = resource_tracker._helper_argv(
-                    'from fastmp.forkserver import main; '
+                    _import_main() +
                     'main(%d, %d, %r, authkey_r=%d, **%r)'
                     % (listener.fileno(), alive_r, self._preload_modules,
                        authkey_r, self._main_module_data()))
