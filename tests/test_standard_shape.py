@@ -180,7 +180,9 @@ def test_loky_style_subclasses_round_trip(ctx, impl):
     for queue in (inbox, outbox):
         queue.close()
         queue.join_thread()
-    # this process's feeder was the subclass's _feed
+    # this process's feeder was the subclass's _feed (like loky's, the
+    # queue's creator does not join it: wait for it here)
+    inbox._thread.join(30)
     assert inbox._fed == [[1, 2], "two"]
     assert inbox._thread.name == "QueueFeederThread"
     for queue in (simple_in, simple_out):
@@ -196,7 +198,7 @@ def test_feeder_error_reaches_the_overriding_hook(impl):
     assert queue.get(timeout=30) == "after"
     assert queue.empty() and not queue.full()
     queue.close()
-    queue.join_thread()
+    queue._thread.join(30)
     assert queue._fed == [("refused", "TypeError"), "after"]
 
 
