@@ -34,6 +34,18 @@ __all__ = ['PipeQueue', 'PipeJoinableQueue', 'PipeSimpleQueue', 'SHAPES']
 _sentinel = queues._sentinel
 
 
+def _pickled_state(queue):
+    """The attributes named by the queue's _PICKLED, for a starting child
+    (and only then, as in the standard package)."""
+    context.assert_spawning(queue)
+    return tuple(getattr(queue, name) for name in queue._PICKLED)
+
+
+def _restore_state(queue, state):
+    for name, value in zip(queue._PICKLED, state):
+        setattr(queue, name, value)
+
+
 class PipeQueue(queues.Queue):
     """``Queue`` as the standard package builds it: ``put`` appends to a
     buffer that a daemon thread pickles and writes to a pipe."""
@@ -42,6 +54,9 @@ class PipeQueue(queues.Queue):
     # instance attributes here, in place of the channel's properties
     _reader = _writer = None
     _closed = False
+    # what a child gets, in the standard package's order
+    _PICKLED = ('_ignore_epipe', '_maxsize', '_reader', '_writer', '_rlock',
+                '_wlock', '_sem', '_opid')
 
     def __init__(self, maxsize=0, *, ctx):
         self._maxsize = maxsize if maxsize > 0 else SEM_VALUE_MAX
@@ -55,14 +70,10 @@ class PipeQueue(queues.Queue):
         self._reset()
         register_after_fork(self, PipeQueue._after_fork)
 
-    def __getstate__(self):
-        context.assert_spawning(self)
-        return (self._ignore_epipe, self._maxsize, self._reader, self._writer,
-                self._rlock, self._wlock, self._sem, self._opid)
+    __getstate__ = _pickled_state
 
     def __setstate__(self, state):
-        (self._ignore_epipe, self._maxsize, self._reader, self._writer,
-         self._rlock, self._wlock, self._sem, self._opid) = state
+        _restore_state(self, state)
         self._reset()
 
     def _after_fork(self):
@@ -93,8 +104,11 @@ class PipeQueue(queues.Queue):
             raise queues.Full
         with self._notempty:
             self._start_feeder_or_release()
-            self._buffer.append(obj)
+            self._enqueue(obj)
             self._notempty.notify()
+
+    def _enqueue(self, obj):
+        self._buffer.append(obj)
 
     def _start_feeder_or_release(self):
         """Start the feeder thread if there is none; if it cannot start,
@@ -134,14 +148,22 @@ class PipeQueue(queues.Queue):
     def get_nowait(self):
         return self.get(False)
 
+    def full(self):
+        # no slot left: the semaphore that counts free slots is at zero
+        return self._sem._semlock._is_zero()
+
     def qsize(self):
-        return self._maxsize - self._sem._semlock._get_value()
+        free = self._sem._semlock._get_value()
+        return self._maxsize - free
 
     def empty(self):
         return not self._poll()
 
-    def full(self):
-        return self._sem._semlock._is_zero()
+    def cancel_join_thread(self):
+        debug('the queue will not wait for its feeder at exit')
+        self._joincancelled = True
+        if self._jointhread is not None:
+            self._jointhread.cancel()
 
     def close(self):
         self._closed = True
@@ -150,16 +172,10 @@ class PipeQueue(queues.Queue):
             finish()
 
     def join_thread(self):
-        debug('Queue.join_thread()')
-        assert self._closed, "Queue {0!r} not closed".format(self)
+        assert self._closed, "Queue %r not closed" % (self,)
+        debug('waiting until the feeder has written the buffered messages')
         if self._jointhread:
             self._jointhread()
-
-    def cancel_join_thread(self):
-        debug('Queue.cancel_join_thread()')
-        self._joincancelled = True
-        if self._jointhread is not None:
-            self._jointhread.cancel()
 
     def _terminate_broken(self):
         # nobody reads the pipe any more: the feeder must not wait for room
@@ -191,6 +207,15 @@ class PipeQueue(queues.Queue):
                                [self._buffer, self._notempty], exitpriority=10)
 
     @staticmethod
+    def _finalize_close(buffer, notempty):
+        # the sentinel goes after what is buffered: the feeder writes
+        # everything, then closes the pipe and ends
+        with notempty:
+            buffer.append(_sentinel)
+            notempty.notify()
+        debug('asked the queue feeder thread to finish')
+
+    @staticmethod
     def _finalize_join(thread_ref):
         thread = thread_ref()
         if thread is None:
@@ -198,13 +223,6 @@ class PipeQueue(queues.Queue):
             return
         debug('waiting for the queue feeder thread')
         thread.join()
-
-    @staticmethod
-    def _finalize_close(buffer, notempty):
-        debug('asking the queue feeder thread to finish')
-        with notempty:
-            buffer.append(_sentinel)
-            notempty.notify()
 
     @staticmethod
     def _feed(buffer, notempty, send_bytes, writelock, reader_close,
@@ -255,38 +273,33 @@ class PipeJoinableQueue(PipeQueue, queues.JoinableQueue):
     """``JoinableQueue`` in the standard shape: a PipeQueue that counts
     unfinished tasks in a semaphore guarded by a Condition."""
 
+    _PICKLED = PipeQueue._PICKLED + ('_cond', '_unfinished_tasks')
+
     def __init__(self, maxsize=0, *, ctx):
         PipeQueue.__init__(self, maxsize, ctx=ctx)
         self._unfinished_tasks = ctx.Semaphore(0)
         self._cond = ctx.Condition()
 
-    def __getstate__(self):
-        return PipeQueue.__getstate__(self) + (self._cond, self._unfinished_tasks)
-
-    def __setstate__(self, state):
-        PipeQueue.__setstate__(self, state[:-2])
-        self._cond, self._unfinished_tasks = state[-2:]
-
-    def put(self, obj, block=True, timeout=None):
-        self._check_open()
-        if not self._sem.acquire(block, timeout):
-            raise queues.Full
-        with self._notempty, self._cond:
-            self._start_feeder_or_release()
+    def _enqueue(self, obj):
+        # counted with the Condition held, so that join() sees both or none
+        with self._cond:
             self._buffer.append(obj)
             self._unfinished_tasks.release()
-            self._notempty.notify()
+
+    def _all_done(self):
+        return self._unfinished_tasks._semlock._is_zero()
 
     def task_done(self):
         with self._cond:
-            if not self._unfinished_tasks.acquire(False):
+            counted = self._unfinished_tasks.acquire(False)
+            if not counted:
                 raise ValueError('task_done() called too many times')
-            if self._unfinished_tasks._semlock._is_zero():
+            if self._all_done():
                 self._cond.notify_all()
 
     def join(self):
         with self._cond:
-            if not self._unfinished_tasks._semlock._is_zero():
+            if not self._all_done():
                 self._cond.wait()
 
 
@@ -296,6 +309,7 @@ class PipeSimpleQueue(queues.SimpleQueue):
 
     _standard_shaped = True
     _reader = _writer = None
+    _PICKLED = ('_reader', '_writer', '_rlock', '_wlock')
 
     def __init__(self, *, ctx):
         self._reader, self._writer = connection.Pipe(duplex=False)
@@ -303,12 +317,10 @@ class PipeSimpleQueue(queues.SimpleQueue):
         self._wlock = ctx.Lock()
         self._poll = self._reader.poll
 
-    def __getstate__(self):
-        context.assert_spawning(self)
-        return (self._reader, self._writer, self._rlock, self._wlock)
+    __getstate__ = _pickled_state
 
     def __setstate__(self, state):
-        self._reader, self._writer, self._rlock, self._wlock = state
+        _restore_state(self, state)
         self._poll = self._reader.poll
 
     def close(self):
