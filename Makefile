@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SANITIZE_TESTS ?= tests
 SAN_TREE := build/sanitize
 
-.PHONY: all venv build inplace demo examples bench test sanitize fuzz matrix conformance conformance-tree clean
+.PHONY: all venv build inplace demo examples bench test sanitize fuzz matrix conformance conformance-tree ecosystem clean
 
 all: build
 
@@ -51,8 +51,10 @@ define fastmp_tree
 	cp $(2)-build/fastmp/_fastmp*.so $(2)/fastmp/
 endef
 
-# ASan/UBSan build into a private tree, then the tests.
-sanitize: venv
+# ASan/UBSan build into a private tree, then the tests.  (`build` installs
+# fastmp-dropin.pth into the venv, which children started by libraries on
+# the drop-in need.)
+sanitize: build
 	$(call fastmp_tree,$(VPY),$(SAN_TREE),FASTMP_SANITIZE=1)
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -116,6 +118,14 @@ conformance:
 conformance-tree:
 	$(MAKE) --no-print-directory venv PYTHON=$(call py_for,$(V)) VENV=.venv-$(V)
 	$(call fastmp_tree,.venv-$(V)/bin/python,build/conformance/$(V),)
+
+# The test-suites of joblib, loky, parmap and CPython's concurrent.futures on
+# the standard package and on fastmp, compared test by test, in a venv of
+# their own (.venv-ecosystem, CPython 3.13 from pyenv by default); not part
+# of `make test`.  e.g. ECOSYSTEM_ARGS="--only loky --parmap-tests DIR"
+ECOSYSTEM_ARGS ?=
+ecosystem:
+	$(PYTHON) tools/ecosystem.py $(ECOSYSTEM_ARGS)
 
 # Development build for PYTHONPATH=Lib, with $(PYTHON).  The new .so is
 # renamed into place, so processes running the old one are not disturbed.

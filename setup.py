@@ -4,6 +4,22 @@ import glob
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+# Installed beside the package: in a process started with FASTMP_DROPIN=1
+# in its environment (a child of a drop-in program, however it was
+# started), it imports fastmp, which turns the drop-in on before anything
+# imports multiprocessing.
+DROPIN_HOOK = "fastmp-dropin.pth"
+
+
+class BuildPyWithDropinHook(build_py):
+    """build_py that also puts the drop-in hook at the top of the tree."""
+
+    def run(self):
+        super().run()
+        self.copy_file(os.path.join("Lib", DROPIN_HOOK),
+                       os.path.join(self.build_lib, DROPIN_HOOK))
 
 compile_args = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers", "-fno-strict-aliasing"]
@@ -17,6 +33,7 @@ if os.environ.get("FASTMP_WERROR") == "1":
     compile_args.append("-Werror")
 
 setup(
+    cmdclass={"build_py": BuildPyWithDropinHook},
     ext_modules=[
         Extension(
             "fastmp._fastmp",

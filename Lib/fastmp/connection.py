@@ -70,12 +70,19 @@ def Pipe(duplex=True):
     if not duplex:
         read_fd, write_fd = os.pipe()
         return Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    here, there = _socket_pipe()
+    here._pair_rings(there, _PIPE_RING_BYTES)
+    return here, there
+
+
+def _socket_pipe():
+    """A duplex pair on an AF_UNIX socketpair alone: the standard wire,
+    for ends that may be rebuilt from their descriptor by code other
+    than fastmp's (see context.BaseContext.Pipe)."""
     ends = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     for end in ends:
         end.setblocking(True)      # even under socket.setdefaulttimeout()
-    here, there = Connection(ends[0].detach()), Connection(ends[1].detach())
-    here._pair_rings(there, _PIPE_RING_BYTES)
-    return here, there
+    return Connection(ends[0].detach()), Connection(ends[1].detach())
 
 
 #

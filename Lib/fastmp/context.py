@@ -94,8 +94,13 @@ class BaseContext(object):
 
     def Pipe(self, duplex=True):
         """A pair of connected Connection objects."""
-        from .connection import Pipe
-        return Pipe(duplex)
+        from . import connection
+        if duplex and type(self).__module__ != __name__:
+            # a context class of another library (loky's) passes
+            # connections to its children with reducers of its own, which
+            # rebuild an end from its descriptor alone: no rings then
+            return connection._socket_pipe()
+        return connection.Pipe(duplex)
 
     def Lock(self):
         """A process-shared non-recursive lock."""

@@ -42,7 +42,7 @@ except ImportError:
     except ImportError:                            # built without them
         from hashlib import sha256 as _sha256
 
-from . import _names, process, resource_tracker, spawn, util
+from . import _dropin, _names, process, resource_tracker, spawn, util
 from .context import reduction
 
 __all__ = ['ensure_running', 'get_inherited_fds', 'connect_to_new_process',
@@ -135,6 +135,16 @@ class _ControlChannel:
     def recvfds(self, size):
         self._set_timeout()
         return reduction.recvfds(self.sock, size)
+
+
+def _import_main():
+    """How the server's command line imports main().  On the drop-in it
+    names the module as the program knows it, so that tools looking for
+    the multiprocessing forkserver among the program's processes (loky's
+    tests do) find it; importing fastmp first turns the alias on there."""
+    if os.environ.get(_dropin.ENV_VAR) == '1':
+        return 'import fastmp; from multiprocessing.forkserver import main; '
+    return 'from fastmp.forkserver import main; '
 
 
 class ForkServer(object):
@@ -280,7 +290,7 @@ class ForkServer(object):
             kwargs, sys_argv = self._preload_arguments()
             try:
                 exe, argv = resource_tracker._helper_argv(
-                    'from fastmp.forkserver import main; '
+                    _import_main() +
                     'main(%d, %d, %r, authkey_r=%d, root_pid=%r, %s**%r)'
                     % (listener.fileno(), alive_r, self._preload_modules,
                        authkey_r, _names.root_pid,

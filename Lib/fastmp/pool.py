@@ -30,6 +30,7 @@ import warnings
 
 from . import util
 from ._fastmp import ProcessError, TimeoutError
+from ._standard_shape import take_standard_shape
 from ._fastmp import (Dispatcher, worker_loop, forking_dumps, TASK_APPLY,
                       TASK_MAP, TASK_STARMAP, RESULT_OK, RESULT_ERROR,
                       RESULT_LOST, RESULT_QUICK, EVENT_EXIT, EVENT_READY)
@@ -763,8 +764,24 @@ def _make_process_worker(process_factory, core, channel):
 
 # ---- Pool ------------------------------------------------------------------
 
+# The standard Pool's private names with which a subclass chooses how tasks
+# and results travel (joblib's MemmappingPool pickles them its own way).
+_QUEUE_MECHANICS = frozenset({'_setup_queues', '_inqueue', '_outqueue',
+                              '_quick_put', '_quick_get'})
+
+
+def _standard_shapes():
+    from . import _pipe_pool
+    # a thread pool pickles nothing: it has no use for the queues
+    return {ThreadPool: None, Pool: _pipe_pool.PipePool}
+
+
 class Pool(object):
     """A pool of worker processes that run tasks submitted to it."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        take_standard_shape(cls, _QUEUE_MECHANICS, _standard_shapes)
 
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, context=None):

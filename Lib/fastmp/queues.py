@@ -17,12 +17,25 @@ Differences from the standard package, on purpose:
   ``put`` never waits for room.
 * A process killed in the middle of ``put`` or ``get`` does not wedge the
   others: the message it was moving is dropped.
+
+A subclass that defines one of the standard package's private names
+(``_feed``, ``_start_thread``, ``_on_queue_feeder_error``, ``_reader``,
+``__getstate__``, ...) gets the standard shape instead: a pipe, locks and
+a feeder thread (see _pipe_queues.py).
 """
 import types
+from queue import Empty, Full
 
-from . import _fastmp, reduction, synchronize, util
+from . import _fastmp, connection, context, reduction, synchronize, util
+from ._standard_shape import take_standard_shape
+from .util import Finalize, debug, info, is_exiting, register_after_fork
 
 __all__ = ['Queue', 'SimpleQueue', 'JoinableQueue']
+
+# Names of the standard module that libraries import from it.
+_ForkingPickler = reduction.ForkingPickler
+# What the standard-shaped queues append to tell their feeder to finish.
+_sentinel = object()
 
 # Bytes of ring per queue.  Pages are only used as messages touch them;
 # larger messages stream through in pieces.
@@ -63,6 +76,25 @@ def _attach_channel(queue, dups):
     queue._is_fork_ctx = False
 
 
+# The private names of the standard package's queues.  A subclass that
+# defines one of them relies on the standard mechanics behind them.
+_QUEUE_MECHANICS = frozenset({
+    '__getstate__', '__setstate__', '_after_fork', '_reset', '_start_thread',
+    '_feed', '_finalize_join', '_finalize_close', '_on_queue_feeder_error',
+    '_terminate_broken', '_reader', '_writer', '_rlock', '_wlock', '_sem',
+    '_opid', '_maxsize', '_ignore_epipe', '_buffer', '_notempty', '_thread',
+    '_jointhread', '_joincancelled', '_closed', '_close', '_send_bytes',
+    '_recv_bytes', '_poll', '_cond', '_unfinished_tasks'})
+_SIMPLE_QUEUE_MECHANICS = frozenset({
+    '__getstate__', '__setstate__', '_reader', '_writer', '_rlock', '_wlock',
+    '_poll'})
+
+
+def _standard_shapes():
+    from . import _pipe_queues
+    return _pipe_queues.SHAPES
+
+
 class _ChannelEnd:
     """Stands for the pipe end the standard queues keep as ``_reader`` or
     ``_writer``, for code that reaches for it: concurrent.futures waits on
@@ -101,6 +133,10 @@ class Queue(_fastmp.Channel):
     _writer = property(_ChannelEnd)
     _ends_closed = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        take_standard_shape(cls, _QUEUE_MECHANICS, _standard_shapes)
+
     def __init__(self, maxsize=0, *, ctx):
         if maxsize <= 0:
             maxsize = _MAXSIZE_LIMIT
@@ -127,14 +163,6 @@ class Queue(_fastmp.Channel):
         self.close()
         self.join_thread()
 
-    @staticmethod
-    def _on_queue_feeder_error(e, obj):
-        """Called with the error when put cannot pickle `obj`.  fastmp
-        pickles in put itself, so by default the error propagates from put;
-        a subclass that handles it instead (as it would for the standard
-        package's feeder thread) makes put drop the message."""
-        raise e
-
     __class_getitem__ = classmethod(types.GenericAlias)
 
 
@@ -152,6 +180,10 @@ class SimpleQueue(_fastmp.Channel):
     _reader = property(_ChannelEnd)
     _writer = property(_ChannelEnd)
     _ends_closed = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        take_standard_shape(cls, _SIMPLE_QUEUE_MECHANICS, _standard_shapes)
 
     def __init__(self, *, ctx):
         self._create(0, _SIMPLE, RING_BYTES)

@@ -1,4 +1,5 @@
 # Type information for fastmp.queues (written for fastmp).
+from queue import Empty as Empty, Full as Full
 from types import GenericAlias
 from typing import Any, Generic, TypeVar
 

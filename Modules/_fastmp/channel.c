@@ -410,41 +410,6 @@ release_sent(chan_map *m)
     }
 }
 
-/* Raise `exc` again (steals the reference). */
-static void
-raise_again(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
-}
-
-/* `obj` could not be pickled: hand the error to the queue's
- * _on_queue_feeder_error(e, obj) hook, which the standard package calls
- * from its feeder thread.  If the hook returns, put drops the message and
- * returns None; if it raises (fastmp's default hook re-raises), or there
- * is no hook (SimpleQueue), put raises. */
-static PyObject *
-unpicklable(ChannelObject *self, PyObject *obj)
-{
-    PyObject *exc = fastmp_take_exception();
-    if (exc == NULL) {
-        return NULL;
-    }
-    PyObject *hook = PyObject_GetAttrString((PyObject *)self, "_on_queue_feeder_error");
-    if (hook == NULL) {
-        PyErr_Clear();
-        raise_again(exc);
-        return NULL;
-    }
-    PyObject *r = PyObject_CallFunctionObjArgs(hook, exc, obj, NULL);
-    Py_DECREF(hook);
-    Py_DECREF(exc);
-    return r == NULL ? NULL : (Py_DECREF(r), Py_NewRef(Py_None));
-}
-
 /* What put and get both start with: the usable mapping, the module state
  * and the deadline (none when not blocking: the caller checks `block`).
  * Returns 0, or -1 with an exception set. */
@@ -475,7 +440,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
     Py_buffer view;
     uint32_t flags;
     if (encode(st, obj, &view, &flags) < 0) {
-        return unpicklable(self, obj);
+        return NULL;  /* the pickling error, raised in the caller's thread */
     }
     if (count_in(st, m, block, &d) < 0) {
         PyBuffer_Release(&view);
