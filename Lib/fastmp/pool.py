@@ -10,8 +10,9 @@ handler thread only replaces workers that exit and runs callbacks.
 
 Deviation from the standard package: a worker that dies (SIGKILL, a crash,
 ``os._exit``) does not hang the pool.  Each task it held fails with
-``WorkerLostError`` and a new worker takes its place.  Likewise a task that
-a ``terminate()`` cut short fails with ``WorkerLostError`` instead of never
+``WorkerLostError`` and a new worker takes its place (a map counts such a
+chunk as finished with that failure).  Likewise a task that a
+``terminate()`` cut short fails with ``WorkerLostError`` instead of never
 finishing.
 """
 import collections
@@ -194,13 +195,14 @@ def _close_parent_ends(core):
 class ApplyResult:
     """The outcome of one apply_async() call."""
 
-    _fail_fast = False
+    # outcomes after the first failure are counted and dropped (a map)
+    _drop_after_failure = False
     _wait_mode = _WAIT_READY
 
     def __init__(self, pool, callback=None, error_callback=None, ntasks=1):
         core = pool if isinstance(pool, _PoolCore) else pool._core
         self._prepare(core, callback, error_callback)
-        core.dispatcher.open_job(self._job, ntasks, self._fail_fast,
+        core.dispatcher.open_job(self._job, ntasks, self._drop_after_failure,
                                  self._event is not None)
         core.remember(self)
 
@@ -330,11 +332,14 @@ AsyncResult = ApplyResult
 
 
 class MapResult(ApplyResult):
-    """The outcome of map_async()/starmap_async(): one task per chunk; ready
-    at the first failure, as in the standard package."""
+    """The outcome of map_async()/starmap_async(): one task per chunk.  As
+    in the standard package, the first failure to come is the outcome, but
+    the result is ready (callbacks run, get() returns) only once every
+    chunk has finished; a chunk whose worker died counts as finished."""
 
-    _fail_fast = True
+    _drop_after_failure = True
     _wait_mode = _WAIT_SOME
+    _unsent = 0                 # chunks that failed before being sent
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
         self._chunksize = chunksize
@@ -351,7 +356,24 @@ class MapResult(ApplyResult):
             return 0
         finished = self._pool.dispatcher.finished(self._job)
         # a job no longer open is ready: another thread is finishing it
-        return 0 if finished is None else self._ntasks - finished
+        return 0 if finished is None else self._ntasks - self._unsent - finished
+
+    def _fail_unsent(self, index, exc):
+        """Chunk `index` could not be sent (`exc`: its pickling failed): it
+        counts as a finished chunk that failed, as in the standard package,
+        whose task thread records the failure and sends the next chunk."""
+        # its frames, and their callers', hold the pool and this result:
+        # get() raises it afresh, its message names what did not pickle
+        exc.__traceback__ = None
+        with self._pool.result_lock:
+            self._record(index, False, exc)
+            self._unsent += 1
+
+    def _expect_sent(self):
+        """Every chunk was sent or failed to be: the dispatcher waits for
+        the sent ones only."""
+        if self._unsent:
+            self._pool.dispatcher.expect(self._job, self._ntasks - self._unsent)
 
     def _record(self, index, ok, value):
         if not self._success:
@@ -892,14 +914,20 @@ class Pool(object):
         # a slice of a range is a range: a chunk of it pickles in a few bytes
         items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
         result = MapResult(self._core, chunksize, len(items), callback, error_callback)
+        submit = self._core.dispatcher.submit
         try:
             for index, start in enumerate(range(0, len(items), chunksize)):
-                self._core.dispatcher.submit(result._job, index, kind, func,
-                                             items[start:start + chunksize])
+                try:
+                    submit(result._job, index, kind, func, items[start:start + chunksize])
+                except Exception as exc:
+                    if self._core.state != RUN:
+                        raise           # closed meanwhile: no task goes out
+                    result._fail_unsent(index, exc)
         except BaseException:
             self._core.forget(result._job)
             result._done = True
             raise
+        result._expect_sent()
         return result
 
     def imap(self, func, iterable, chunksize=1, buffersize=None):
@@ -993,15 +1021,15 @@ class _ThreadDispatcher:
     def __init__(self):
         self.cond = threading.Condition(threading.Lock())
         self.tasks = collections.deque()
-        self.jobs = {}          # id -> [expected, finished, failed, fail_fast, notify, posted, outcomes]
+        self.jobs = {}          # id -> [expected, finished, failed, drop_after_failure, notify, posted, outcomes]
         self.events = []
         self.busy = 0
         self.closed = False
         self.nworkers = 0
 
-    def open_job(self, job, ntasks, fail_fast, notify):
+    def open_job(self, job, ntasks, drop_after_failure, notify):
         with self.cond:
-            self.jobs[job] = [ntasks, 0, False, fail_fast, notify, False, []]
+            self.jobs[job] = [ntasks, 0, False, drop_after_failure, notify, False, []]
             self._post_if_ready(job, self.jobs[job])
 
     def expect(self, job, ntasks):
@@ -1053,7 +1081,7 @@ class _ThreadDispatcher:
 
     @staticmethod
     def _ready(slot):
-        return (slot[0] >= 0 and slot[1] >= slot[0]) or (slot[3] and slot[2])
+        return slot[0] >= 0 and slot[1] >= slot[0]
 
     def _post_if_ready(self, job, slot):
         if slot[4] and not slot[5] and self._ready(slot):

@@ -314,7 +314,7 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 /* Add a job with these fields to the table.  Returns 0, or -1 with an
  * exception set (no memory, or the id is taken). */
 static int
-add_job(Dispatcher *d, uint64_t id, int64_t expected, int fail_fast, int notify)
+add_job(Dispatcher *d, uint64_t id, int64_t expected, int drop_after_failure, int notify)
 {
     job_t *j = calloc(1, sizeof(*j));
     if (j == NULL) {
@@ -323,7 +323,7 @@ add_job(Dispatcher *d, uint64_t id, int64_t expected, int fail_fast, int notify)
     }
     j->id = id;
     j->expected = expected;
-    j->fail_fast = fail_fast;
+    j->drop_after_failure = drop_after_failure;
     j->notify = notify;
     lock_dispatcher(d);
     if (dispatch_find_job(d, id) != NULL) {
@@ -343,7 +343,7 @@ add_job(Dispatcher *d, uint64_t id, int64_t expected, int fail_fast, int notify)
     return 0;
 }
 
-/* open_job(job, ntasks, fail_fast, notify); ntasks -1: not known yet */
+/* open_job(job, ntasks, drop_after_failure, notify); ntasks -1: not known yet */
 static PyObject *
 Dispatcher_open_job(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -355,10 +355,10 @@ Dispatcher_open_job(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     if ((ntasks = PyLong_AsLongLong(args[1])) == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    int fail_fast = PyObject_IsTrue(args[2]);
+    int drop_after_failure = PyObject_IsTrue(args[2]);
     int notify = PyObject_IsTrue(args[3]);
-    if (fail_fast < 0 || notify < 0 || check_usable(d) < 0
-        || add_job(d, id, ntasks < 0 ? -1 : ntasks, fail_fast, notify) < 0) {
+    if (drop_after_failure < 0 || notify < 0 || check_usable(d) < 0
+        || add_job(d, id, ntasks < 0 ? -1 : ntasks, drop_after_failure, notify) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1119,7 +1119,7 @@ static PyMethodDef Dispatcher_methods[] = {
     {"add_worker", (PyCFunction)(void (*)(void))Dispatcher_add_worker, METH_FASTCALL,
      "add_worker(fd, sentinel, pid, budget): serve a worker over socket fd."},
     {"open_job", (PyCFunction)(void (*)(void))Dispatcher_open_job, METH_FASTCALL,
-     "open_job(job, ntasks, fail_fast, notify): make a slot for a job's\n"
+     "open_job(job, ntasks, drop_after_failure, notify): make a slot for a job's\n"
      "outcomes; ntasks -1 until expect() tells."},
     {"expect", (PyCFunction)(void (*)(void))Dispatcher_expect, METH_FASTCALL,
      "expect(job, ntasks): the job has ntasks tasks in all."},

@@ -287,8 +287,7 @@ dispatch_free_tasks(task_t *t)
 int
 dispatch_job_ready(const job_t *j)
 {
-    return (j->expected >= 0 && j->finished >= j->expected)
-           || (j->fail_fast && j->failed);
+    return j->expected >= 0 && j->finished >= j->expected;
 }
 
 /* Bump `word` and wake every thread asleep on it, if there are any. */
@@ -358,45 +357,51 @@ dispatch_post_ready_if_due(Dispatcher *d, job_t *j)
 }
 
 /* Record the outcome of one task of job `job`, taking ownership of
- * `data` (malloc'd, may be NULL).  Outcomes of forgotten jobs, and of
- * fail-fast jobs after their first failure, are dropped. */
+ * `data` (malloc'd, may be NULL).  Outcomes of forgotten jobs are dropped;
+ * those of a drop_after_failure job that has failed are counted, then
+ * dropped (a map keeps its first failure only). */
 static void
 complete(Dispatcher *d, uint64_t job, uint64_t index, uint32_t status,
          int64_t pid, unsigned char *data, size_t len)
 {
     d->busy--;
     job_t *j = dispatch_find_job(d, job);
-    if (j == NULL || (j->fail_fast && j->failed)) {
+    if (j == NULL) {
         dispatch_payload_free(data, len);
-        if (j != NULL) {
-            j->finished++;
+        return;
+    }
+    j->finished++;
+    int kept = !(j->drop_after_failure && j->failed);
+    if (kept) {
+        completion_t *c = malloc(sizeof(*c));
+        if (c == NULL) {
+            dispatch_payload_free(data, len);
+            d->error = ENOMEM;
+            return;
         }
-        return;
-    }
-    completion_t *c = malloc(sizeof(*c));
-    if (c == NULL) {
-        dispatch_payload_free(data, len);
-        d->error = ENOMEM;
-        return;
-    }
-    c->next = NULL;
-    c->index = index;
-    c->status = status;
-    c->pid = pid;
-    c->len = len;
-    c->data = data;
-    if (j->tail) {
-        j->tail->next = c;
+        c->next = NULL;
+        c->index = index;
+        c->status = status;
+        c->pid = pid;
+        c->len = len;
+        c->data = data;
+        if (j->tail) {
+            j->tail->next = c;
+        }
+        else {
+            j->head = c;
+        }
+        j->tail = c;
+        if (status != RESULT_OK && status != RESULT_QUICK) {
+            j->failed = 1;
+        }
     }
     else {
-        j->head = c;
+        dispatch_payload_free(data, len);
     }
-    j->tail = c;
-    j->finished++;
-    if (status != RESULT_OK && status != RESULT_QUICK) {
-        j->failed = 1;
-    }
-    if (j->want_any > 0 || (j->want_ready > 0 && dispatch_job_ready(j))) {
+    /* a dropped outcome wakes nobody, unless it made the job ready */
+    int ready = dispatch_job_ready(j);
+    if ((kept && j->want_any > 0) || (ready && (j->want_any > 0 || j->want_ready > 0))) {
         d->results_dirty = 1;
     }
     dispatch_post_ready_if_due(d, j);

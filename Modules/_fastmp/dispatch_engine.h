@@ -44,7 +44,8 @@ typedef struct job {
     int64_t expected;            /* number of tasks, -1 until known */
     int64_t finished;
     int failed;
-    int fail_fast;               /* ready at the first failure */
+    int drop_after_failure;      /* outcomes after the first failure are
+                                  * counted, not kept */
     int notify;                  /* post EVENT_READY when ready */
     int ready_posted;
     int want_any;                /* threads asleep until an outcome comes */
