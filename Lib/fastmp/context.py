@@ -252,9 +252,18 @@ class DefaultContext(BaseContext):
 
     Process = Process
 
-    def __init__(self, context):
-        self._default_context = context
+    def __init__(self, context=None):
+        self._platform_default = context   # None: found on first use
         self._actual_context = None
+
+    @property
+    def _default_context(self):
+        # Found on first use, not at import: on 3.14+ the answer depends on
+        # descriptor passing, and asking imports socket, which a spawned
+        # child (whose start method its parent sets) has no use for.
+        if self._platform_default is None:
+            self._platform_default = _concrete_contexts[_stdlib_default_method()]
+        return self._platform_default
 
     def get_context(self, method=None):
         if method is not None:
@@ -279,10 +288,8 @@ class DefaultContext(BaseContext):
     def get_all_start_methods(self):
         """The available start methods, the default first."""
         default = self._default_context._name
-        methods = [default] + [m for m in ('fork', 'spawn') if m != default]
-        if _can_send_fds():
-            methods.append('forkserver')
-        return methods
+        available = ['fork', 'spawn'] + (['forkserver'] if _can_send_fds() else [])
+        return [default] + [m for m in available if m != default]
 
 
 def _starter(popen_module):
@@ -354,7 +361,7 @@ def _stdlib_default_method():
     return 'fork'
 
 
-_default_context = DefaultContext(_concrete_contexts[_stdlib_default_method()])
+_default_context = DefaultContext()
 
 
 def _force_start_method(method):

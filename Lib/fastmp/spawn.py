@@ -8,7 +8,7 @@ import sys
 # child that unpickles nothing else starts faster
 from _pickle import load as _load_pickled
 
-from . import process, util
+from . import context, process, util
 
 __all__ = ['_main', 'freeze_support', 'set_executable', 'get_executable',
            'get_preparation_data', 'get_command_line', 'import_main_path']
@@ -162,9 +162,10 @@ def prepare(data):
     process.ORIGINAL_DIR = data.get('orig_dir', process.ORIGINAL_DIR)
     method = data.get('start_method')
     if method is not None:
-        # the child starts its own children as its parent would
-        from . import set_start_method
-        set_start_method(method, force=True)
+        # the child starts its own children as its parent would (no need
+        # to ask whether the method is available: the parent uses it, and
+        # asking about forkserver, 3.14's default, imports socket)
+        context._force_start_method(method)
     main_module = data.get('init_main_from_name')
     if main_module is not None:
         _fixup_main_from_name(main_module)
