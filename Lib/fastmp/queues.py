@@ -17,6 +17,12 @@ Differences from the standard package, on purpose:
   ``put`` never waits for room.
 * A process killed in the middle of ``put`` or ``get`` does not wedge the
   others: the message it was moving is dropped.
+
+``Queue.shutdown(immediate=False)`` (and ``JoinableQueue``'s) behaves as
+``queue.Queue.shutdown`` of 3.13, on every supported version and for every
+process sharing the queue; it raises ``ShutDown``, which is
+``queue.ShutDown`` where the interpreter has it (3.13+) and this module's
+own class before.
 """
 import types
 
@@ -32,7 +38,14 @@ _SIMPLE = 2
 # Same limit on maxsize as the standard package (a semaphore's maximum).
 _MAXSIZE_LIMIT = 2**31 - 1
 
-_fastmp._channel_setup(reduction.ForkingPickler.dumps)
+try:
+    from queue import ShutDown
+except ImportError:                     # before 3.13
+    class ShutDown(Exception):
+        """Raised by put() and get() of a queue that shutdown() was called on."""
+
+
+_fastmp._channel_setup(reduction.ForkingPickler.dumps, ShutDown)
 
 
 class _ExitFlush:
@@ -116,6 +129,8 @@ class Queue(_fastmp.Channel):
     def __setstate__(self, state):
         dups, self._maxsize = state
         _attach_channel(self, dups)
+
+    shutdown = _fastmp.Channel._shutdown
 
     def join_thread(self):
         """Wait until the messages this process buffered are in the ring."""

@@ -17,7 +17,15 @@
  * (space for it is always kept free), and readers drop the torn message.  A
  * reader that dies mid-message leaves `rd_in_message` set; the next holder
  * of `rlock` skips the rest of that message.  Robust mutexes hand the lock
- * over (EOWNERDEAD) instead of wedging. */
+ * over (EOWNERDEAD) instead of wedging.
+ *
+ * Shutdown (Queue.shutdown): `shut` says it, for every process.  A put
+ * counts its message in, then looks at `shut`; a reader that finds the
+ * ring empty looks at `shut`, then at the count: so either the put raises
+ * ShutDown or the reader waits for its message.  An immediate shutdown
+ * takes wlock once (every message published before is then in the ring,
+ * and every later writer sees the state and drops its message) and
+ * discards the ring. */
 #ifndef FASTMP_CHANNEL_H
 #define FASTMP_CHANNEL_H
 
@@ -43,6 +51,11 @@ enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 }
 #define CHAN_PIPE 4u                    /* a Pipe() direction: no eventfd (its
                                          * socket's bells tell readiness) */
 
+/* chan_shared.shut: it only ever goes up */
+#define CHAN_OPEN 0u
+#define CHAN_SHUT 1u                    /* put refused; get drains, then refused */
+#define CHAN_SHUT_NOW 2u                /* put and get refused, messages discarded */
+
 typedef struct {
     uint32_t len;                       /* payload bytes in this record */
     uint32_t kind;                      /* REC_* | REC_RAW */
@@ -54,6 +67,7 @@ typedef struct {
     uint64_t capacity;                  /* ring bytes, a power of two */
     uint32_t maxsize;                   /* message limit (bounded queues) */
     uint32_t watched;                   /* someone polls the eventfd */
+    uint32_t shut;                      /* CHAN_OPEN, CHAN_SHUT, CHAN_SHUT_NOW */
     /* each lock on a cache line of its own: the fields above are read on
      * every put and get, and must not bounce between the two sides */
     _Alignas(64) pthread_mutex_t wlock; /* held by one writer per message */
@@ -79,9 +93,11 @@ typedef struct {
     uint32_t room_sleeping;
     /* messages put (unbounded queues: n_put - n_got is qsize) */
     _Alignas(64) uint64_t n_put;
-    /* bounded queues: messages in, and put calls waiting for a slot */
+    /* bounded queues: messages in, and put calls waiting for a slot (on
+     * slot_seq, bumped when a slot frees or the queue shuts down) */
     _Alignas(64) uint32_t count;
     uint32_t slot_waiters;
+    uint32_t slot_seq;
     /* JoinableQueue */
     _Alignas(64) uint32_t unfinished;
     uint32_t join_waiters;
@@ -193,9 +209,11 @@ int chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d);
 uint64_t chan_available(const chan_map *m);
 /* The same for the rlock holder, mostly from its cached view of tail. */
 uint64_t chan_readable(chan_map *m);
-/* Spin briefly, then sleep until data is published or `d` passes.  Returns
- * 0 (data may be there: re-check), ETIMEDOUT or EINTR. */
-int chan_wait_data(chan_map *m, const fastmp_deadline *d);
+/* Spin briefly, then sleep until data is published, the shutdown state
+ * moves on from `shut_seen` (or a shut-down queue turns out drained), or
+ * `d` passes.  Returns 0 (data may be there: re-check), ETIMEDOUT or
+ * EINTR. */
+int chan_wait_data(chan_map *m, const fastmp_deadline *d, uint32_t shut_seen);
 /* chan_wait_data's two halves, for readers that sleep another way: spin
  * for data as long as this process's budget for `m` says (returns 1 if
  * data came), and after a sleep of `slept_ns` that data (or an event)
@@ -227,12 +245,15 @@ void chan_consume(chan_map *m, const chan_rec *rec);
 int chan_writer_gone(chan_map *m);
 
 /* Message accounting: a message is counted in at put (a slot on a
- * bounded queue, waiting until `d`: 0, ETIMEDOUT, EINTR) and out when read
- * or lost (chan_count_done, under rlock) or when put fails
- * (chan_count_cancel). */
+ * bounded queue, waiting until `d`: 0, ETIMEDOUT, EINTR, or ESHUTDOWN when
+ * the queue shuts down meanwhile) and out when read or lost
+ * (chan_count_done, under rlock) or when put fails (chan_count_cancel).
+ * chan_count_drop counts out a message put that will never be read (and
+ * its JoinableQueue task), waking join() when no task is left. */
 int chan_count_in(chan_map *m, const fastmp_deadline *d);
 void chan_count_done(chan_map *m);
 void chan_count_cancel(chan_map *m);
+void chan_count_drop(chan_map *m);
 /* Messages put and not yet read. */
 uint64_t chan_qsize(const chan_map *m);
 /* Wake data waiters after a publish (cheap when nobody waits). */
@@ -246,6 +267,32 @@ void chan_rearm(chan_map *m);
 /* JoinableQueue: wait until `unfinished` is 0.  Returns 0, EINTR (a
  * signal arrived) or an errno value. */
 int chan_wait_joined(chan_map *m);
+
+/* Shutdown (see the top of this file).  The state, as last published. */
+static inline uint32_t
+chan_shut_state(const chan_map *m)
+{
+    return __atomic_load_n(&m->sh->shut, __ATOMIC_SEQ_CST);
+}
+/* Holding wlock: true if a message about to be published must be dropped
+ * instead (chan_count_drop), the queue having shut down immediately. */
+static inline int
+chan_dropping(const chan_map *m)
+{
+    return __atomic_load_n(&m->sh->shut, __ATOMIC_RELAXED) >= CHAN_SHUT_NOW;
+}
+/* Raise the state to `how` (CHAN_SHUT or CHAN_SHUT_NOW) and wake every
+ * blocked put and get of every process. */
+void chan_shut_down(chan_map *m, uint32_t how);
+/* For a reader that found the ring empty in state `shut`: true if get
+ * must raise ShutDown rather than wait (nothing more will come). */
+int chan_shut_and_drained(const chan_map *m, uint32_t shut);
+/* Immediate shutdown, after chan_shut_down: take wlock, then rlock, and
+ * discard every message in the ring (each counts as read and as a done
+ * task).  Meanwhile, what a writer streaming a long message publishes is
+ * discarded so that it can finish.  Returns 0, EINTR after a slice of
+ * waiting (check signals, call again) or an errno value. */
+int chan_discard_all(chan_map *m);
 
 /* ---- channel.c ------------------------------------------------------- */
 
@@ -282,7 +329,8 @@ void chan_feeder_adopt(chan_map *m);
  * Returns 0 or an errno value (item not queued). */
 int chan_feeder_push(chan_map *m, chan_pending *item);
 /* Holding wlock: send the buffered messages that fit in the ring now, in
- * order.  Returns 0 when the buffer is empty, EAGAIN when some remain. */
+ * order (after an immediate shutdown: drop them all).  Returns 0 when the
+ * buffer is empty, EAGAIN when some remain. */
 int chan_feeder_drain(chan_map *m);
 /* With the GIL: release the owners of messages the feeder has sent. */
 void chan_feeder_release_done(chan_map *m);
