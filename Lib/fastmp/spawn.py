@@ -130,10 +130,12 @@ def get_preparation_data(name):
         data['log_level'] = util._logger.getEffectiveLevel()
     # '' means "the current directory" and the child's may differ later
     path = [process.ORIGINAL_DIR if entry == '' else entry for entry in sys.path]
+    # allow_none: starting a child does not fix this process's start
+    # method (None leaves the child's unfixed too), as from 3.14
     from . import get_start_method
     data.update(name=name, sys_path=path, sys_argv=sys.argv,
                 orig_dir=process.ORIGINAL_DIR, dir=os.getcwd(),
-                start_method=get_start_method())
+                start_method=get_start_method(allow_none=True))
     main_source = _main_module_source()
     if main_source is not None:
         data[main_source[0]] = main_source[1]
