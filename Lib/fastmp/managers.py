@@ -721,26 +721,26 @@ class _SharedQueue(queue.Queue):
 
         def _wait(self, cond, blocked, refused, block, timeout, exc):
             """Holding `cond`: wait while blocked(); raise ShutDown when
-            refused(), `exc` when not blocking or at the deadline."""
-            deadline = None
-            while True:
-                if refused():
-                    raise _shutdown_error()
-                if not blocked():
-                    return
+            refused(), `exc` when not blocking or at the deadline (checks
+            in queue.Queue's order)."""
+            if refused():
+                raise _shutdown_error()
+            if block and timeout is not None:
+                if timeout < 0:
+                    raise ValueError("'timeout' must be a non-negative number")
+                deadline = time.monotonic() + timeout
+            while blocked():
                 if not block:
                     raise exc
                 if timeout is None:
                     cond.wait()
-                    continue
-                if timeout < 0:
-                    raise ValueError("'timeout' must be a non-negative number")
-                if deadline is None:
-                    deadline = time.monotonic() + timeout
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise exc
-                cond.wait(left)
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise exc
+                    cond.wait(left)
+                if refused():
+                    raise _shutdown_error()
 
 
 def _shutdown_error():
