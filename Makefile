@@ -1,13 +1,15 @@
 # fastmp: `make demo` and `make test` do all the set-up on a fresh machine.
 PYTHON   ?= python3
 VENV     ?= .venv
+# How a venv is made for $(PYTHON) (make matrix sets it per interpreter).
+MKVENV   ?= $(PYTHON) -m venv
 VPY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # Tests that exercise C code, run under ASan/UBSan by `make sanitize`.
 SANITIZE_TESTS ?= tests
 SAN_TREE := build/sanitize
 
-.PHONY: all venv build inplace demo examples bench test sanitize fuzz matrix conformance conformance-tree ecosystem clean
+.PHONY: all venv build inplace demo examples bench test sanitize fuzz interpreters matrix conformance conformance-tree ecosystem clean
 
 all: build
 
@@ -15,7 +17,7 @@ all: build
 $(VENV)/.ready: requirements-test.txt
 	@# strace lets a test count the system calls of a send (Debian package)
 	command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; } || echo "strace not installed: the system-call test will be skipped"
-	$(PYTHON) -m venv $(VENV)
+	$(MKVENV) $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements-test.txt
 	touch $@
@@ -95,28 +97,45 @@ fuzz-%:
 	@grep -E "^stat::number_of_executed_units" $(FUZZ_DIR)/$*.log
 	@echo "fuzz_$*: no crash"
 
-# Every supported interpreter, through pyenv.
+# Every supported interpreter: 3.10-3.13 from pyenv; 3.14 and 3.15, which
+# pyenv here does not carry, from Debian's builds that the shared tool
+# installs under /opt/fastmp-python/<v>, each with a `venv` script (their
+# ensurepip cannot bootstrap pip).
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $$HOME/.pyenv)
-MATRIX   ?= 3.10 3.11 3.12 3.13
+SHARED   ?= ../shared
+PROVISION := $(SHARED)/tools/provision-python
+OPT_PYTHONS := /opt/fastmp-python
+MATRIX   ?= 3.10 3.11 3.12 3.13 3.14 3.15
 # e.g. --reuse (keep cells already run), --methods spawn, --only REGEX
 CONFORMANCE_ARGS ?=
-py_for = $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)))
+pyenv_python = $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python3)))
+py_for = $(or $(call pyenv_python,$(1)),$(wildcard $(OPT_PYTHONS)/$(1)/root/usr/bin/python$(1)),$(error CPython $(1) is neither under $(PYENV_ROOT)/versions nor under $(OPT_PYTHONS) (and $(PROVISION) could not install it)))
+mkvenv_for = $(if $(call pyenv_python,$(1)),$(call py_for,$(1)) -m venv,$(OPT_PYTHONS)/$(1)/venv)
+
+# Install the interpreters of $(MATRIX) that pyenv lacks, when the shared
+# tool is there (it returns at once for one already installed).
+interpreters:
+	@for v in $(MATRIX); do \
+		if ! ls $(PYENV_ROOT)/versions/$$v.*/bin/python3 >/dev/null 2>&1 && [ -x $(PROVISION) ]; then \
+			$(PROVISION) $$v >/dev/null || exit 1; \
+		fi; \
+	done
 
 # `make test` on each interpreter, each in its own venv; goes on past a
 # failing interpreter and names the failing ones at the end.
-matrix:
-	@failed=; $(foreach v,$(MATRIX),$(MAKE) --no-print-directory test PYTHON=$(or $(call py_for,$(v)),$(error CPython $(v) is not under $(PYENV_ROOT)/versions)) VENV=.venv-$(v) || failed="$$failed $(v)";) \
+matrix: interpreters
+	@failed=; $(foreach v,$(MATRIX),$(MAKE) --no-print-directory test PYTHON=$(call py_for,$(v)) MKVENV="$(call mkvenv_for,$(v))" VENV=.venv-$(v) || failed="$$failed $(v)";) \
 	test -z "$$failed" || { echo "make test failed on:$$failed"; exit 1; }
 
 # CPython's own suite on fastmp and on the standard package, every
 # interpreter and start method; writes conformance-out/summary.md.
-conformance:
+conformance: interpreters
 	@for v in $(MATRIX); do $(MAKE) --no-print-directory conformance-tree V=$$v || exit 1; done
-	$(PYTHON) tools/conformance.py $(CONFORMANCE_ARGS) $(foreach v,$(MATRIX),--python $(v)=.venv-$(v)/bin/python --tree $(v)=build/conformance/$(v))
+	$(PYTHON) tools/conformance.py --runner $(SHARED)/conformance/run_suite.py $(CONFORMANCE_ARGS) $(foreach v,$(MATRIX),--python $(v)=.venv-$(v)/bin/python --tree $(v)=build/conformance/$(v))
 
 # The venv of interpreter $(V) and a fastmp built for it.
 conformance-tree:
-	$(MAKE) --no-print-directory venv PYTHON=$(call py_for,$(V)) VENV=.venv-$(V)
+	$(MAKE) --no-print-directory venv PYTHON=$(call py_for,$(V)) MKVENV="$(call mkvenv_for,$(V))" VENV=.venv-$(V)
 	$(call fastmp_tree,.venv-$(V)/bin/python,build/conformance/$(V),)
 
 # The test-suites of joblib, loky, parmap and CPython's concurrent.futures on

@@ -72,6 +72,31 @@ def test_set_start_method_rules_agree(impl):
         "ValueError", "None", "ok", "forkserver", "concrete", "refused"]
 
 
+START_LEAVES_METHOD_UNSET = textwrap.dedent("""
+    import {impl} as mp
+    def child():
+        print(mp.get_start_method(allow_none=True))
+    if __name__ == '__main__':
+        for method in ('spawn', 'forkserver', 'fork'):
+            p = mp.get_context(method).Process(target=child)
+            p.start()
+            p.join()
+            print(method, mp.get_start_method(allow_none=True), p.exitcode)
+""")
+
+
+def test_starting_a_child_leaves_the_start_method_unset(impl, tmp_path):
+    # gh-109263 (3.14): starting a child through a context does not fix
+    # the parent's start method (the child runs with its own)
+    if impl is multiprocessing and sys.version_info < (3, 14):
+        return
+    (tmp_path / "prog.py").write_text(START_LEAVES_METHOD_UNSET.format(impl=impl.__name__))
+    out = run_python(str(tmp_path / "prog.py"), cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["spawn", "spawn", "None", "0", "forkserver", "forkserver",
+                                  "None", "0", "fork", "fork", "None", "0"]
+
+
 def test_get_context(impl):
     assert impl.get_context("spawn").get_start_method() == "spawn"
     assert impl.get_context("fork").Process.__name__ == "ForkProcess"

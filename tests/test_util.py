@@ -142,6 +142,29 @@ def test_log_to_stderr_names_the_process(impl):
     assert not any("hidden debug" in line for line in lines)
 
 
+def test_warn_logs_at_warning_level(impl):
+    # fastmp has util.warn on every version, the standard package from 3.14
+    if not hasattr(impl.util, "warn"):
+        assert impl.__name__ == "multiprocessing" and sys.version_info < (3, 14)
+        return
+    import logging
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = impl.util.get_logger()
+    saved_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(impl.util.SUBWARNING)
+    try:
+        impl.util.sub_debug("not shown")
+        impl.util.warn("disk %s", "full")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved_level)
+    assert [(r.levelno, r.getMessage(), r.funcName) for r in records] == [
+        (30, "disk full", "test_warn_logs_at_warning_level")]
+
+
 def test_temp_dir_is_removed_at_exit(impl):
     code = ("import os, {impl}.util as u; d = u.get_temp_dir();"
             "assert d == u.get_temp_dir() and os.path.isdir(d);"

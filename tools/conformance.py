@@ -4,7 +4,7 @@ write a summary table (passed / failed / skipped per cell).
 
   python3 tools/conformance.py --python 3.11=/path/python3 [--python ...]
       --tree 3.11=build/conformance/3.11 [--methods fork spawn forkserver]
-      [--out conformance-out] [--reuse]
+      [--out conformance-out] [--reuse] [--runner PATH/run_suite.py]
 
 `--tree` names a directory holding an importable fastmp built for that
 interpreter (see `make conformance`)."""
@@ -41,11 +41,14 @@ def main():
     ap.add_argument("--methods", nargs="+", default=["fork", "spawn", "forkserver"])
     ap.add_argument("--out", default=os.path.join(ROOT, "conformance-out"))
     ap.add_argument("--only", default="")
+    ap.add_argument("--runner", default=RUNNER,
+                    help="the suite runner (default: %(default)s)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep a cell's JSON from an earlier run instead of running it again")
     a = ap.parse_args()
-    if not os.path.exists(RUNNER):
-        sys.exit("%s is missing: the conformance runner comes with ../shared" % RUNNER)
+    runner = os.path.abspath(a.runner)
+    if not os.path.exists(runner):
+        sys.exit("%s is missing: the conformance runner comes with ../shared" % runner)
     pythons, trees = _pairs(a.python), _pairs(a.tree)
     os.makedirs(a.out, exist_ok=True)
     rows = []
@@ -54,7 +57,7 @@ def main():
             cells = {}
             for target in ("fastmp", "stdlib"):
                 out = os.path.join(a.out, "%s-%s-%s.json" % (version, method, target))
-                cmd = [sys.executable, RUNNER, "--python", python, "--method", method,
+                cmd = [sys.executable, runner, "--python", python, "--method", method,
                        "--target", target, "--json", out]
                 if target == "fastmp":
                     cmd += ["--pythonpath", trees[version]]

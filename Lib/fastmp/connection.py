@@ -38,6 +38,7 @@ Where fastmp differs from the standard package:
 import os
 import secrets
 import socket
+import sys
 
 from . import util
 from ._fastmp import (AuthenticationError, BufferTooShort,  # noqa: F401 (public here too)
@@ -46,7 +47,8 @@ from .context import reduction
 
 __all__ = ['Client', 'Listener', 'Pipe', 'wait']
 
-BUFSIZE = 8192
+# the standard package's value on the running interpreter (64 KiB from 3.14)
+BUFSIZE = 64 * 1024 if sys.version_info >= (3, 14) else 8192
 # A generous limit for local connections, kept for programs that read it.
 CONNECTION_TIMEOUT = 20.0
 

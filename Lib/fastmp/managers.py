@@ -28,7 +28,8 @@ Where fastmp behaves differently from the standard package:
   keeps every such object until it shuts down.
 - SyncManager's Queue and JoinableQueue are a queue.Queue subclass whose
   put() and get() are cheaper when they need not wait (same methods, same
-  behaviour).
+  behaviour), with queue.Queue's shutdown() of 3.13 on every version
+  (before 3.13 it raises fastmp.queues.ShutDown).
 - A Semaphore's or BoundedSemaphore's proxy answers locked(); the
   standard server holds a threading.Semaphore, which has none.
 """
@@ -38,6 +39,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from traceback import format_exc, format_exception
 
 from . import connection
@@ -658,14 +660,16 @@ def _make_pool(*args, **kwds):
 class _SharedQueue(queue.Queue):
     """queue.Queue as a manager serves it: the same behaviour, with put()
     and get() cheaper when they need not wait (no Condition entered, no
-    notify without a waiter)."""
+    notify without a waiter), and shutdown() on every version."""
+
+    is_shutdown = False                 # (queue.Queue sets it from 3.13)
 
     def put(self, item, block=True, timeout=None):
         if self.maxsize > 0:
-            return super().put(item, block, timeout)
+            return self._put_waiting(item, block, timeout)
         with self.mutex:
-            if getattr(self, 'is_shutdown', False):    # 3.13+
-                raise queue.ShutDown
+            if self.is_shutdown:
+                raise _shutdown_error()
             self._put(item)
             self.unfinished_tasks += 1
             if self.not_empty._waiters:
@@ -679,7 +683,74 @@ class _SharedQueue(queue.Queue):
                     if self.not_full._waiters:
                         self.not_full.notify()
                     return item
-        return super().get(block, timeout)
+        return self._get_waiting(block, timeout)
+
+    if hasattr(queue.Queue, 'shutdown'):
+        _put_waiting = queue.Queue.put
+        _get_waiting = queue.Queue.get
+    else:
+        # Before 3.13: queue.Queue.shutdown of 3.13, and the waits of put
+        # and get that it ends.
+        def shutdown(self, immediate=False):
+            """put() raises ShutDown from now on, get() once the queue is
+            empty; with `immediate`, the queue is emptied now (each item
+            counting as a done task).  Blocked calls are woken."""
+            with self.mutex:
+                self.is_shutdown = True
+                if immediate:
+                    while self._qsize():
+                        self._get()
+                        self.unfinished_tasks = max(self.unfinished_tasks - 1, 0)
+                    self.all_tasks_done.notify_all()
+                self.not_empty.notify_all()
+                self.not_full.notify_all()
+
+        def _put_waiting(self, item, block, timeout):
+            with self.not_full:
+                self._wait(self.not_full, lambda: self._qsize() >= self.maxsize,
+                           lambda: self.is_shutdown, block, timeout, queue.Full)
+                self._put(item)
+                self.unfinished_tasks += 1
+                self.not_empty.notify()
+
+        def _get_waiting(self, block, timeout):
+            with self.not_empty:
+                self._wait(self.not_empty, lambda: not self._qsize(),
+                           lambda: self.is_shutdown and not self._qsize(),
+                           block, timeout, queue.Empty)
+                item = self._get()
+                self.not_full.notify()
+                return item
+
+        def _wait(self, cond, blocked, refused, block, timeout, exc):
+            """Holding `cond`: wait while blocked(); raise ShutDown when
+            refused(), `exc` when not blocking or at the deadline (checks
+            in queue.Queue's order)."""
+            if refused():
+                raise _shutdown_error()
+            if block and timeout is not None:
+                if timeout < 0:
+                    raise ValueError("'timeout' must be a non-negative number")
+                deadline = time.monotonic() + timeout
+            while blocked():
+                if not block:
+                    raise exc
+                if timeout is None:
+                    cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise exc
+                    cond.wait(left)
+                if refused():
+                    raise _shutdown_error()
+
+
+def _shutdown_error():
+    """The exception of a queue that was shut down: queue.ShutDown, or
+    before 3.13 fastmp's (the queues module loads the C core: on use)."""
+    from .queues import ShutDown
+    return ShutDown
 
 
 class _SharedSemaphore(threading.Semaphore):

@@ -22,6 +22,12 @@ A subclass that defines one of the standard package's private names
 (``_feed``, ``_start_thread``, ``_on_queue_feeder_error``, ``_reader``,
 ``__getstate__``, ...) gets the standard shape instead: a pipe, locks and
 a feeder thread (see _pipe_queues.py).
+
+``Queue.shutdown(immediate=False)`` (and ``JoinableQueue``'s) behaves as
+``queue.Queue.shutdown`` of 3.13, on every supported version and for every
+process sharing the queue; it raises ``ShutDown``, which is
+``queue.ShutDown`` where the interpreter has it (3.13+) and this module's
+own class before.
 """
 import types
 from queue import Empty, Full
@@ -45,7 +51,14 @@ _SIMPLE = 2
 # Same limit on maxsize as the standard package (a semaphore's maximum).
 _MAXSIZE_LIMIT = 2**31 - 1
 
-_fastmp._channel_setup(reduction.ForkingPickler.dumps)
+try:
+    from queue import ShutDown
+except ImportError:                     # before 3.13
+    class ShutDown(Exception):
+        """Raised by put() and get() of a queue that shutdown() was called on."""
+
+
+_fastmp._channel_setup(reduction.ForkingPickler.dumps, ShutDown)
 
 
 class _ExitFlush:
@@ -152,6 +165,8 @@ class Queue(_fastmp.Channel):
     def __setstate__(self, state):
         dups, self._maxsize = state
         _attach_channel(self, dups)
+
+    shutdown = _fastmp.Channel._shutdown
 
     def join_thread(self):
         """Wait until the messages this process buffered are in the ring."""

@@ -1,5 +1,6 @@
 # Type information for fastmp.queues (written for fastmp).
 from queue import Empty as Empty, Full as Full
+import sys
 from types import GenericAlias
 from typing import Any, Generic, TypeVar
 
@@ -10,6 +11,11 @@ __all__ = ['Queue', 'SimpleQueue', 'JoinableQueue']
 _T = TypeVar('_T')
 
 RING_BYTES: int
+
+if sys.version_info >= (3, 13):
+    from queue import ShutDown as ShutDown
+else:
+    class ShutDown(Exception): ...
 
 class Queue(Generic[_T]):
     def __class_getitem__(cls, item: Any, /) -> GenericAlias: ...
@@ -24,6 +30,7 @@ class Queue(Generic[_T]):
     def close(self) -> None: ...
     def join_thread(self) -> None: ...
     def cancel_join_thread(self) -> None: ...
+    def shutdown(self, immediate: bool = False) -> None: ...
 
 class JoinableQueue(Queue[_T]):
     def task_done(self) -> None: ...

@@ -8,7 +8,7 @@ import sys
 # child that unpickles nothing else starts faster
 from _pickle import load as _load_pickled
 
-from . import process, util
+from . import context, process, util
 
 __all__ = ['_main', 'freeze_support', 'set_executable', 'get_executable',
            'get_preparation_data', 'get_command_line', 'import_main_path']
@@ -131,7 +131,8 @@ def get_preparation_data(name):
         data['log_level'] = util._logger.getEffectiveLevel()
     # '' means "the current directory" and the child's may differ later
     path = [process.ORIGINAL_DIR if entry == '' else entry for entry in sys.path]
-    # allow_none: asking must not fix this process's own default method
+    # allow_none: starting a child does not fix this process's start
+    # method (None leaves the child's unfixed too), as from 3.14
     from . import _names, get_start_method
     data.update(name=name, sys_path=path, sys_argv=sys.argv,
                 orig_dir=process.ORIGINAL_DIR, dir=os.getcwd(),
@@ -167,11 +168,12 @@ def prepare(data):
     if 'dir' in data:
         os.chdir(data['dir'])
     process.ORIGINAL_DIR = data.get('orig_dir', process.ORIGINAL_DIR)
-    if 'start_method' in data:
-        # the child starts its own children as its parent would (None: the
-        # parent had not chosen, and neither has the child)
-        from . import set_start_method
-        set_start_method(data['start_method'], force=True)
+    method = data.get('start_method')
+    if method is not None:
+        # the child starts its own children as its parent would (no need
+        # to ask whether the method is available: the parent uses it, and
+        # asking about forkserver, 3.14's default, imports socket)
+        context._force_start_method(method)
     main_module = data.get('init_main_from_name')
     if main_module is not None:
         _fixup_main_from_name(main_module)

@@ -14,7 +14,7 @@ from . import process
 __all__ = [
     # logging
     'get_logger', 'log_to_stderr', 'sub_debug', 'debug', 'info',
-    'sub_warning', 'SUBDEBUG', 'SUBWARNING',
+    'sub_warning', 'warn', 'SUBDEBUG', 'SUBWARNING',
     # life cycle
     'Finalize', 'register_after_fork', 'is_exiting', 'get_temp_dir',
     'ForkAwareThreadLock', 'ForkAwareLocal', 'close_all_fds_except',
@@ -23,7 +23,7 @@ __all__ = [
 # ---- logging --------------------------------------------------------------
 
 # the package's levels, between logging's own
-NOTSET, SUBDEBUG, DEBUG, INFO, SUBWARNING = 0, 5, 10, 20, 25
+NOTSET, SUBDEBUG, DEBUG, INFO, SUBWARNING, WARNING = 0, 5, 10, 20, 25, 30
 
 LOGGER_NAME = 'multiprocessing'
 DEFAULT_LOGGING_FORMAT = '[%(levelname)s/%(processName)s] %(message)s'
@@ -55,6 +55,10 @@ def info(msg, *args):
 def sub_warning(msg, *args):
     if _logger:
         _logger.log(SUBWARNING, msg, *args, stacklevel=2)
+
+
+def warn(msg, *args):
+    _log(WARNING, msg, args)
 
 
 def get_logger():

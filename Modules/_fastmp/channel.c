@@ -206,10 +206,22 @@ decode(fastmp_state *st, chan_map *m, PyObject *msg, uint32_t flags)
     return obj;
 }
 
+/* Raise ShutDown (queue.ShutDown, or fastmp.queues' own before 3.13). */
+static void
+raise_shutdown(fastmp_state *st)
+{
+    if (st->chan_ShutDown == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the queue was shut down");
+        return;
+    }
+    PyErr_SetNone(st->chan_ShutDown);
+}
+
 /* ---- put ------------------------------------------------------------- */
 
 /* Count the message in (a slot on a bounded queue, waiting per `block` and
- * the deadline).  Returns 0, or -1 with Full or another exception set. */
+ * the deadline).  Returns 0, or -1 with Full, ShutDown or another
+ * exception set. */
 static int
 count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
 {
@@ -226,6 +238,10 @@ count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
         PyErr_SetNone(st->chan_Full);
         return -1;
     }
+    if (err == ESHUTDOWN) {
+        raise_shutdown(st);
+        return -1;
+    }
     if (err) {
         if (err != EINTR) {             /* EINTR: a signal handler raised */
             chan_oserror(m, err, "futex");
@@ -235,17 +251,14 @@ count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
     if (m->flags & CHAN_JOINABLE) {
         __atomic_add_fetch(&sh->unfinished, 1, __ATOMIC_SEQ_CST);
     }
-    return 0;
-}
-
-/* Undo count_in for a message that will not be sent. */
-static void
-count_out(chan_map *m)
-{
-    if (m->flags & CHAN_JOINABLE) {
-        __atomic_sub_fetch(&m->sh->unfinished, 1, __ATOMIC_SEQ_CST);
+    if (__builtin_expect(chan_shut_state(m) != CHAN_OPEN, 0)) {
+        /* shut down since put began: a reader may already have found the
+         * queue drained (see channel.h), so this message must not come */
+        chan_count_drop(m);
+        raise_shutdown(st);
+        return -1;
     }
-    chan_count_cancel(m);
+    return 0;
 }
 
 /* Take wlock for a put; if this process has messages buffered, ours
@@ -279,6 +292,13 @@ try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
     int err = lock_for_put(m, buffered);
     if (err != 0) {
         return err == CHAN_CORRUPT ? err : EAGAIN;
+    }
+    if (__builtin_expect(chan_dropping(m), 0)) {
+        /* the queue shut down immediately after this put counted its
+         * message in: as if it had come first, and been discarded */
+        chan_unlock(&m->sh->wlock);
+        chan_count_drop(m);
+        return 0;
     }
     err = buffered ? chan_feeder_drain(m) : 0;
     if (err == 0) {
@@ -436,6 +456,10 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
     if (begin_op(self, block, timeout, &m, &st, &d) < 0) {
         return NULL;
     }
+    if (__builtin_expect(chan_shut_state(m) != CHAN_OPEN, 0)) {
+        raise_shutdown(st);             /* before pickling, as queue.Queue */
+        return NULL;
+    }
     release_sent(m);
     Py_buffer view;
     uint32_t flags;
@@ -459,7 +483,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         PyBuffer_Release(&view);
     }
     if (failed) {
-        count_out(m);
+        chan_count_drop(m);
         return NULL;
     }
     Py_RETURN_NONE;
@@ -574,7 +598,8 @@ chan_read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *fl
             break;                      /* CHAN_READ_EMPTY: wait below */
         }
         int mid = r.state != CHAN_IDLE;
-        if (!mid && !block) {
+        uint32_t shut = chan_shut_state(m);
+        if (!mid && (!block || chan_shut_and_drained(m, shut))) {
             return NULL;
         }
         /* inside a message the deadline no longer applies, but we look
@@ -583,7 +608,7 @@ chan_read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *fl
         fastmp_deadline_from_seconds(0.05, &slice);
         int err;
         Py_BEGIN_ALLOW_THREADS
-        err = chan_wait_data(m, mid ? &slice : d);
+        err = chan_wait_data(m, mid ? &slice : d, shut);
         Py_END_ALLOW_THREADS
         if (err == ETIMEDOUT) {
             if (!mid) {
@@ -612,6 +637,23 @@ chan_read_message(chan_map *m, int block, const fastmp_deadline *d, uint32_t *fl
     }
 }
 
+/* get found no message (before its deadline, or at once): ShutDown if
+ * none will come, else Empty.  Returns NULL. */
+static PyObject *
+nothing_to_get(fastmp_state *st, chan_map *m)
+{
+    if (chan_broken(m) != NULL) {
+        return chan_raise_corrupt(m);
+    }
+    if (chan_shut_and_drained(m, chan_shut_state(m))) {
+        raise_shutdown(st);
+    }
+    else {
+        PyErr_SetNone(st->chan_Empty);
+    }
+    return NULL;
+}
+
 static PyObject *
 get_impl(ChannelObject *self, int block, PyObject *timeout)
 {
@@ -634,8 +676,7 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
         Py_END_ALLOW_THREADS
     }
     if (err == EBUSY || err == ETIMEDOUT) {
-        PyErr_SetNone(st->chan_Empty);
-        return NULL;
+        return nothing_to_get(st, m);
     }
     if (err) {
         return fastmp_oserror(err, "pthread_mutex_lock");
@@ -647,10 +688,7 @@ get_impl(ChannelObject *self, int block, PyObject *timeout)
     chan_unlock(&m->sh->rlock);
     chan_rearm(m);
     if (msg == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetNone(st->chan_Empty);
-        }
-        return NULL;
+        return PyErr_Occurred() ? NULL : nothing_to_get(st, m);
     }
     return decode(st, m, msg, flags);
 }
@@ -768,6 +806,46 @@ Channel_join(ChannelObject *self, PyObject *Py_UNUSED(ignored))
             return NULL;
         }
     }
+}
+
+/* ---- shutdown -------------------------------------------------------- */
+
+/* Queue.shutdown(immediate=False), for every process sharing the queue:
+ * put raises ShutDown from now on; get returns the messages left, then
+ * raises ShutDown instead of waiting.  With `immediate`, the messages left
+ * are discarded at once (each counting as a done task for join()) and get
+ * raises at once.  Every blocked put and get is woken. */
+static PyObject *
+Channel_shutdown(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    static const char *const names[] = {"immediate"};
+    PyObject *given = NULL;
+    if (fastmp_bind_args("shutdown", args, nargs, kwnames, names, 1, 0, &given) < 0) {
+        return NULL;
+    }
+    int immediate = given == NULL ? 0 : PyObject_IsTrue(given);
+    chan_map *m = immediate < 0 ? NULL : usable_map(self, 0);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (chan_broken(m) != NULL) {
+        return chan_raise_corrupt(m);
+    }
+    chan_shut_down(m, immediate ? CHAN_SHUT_NOW : CHAN_SHUT);
+    int err = immediate ? EINTR : 0;
+    while (err == EINTR) {
+        Py_BEGIN_ALLOW_THREADS
+        err = chan_discard_all(m);
+        Py_END_ALLOW_THREADS
+        if (err == EINTR && PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+    if (err) {
+        return chan_oserror(m, err, "pthread_mutex_lock");
+    }
+    Py_RETURN_NONE;
 }
 
 /* ---- lifetime -------------------------------------------------------- */
@@ -980,17 +1058,27 @@ channel_flush_all(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Module function: _channel_setup(dumps) installs the ForkingPickler-aware
- * dumps used for everything but bytes and plain atoms. */
+/* Module function: _channel_setup(dumps, shutdown_error) installs the
+ * ForkingPickler-aware dumps used for everything but bytes and plain
+ * atoms, and the exception class a shut-down queue raises. */
 static PyObject *
-channel_setup(PyObject *module, PyObject *dumps)
+channel_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     fastmp_state *st = PyModule_GetState(module);
-    if (!PyCallable_Check(dumps)) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_channel_setup(dumps, shutdown_error)");
+        return NULL;
+    }
+    if (!PyCallable_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "dumps must be callable");
         return NULL;
     }
-    Py_XSETREF(st->chan_dumps, Py_NewRef(dumps));
+    if (!PyExceptionClass_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "shutdown_error must be an exception class");
+        return NULL;
+    }
+    Py_XSETREF(st->chan_dumps, Py_NewRef(args[0]));
+    Py_XSETREF(st->chan_ShutDown, Py_NewRef(args[1]));
     Py_RETURN_NONE;
 }
 
@@ -1010,6 +1098,8 @@ static PyMethodDef Channel_methods[] = {
     {"full", (PyCFunction)Channel_full, METH_NOARGS, "True if a bounded queue is full"},
     {"_task_done", (PyCFunction)Channel_task_done, METH_NOARGS, "JoinableQueue.task_done"},
     {"_join", (PyCFunction)Channel_join, METH_NOARGS, "JoinableQueue.join"},
+    {"_shutdown", (PyCFunction)(void (*)(void))Channel_shutdown, METH_FASTCALL | METH_KEYWORDS,
+     "Queue.shutdown(immediate=False)"},
     {"close", (PyCFunction)Channel_close, METH_NOARGS, "no more put/get in this process"},
     {"_flush", (PyCFunction)Channel_flush, METH_NOARGS,
      "wait until this process's buffered messages are in the ring"},
@@ -1051,8 +1141,9 @@ static PyType_Spec Channel_spec = {
 static PyMethodDef channel_functions[] = {
     {"_channel_flush_all", channel_flush_all, METH_NOARGS,
      "flush the buffered messages of every queue of this process"},
-    {"_channel_setup", channel_setup, METH_O,
-     "_channel_setup(dumps): the pickling function for queue messages"},
+    {"_channel_setup", (PyCFunction)(void (*)(void))channel_setup, METH_FASTCALL,
+     "_channel_setup(dumps, shutdown_error): the pickling function for queue "
+     "messages and the exception of a shut-down queue"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1141,6 +1232,7 @@ fastmp_channel_traverse(fastmp_state *st, visitproc visit, void *arg)
     Py_VISIT(st->chan_fast_dumps);
     Py_VISIT(st->chan_dumps);
     Py_VISIT(st->chan_loads);
+    Py_VISIT(st->chan_ShutDown);
     return 0;
 }
 
@@ -1153,4 +1245,5 @@ fastmp_channel_clear(fastmp_state *st)
     Py_CLEAR(st->chan_fast_dumps);
     Py_CLEAR(st->chan_dumps);
     Py_CLEAR(st->chan_loads);
+    Py_CLEAR(st->chan_ShutDown);
 }

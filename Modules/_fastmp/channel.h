@@ -26,7 +26,15 @@
  * after that; every other field (head, tail, the records, the flags and
  * counts) is checked before each use.  A process that finds the memory
  * corrupt marks the channel broken (CHAN_CORRUPT, see chan_mark_corrupt):
- * from then on every call on it fails at once, in every process. */
+ * from then on every call on it fails at once, in every process.
+ *
+ * Shutdown (Queue.shutdown): `shut` says it, for every process.  A put
+ * counts its message in, then looks at `shut`; a reader that finds the
+ * ring empty looks at `shut`, then at the count: so either the put raises
+ * ShutDown or the reader waits for its message.  An immediate shutdown
+ * takes wlock once (every message published before is then in the ring,
+ * and every later writer sees the state and drops its message) and
+ * discards the ring. */
 #ifndef FASTMP_CHANNEL_H
 #define FASTMP_CHANNEL_H
 
@@ -55,6 +63,11 @@ enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 }
                                          * socket's bells tell readiness) */
 #define CHAN_KINDS (CHAN_JOINABLE | CHAN_SIMPLE | CHAN_PIPE)
 
+/* chan_shared.shut: it only ever goes up */
+#define CHAN_OPEN 0u
+#define CHAN_SHUT 1u                    /* put refused; get drains, then refused */
+#define CHAN_SHUT_NOW 2u                /* put and get refused, messages discarded */
+
 /* The error code (errno value) of a channel whose shared memory is
  * corrupt; chan_raise_corrupt() says why. */
 #define CHAN_CORRUPT EBADMSG
@@ -71,6 +84,7 @@ typedef struct {
     uint32_t maxsize;                   /* message limit (bounded queues) */
     uint32_t watched;                   /* someone polls the eventfd */
     uint32_t corrupt;                   /* a process found this memory corrupt */
+    uint32_t shut;                      /* CHAN_OPEN, CHAN_SHUT, CHAN_SHUT_NOW */
     /* each lock on a cache line of its own: the fields above are read on
      * every put and get, and must not bounce between the two sides */
     _Alignas(64) pthread_mutex_t wlock; /* held by one writer per message */
@@ -96,9 +110,11 @@ typedef struct {
     uint32_t room_sleeping;
     /* messages put (unbounded queues: n_put - n_got is qsize) */
     _Alignas(64) uint64_t n_put;
-    /* bounded queues: messages in, and put calls waiting for a slot */
+    /* bounded queues: messages in, and put calls waiting for a slot (on
+     * slot_seq, bumped when a slot frees or the queue shuts down) */
     _Alignas(64) uint32_t count;
     uint32_t slot_waiters;
+    uint32_t slot_seq;
     /* JoinableQueue */
     _Alignas(64) uint32_t unfinished;
     uint32_t join_waiters;
@@ -212,11 +228,12 @@ int chan_try_write_whole(chan_map *m, const char *data, uint64_t len, uint32_t f
  * the next writer. */
 int chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d);
 
-/* Spin briefly, then sleep until data is published or `d` passes, for one
- * signal-check slice at most.  Returns 0 (data may be there: re-check),
- * ETIMEDOUT, or EINTR (a signal, or the end of a slice: check signals and
- * call again). */
-int chan_wait_data(chan_map *m, const fastmp_deadline *d);
+/* Spin briefly, then sleep until data is published, the shutdown state
+ * moves on from `shut_seen` (or a shut-down queue turns out drained), or
+ * `d` passes, for one signal-check slice at most.  Returns 0 (data may be
+ * there: re-check), ETIMEDOUT, or EINTR (a signal, or the end of a slice:
+ * check signals and call again). */
+int chan_wait_data(chan_map *m, const fastmp_deadline *d, uint32_t shut_seen);
 /* chan_wait_data's two halves, for readers that sleep another way: spin
  * for data as long as this process's budget for `m` says (returns 1 if
  * data came), and after a sleep of `slept_ns` that data (or an event)
@@ -238,12 +255,15 @@ int chan_writer_gone(chan_map *m);
 
 /* Message accounting: a message is counted in at put (a slot on a
  * bounded queue, waiting until `d` for a signal-check slice at most: 0,
- * ETIMEDOUT, EINTR, CHAN_CORRUPT)
- * and out when read or lost (chan_count_done, under rlock) or when put
- * fails (chan_count_cancel). */
+ * ETIMEDOUT, EINTR, CHAN_CORRUPT, or ESHUTDOWN when the queue shuts down
+ * meanwhile) and out when read or lost (chan_count_done, under rlock) or
+ * when put fails (chan_count_cancel).  chan_count_drop counts out a
+ * message put that will never be read (and its JoinableQueue task),
+ * waking join() when no task is left. */
 int chan_count_in(chan_map *m, const fastmp_deadline *d);
 void chan_count_done(chan_map *m);
 void chan_count_cancel(chan_map *m);
+void chan_count_drop(chan_map *m);
 /* Messages put and not yet read, in *n.  Returns 0 or CHAN_CORRUPT. */
 int chan_qsize(chan_map *m, uint64_t *n);
 /* Wake data waiters after a publish (cheap when nobody waits). */
@@ -298,6 +318,38 @@ chan_broken(chan_map *m)
 }
 /* Wake every process sleeping on the channel's futex words. */
 void chan_wake_all(chan_map *m);
+
+/* Shutdown (channel_ring.c; see the top of this file).  The state, as last published (a
+ * value no process writes marks the channel corrupt). */
+static inline uint32_t
+chan_shut_state(chan_map *m)
+{
+    uint32_t shut = __atomic_load_n(&m->sh->shut, __ATOMIC_SEQ_CST);
+    if (__builtin_expect(shut > CHAN_SHUT_NOW, 0)) {
+        (void)chan_mark_corrupt(m, "its shutdown state is unknown");
+        return CHAN_SHUT_NOW;
+    }
+    return shut;
+}
+/* Holding wlock: true if a message about to be published must be dropped
+ * instead (chan_count_drop), the queue having shut down immediately. */
+static inline int
+chan_dropping(const chan_map *m)
+{
+    return __atomic_load_n(&m->sh->shut, __ATOMIC_RELAXED) >= CHAN_SHUT_NOW;
+}
+/* Raise the state to `how` (CHAN_SHUT or CHAN_SHUT_NOW) and wake every
+ * blocked put and get of every process. */
+void chan_shut_down(chan_map *m, uint32_t how);
+/* For a reader that found the ring empty in state `shut`: true if get
+ * must raise ShutDown rather than wait (nothing more will come). */
+int chan_shut_and_drained(chan_map *m, uint32_t shut);
+/* Immediate shutdown, after chan_shut_down: take wlock, then rlock, and
+ * discard every message in the ring (each counts as read and as a done
+ * task).  Meanwhile, what a writer streaming a long message publishes is
+ * discarded so that it can finish.  Returns 0, EINTR after a slice of
+ * waiting (check signals, call again), CHAN_CORRUPT or an errno value. */
+int chan_discard_all(chan_map *m);
 
 /* A message being taken out of the ring by the rlock holder, one record
  * at a time (chan_read_record). */
@@ -393,8 +445,8 @@ void chan_feeder_adopt(chan_map *m);
  * Returns 0 or an errno value (item not queued). */
 int chan_feeder_push(chan_map *m, chan_pending *item);
 /* Holding wlock: send the buffered messages that fit in the ring now, in
- * order.  Returns 0 when the buffer is empty, EAGAIN when some remain,
- * or CHAN_CORRUPT. */
+ * order (after an immediate shutdown: drop them all).  Returns 0 when the
+ * buffer is empty, EAGAIN when some remain, or CHAN_CORRUPT. */
 int chan_feeder_drain(chan_map *m);
 /* With the GIL: release the owners of messages the feeder has sent. */
 void chan_feeder_release_done(chan_map *m);

@@ -255,6 +255,12 @@ chan_feeder_drain(chan_map *m)
 {
     chan_pending *item;
     while ((item = peek_item(m)) != NULL) {
+        if (chan_dropping(m)) {
+            /* shut down immediately: what is still buffered is discarded */
+            retire_item(m, item);
+            chan_count_drop(m);
+            continue;
+        }
         int err = chan_try_write_whole(m, item->data, item->len, item->flags);
         if (err) {
             return err;

@@ -45,13 +45,12 @@ void
 chan_wake_all(chan_map *m)
 {
     chan_shared *sh = m->sh;
-    uint32_t *seqs[] = {&sh->data_seq, &sh->space_seq, &sh->room_seq};
+    uint32_t *seqs[] = {&sh->data_seq, &sh->space_seq, &sh->room_seq, &sh->slot_seq};
     for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
         __atomic_add_fetch(seqs[i], 1, __ATOMIC_SEQ_CST);
         (void)fastmp_futex_wake(seqs[i], INT32_MAX);
     }
-    /* counters: the waiters wake, look at the channel and find it broken */
-    (void)fastmp_futex_wake(&sh->count, INT32_MAX);
+    /* join(): it wakes, looks at the channel and finds it broken */
     (void)fastmp_futex_wake(&sh->unfinished, INT32_MAX);
 }
 

@@ -570,7 +570,7 @@ chan_learn_sleep(chan_map *m, int64_t slept_ns)
 }
 
 int
-chan_wait_data(chan_map *m, const fastmp_deadline *d)
+chan_wait_data(chan_map *m, const fastmp_deadline *d, uint32_t shut_seen)
 {
     chan_shared *sh = m->sh;
     if (chan_spin_data(m)) {
@@ -582,7 +582,11 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d)
     uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->rd_sleeping, 1, __ATOMIC_SEQ_CST);
     int err = 0;
-    if (!chan_available(m)) {
+    /* chan_shut_down bumps data_seq after raising the state, and
+     * chan_count_drop after lowering the count: either we see the change
+     * here or the futex sees the new sequence */
+    if (!chan_available(m) && chan_shut_state(m) == shut_seen
+        && !chan_shut_and_drained(m, shut_seen)) {
         err = fastmp_futex_wait(&sh->data_seq, seq, &until);
     }
     __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
@@ -664,7 +668,9 @@ chan_count_in(chan_map *m, const fastmp_deadline *d)
 {
     chan_shared *sh = m->sh;
     if (m->maxsize == 0) {
-        __atomic_add_fetch(&sh->n_put, 1, __ATOMIC_RELAXED);
+        /* sequentially consistent, like the count below: the put looks at
+         * the shutdown state after it (see channel.h) */
+        __atomic_add_fetch(&sh->n_put, 1, __ATOMIC_SEQ_CST);
         return 0;
     }
     for (;;) {
@@ -682,11 +688,21 @@ chan_count_in(chan_map *m, const fastmp_deadline *d)
             }
             continue;
         }
+        /* sleep unless a slot freed or the queue shut down since `seq`
+         * was read: both bump it after their change */
+        uint32_t seq = __atomic_load_n(&sh->slot_seq, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
-        int err = wait_slice(&sh->count, c, d);
+        int err = 0;
+        if (__atomic_load_n(&sh->count, __ATOMIC_SEQ_CST) >= m->maxsize
+            && chan_shut_state(m) == CHAN_OPEN) {
+            err = wait_slice(&sh->slot_seq, seq, d);
+        }
         __atomic_sub_fetch(&sh->slot_waiters, 1, __ATOMIC_SEQ_CST);
         if (err) {
             return err;
+        }
+        if (chan_shut_state(m) != CHAN_OPEN) {
+            return ESHUTDOWN;
         }
     }
 }
@@ -701,7 +717,8 @@ release_slot(chan_shared *sh)
                                              __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
     }
     if (__atomic_load_n(&sh->slot_waiters, __ATOMIC_SEQ_CST)) {
-        (void)fastmp_futex_wake(&sh->count, 1);
+        __atomic_add_fetch(&sh->slot_seq, 1, __ATOMIC_SEQ_CST);
+        (void)fastmp_futex_wake(&sh->slot_seq, 1);
     }
 }
 
@@ -726,7 +743,46 @@ chan_count_cancel(chan_map *m)
         release_slot(sh);
     }
     else {
-        __atomic_sub_fetch(&sh->n_put, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&sh->n_put, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+/* JoinableQueue: one unfinished task less (never below zero, as
+ * queue.Queue), waking join() when none is left. */
+static void
+drop_task(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    if (!(m->flags & CHAN_JOINABLE)) {
+        return;
+    }
+    uint32_t u = __atomic_load_n(&sh->unfinished, __ATOMIC_SEQ_CST);
+    while (u && !__atomic_compare_exchange_n(&sh->unfinished, &u, u - 1, 0,
+                                             __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
+    if (u == 1 && __atomic_load_n(&sh->join_waiters, __ATOMIC_SEQ_CST)) {
+        (void)fastmp_futex_wake(&sh->unfinished, INT32_MAX);
+    }
+}
+
+/* Wake every reader sleeping for data, so that it looks at the shutdown
+ * state and the count again. */
+static void
+wake_readers(chan_shared *sh)
+{
+    __atomic_add_fetch(&sh->data_seq, 1, __ATOMIC_SEQ_CST);
+    (void)fastmp_futex_wake(&sh->data_seq, INT32_MAX);
+}
+
+void
+chan_count_drop(chan_map *m)
+{
+    drop_task(m);
+    chan_count_cancel(m);
+    if (chan_shut_state(m) != CHAN_OPEN) {
+        /* a reader of a shut-down queue may be waiting for this very
+         * message (chan_shut_and_drained): it will not come */
+        wake_readers(m->sh);
     }
 }
 
@@ -768,4 +824,109 @@ chan_wait_joined(chan_map *m)
             return err;                 /* EINTR: let the caller see signals */
         }
     }
+}
+
+/* ---- shutdown -------------------------------------------------------- */
+
+void
+chan_shut_down(chan_map *m, uint32_t how)
+{
+    chan_shared *sh = m->sh;
+    uint32_t old = chan_shut_state(m);
+    while (old < how && !__atomic_compare_exchange_n(&sh->shut, &old, how, 0,
+                                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
+    if (old >= how) {
+        return;                         /* nothing new: already woken */
+    }
+    /* every sleeper re-reads the state after reading its sequence word
+     * (chan_wait_data, chan_count_in), so bumping the word after the
+     * state wakes it or keeps it from sleeping */
+    wake_readers(sh);
+    __atomic_add_fetch(&sh->slot_seq, 1, __ATOMIC_SEQ_CST);
+    (void)fastmp_futex_wake(&sh->slot_seq, INT32_MAX);
+    if (__atomic_load_n(&sh->watched, __ATOMIC_SEQ_CST)) {
+        signal_ready(m);                /* a waiting get() now raises */
+    }
+}
+
+int
+chan_shut_and_drained(chan_map *m, uint32_t shut)
+{
+    /* after a plain shutdown, messages counted in but not in the ring yet
+     * (another process's buffer, a put still writing) are still to come;
+     * a corrupt count: nothing will come that can be read */
+    uint64_t n;
+    return shut >= CHAN_SHUT_NOW
+           || (shut != CHAN_OPEN && (chan_qsize(m, &n) != 0 || n == 0));
+}
+
+/* A message discarded from the ring: read, as far as counts go, and its
+ * task done. */
+static void
+discarded(chan_map *m)
+{
+    chan_count_done(m);
+    drop_task(m);
+}
+
+/* Holding rlock: take every record published, counting each message that
+ * ends as discarded.  A message whose end is not published yet is left
+ * half-taken (rd_in_message), for the next reader to skip.  Returns 0 or
+ * CHAN_CORRUPT. */
+static int
+discard_ring(chan_map *m)
+{
+    chan_reading r;
+    int err = chan_read_start(m, &r);
+    while (err == 0) {
+        switch (chan_read_record(m, &r)) {
+        case CHAN_READ_EMPTY:
+            return 0;
+        case CHAN_READ_CORRUPT:
+            err = CHAN_CORRUPT;
+            break;
+        case CHAN_READ_BEGIN:
+            if (chan_read_pass(m, &r)) {
+                discarded(m);           /* whole; a streamed one ends below */
+            }
+            break;
+        case CHAN_READ_TORN:            /* a streamed message ends, or a torn one */
+            discarded(m);
+            break;
+        default:                        /* CHAN_READ_TOOK: go on */
+            break;
+        }
+    }
+    return err;
+}
+
+int
+chan_discard_all(chan_map *m)
+{
+    chan_shared *sh = m->sh;
+    int err = chan_lock(&sh->wlock, &chan_forever, 1);
+    if (err == EINTR) {
+        /* its holder may be streaming a message into a full ring */
+        if (chan_lock(&sh->rlock, &chan_no_wait, 0) == 0) {
+            err = discard_ring(m);
+            chan_unlock(&sh->rlock);
+        }
+        return err ? err : EINTR;
+    }
+    if (err) {
+        return err;
+    }
+    err = chan_repair_writer(m);
+    if (err == 0) {
+        /* readers holding rlock were woken by the state change and let go
+         * (EINTR at the end of a slice: the caller calls again) */
+        err = chan_lock(&sh->rlock, &chan_forever, 1);
+        if (err == 0) {
+            err = discard_ring(m);
+            chan_unlock(&sh->rlock);
+        }
+    }
+    chan_unlock(&sh->wlock);
+    return err;
 }

@@ -42,6 +42,7 @@ typedef struct {
     PyObject *chan_fast_dumps;      /* pickle.dumps, for plain atoms */
     PyObject *chan_dumps;           /* ForkingPickler-aware dumps */
     PyObject *chan_loads;           /* pickle.loads */
+    PyObject *chan_ShutDown;        /* a shut-down queue's exception */
 
     /* shm.c, shm_sync.c, shm_segment.c */
     PyTypeObject *Arena_type;

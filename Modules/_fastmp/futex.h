@@ -3,8 +3,10 @@
 #ifndef FASTMP_FUTEX_H
 #define FASTMP_FUTEX_H
 
-#include <stdint.h>
+/* fastmp.h first: it brings Python.h, which must precede system headers. */
 #include "fastmp.h"
+
+#include <stdint.h>
 
 /* Sleep while *word == expected, until woken or the deadline passes.
  * Returns 0 when woken or when *word no longer held `expected` (callers
