@@ -144,20 +144,22 @@ def test_log_to_stderr_names_the_process(impl):
 
 def test_warn_logs_at_warning_level(impl):
     # fastmp has util.warn on every version, the standard package from 3.14
-    if not hasattr(impl.util, "warn"):
+    from importlib import import_module
+    util = import_module(impl.__name__ + ".util")
+    if not hasattr(util, "warn"):
         assert impl.__name__ == "multiprocessing" and sys.version_info < (3, 14)
         return
     import logging
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = impl.util.get_logger()
+    logger = util.get_logger()
     saved_level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(impl.util.SUBWARNING)
+    logger.setLevel(util.SUBWARNING)
     try:
-        impl.util.sub_debug("not shown")
-        impl.util.warn("disk %s", "full")
+        util.sub_debug("not shown")
+        util.warn("disk %s", "full")
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved_level)

@@ -58,7 +58,8 @@ def sub_warning(msg, *args):
 
 
 def warn(msg, *args):
-    _log(WARNING, msg, args)
+    if _logger:
+        _logger.log(WARNING, msg, *args, stacklevel=2)
 
 
 def get_logger():

@@ -777,8 +777,10 @@ wake_readers(chan_shared *sh)
 void
 chan_count_drop(chan_map *m)
 {
-    drop_task(m);
+    /* the count first: join() may return as soon as the task is gone,
+     * and qsize() then must not count this message */
     chan_count_cancel(m);
+    drop_task(m);
     if (chan_shut_state(m) != CHAN_OPEN) {
         /* a reader of a shut-down queue may be waiting for this very
          * message (chan_shut_and_drained): it will not come */
