@@ -4,14 +4,12 @@ Pool._cache) only once every chunk has finished, in fastmp as in the
 standard package.  Each task marks itself done in shared memory before it
 returns, so "every chunk has finished" is checked without timing: what the
 tasks had done when get() raised is all they ever do."""
-import gc
 import multiprocessing.dummy
 import multiprocessing.pool
 import os
 import pickle
 import signal
 import time
-import weakref
 
 import pytest
 
@@ -145,29 +143,6 @@ def test_unpicklable_chunk_fails_alone(ctx):
         result = pool.map_async(mark_done, [lambda: 0], error_callback=errors.append)
         result.wait(timeout=60)
         assert result.ready() and not result.successful() and len(errors) == 2
-
-
-class Unpicklable:
-    def __reduce__(self):
-        raise TypeError("not picklable")
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_unpicklable_chunk_keeps_no_pool_alive(fctx):
-    # the pickling error is kept without the frames that caught it, which
-    # hold the pool: a dropped pool goes at once, not at the next collection
-    gc.disable()
-    try:
-        pool = fctx.Pool(1)
-        result = pool.map_async(abs, [-1, Unpicklable(), -3], chunksize=1)
-        result.wait(timeout=60)
-        assert not result.successful()
-        pool.terminate()
-        dropped = weakref.ref(pool)
-        del pool
-        assert dropped() is None
-    finally:
-        gc.enable()
 
 
 def kill_own_worker_first(x):

@@ -198,6 +198,8 @@ class ApplyResult:
     # outcomes after the first failure are counted and dropped (a map)
     _drop_after_failure = False
     _wait_mode = _WAIT_READY
+    _ntasks = 1
+    _unsent = 0                 # tasks that failed before being sent
 
     def __init__(self, pool, callback=None, error_callback=None, ntasks=1):
         core = pool if isinstance(pool, _PoolCore) else pool._core
@@ -299,6 +301,20 @@ class ApplyResult:
             core.result_cond.notify_all()
         self._finish(state)
 
+    def _fail_unsent(self, index, exc):
+        """Task `index` could not be sent (`exc`: its pickling failed): it
+        counts as a finished task that failed, as in the standard package,
+        whose task thread records the failure and sends the next task."""
+        with self._pool.result_lock:
+            self._record(index, False, exc)
+            self._unsent += 1
+
+    def _expect_sent(self):
+        """Every task was sent or failed to be: the dispatcher waits for
+        the sent ones only (none left: the result is ready)."""
+        if self._unsent:
+            self._pool.dispatcher.expect(self._job, self._ntasks - self._unsent)
+
     def _record(self, index, ok, value):
         if self._success is None or (self._success and not ok):
             self._success, self._value = ok, value
@@ -339,7 +355,6 @@ class MapResult(ApplyResult):
 
     _drop_after_failure = True
     _wait_mode = _WAIT_SOME
-    _unsent = 0                 # chunks that failed before being sent
 
     def __init__(self, pool, chunksize, length, callback, error_callback):
         self._chunksize = chunksize
@@ -357,23 +372,6 @@ class MapResult(ApplyResult):
         finished = self._pool.dispatcher.finished(self._job)
         # a job no longer open is ready: another thread is finishing it
         return 0 if finished is None else self._ntasks - self._unsent - finished
-
-    def _fail_unsent(self, index, exc):
-        """Chunk `index` could not be sent (`exc`: its pickling failed): it
-        counts as a finished chunk that failed, as in the standard package,
-        whose task thread records the failure and sends the next chunk."""
-        # its frames, and their callers', hold the pool and this result:
-        # get() raises it afresh, its message names what did not pickle
-        exc.__traceback__ = None
-        with self._pool.result_lock:
-            self._record(index, False, exc)
-            self._unsent += 1
-
-    def _expect_sent(self):
-        """Every chunk was sent or failed to be: the dispatcher waits for
-        the sent ones only."""
-        if self._unsent:
-            self._pool.dispatcher.expect(self._job, self._ntasks - self._unsent)
 
     def _record(self, index, ok, value):
         if not self._success:
@@ -537,9 +535,10 @@ class _Feeder:
                 self.submitted += count
                 if outcome is None:
                     continue
-                if unsent and self.chunksize == 1:
-                    # one task that cannot be sent fails alone, as in the
-                    # standard package (whose chunked imap ends there)
+                if unsent:
+                    # a chunk that cannot be sent fails alone and the later
+                    # ones still run, as in the standard package (whose
+                    # chunked imap ends its iteration at the failure)
                     self.result._fail_at(self.submitted, outcome, last=False)
                     self.submitted += 1
                     continue
@@ -618,11 +617,15 @@ class _PoolCore:
         result = ApplyResult.__new__(ApplyResult)
         result._prepare(self, callback, error_callback)
         job = result._job
-        self.dispatcher.apply(job, result._event is not None, func,
-                              args if type(args) is tuple else tuple(args),
-                              kwds if type(kwds) is dict else dict(kwds))
+        unsent = self.dispatcher.apply(job, result._event is not None, func,
+                                       args if type(args) is tuple else tuple(args),
+                                       kwds if type(kwds) is dict else dict(kwds))
         cache = self.cache
         cache[job] = result
+        if unsent is not None:
+            # the task could not be pickled: it fails through its result
+            result._fail_unsent(0, unsent)
+            result._expect_sent()
         if len(cache) >= self.purge_at:
             self.purge()
         return result
@@ -917,12 +920,9 @@ class Pool(object):
         submit = self._core.dispatcher.submit
         try:
             for index, start in enumerate(range(0, len(items), chunksize)):
-                try:
-                    submit(result._job, index, kind, func, items[start:start + chunksize])
-                except Exception as exc:
-                    if self._core.state != RUN:
-                        raise           # closed meanwhile: no task goes out
-                    result._fail_unsent(index, exc)
+                unsent = submit(result._job, index, kind, func, items[start:start + chunksize])
+                if unsent is not None:
+                    result._fail_unsent(index, unsent)
         except BaseException:
             self._core.forget(result._job)
             result._done = True
@@ -949,14 +949,18 @@ class Pool(object):
         result._chunked = chunksize > 1
         feeder = _Feeder(self._core, result, TASK_MAP, func, iterable, chunksize,
                          buffersize)
-        if buffersize is not None:
-            result._feeder = feeder
-            feeder.refill()
-        elif hasattr(iterable, '__len__'):
-            feeder.feed()
-        else:
+        if buffersize is None and not hasattr(iterable, '__len__'):
             threading.Thread(target=feeder.feed, daemon=True,
                              name='fastmp-pool-feeder').start()
+            return result
+        if buffersize is not None:
+            result._feeder = feeder         # next() feeds the rest
+        try:
+            feeder.feed(buffersize)         # the first chunks, or all of them
+        except BaseException:
+            # (a KeyboardInterrupt while pickling) no iterator comes back
+            self._core.forget(result._job)
+            raise
         return result
 
     # -- lifecycle
@@ -1016,7 +1020,8 @@ def _default_processes():
 
 class _ThreadDispatcher:
     """The dispatcher interface of dispatch.c over threads in this process:
-    tasks and outcomes are Python objects, nothing is pickled."""
+    tasks and outcomes are Python objects, nothing is pickled (so no task
+    fails to be sent: submit() and apply() return None)."""
 
     def __init__(self):
         self.cond = threading.Condition(threading.Lock())

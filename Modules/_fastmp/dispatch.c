@@ -667,7 +667,28 @@ queue_task(Dispatcher *d, task_t *t)
     return 0;
 }
 
-/* submit(job, index, kind, func, rest): queue one task. */
+/* After make_task() failed: the exception it raised, taken, when it is
+ * an Exception (the task cannot be pickled, so it fails alone, through
+ * its result, as the standard package's task thread fails it).  Its
+ * traceback is dropped: the frames that raised it refer to their callers',
+ * which hold the pool, and the result keeps the exception.  NULL, the
+ * error still set, for anything else (KeyboardInterrupt): raised at the
+ * call. */
+static PyObject *
+take_unsent_failure(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return NULL;
+    }
+    PyObject *exc = fastmp_take_exception();
+    if (exc != NULL && PyException_SetTraceback(exc, Py_None) < 0) {
+        Py_CLEAR(exc);
+    }
+    return exc;
+}
+
+/* submit(job, index, kind, func, rest) -> None, or the exception that
+ * pickling the task raised (see take_unsent_failure; nothing is queued). */
 static PyObject *
 Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -678,7 +699,10 @@ Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     task_t *t = make_task(d, job, index, kind, args[3], args[4]);
-    if (t == NULL || queue_task(d, t) < 0) {
+    if (t == NULL) {
+        return take_unsent_failure();
+    }
+    if (queue_task(d, t) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -714,7 +738,8 @@ next_chunk(PyObject *it, Py_ssize_t size)
  * at the end of the input; the exception that reading the input or
  * pickling a chunk raised (the chunk at index + count is lost), returned
  * rather than raised so that the count is not lost with it.  unsent: True
- * when that exception came from pickling the chunk (the input goes on). */
+ * when the chunk could not be pickled (an Exception, see
+ * take_unsent_failure): it fails alone and the input goes on. */
 static PyObject *
 Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -754,8 +779,11 @@ Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
                 Py_XDECREF(chunk);
                 break;
             }
+            else if (t == NULL && chunk != NULL
+                     && (outcome = take_unsent_failure()) != NULL) {
+                unsent = 1;
+            }
             else {
-                unsent = t == NULL && chunk != NULL;
                 outcome = fastmp_take_exception();
             }
         }
@@ -766,8 +794,10 @@ Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
                          unsent ? Py_True : Py_False);
 }
 
-/* apply(job, notify, func, args, kwds): open a one-task job and queue its
- * task (nothing is opened if the task cannot be pickled). */
+/* apply(job, notify, func, args, kwds) -> None: open a one-task job and
+ * queue its task.  When the task cannot be pickled: the exception (see
+ * take_unsent_failure), and the job is open with its count of tasks not
+ * known, for the caller to record the failure, then expect(job, 0). */
 static PyObject *
 Dispatcher_apply(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -780,11 +810,22 @@ Dispatcher_apply(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *rest = PyTuple_Pack(2, args[3], args[4]);
-    task_t *t = rest != NULL ? make_task(d, id, 0, FRAME_APPLY, args[2], rest) : NULL;
-    Py_XDECREF(rest);
-    if (t == NULL || add_job(d, id, 1, 0, notify) < 0) {
-        free(t);
+    if (rest == NULL) {
         return NULL;
+    }
+    PyObject *unsent = NULL;
+    task_t *t = make_task(d, id, 0, FRAME_APPLY, args[2], rest);
+    Py_DECREF(rest);
+    if (t == NULL && (unsent = take_unsent_failure()) == NULL) {
+        return NULL;
+    }
+    if (add_job(d, id, t != NULL ? 1 : -1, 0, notify) < 0) {
+        free(t);
+        Py_XDECREF(unsent);
+        return NULL;
+    }
+    if (unsent != NULL) {
+        return unsent;
     }
     if (queue_task(d, t) < 0) {
         lock_dispatcher(d);
@@ -1128,15 +1169,18 @@ static PyMethodDef Dispatcher_methods[] = {
     {"finished", (PyCFunction)Dispatcher_finished, METH_O,
      "finished(job) -> tasks of the job with an outcome, or None if it is not open."},
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,
-     "submit(job, index, kind, func, rest): queue one task (rest: (args, kwds)\n"
-     "for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP)."},
+     "submit(job, index, kind, func, rest) -> None: queue one task (rest: (args,\n"
+     "kwds) for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP); or the\n"
+     "exception that pickling it raised (an Exception: nothing is queued)."},
     {"submit_chunks", (PyCFunction)(void (*)(void))Dispatcher_submit_chunks, METH_FASTCALL,
      "submit_chunks(job, index, kind, func, iterator, chunksize, limit) -> (count, outcome, unsent):\n"
      "queue chunks read from iterator as tasks index, index + 1, ...; outcome is\n"
      "None (limit reached or closed), True (input ended) or the exception raised\n"
      "(unsent: by pickling the chunk, the input goes on)."},
     {"apply", (PyCFunction)(void (*)(void))Dispatcher_apply, METH_FASTCALL,
-     "apply(job, notify, func, args, kwds): open a one-task job, queue its task."},
+     "apply(job, notify, func, args, kwds) -> None: open a one-task job, queue its\n"
+     "task; or the exception that pickling it raised (an Exception), the job then\n"
+     "open with its count not known: expect(job, 0) once the failure is recorded."},
     {"collect", (PyCFunction)(void (*)(void))Dispatcher_collect, METH_FASTCALL,
      "collect(job, timeout, want) -> (state, [(index, status, data), ...])"},
     {"wait_idle", (PyCFunction)Dispatcher_wait_idle, METH_O,
