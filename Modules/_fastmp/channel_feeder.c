@@ -256,9 +256,11 @@ chan_feeder_drain(chan_map *m)
     chan_pending *item;
     while ((item = peek_item(m)) != NULL) {
         if (chan_dropping(m)) {
-            /* shut down immediately: what is still buffered is discarded */
-            retire_item(m, item);
+            /* shut down immediately: what is still buffered is discarded
+             * (counted out first: once the buffer is empty the process
+             * may exit, this thread with it) */
             chan_count_drop(m);
+            retire_item(m, item);
             continue;
         }
         int err = chan_try_write_whole(m, item->data, item->len, item->flags);
