@@ -334,7 +334,9 @@ def test_immediate_shutdown_while_busy_releases_join():
     workers.append(ctx.Process(target=get_and_finish_until_shut_down, args=(q,)))
     for p in workers:
         p.start()
-    while q.qsize() < 1000:
+    # busy: a backlog, or (if the getter keeps up) a second of traffic
+    busy_until = time.monotonic() + 1
+    while q.qsize() < 1000 and time.monotonic() < busy_until:
         time.sleep(0.01)
     q.shutdown(immediate=True)
     q.join()                            # every task discarded or done
