@@ -323,14 +323,12 @@ class ResourceTracker(object):
         os.write(self._fd, message)
 
 
+# The module's functions are those of the process's one tracker.
 _resource_tracker = ResourceTracker()
-ensure_running = _resource_tracker.ensure_running
-register = _resource_tracker.register
-unregister = _resource_tracker.unregister
-getfd = _resource_tracker.getfd
-
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=_resource_tracker._after_fork_in_child)
+ensure_running, register, unregister, getfd = (
+    _resource_tracker.ensure_running, _resource_tracker.register,
+    _resource_tracker.unregister, _resource_tracker.getfd)
+os.register_at_fork(after_in_child=_resource_tracker._after_fork_in_child)
 
 
 #

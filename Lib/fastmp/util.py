@@ -25,41 +25,31 @@ __all__ = [
 # the package's levels, between logging's own
 NOTSET, SUBDEBUG, DEBUG, INFO, SUBWARNING, WARNING = 0, 5, 10, 20, 25, 30
 
+_logger = None                  # made by get_logger()
+_log_to_stderr = False          # log_to_stderr() has set up its handler
+
 LOGGER_NAME = 'multiprocessing'
 DEFAULT_LOGGING_FORMAT = '[%(levelname)s/%(processName)s] %(message)s'
 
-_logger = None
-_log_to_stderr = False
+
+def _log_function(level, name):
+    """The module function that logs at `level`: nothing until
+    get_logger() has made the logger.  It looks at _logger before any
+    other global: late in interpreter shutdown the module's globals are
+    None, and a finalizer that runs then must find "no logger" rather than
+    fail.  stacklevel=2 attributes the record to the caller."""
+    def log(msg, *args):
+        if _logger:
+            _logger.log(level, msg, *args, stacklevel=2)
+    log.__name__ = log.__qualname__ = name
+    return log
 
 
-# Each looks at _logger before any other global: late in interpreter
-# shutdown the module's globals are None, and a finalizer that runs then
-# must find "no logger" rather than fail.  stacklevel=2 attributes the
-# record to the caller.
-
-def sub_debug(msg, *args):
-    if _logger:
-        _logger.log(SUBDEBUG, msg, *args, stacklevel=2)
-
-
-def debug(msg, *args):
-    if _logger:
-        _logger.log(DEBUG, msg, *args, stacklevel=2)
-
-
-def info(msg, *args):
-    if _logger:
-        _logger.log(INFO, msg, *args, stacklevel=2)
-
-
-def sub_warning(msg, *args):
-    if _logger:
-        _logger.log(SUBWARNING, msg, *args, stacklevel=2)
-
-
-def warn(msg, *args):
-    if _logger:
-        _logger.log(WARNING, msg, *args, stacklevel=2)
+sub_debug = _log_function(SUBDEBUG, 'sub_debug')
+debug = _log_function(DEBUG, 'debug')
+info = _log_function(INFO, 'info')
+sub_warning = _log_function(SUBWARNING, 'sub_warning')
+warn = _log_function(WARNING, 'warn')
 
 
 def get_logger():
