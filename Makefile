@@ -146,17 +146,18 @@ ECOSYSTEM_ARGS ?=
 ecosystem:
 	$(PYTHON) tools/ecosystem.py $(ECOSYSTEM_ARGS)
 
-# Development build for PYTHONPATH=Lib, with $(PYTHON).  The new .so is
+# Development build for PYTHONPATH=Lib, with the venv's interpreter (its
+# setuptools reads pyproject.toml's SPDX license).  The new .so is
 # renamed into place, so processes running the old one are not disturbed.
-inplace:
-	FASTMP_WERROR=1 $(PYTHON) setup.py -q build_ext --build-lib build/inplace --build-temp build/inplace-tmp
+inplace: venv
+	FASTMP_WERROR=1 $(VPY) setup.py -q build_ext --build-lib build/inplace --build-temp build/inplace-tmp
 	for so in build/inplace/fastmp/_fastmp*.so; do \
 		cp $$so Lib/fastmp/.$$(basename $$so).new && mv -f Lib/fastmp/.$$(basename $$so).new Lib/fastmp/$$(basename $$so); \
 	done
 	@# byte-compile as `pip install` does: without .pyc files (and with
 	@# PYTHONDONTWRITEBYTECODE set) every spawned child compiles fastmp, and
 	@# the benchmark's own modules, anew
-	$(PYTHON) -m compileall -q Lib/fastmp bench
+	$(VPY) -m compileall -q Lib/fastmp bench
 
 clean:
 	rm -rf build dist conformance-out Lib/*.egg-info Lib/fastmp/*.so

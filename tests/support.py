@@ -83,3 +83,16 @@ def check_semaphore_locked(make):
     sem.release()
     assert sem.locked() is False
     assert make(0).locked() is True
+
+
+def drain(it, errors):
+    """The items of iterator `it`, with "error" where it raised one of
+    `errors` (an imap goes on after a failed task)."""
+    out = []
+    while True:
+        try:
+            out.append(next(it))
+        except StopIteration:
+            return out
+        except errors:
+            out.append("error")

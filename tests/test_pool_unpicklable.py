@@ -12,6 +12,7 @@ import pytest
 
 import fastmp
 import fastmp.pool
+from support import drain
 from test_pool_map_failure import FastmpOwnQueuesPool, StdlibOwnQueuesPool
 
 # what pickling a lambda raises (the type differs between versions)
@@ -42,18 +43,6 @@ class Unpicklable:
 
     def __reduce__(self):
         raise TypeError("not picklable: %d" % self.x)
-
-
-def drain(it, errors):
-    """The items of `it`, with "error" where one of `errors` was raised."""
-    out = []
-    while True:
-        try:
-            out.append(next(it))
-        except StopIteration:
-            return out
-        except errors:
-            out.append("error")
 
 
 # ---- apply_async and apply ---------------------------------------------------
