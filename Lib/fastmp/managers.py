@@ -577,8 +577,14 @@ class BaseManager:
             asker = threading.Thread(target=_request_shutdown,
                                      args=(Client, address, authkey),
                                      daemon=True)
-            asker.start()
-            asker.join(shutdown_timeout)
+            try:
+                asker.start()
+            except RuntimeError:
+                # no new thread while the interpreter finalizes (3.12+):
+                # ask from here, as the standard package always does
+                _request_shutdown(Client, address, authkey)
+            else:
+                asker.join(shutdown_timeout)
         if process.is_alive():
             process.join(timeout=shutdown_timeout)
             if process.is_alive() and hasattr(process, 'terminate'):
