@@ -257,3 +257,10 @@ def test_quick_loads_declines_what_pickle_refuses(data):
     with pytest.raises(pickle.UnpicklingError):
         pickle.loads(data)
     assert _fastmp.quick_loads(data, None) is None
+
+
+def test_quick_loads_memoizes_where_pickle_does():
+    # a PUT at 1 leaves entry 0 unset: MEMOIZE then writes entry 1 again
+    # (pickle counts the entries set), and GET 1 finds the list
+    data = b"](X\x06\0\0\0s\0aredq\x01h\x01]" + b"\x94" * 9 + b"h\x01e."
+    assert _fastmp.quick_loads(data, None) == pickle.loads(data) == ["s\0ared", "s\0ared", [], []]

@@ -437,6 +437,8 @@ typedef struct {
     int nmarks;
     PyObject *memo[QUICK_MEMO];
     int nmemo;                  /* memo[0..nmemo) may be set (or NULL) */
+    int nset;                   /* entries set: where MEMOIZE puts, as in
+                                 * pickle (a PUT past them leaves holes) */
 } reader;
 
 /* The next n argument bytes, or NULL if the pickle ends first. */
@@ -548,6 +550,9 @@ memo_put(reader *r, uint64_t index)
     }
     while (r->nmemo < QUICK_MEMO && (uint64_t)r->nmemo <= index) {
         r->memo[r->nmemo++] = NULL;
+    }
+    if (r->memo[index] == NULL) {
+        r->nset++;
     }
     Py_XSETREF(r->memo[index], Py_NewRef(r->stack[r->n - 1]));
     return 1;
@@ -676,7 +681,7 @@ step(reader *r)
     case 'u':
         return (from = pop_mark(r)) >= 0 && add_items(r, from, 1);
     case 0x94:                  /* MEMOIZE */
-        return memo_put(r, (uint64_t)r->nmemo);
+        return memo_put(r, (uint64_t)r->nset);
     case 'q':                   /* BINPUT */
         return (a = take(r, 1)) != NULL && memo_put(r, a[0]);
     case 'r':                   /* LONG_BINPUT */
@@ -696,7 +701,7 @@ fastmp_quick_loads(const char *buf, Py_ssize_t len, PyObject **out)
     reader r;
     r.p = (const unsigned char *)buf;
     r.end = r.p + len;
-    r.n = r.nmarks = r.nmemo = 0;
+    r.n = r.nmarks = r.nmemo = r.nset = 0;
     int s = 1;
     while (s == 1 && r.p < r.end) {
         s = step(&r);

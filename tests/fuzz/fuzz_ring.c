@@ -63,6 +63,10 @@ make_channel(const uint8_t *data, size_t size)
         sh->tail = sh->head + (uint64_t)(used % (CAPACITY / 8 + 1)) * 8;
         sh->rd_in_message = (mode & 4) != 0;
     }
+    /* the reader's private view of tail, which no other process writes:
+     * the tail as it last read it, which is the tail found here (left at
+     * 0, a cache no reader could hold made it read bytes never published) */
+    m->seen_tail = sh->tail;
     for (size_t i = 0; i < size && i < CAPACITY; i++) {
         m->ring[(sh->head + i) & m->mask] = data[i];
     }
