@@ -11,6 +11,7 @@ interpreter (see `make conformance`)."""
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -22,6 +23,13 @@ def _pairs(items):
     """VERSION=PATH items -> {version: absolute path}: the runner works in a
     temporary directory, so relative paths would not resolve there."""
     return {v: os.path.abspath(p) for v, p in (item.split("=", 1) for item in items)}
+
+
+def _default_sigint():
+    """In the runner: SIGINT at its default disposition.  A background job
+    of a script starts with it ignored, and the suite's tests that send
+    SIGINT would then fail on both packages."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _counts(path):
@@ -65,7 +73,7 @@ def main():
                     cmd += ["--only", a.only]
                 if not (a.reuse and os.path.exists(out)):
                     print("==", " ".join(cmd), flush=True)
-                    subprocess.run(cmd, check=True)
+                    subprocess.run(cmd, check=True, preexec_fn=_default_sigint)
                 cells[target] = _counts(out)
             ours, theirs = cells["fastmp"][1], cells["stdlib"][1]
             regressions = sorted(t for t, o in theirs.items() if o == "pass" and ours.get(t) != "pass")
