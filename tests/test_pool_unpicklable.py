@@ -6,6 +6,7 @@ task's place, and the other tasks still run.  Only a pool that is not
 running, or a KeyboardInterrupt while pickling, raises at the call."""
 import gc
 import pickle
+import threading
 import weakref
 
 import pytest
@@ -185,6 +186,37 @@ def test_imap_item_of_a_pool_with_its_own_queues(ctx, impl):
     done = ctx.Array('b', len(RUNS) * N, lock=False)
     with pool_cls(2, initializer=share, initargs=(done,), context=ctx) as pool:
         check_imaps(start_imaps(pool), pool, done)
+
+
+def held_input(release):
+    """N items, BAD unpicklable; those after BAD's chunk wait for `release`."""
+    for i in range(N):
+        if i == BAD_CHUNK[-1] + 1:
+            assert release.wait(60)
+        yield Unpicklable(i) if i == BAD else i
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+@pytest.mark.parametrize("own_queues", [False, True], ids=["pool", "own-queues"])
+def test_closed_pool_runs_the_input_left_after_a_failed_chunk(ctx, impl, own_queues):
+    """A chunked imap's iterator ends at the failed chunk, but the pool
+    still takes the rest of the input: join() returns once it has run."""
+    if own_queues:
+        pool_cls = FastmpOwnQueuesPool if impl is fastmp else StdlibOwnQueuesPool
+    else:
+        pool_cls = impl.pool.Pool
+    done = ctx.Array('b', N, lock=False)
+    release = threading.Event()
+    with pool_cls(2, initializer=share, initargs=(done,), context=ctx) as pool:
+        out = drain(pool.imap(mark_done, held_input(release), 3), TypeError)
+        assert out == [0, 1, 2, "error"]
+        pool.close()
+        timer = threading.Timer(0.5, release.set)
+        timer.start()
+        pool.join()
+        timer.join()
+        assert list(done) == [0 if i in BAD_CHUNK else 1 for i in range(N)]
+        assert pool._cache == {}
 
 
 # ---- a thread pool pickles nothing -----------------------------------------

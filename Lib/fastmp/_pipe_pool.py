@@ -169,7 +169,7 @@ class _QueuePoolCore(pool._PoolCore):
         os.close(self.wake_r)
 
     def finish(self):
-        self.dispatcher.wait_idle(None)
+        self.wait_for_work()
         with self.lock:
             self.dispatcher.close(True)
             workers = list(self.workers)

@@ -582,6 +582,7 @@ class _PoolCore:
         self.result_cond = threading.Condition(self.result_lock)
         self.dispatcher = self.make_dispatcher()
         self.handler = None
+        self.feeders = []                   # threads submitting an imap's input
 
     # -- overridden by the thread pool
     def make_dispatcher(self):
@@ -645,6 +646,24 @@ class _PoolCore:
     def forget(self, job):
         self.cache.pop(job, None)
         self.dispatcher.forget(job)
+
+    def start_feeder(self, feed):
+        """Run `feed` (an imap's input of unknown length) in a thread."""
+        thread = threading.Thread(target=feed, daemon=True, name='fastmp-pool-feeder')
+        with self.lock:
+            self.feeders = [t for t in self.feeders if t.is_alive()]
+            thread.start()
+            self.feeders.append(thread)
+
+    def wait_for_work(self):
+        """After close(): wait until every task is submitted and done.  Like
+        the standard package, a closed pool runs all the tasks it was given,
+        those of an imap whose iterator stopped at a failed chunk too."""
+        with self.lock:
+            feeders, self.feeders = self.feeders, []
+        for thread in feeders:
+            thread.join()
+        self.dispatcher.wait_idle(None)
 
     # -- workers
     def start_worker(self):
@@ -771,7 +790,7 @@ class _PoolCore:
 
     def finish(self):
         """After close(): wait for the work, then let the workers go."""
-        self.dispatcher.wait_idle(None)
+        self.wait_for_work()
         with self.lock:
             self.dispatcher.close(True)
         self.join_handler()
@@ -950,8 +969,7 @@ class Pool(object):
         feeder = _Feeder(self._core, result, TASK_MAP, func, iterable, chunksize,
                          buffersize)
         if buffersize is None and not hasattr(iterable, '__len__'):
-            threading.Thread(target=feeder.feed, daemon=True,
-                             name='fastmp-pool-feeder').start()
+            self._core.start_feeder(feeder.feed)
             return result
         if buffersize is not None:
             result._feeder = feeder         # next() feeds the rest
