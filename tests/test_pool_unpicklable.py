@@ -188,33 +188,49 @@ def test_imap_item_of_a_pool_with_its_own_queues(ctx, impl):
         check_imaps(start_imaps(pool), pool, done)
 
 
-def held_input(release):
-    """N items, BAD unpicklable; those after BAD's chunk wait for `release`."""
+def held_input(go, release):
+    """N items, BAD unpicklable: BAD's chunk once `go` is set, the chunk
+    after it once `release` is."""
     for i in range(N):
+        if i == BAD_CHUNK[0]:
+            assert go.wait(60)
         if i == BAD_CHUNK[-1] + 1:
             assert release.wait(60)
         yield Unpicklable(i) if i == BAD else i
 
 
+def set_later(event):
+    timer = threading.Timer(0.3, event.set)
+    timer.start()
+    return timer
+
+
+@pytest.mark.timeout(30)    # the failure would wait for the input's end
 @pytest.mark.parametrize("start_method", ["fork"])
 @pytest.mark.parametrize("own_queues", [False, True], ids=["pool", "own-queues"])
-def test_closed_pool_runs_the_input_left_after_a_failed_chunk(ctx, impl, own_queues):
-    """A chunked imap's iterator ends at the failed chunk, but the pool
-    still takes the rest of the input: join() returns once it has run."""
+def test_chunk_failing_while_the_iterator_waits(ctx, impl, own_queues):
+    """A chunk that cannot be pickled while a chunked imap's consumer
+    waits: the consumer gets its error at once.  The iterator ends there,
+    but the pool still takes the rest of the input: join() returns once
+    it has run."""
     if own_queues:
         pool_cls = FastmpOwnQueuesPool if impl is fastmp else StdlibOwnQueuesPool
     else:
         pool_cls = impl.pool.Pool
     done = ctx.Array('b', N, lock=False)
-    release = threading.Event()
+    go, release = threading.Event(), threading.Event()
     with pool_cls(2, initializer=share, initargs=(done,), context=ctx) as pool:
-        out = drain(pool.imap(mark_done, held_input(release), 3), TypeError)
-        assert out == [0, 1, 2, "error"]
+        items = pool.imap(mark_done, held_input(go, release), 3)
+        assert [next(items) for _ in BAD_CHUNK] == [0, 1, 2]
+        timers = [set_later(go)]
+        with pytest.raises(TypeError):
+            next(items)
+        assert drain(items, TypeError) == []
         pool.close()
-        timer = threading.Timer(0.5, release.set)
-        timer.start()
+        timers.append(set_later(release))
         pool.join()
-        timer.join()
+        for timer in timers:
+            timer.join()
         assert list(done) == [0 if i in BAD_CHUNK else 1 for i in range(N)]
         assert pool._cache == {}
 

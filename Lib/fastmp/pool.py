@@ -426,11 +426,11 @@ class IMapIterator:
                 raise StopIteration
             while not self._items:
                 self._take_input_error()
-                if self._length is not None and self._delivered_chunks >= self._length:
-                    if not self._items:
-                        self._pool.forget(self._job)
-                        raise StopIteration
+                if self._items:
                     break
+                if self._length is not None and self._delivered_chunks >= self._length:
+                    self._pool.forget(self._job)
+                    raise StopIteration
                 if self._feeder is not None:
                     self._feeder.refill()
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -477,6 +477,8 @@ class IMapIterator:
         self._unsent += 1
         if last:
             self._set_length(index + 1)
+        else:
+            self._pool.dispatcher.nudge(self._job)   # a consumer may be waiting
 
     def _take_input_error(self):
         while self._input_errors:
@@ -1044,7 +1046,9 @@ class _ThreadDispatcher:
     def __init__(self):
         self.cond = threading.Condition(threading.Lock())
         self.tasks = collections.deque()
-        self.jobs = {}          # id -> [expected, finished, failed, drop_after_failure, notify, posted, outcomes]
+        # id -> [expected, finished, failed, drop_after_failure, notify,
+        #        posted, outcomes, nudged]
+        self.jobs = {}
         self.events = []
         self.busy = 0
         self.closed = False
@@ -1052,7 +1056,7 @@ class _ThreadDispatcher:
 
     def open_job(self, job, ntasks, drop_after_failure, notify):
         with self.cond:
-            self.jobs[job] = [ntasks, 0, False, drop_after_failure, notify, False, []]
+            self.jobs[job] = [ntasks, 0, False, drop_after_failure, notify, False, [], False]
             self._post_if_ready(job, self.jobs[job])
 
     def expect(self, job, ntasks):
@@ -1066,6 +1070,13 @@ class _ThreadDispatcher:
     def forget(self, job):
         with self.cond:
             self.jobs.pop(job, None)
+
+    def nudge(self, job):
+        with self.cond:
+            slot = self.jobs.get(job)
+            if slot is not None:
+                slot[7] = True
+                self.cond.notify_all()
 
     def finished(self, job):
         with self.cond:
@@ -1099,7 +1110,7 @@ class _ThreadDispatcher:
         with self.cond:
             if self.closed:
                 raise ValueError("pool dispatcher is closed")
-            self.jobs[job] = [1, 0, False, False, notify, False, []]
+            self.jobs[job] = [1, 0, False, False, notify, False, [], False]
         self.submit(job, 0, TASK_APPLY, func, (args, kwds))
 
     @staticmethod
@@ -1136,12 +1147,12 @@ class _ThreadDispatcher:
                 slot = self.jobs.get(job)
                 return (slot is None or self.closed or want == _NO_WAIT
                         or self._ready(slot)
-                        or (want in (_WAIT_ANY, _WAIT_SOME) and slot[6]))
+                        or (want in (_WAIT_ANY, _WAIT_SOME) and (slot[6] or slot[7])))
             self.cond.wait_for(done, timeout)
             slot = self.jobs.get(job)
             if slot is None:
                 return (_CLOSED if self.closed else _GONE), []
-            outcomes, slot[6] = slot[6], []
+            outcomes, slot[6], slot[7] = slot[6], [], False
             if self._ready(slot):
                 if want != _WAIT_ANY:
                     del self.jobs[job]

@@ -399,6 +399,25 @@ Dispatcher_forget(Dispatcher *d, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* nudge(job): end the waits of the threads collecting the job (their
+ * collect() returns, with no outcome if none came). */
+static PyObject *
+Dispatcher_nudge(Dispatcher *d, PyObject *arg)
+{
+    uint64_t id;
+    if (parse_u64(arg, &id) < 0) {
+        return NULL;
+    }
+    lock_dispatcher(d);
+    job_t *j = dispatch_find_job(d, id);
+    if (j != NULL) {
+        j->nudged = 1;
+        dispatch_announce(d);
+    }
+    pthread_mutex_unlock(&d->mu);
+    Py_RETURN_NONE;
+}
+
 /* finished(job) -> tasks of the job with an outcome (collected or not),
  * or None when the job is not open. */
 static PyObject *
@@ -908,7 +927,7 @@ static int
 wait_over(const Dispatcher *d, const job_t *j, long want)
 {
     return j == NULL || want == WAIT_NONE || dispatch_job_ready(j)
-           || ((want == WAIT_ANY || want == WAIT_SOME) && j->head != NULL)
+           || ((want == WAIT_ANY || want == WAIT_SOME) && (j->head != NULL || j->nudged))
            || d->closed || d->error;
 }
 
@@ -1011,6 +1030,7 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     if (j != NULL) {
         taken = j->head;
         j->head = j->tail = NULL;
+        j->nudged = 0;
     }
     job_t *done = NULL;
     if (state == STATE_READY && want != WAIT_ANY) {
@@ -1166,6 +1186,8 @@ static PyMethodDef Dispatcher_methods[] = {
      "expect(job, ntasks): the job has ntasks tasks in all."},
     {"forget", (PyCFunction)Dispatcher_forget, METH_O,
      "forget(job): drop the job and its uncollected outcomes."},
+    {"nudge", (PyCFunction)Dispatcher_nudge, METH_O,
+     "nudge(job): return the job's collectors from collect(), outcome or not."},
     {"finished", (PyCFunction)Dispatcher_finished, METH_O,
      "finished(job) -> tasks of the job with an outcome, or None if it is not open."},
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,

@@ -50,6 +50,8 @@ typedef struct job {
     int ready_posted;
     int want_any;                /* threads asleep until an outcome comes */
     int want_ready;              /* threads asleep until the job is ready */
+    int nudged;                  /* an outcome kept outside the dispatcher
+                                  * (see nudge()) waits for its collector */
     completion_t *head, *tail;   /* not collected yet */
 } job_t;
 
