@@ -71,9 +71,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-IModules/_fastmp -I$$($(VPY) -c "import sysconfig; print(sysconfig.get_paths()['include'])")
-fuzz_sources_frame := Modules/_fastmp/connection_frame.c
-fuzz_sources_ring := Modules/_fastmp/channel_reader.c Modules/_fastmp/futex.c
-fuzz_sources_quick_loads := Modules/_fastmp/quickpickle.c
+fuzz_sources_frame := Modules/_fastmp/connection/frame.c
+fuzz_sources_ring := Modules/_fastmp/queues/ring_reader.c Modules/_fastmp/core/futex.c
+fuzz_sources_quick_loads := Modules/_fastmp/pickle/quickpickle.c
 # quick_loads runs in an embedded Python, whose own memory is never freed
 fuzz_link_quick_loads = -L$$($(VPY) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))") \
 	-lpython$$($(VPY) -c "import sysconfig; print(sysconfig.get_config_var('LDVERSION'))") \

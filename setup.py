@@ -21,8 +21,11 @@ class BuildPyWithDropinHook(build_py):
         self.copy_file(os.path.join("Lib", DROPIN_HOOK),
                        os.path.join(self.build_lib, DROPIN_HOOK))
 
+# Only PyInit__fastmp is exported: the C files share their functions
+# inside the extension, not with other shared objects.
 compile_args = ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                "-Wno-missing-field-initializers", "-fno-strict-aliasing"]
+                "-Wno-missing-field-initializers", "-fno-strict-aliasing",
+                "-fvisibility=hidden"]
 link_args = []
 if os.environ.get("FASTMP_SANITIZE") == "1":
     sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
@@ -37,8 +40,10 @@ setup(
     ext_modules=[
         Extension(
             "fastmp._fastmp",
-            sources=sorted(glob.glob("Modules/_fastmp/*.c")),
-            depends=glob.glob("Modules/_fastmp/*.h"),
+            # one folder per part (see README.md, "Where things live");
+            # headers are included by their path from Modules/_fastmp
+            sources=sorted(glob.glob("Modules/_fastmp/**/*.c", recursive=True)),
+            depends=sorted(glob.glob("Modules/_fastmp/**/*.h", recursive=True)),
             include_dirs=["Modules/_fastmp"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

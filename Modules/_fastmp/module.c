@@ -1,7 +1,7 @@
 /* module.c - fastmp._fastmp: multi-phase init, per-module state, the
  * exception classes, the feature `flags` dict, and the error and deadline
  * helpers declared in fastmp.h. */
-#include "fastmp.h"
+#include "core/state.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -4,7 +4,7 @@
  * as a Connection cuts what it receives: every header must decode to a
  * length that encodes back to itself, and a length that passes the checks
  * must be within the limits they were given. */
-#include "connection_frame.h"
+#include "connection/frame.h"
 
 #include <stdlib.h>
 #include <string.h>

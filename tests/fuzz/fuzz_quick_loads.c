@@ -8,7 +8,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "quickpickle.h"
+#include "pickle/quickpickle.h"
 
 #include <stdlib.h>
 

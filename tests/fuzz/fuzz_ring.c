@@ -6,7 +6,7 @@
  * as chan_read_message() does, into buffers of exactly the announced
  * size, until the ring is empty or found corrupt; AddressSanitizer
  * catches any access outside the ring or a buffer. */
-#include "channel.h"
+#include "queues/ring.h"
 
 #include <stdlib.h>
 #include <string.h>

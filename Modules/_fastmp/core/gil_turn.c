@@ -1,0 +1,92 @@
+/* serving_turn.c - the turns of a manager's serving threads with the
+ * GIL (declared in connection.h, used by connection.c and manager.c). */
+#include "connection/connection.h"
+
+#include <pthread.h>
+
+/* Threads that serve a manager's connections (serve_calls) share one GIL
+ * and take turns with it at every request.  A serving thread whose
+ * request arrived while another one runs Python would sleep on the GIL
+ * and be woken when it is dropped: a wake-up per message again.  It
+ * waits a little instead, awake, for the count of serving threads that
+ * hold the GIL (or want it) to drop to zero, then takes the GIL.  The
+ * count is a hint (a thread counted may be blocked in a method call with
+ * the GIL released, say in a contended Lock's acquire): the wait is
+ * short, and a thread whose waits keep timing out stops waiting for a
+ * while (spin_state). */
+#define SERVING_TURN_NS 20000   /* a few requests' worth of Python */
+static int serving_busy;                /* relaxed atomic */
+static _Thread_local int serving_counted;
+static _Thread_local spin_state serving_spin;
+
+/* A forked child has only the thread that forked: only it may count. */
+static void
+recount_serving_in_child(void)
+{
+    serving_busy = serving_counted;
+}
+
+int
+fastmp_serving_init(void)
+{
+    static int registered;      /* under the GIL */
+    if (!registered) {
+        int err = pthread_atfork(NULL, NULL, recount_serving_in_child);
+        if (err) {
+            return err;
+        }
+        registered = 1;
+    }
+    return 0;
+}
+
+int
+fastmp_serving_begin(void)
+{
+    int outer = serving_counted;
+    if (!outer) {
+        serving_counted = 1;
+        __atomic_add_fetch(&serving_busy, 1, __ATOMIC_RELAXED);
+    }
+    return outer;
+}
+
+void
+fastmp_serving_end(int outer)
+{
+    if (!outer) {
+        serving_counted = 0;
+        __atomic_sub_fetch(&serving_busy, 1, __ATOMIC_RELAXED);
+    }
+}
+
+int
+fastmp_serving_release(void)
+{
+    if (!serving_counted) {
+        return 0;
+    }
+    __atomic_sub_fetch(&serving_busy, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+void
+fastmp_serving_wait_turn(void)
+{
+    if (__atomic_load_n(&serving_busy, __ATOMIC_RELAXED) == 0
+        || !fastmp_spin_wanted(&serving_spin)) {
+        return;
+    }
+    int64_t now = fastmp_monotonic_ns(), until = now + SERVING_TURN_NS;
+    int idle;
+    while (!(idle = __atomic_load_n(&serving_busy, __ATOMIC_RELAXED) == 0)
+           && fastmp_spin_again(&now, until)) {
+    }
+    fastmp_spin_learn(&serving_spin, idle);
+}
+
+void
+fastmp_serving_retake(void)
+{
+    __atomic_add_fetch(&serving_busy, 1, __ATOMIC_RELAXED);
+}

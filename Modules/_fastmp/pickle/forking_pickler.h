@@ -1,0 +1,25 @@
+/* pickler.h - the reused ForkingPickler (pickler.c), for the C files that
+ * send pickled messages. */
+#ifndef FASTMP_PICKLER_H
+#define FASTMP_PICKLER_H
+
+#include "core/state.h"
+
+/* Pickle obj as fastmp.reduction.ForkingPickler.dumps() would (its
+ * reducers over copyreg's, the default protocol).  Returns a new reference
+ * to one bytes-like object, or to a list of them whose concatenation is
+ * the pickle (a large payload stays the caller's own object); NULL with an
+ * exception set. */
+PyObject *fastmp_pickle(fastmp_state *st, PyObject *obj);
+
+/* ForkingPickler.loads (a borrowed reference), or NULL with an exception
+ * set if fastmp.reduction cannot be loaded. */
+PyObject *fastmp_unpickler(fastmp_state *st);
+
+/* Hooks called by connection.c's: the ReducerChain type and
+ * forking_dumps(); the pickling fields of the module state. */
+int fastmp_pickler_exec(PyObject *module, fastmp_state *st);
+int fastmp_pickler_traverse(fastmp_state *st, visitproc visit, void *arg);
+void fastmp_pickler_clear(fastmp_state *st);
+
+#endif /* FASTMP_PICKLER_H */
