@@ -11,10 +11,16 @@
  * The two ends of a Pipe() carry their messages (the frames' payloads)
  * through a shared-memory ring per direction instead (connection_ring.c);
  * their socket tells readiness and end of file. */
-#include "queues/ring.h"
 #include "connection/connection.h"
 #include "connection/frame.h"
+#include "core/args.h"
+#include "core/deadline.h"
+#include "core/errors.h"
+#include "core/gil_turn.h"
+#include "core/spin.h"
+#include "core/state.h"
 #include "pickle/forking_pickler.h"
+#include "queues/ring.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1420,19 +1426,18 @@ fastmp_connection_exec(PyObject *module, fastmp_state *st)
         fastmp_oserror(err, "pthread_atfork");
         return -1;
     }
-    return fastmp_pickler_exec(module, st);
+    return 0;
 }
 
 int
 fastmp_connection_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Connection_type);
-    return fastmp_pickler_traverse(st, visit, arg);
+    return 0;
 }
 
 void
 fastmp_connection_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Connection_type);
-    fastmp_pickler_clear(st);
 }

@@ -13,8 +13,11 @@
  * `rlock`.  With both locks held and nothing in the ring, the count must
  * be 0 and the socket empty: `reconcile` restores that after a process
  * was killed between two of these steps. */
-#include "queues/ring.h"
 #include "connection/connection.h"
+#include "core/deadline.h"
+#include "core/errors.h"
+#include "core/spin.h"
+#include "queues/ring.h"
 
 #include <errno.h>
 #include <poll.h>

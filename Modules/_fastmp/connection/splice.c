@@ -5,6 +5,7 @@
  * until it has read them all, so the sender waits for the pipe to drain
  * before it lets its caller change the buffer. */
 #include "connection/connection.h"
+#include "core/errors.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,6 @@
 /* futex.c - process-shared futex wait/wake (see futex.h). */
 #include "core/futex.h"
+#include "core/deadline.h"
 
 #include <errno.h>
 #include <linux/futex.h>

@@ -3,8 +3,7 @@
 #ifndef FASTMP_FUTEX_H
 #define FASTMP_FUTEX_H
 
-/* fastmp.h first: it brings Python.h, which must precede system headers. */
-#include "core/state.h"
+#include "core/deadline.h"
 
 #include <stdint.h>
 

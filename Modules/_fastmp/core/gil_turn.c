@@ -1,6 +1,9 @@
-/* serving_turn.c - the turns of a manager's serving threads with the
- * GIL (declared in connection.h, used by connection.c and manager.c). */
-#include "connection/connection.h"
+/* gil_turn.c - the turns of a manager's serving threads with the GIL
+ * (see gil_turn.h; used by connection/connection.c and
+ * managers/method_calls.c). */
+#include "core/gil_turn.h"
+#include "core/deadline.h"
+#include "core/spin.h"
 
 #include <pthread.h>
 

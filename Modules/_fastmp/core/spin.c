@@ -1,9 +1,10 @@
-/* connection_spin.c - a reader that would sleep spins first.  A sleeping
- * reader costs both sides a kernel wake-up (tens of microseconds); one
- * that retries for a little while picks the data up as it lands.  The
- * spin is bounded, adaptive per connection (spin_state, see connection.h)
- * and paused for the whole process while the CPUs are oversubscribed. */
-#include "connection/connection.h"
+/* spin.c - a reader that would sleep spins first.  A sleeping reader
+ * costs both sides a kernel wake-up (tens of microseconds); one that
+ * retries for a little while picks the data up as it lands.  The spin is
+ * bounded, adaptive per waiter (spin_state, see spin.h) and paused for
+ * the whole process while the CPUs are oversubscribed. */
+#include "core/spin.h"
+#include "core/deadline.h"
 
 #include <poll.h>
 #include <sched.h>

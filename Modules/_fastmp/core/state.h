@@ -1,27 +1,22 @@
-/* fastmp.h - declarations shared by the C files of fastmp._fastmp:
- * the per-module state, the per-file exec hooks, error helpers and
- * CLOCK_MONOTONIC deadline helpers. */
-#ifndef FASTMP_H
-#define FASTMP_H
+/* state.h - the per-module state of fastmp._fastmp, and the parts that
+ * fill it: one per C file that adds types or functions to the module,
+ * listed in module.c's table of parts (state.c: finding the state). */
+#ifndef FASTMP_STATE_H
+#define FASTMP_STATE_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <time.h>
+#include "core/compat.h"
 
-/* Per-module state.  Each C file owns the fields in its own section;
- * module.c clears and traverses all of them through the per-file hooks. */
+/* Per-module state.  Each part owns the fields of its own section and
+ * clears and traverses them in its hooks. */
 typedef struct {
-    /* module.c: exceptions (their __module__ is fastmp.context) */
+    /* core/exceptions.c (their __module__ is fastmp.context) */
     PyObject *ProcessError;
     PyObject *BufferTooShort;
     PyObject *TimeoutError;
     PyObject *AuthenticationError;
-    PyObject *flags;                /* dict exposed as _fastmp.flags */
 
-    /* connection.c; pickler.c (its fields after ReducerChain_type are
+    /* pickle/forking_pickler.c (the fields after ReducerChain_type are
      * filled on first use) */
-    PyTypeObject *Connection_type;
     PyTypeObject *ReducerChain_type;
     PyObject *forking_pickler;      /* fastmp.reduction.ForkingPickler */
     PyObject *forking_loads;        /* ... and its loads */
@@ -31,11 +26,25 @@ typedef struct {
     PyObject *pickler_clear;        /* ... and clear_memo */
     int pickler_busy;               /* the reused pickler is mid-dump */
 
-    /* semlock.c, condition.c */
+    /* synchronize/semlock.c, synchronize/condition.c */
     PyTypeObject *SemLock_type;
     PyTypeObject *Condition_type;
 
-    /* channel.c */
+    /* shm/heap.c */
+    PyTypeObject *Arena_type;
+    PyTypeObject *Heap_type;
+    PyTypeObject *BufferWrapper_type;
+    PyObject *str_heap;             /* interned "_heap" */
+    /* shm/sharedctypes.c */
+    PyTypeObject *SyncCore_type;    /* lock + ctypes object, generic access */
+    PyTypeObject *SyncValue_type;   /* + fast .value */
+    PyTypeObject *SyncArray_type;   /* + fast [i] */
+    PyObject *str_value;            /* interned "value" */
+    PyObject *plain_lock_types;     /* {lock type: keeps SemLock's methods?} */
+    /* shm/shared_memory.c */
+    PyTypeObject *SegmentMapping_type;
+
+    /* queues/channel.c */
     PyTypeObject *Channel_type;
     PyObject *chan_Empty;           /* queue.Empty */
     PyObject *chan_Full;            /* queue.Full */
@@ -44,26 +53,18 @@ typedef struct {
     PyObject *chan_loads;           /* pickle.loads */
     PyObject *chan_ShutDown;        /* a shut-down queue's exception */
 
-    /* shm.c, shm_sync.c, shm_segment.c */
-    PyTypeObject *Arena_type;
-    PyTypeObject *Heap_type;
-    PyTypeObject *BufferWrapper_type;
-    PyObject *str_heap;             /* interned "_heap" */
-    PyTypeObject *SyncCore_type;    /* lock + ctypes object, generic access */
-    PyTypeObject *SyncValue_type;   /* + fast .value */
-    PyTypeObject *SyncArray_type;   /* + fast [i] */
-    PyObject *str_value;            /* interned "value" */
-    PyObject *plain_lock_types;     /* {lock type: keeps SemLock's methods?} */
-    PyTypeObject *SegmentMapping_type;  /* shm_segment.c */
+    /* connection/connection.c */
+    PyTypeObject *Connection_type;
 
-    /* dispatch.c */
+    /* pool/dispatcher.c */
     PyTypeObject *Dispatcher_type;
 
-    /* manager.c: interned attribute names and reply kinds */
+    /* managers/method_calls.c: interned attribute names and reply kinds */
 #define FASTMP_MANAGER_STRINGS 19
     PyObject *mgr_strings[FASTMP_MANAGER_STRINGS];
 } fastmp_state;
 
+/* The module's definition (module.c). */
 extern PyModuleDef fastmp_module_def;
 
 /* Module state for the module that defined `tp` or one of its bases
@@ -71,82 +72,29 @@ extern PyModuleDef fastmp_module_def;
  * module is initialised; returns NULL with an exception set otherwise. */
 fastmp_state *fastmp_state_from_type(PyTypeObject *tp);
 
-/* Per-file hooks, called by module.c.  exec: add types/constants to the
- * module and fill the file's state fields; return -1 with an exception set
- * on error.  clear/traverse: the file's state fields. */
+/* The hooks of a part, which module.c's table lists.  exec: add the
+ * part's types, functions and constants to the module and fill its state
+ * fields; return -1 with an exception set on error.  traverse/clear: its
+ * state fields (a part without any has neither). */
 #define FASTMP_DECLARE_PART(name) \
     int fastmp_##name##_exec(PyObject *module, fastmp_state *st); \
     int fastmp_##name##_traverse(fastmp_state *st, visitproc visit, void *arg); \
     void fastmp_##name##_clear(fastmp_state *st);
+#define FASTMP_DECLARE_EXEC_ONLY_PART(name) \
+    int fastmp_##name##_exec(PyObject *module, fastmp_state *st);
 
-FASTMP_DECLARE_PART(connection)
-FASTMP_DECLARE_PART(semlock)
-FASTMP_DECLARE_PART(channel)
-FASTMP_DECLARE_PART(shm)
-FASTMP_DECLARE_PART(dispatch)
-FASTMP_DECLARE_PART(manager)
+FASTMP_DECLARE_PART(exceptions)         /* core/exceptions.c */
+FASTMP_DECLARE_PART(forking_pickler)    /* pickle/forking_pickler.c */
+FASTMP_DECLARE_EXEC_ONLY_PART(quickpickle)  /* pickle/quickpickle.c */
+FASTMP_DECLARE_PART(semlock)            /* synchronize/semlock.c */
+FASTMP_DECLARE_PART(condition)          /* synchronize/condition.c */
+FASTMP_DECLARE_PART(heap)               /* shm/heap.c */
+FASTMP_DECLARE_PART(sharedctypes)       /* shm/sharedctypes.c */
+FASTMP_DECLARE_PART(shared_memory)      /* shm/shared_memory.c */
+FASTMP_DECLARE_PART(channel)            /* queues/channel.c */
+FASTMP_DECLARE_PART(connection)         /* connection/connection.c */
+FASTMP_DECLARE_PART(dispatcher)         /* pool/dispatcher.c */
+FASTMP_DECLARE_EXEC_ONLY_PART(worker)   /* pool/worker.c */
+FASTMP_DECLARE_PART(method_calls)       /* managers/method_calls.c */
 
-/* ---- errors ---------------------------------------------------------- */
-
-/* Raise OSError (its errno subclass) for `err`, naming the failing call:
- * "call: strerror".  Always returns NULL. */
-PyObject *fastmp_oserror(int err, const char *call);
-
-/* The raised exception, normalized, with its traceback attached (a new
- * reference; NULL if none is set).  Clears the error indicator. */
-PyObject *fastmp_take_exception(void);
-
-/* ---- arguments -------------------------------------------------------- */
-
-/* Sort the arguments of a METH_FASTCALL | METH_KEYWORDS call into
- * out[0..nnames) by parameter name (the first `required` must be given;
- * missing optional ones are NULL).  Returns 0, or -1 with TypeError set. */
-int fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
-                     PyObject *kwnames, const char *const *names, int nnames,
-                     int required, PyObject **out);
-
-/* ---- deadlines on CLOCK_MONOTONIC ------------------------------------ */
-
-typedef struct {
-    int infinite;               /* no deadline: block forever */
-    struct timespec at;         /* absolute CLOCK_MONOTONIC time */
-} fastmp_deadline;
-
-/* Convert a Python timeout (None = forever, a number of seconds; negative
- * counts as zero) into a deadline starting now.  Returns -1 with a
- * TypeError/ValueError set on a bad object. */
-int fastmp_deadline_from_object(PyObject *timeout, fastmp_deadline *d);
-
-/* Deadline `seconds` from now; seconds < 0 means infinite. */
-void fastmp_deadline_from_seconds(double seconds, fastmp_deadline *d);
-
-/* Milliseconds left, rounded up, for poll(): -1 if infinite, 0 if past,
- * capped at INT_MAX. */
-int fastmp_deadline_remaining_ms(const fastmp_deadline *d);
-
-/* Time left as a relative timespec.  Returns 0 if the deadline has passed
- * (then *left is zero), 1 otherwise; for an infinite deadline returns 1
- * and leaves *left untouched. */
-int fastmp_deadline_remaining(const fastmp_deadline *d, struct timespec *left);
-
-/* The CLOCK_MONOTONIC time in nanoseconds (CLOCK_MONOTONIC cannot fail). */
-static inline int64_t
-fastmp_monotonic_ns(void)
-{
-    struct timespec t;
-    (void)clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-/* A busy-wait step that lets a sibling hyperthread run. */
-static inline void
-fastmp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-#endif /* FASTMP_H */
+#endif /* FASTMP_STATE_H */

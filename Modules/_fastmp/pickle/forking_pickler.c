@@ -3,8 +3,8 @@
  * a list, reset between messages, whose dispatch table is a live view of
  * fastmp.reduction.ForkingPickler's reducers over copyreg's, so a reducer
  * registered at any time applies. */
-#include "core/state.h"
 #include "pickle/forking_pickler.h"
+#include "core/state.h"
 
 /* A read-only mapping that looks a type up in one dict, then another:
  * the dispatch table of the reused pickler, a live view of
@@ -197,12 +197,7 @@ dump_into(PyObject *dump, PyObject *clear_memo, PyObject *chunks, PyObject *obj)
         result = n == 1 ? Py_NewRef(PyList_GET_ITEM(chunks, 0))
                         : PyList_GetSlice(chunks, 0, n);
     }
-#if PY_VERSION_HEX >= 0x030C0000
     PyObject *exc = PyErr_GetRaisedException();
-#else
-    PyObject *exc_type, *exc, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc, &exc_tb);
-#endif
     PyObject *cleared = PyObject_CallNoArgs(clear_memo);
     if (cleared == NULL || PyList_SetSlice(chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
         Py_CLEAR(result);           /* reported instead of the pickle */
@@ -210,18 +205,8 @@ dump_into(PyObject *dump, PyObject *clear_memo, PyObject *chunks, PyObject *obj)
     Py_XDECREF(cleared);
     if (exc != NULL) {
         PyErr_Clear();
-#if PY_VERSION_HEX >= 0x030C0000
         PyErr_SetRaisedException(exc);
-#else
-        PyErr_Restore(exc_type, exc, exc_tb);
-#endif
     }
-#if PY_VERSION_HEX < 0x030C0000
-    else {
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc_tb);
-    }
-#endif
     return result;
 }
 
@@ -290,7 +275,7 @@ static PyMethodDef pickler_functions[] = {
 };
 
 int
-fastmp_pickler_exec(PyObject *module, fastmp_state *st)
+fastmp_forking_pickler_exec(PyObject *module, fastmp_state *st)
 {
     st->ReducerChain_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Chain_spec, NULL);
     if (st->ReducerChain_type == NULL) {
@@ -300,7 +285,7 @@ fastmp_pickler_exec(PyObject *module, fastmp_state *st)
 }
 
 int
-fastmp_pickler_traverse(fastmp_state *st, visitproc visit, void *arg)
+fastmp_forking_pickler_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->ReducerChain_type);
     Py_VISIT(st->forking_pickler);
@@ -313,7 +298,7 @@ fastmp_pickler_traverse(fastmp_state *st, visitproc visit, void *arg)
 }
 
 void
-fastmp_pickler_clear(fastmp_state *st)
+fastmp_forking_pickler_clear(fastmp_state *st)
 {
     Py_CLEAR(st->ReducerChain_type);
     Py_CLEAR(st->forking_pickler);

@@ -16,10 +16,4 @@ PyObject *fastmp_pickle(fastmp_state *st, PyObject *obj);
  * set if fastmp.reduction cannot be loaded. */
 PyObject *fastmp_unpickler(fastmp_state *st);
 
-/* Hooks called by connection.c's: the ReducerChain type and
- * forking_dumps(); the pickling fields of the module state. */
-int fastmp_pickler_exec(PyObject *module, fastmp_state *st);
-int fastmp_pickler_traverse(fastmp_state *st, visitproc visit, void *arg);
-void fastmp_pickler_clear(fastmp_state *st);
-
 #endif /* FASTMP_PICKLER_H */

@@ -8,6 +8,7 @@
  * protocol 4, without frames or memo; the reader also takes the memo and
  * frame opcodes that pickle.dumps writes. */
 #include "pickle/quickpickle.h"
+#include "core/state.h"
 
 #include <string.h>
 
@@ -750,7 +751,7 @@ quick_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return r == 1 ? out : Py_NewRef(args[1]);
 }
 
-PyMethodDef fastmp_quickpickle_functions[] = {
+static PyMethodDef quickpickle_functions[] = {
     {"quick_dumps", quick_dumps, METH_O,
      PyDoc_STR("quick_dumps(obj)\n--\n\n"
                "A pickle of obj if it is plain data (None, bool, int, float, str,\n"
@@ -760,3 +761,9 @@ PyMethodDef fastmp_quickpickle_functions[] = {
                "The object the pickle `data` holds if it is plain data, else default.")},
     {NULL, NULL, 0, NULL},
 };
+
+int
+fastmp_quickpickle_exec(PyObject *module, fastmp_state *st)
+{
+    return PyModule_AddFunctions(module, quickpickle_functions);
+}

@@ -4,7 +4,7 @@
 #ifndef FASTMP_QUICKPICKLE_H
 #define FASTMP_QUICKPICKLE_H
 
-#include "core/state.h"
+#include "core/compat.h"
 
 /* Pickle `obj` if it is plain data: None, bool, int, float, str, bytes,
  * and tuples, lists and dicts of plain data (exact types; no list, dict,
@@ -30,8 +30,5 @@ int fastmp_quick_dump_into(PyObject *obj, quick_buffer *out, size_t max_size);
  * or 0 (nothing set) if the pickle holds anything else or is malformed:
  * pickle.loads then says what it holds, or what is wrong with it. */
 int fastmp_quick_loads(const char *buf, Py_ssize_t len, PyObject **out);
-
-/* quick_dumps() and quick_loads() for Python (added by manager.c). */
-extern PyMethodDef fastmp_quickpickle_functions[];
 
 #endif /* FASTMP_QUICKPICKLE_H */

@@ -6,9 +6,14 @@
  * GIL released (so a quick result needs no hand-off between threads),
  * then sleeps on a futex, where signals (Ctrl-C) interrupt it. */
 #include "pool/engine.h"
-#include "pickle/quickpickle.h"
+#include "pool/wire.h"
+#include "core/args.h"
+#include "core/deadline.h"
+#include "core/errors.h"
 #include "core/futex.h"
+#include "core/state.h"
 #include "pickle/forking_pickler.h"
+#include "pickle/quickpickle.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,44 +46,6 @@ check_usable(Dispatcher *d)
         fastmp_oserror(d->error, "pool dispatcher thread");
         return -1;
     }
-    return 0;
-}
-
-/* Raise TypeError unless lo <= nargs <= hi.  Returns 0 or -1. */
-static int
-check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (nargs < lo || nargs > hi) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)",
-                     name, lo, hi, nargs);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-parse_int(PyObject *obj, int *out)
-{
-    long v = PyLong_AsLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "value out of range for a C int");
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
-static int
-parse_u64(PyObject *obj, uint64_t *out)
-{
-    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        return -1;
-    }
-    *out = (uint64_t)v;
     return 0;
 }
 
@@ -236,10 +203,10 @@ Dispatcher_add_worker(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
     int fd, sentinel;
     long long pid, budget;
-    if (check_nargs("add_worker", nargs, 4, 4) < 0) {
+    if (fastmp_check_nargs("add_worker", nargs, 4, 4) < 0) {
         return NULL;
     }
-    if (parse_int(args[0], &fd) < 0 || parse_int(args[1], &sentinel) < 0) {
+    if (fastmp_parse_int(args[0], "value", &fd) < 0 || fastmp_parse_int(args[1], "value", &sentinel) < 0) {
         return NULL;
     }
     if ((pid = PyLong_AsLongLong(args[2])) == -1 && PyErr_Occurred()) {
@@ -349,7 +316,7 @@ Dispatcher_open_job(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t id;
     long long ntasks;
-    if (check_nargs("open_job", nargs, 4, 4) < 0 || parse_u64(args[0], &id) < 0) {
+    if (fastmp_check_nargs("open_job", nargs, 4, 4) < 0 || fastmp_parse_u64(args[0], &id) < 0) {
         return NULL;
     }
     if ((ntasks = PyLong_AsLongLong(args[1])) == -1 && PyErr_Occurred()) {
@@ -369,8 +336,8 @@ static PyObject *
 Dispatcher_expect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t id, count;
-    if (check_nargs("expect", nargs, 2, 2) < 0
-        || parse_u64(args[0], &id) < 0 || parse_u64(args[1], &count) < 0) {
+    if (fastmp_check_nargs("expect", nargs, 2, 2) < 0
+        || fastmp_parse_u64(args[0], &id) < 0 || fastmp_parse_u64(args[1], &count) < 0) {
         return NULL;
     }
     lock_dispatcher(d);
@@ -389,7 +356,7 @@ static PyObject *
 Dispatcher_forget(Dispatcher *d, PyObject *arg)
 {
     uint64_t id;
-    if (parse_u64(arg, &id) < 0) {
+    if (fastmp_parse_u64(arg, &id) < 0) {
         return NULL;
     }
     lock_dispatcher(d);
@@ -405,7 +372,7 @@ static PyObject *
 Dispatcher_nudge(Dispatcher *d, PyObject *arg)
 {
     uint64_t id;
-    if (parse_u64(arg, &id) < 0) {
+    if (fastmp_parse_u64(arg, &id) < 0) {
         return NULL;
     }
     lock_dispatcher(d);
@@ -424,7 +391,7 @@ static PyObject *
 Dispatcher_finished(Dispatcher *d, PyObject *arg)
 {
     uint64_t id;
-    if (parse_u64(arg, &id) < 0) {
+    if (fastmp_parse_u64(arg, &id) < 0) {
         return NULL;
     }
     lock_dispatcher(d);
@@ -699,7 +666,7 @@ take_unsent_failure(void)
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
         return NULL;
     }
-    PyObject *exc = fastmp_take_exception();
+    PyObject *exc = PyErr_GetRaisedException();
     if (exc != NULL && PyException_SetTraceback(exc, Py_None) < 0) {
         Py_CLEAR(exc);
     }
@@ -712,9 +679,9 @@ static PyObject *
 Dispatcher_submit(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t job, index, kind;
-    if (check_nargs("submit", nargs, 5, 5) < 0
-        || parse_u64(args[0], &job) < 0 || parse_u64(args[1], &index) < 0
-        || parse_u64(args[2], &kind) < 0) {
+    if (fastmp_check_nargs("submit", nargs, 5, 5) < 0
+        || fastmp_parse_u64(args[0], &job) < 0 || fastmp_parse_u64(args[1], &index) < 0
+        || fastmp_parse_u64(args[2], &kind) < 0) {
         return NULL;
     }
     task_t *t = make_task(d, job, index, kind, args[3], args[4]);
@@ -764,9 +731,9 @@ Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t job, index, kind, limit;
     Py_ssize_t size;
-    if (check_nargs("submit_chunks", nargs, 7, 7) < 0
-        || parse_u64(args[0], &job) < 0 || parse_u64(args[1], &index) < 0
-        || parse_u64(args[2], &kind) < 0 || parse_u64(args[6], &limit) < 0) {
+    if (fastmp_check_nargs("submit_chunks", nargs, 7, 7) < 0
+        || fastmp_parse_u64(args[0], &job) < 0 || fastmp_parse_u64(args[1], &index) < 0
+        || fastmp_parse_u64(args[2], &kind) < 0 || fastmp_parse_u64(args[6], &limit) < 0) {
         return NULL;
     }
     if ((size = PyLong_AsSsize_t(args[5])) == -1 && PyErr_Occurred()) {
@@ -803,7 +770,7 @@ Dispatcher_submit_chunks(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
                 unsent = 1;
             }
             else {
-                outcome = fastmp_take_exception();
+                outcome = PyErr_GetRaisedException();
             }
         }
         Py_XDECREF(chunk);
@@ -821,7 +788,7 @@ static PyObject *
 Dispatcher_apply(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t id;
-    if (check_nargs("apply", nargs, 5, 5) < 0 || parse_u64(args[0], &id) < 0) {
+    if (fastmp_check_nargs("apply", nargs, 5, 5) < 0 || fastmp_parse_u64(args[0], &id) < 0) {
         return NULL;
     }
     int notify = PyObject_IsTrue(args[1]);
@@ -975,7 +942,7 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
     uint64_t id;
     long want;
     fastmp_deadline dl;
-    if (check_nargs("collect", nargs, 3, 3) < 0 || parse_u64(args[0], &id) < 0
+    if (fastmp_check_nargs("collect", nargs, 3, 3) < 0 || fastmp_parse_u64(args[0], &id) < 0
         || fastmp_deadline_from_object(args[1], &dl) < 0) {
         return NULL;
     }
@@ -1128,7 +1095,7 @@ Dispatcher_next_events(Dispatcher *d, PyObject *timeout)
 static PyObject *
 Dispatcher_close(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (check_nargs("close", nargs, 0, 1) < 0) {
+    if (fastmp_check_nargs("close", nargs, 0, 1) < 0) {
         return NULL;
     }
     int stop = nargs > 0 ? PyObject_IsTrue(args[0]) : 1;
@@ -1239,13 +1206,12 @@ static PyType_Spec Dispatcher_spec = {
 };
 
 int
-fastmp_dispatch_exec(PyObject *module, fastmp_state *st)
+fastmp_dispatcher_exec(PyObject *module, fastmp_state *st)
 {
     st->Dispatcher_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &Dispatcher_spec, NULL);
     if (st->Dispatcher_type == NULL
-        || PyModule_AddType(module, st->Dispatcher_type) < 0
-        || PyModule_AddFunctions(module, fastmp_worker_functions) < 0) {
+        || PyModule_AddType(module, st->Dispatcher_type) < 0) {
         return -1;
     }
     if (PyModule_AddIntConstant(module, "TASK_APPLY", FRAME_APPLY) < 0
@@ -1263,14 +1229,14 @@ fastmp_dispatch_exec(PyObject *module, fastmp_state *st)
 }
 
 int
-fastmp_dispatch_traverse(fastmp_state *st, visitproc visit, void *arg)
+fastmp_dispatcher_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Dispatcher_type);
     return 0;
 }
 
 void
-fastmp_dispatch_clear(fastmp_state *st)
+fastmp_dispatcher_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Dispatcher_type);
 }

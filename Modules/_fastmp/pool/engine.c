@@ -10,6 +10,8 @@
  * it.  Results are kept per job until a Python thread collects them.
  * The Python type is in dispatch.c; the child's loop is in worker.c. */
 #include "pool/engine.h"
+#include "pool/wire.h"
+#include "core/deadline.h"
 #include "core/futex.h"
 
 #include <errno.h>

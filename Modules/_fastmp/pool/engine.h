@@ -10,6 +10,7 @@
 #define FASTMP_DISPATCH_ENGINE_H
 
 #include "pool/wire.h"
+#include "core/compat.h"
 
 #include <pthread.h>
 #include <time.h>

@@ -10,10 +10,12 @@
  * pickled by its name only (the worker may keep what it unpickled).
  * Worker to parent: one RESULT frame per task, in the order the tasks
  * were received. */
-#ifndef FASTMP_DISPATCH_H
-#define FASTMP_DISPATCH_H
+#ifndef FASTMP_WIRE_H
+#define FASTMP_WIRE_H
 
-#include "core/state.h"
+#include "core/compat.h"
+
+#include <stdint.h>
 
 enum {
     FRAME_APPLY = 1,    /* payload: func, (args, kwds): func(*args, **kwds) */
@@ -44,9 +46,6 @@ typedef struct {
 /* Refuse payloads past this size (a corrupt header, not a real task). */
 #define FRAME_MAX_PAYLOAD ((uint64_t)1 << 40)
 
-/* worker.c: module-level functions (the worker loop). */
-extern PyMethodDef fastmp_worker_functions[];
-
 /* ---- bounded spinning before a sleep (dispatch_engine.c) --------------
  * A hand-off that sleeps in the kernel costs a wake-up (tens of
  * microseconds); retrying for a few microseconds first is far cheaper
@@ -68,4 +67,4 @@ void spin_record(spin_policy *p, int succeeded);
 /* Nanoseconds of CLOCK_MONOTONIC since `start`. */
 int64_t spin_elapsed_ns(const struct timespec *start);
 
-#endif /* FASTMP_DISPATCH_H */
+#endif /* FASTMP_WIRE_H */

@@ -2,6 +2,8 @@
  * task frame from the parent's socket, run it in Python, write the result
  * frame back; until STOP, end of file or the task budget is spent. */
 #include "pool/wire.h"
+#include "core/errors.h"
+#include "core/state.h"
 #include "pickle/quickpickle.h"
 
 #include <errno.h>
@@ -497,7 +499,7 @@ encode_outcome(PyObject *value, PyObject *dumps, PyObject *on_failure,
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
         return NULL;
     }
-    PyObject *exc = fastmp_take_exception();
+    PyObject *exc = PyErr_GetRaisedException();
     PyObject *data = PyObject_CallFunctionObjArgs(
         on_failure, exc, value == NULL ? Py_None : value, NULL);
     Py_DECREF(exc);
@@ -593,14 +595,12 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (out.len > 0) {
         /* the results of the tasks that ran go out whatever ended the loop */
-        PyObject *exc = fastmp_take_exception();
+        PyObject *exc = PyErr_GetRaisedException();
         if (send_results(fd, &out, NULL, NULL) < 0) {
             Py_CLEAR(outcome);
         }
         if (exc != NULL) {
-            PyErr_Clear();
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_DECREF(exc);
+            PyErr_SetRaisedException(exc);
         }
     }
     PyMem_RawFree(out.buf);
@@ -610,10 +610,16 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return outcome;
 }
 
-PyMethodDef fastmp_worker_functions[] = {
+static PyMethodDef worker_functions[] = {
     {"worker_loop", (PyCFunction)(void (*)(void))worker_loop, METH_FASTCALL,
      "worker_loop(fd, loads, dumps, on_failure, maxtasks) -> int\n\n"
      "Serve pool tasks from the parent's socket `fd` until STOP, end of file\n"
      "or `maxtasks` tasks (0: no limit); return the number of tasks run."},
     {NULL, NULL, 0, NULL},
 };
+
+int
+fastmp_worker_exec(PyObject *module, fastmp_state *st)
+{
+    return PyModule_AddFunctions(module, worker_functions);
+}

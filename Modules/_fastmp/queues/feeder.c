@@ -4,7 +4,9 @@
  * channels that have buffered messages, flushed at exit.  The thread never
  * touches Python objects: owners of sent payloads go on a `done` list that
  * GIL holders release. */
+#include "queues/feeder.h"
 #include "queues/ring.h"
+#include "core/deadline.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -4,6 +4,7 @@
  * here touches Python objects or needs the GIL; errors are errno values.
  * See channel.h for the layout, the crash rules and what is checked. */
 #include "queues/ring.h"
+#include "core/deadline.h"
 #include "core/futex.h"
 
 #include <errno.h>

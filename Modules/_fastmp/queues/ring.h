@@ -1,7 +1,9 @@
-/* channel.h - internals of the Queue channel, shared by channel.c (the
- * Python type), channel_ring.c (the shared-memory ring, no GIL),
- * channel_reader.c (taking records out of the ring, no GIL) and
- * channel_feeder.c (the per-process native feeder thread).
+/* ring.h - the shared-memory ring of the Queue channel and of a Pipe()
+ * end: ring.c (creating and mapping it, writing records, the waits and
+ * counts, no GIL), ring_reader.c (taking records out, no GIL) and
+ * ring_message.c (whole messages, with the GIL), for queues/channel.c (the
+ * Python type), queues/feeder.c (the per-process feeder thread, see
+ * feeder.h) and connection/pipe_ring.c.
  *
  * The channel is an anonymous memfd mapping: a header (two robust
  * process-shared mutexes, the ring indices and the futex words) followed by
@@ -35,10 +37,10 @@
  * takes wlock once (every message published before is then in the ring,
  * and every later writer sees the state and drops its message) and
  * discards the ring. */
-#ifndef FASTMP_CHANNEL_H
-#define FASTMP_CHANNEL_H
+#ifndef FASTMP_RING_H
+#define FASTMP_RING_H
 
-#include "core/state.h"
+#include "core/deadline.h"
 
 #include <pthread.h>
 #include <sys/types.h>
@@ -179,7 +181,7 @@ typedef struct {
     int started;                        /* first record published */
 } chan_wmsg;
 
-/* ---- channel_ring.c: no GIL needed, errors as errno values ----------- */
+/* ---- ring.c: no GIL needed, errors as errno values ----------- */
 
 /* Create a memfd-backed channel with `capacity` ring bytes (power of two).
  * Returns 0 and sets *out, or an errno value. */
@@ -279,7 +281,7 @@ void chan_rearm(chan_map *m);
  * CHAN_CORRUPT or an errno value. */
 int chan_wait_joined(chan_map *m);
 
-/* ---- channel_reader.c: no GIL needed --------------------------------- */
+/* ---- ring_reader.c: no GIL needed --------------------------------- */
 
 /* Bytes published and not consumed (any process, no lock; a hint, which
  * the reader checks). */
@@ -403,7 +405,7 @@ int chan_read_pass(chan_map *m, chan_reading *r);
  * out). */
 void chan_read_abandon(chan_map *m, chan_reading *r);
 
-/* ---- channel.c ------------------------------------------------------- */
+/* ---- ring_message.c: with the GIL ------------------------------------ */
 
 /* Lock a robust mutex (as chan_lock), waiting as long as it takes with
  * the GIL released and running signal handlers between slices.  Returns
@@ -417,7 +419,12 @@ PyObject *chan_raise_corrupt(chan_map *m);
  * CHAN_CORRUPT, else OSError naming the failing `call`.  Returns NULL. */
 PyObject *chan_oserror(chan_map *m, int err, const char *call);
 
-/* Holding rlock: read one whole message (see channel.c).  Returns its
+/* The str whose UTF-8 is the `n` bytes at `utf8` of a message of `m` with
+ * the REC_* `flags`; NULL with an exception set (OSError if the bytes are
+ * not what the writer flagged: `m` is then marked corrupt). */
+PyObject *chan_str_from_payload(chan_map *m, const char *utf8, Py_ssize_t n, uint32_t flags);
+
+/* Holding rlock: read one whole message.  Returns its
  * bytes (REC_* flags in *flags); NULL without an exception for "nothing
  * before the deadline", or, with *too_long set to its length, for a
  * message longer than `limit` (left in the ring); NULL with an exception
@@ -425,42 +432,4 @@ PyObject *chan_oserror(chan_map *m, int err, const char *call);
 PyObject *chan_read_message(chan_map *m, int block, const fastmp_deadline *d,
                             uint32_t *flags, uint64_t limit, uint64_t *too_long);
 
-/* ---- channel_feeder.c: the per-process buffer and feeder thread ------ */
-
-/* This process's pid without a system call; chan_pid_init (at module
- * exec) sets it and keeps it right in fork children.  Returns 0 or an
- * errno value. */
-extern pid_t chan_current_pid;
-int chan_pid_init(void);
-static inline pid_t
-chan_pid(void)
-{
-    return chan_current_pid;
-}
-
-/* Reset the feeder state if this process is a fork of the one that set it
- * up.  Call with the GIL held before touching the feeder state. */
-void chan_feeder_adopt(chan_map *m);
-/* Queue `item` for the feeder thread, starting the thread if needed.
- * Returns 0 or an errno value (item not queued). */
-int chan_feeder_push(chan_map *m, chan_pending *item);
-/* Holding wlock: send the buffered messages that fit in the ring now, in
- * order (after an immediate shutdown: drop them all).  Returns 0 when the
- * buffer is empty, EAGAIN when some remain, or CHAN_CORRUPT. */
-int chan_feeder_drain(chan_map *m);
-/* With the GIL: release the owners of messages the feeder has sent. */
-void chan_feeder_release_done(chan_map *m);
-/* Wait (GIL released by the caller) up to one slice for the buffer to
- * empty.  Returns 0 when empty or cancelled, EINTR for another slice. */
-int chan_feeder_wait_empty(chan_map *m);
-/* True if this process has messages waiting for the feeder. */
-int chan_feeder_has_pending(chan_map *m);
-
-/* The process's maps that ever buffered messages (flushed at exit);
- * GIL-protected. */
-void chan_live_add(chan_map *m);
-/* Drop the maps that have nothing buffered any more. */
-void chan_live_prune(void);
-chan_map *chan_live_first(void);
-
-#endif /* FASTMP_CHANNEL_H */
+#endif /* FASTMP_RING_H */

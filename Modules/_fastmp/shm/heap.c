@@ -11,7 +11,8 @@
  * it thread-safe; it is fork-safe because a child never touches the heap
  * state it inherited (a fork generation counter, bumped by a pthread_atfork
  * child handler, marks the inherited heap stale and it starts afresh). */
-#include "shm/shm.h"
+#include "core/errors.h"
+#include "core/state.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -766,7 +767,7 @@ add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
 }
 
 int
-fastmp_shm_exec(PyObject *module, fastmp_state *st)
+fastmp_heap_exec(PyObject *module, fastmp_state *st)
 {
     if (!atfork_registered) {
         int err = pthread_atfork(NULL, NULL, bump_fork_generation);
@@ -783,29 +784,23 @@ fastmp_shm_exec(PyObject *module, fastmp_state *st)
         || add_type(module, &Wrapper_spec, &st->BufferWrapper_type) < 0) {
         return -1;
     }
-    if (fastmp_shm_sync_exec(module, st) < 0) {
-        return -1;
-    }
-    return fastmp_shm_segment_exec(module, st);
+    return 0;
 }
 
 int
-fastmp_shm_traverse(fastmp_state *st, visitproc visit, void *arg)
+fastmp_heap_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Arena_type);
     Py_VISIT(st->Heap_type);
     Py_VISIT(st->BufferWrapper_type);
-    int r = fastmp_shm_sync_traverse(st, visit, arg);
-    return r != 0 ? r : fastmp_shm_segment_traverse(st, visit, arg);
+    return 0;
 }
 
 void
-fastmp_shm_clear(fastmp_state *st)
+fastmp_heap_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Arena_type);
     Py_CLEAR(st->Heap_type);
     Py_CLEAR(st->BufferWrapper_type);
     Py_CLEAR(st->str_heap);
-    fastmp_shm_sync_clear(st);
-    fastmp_shm_segment_clear(st);
 }

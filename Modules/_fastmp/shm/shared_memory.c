@@ -2,7 +2,9 @@
  * shm_map() opens (or creates), sizes and maps a segment in one call and
  * returns a SegmentMapping (a writable buffer with close()); shm_unlink()
  * removes a segment. */
-#include "shm/shm.h"
+#include "core/args.h"
+#include "core/errors.h"
+#include "core/state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -142,22 +144,6 @@ static PyType_Spec Mapping_spec = {
 
 /* ---- functions ------------------------------------------------------- */
 
-/* An int argument of shm_map; -1 with an exception set if `obj` is not an
- * int in range (check PyErr_Occurred). */
-static int
-int_argument(PyObject *obj)
-{
-    long value = PyLong_AsLong(obj);
-    if (value == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (value < INT_MIN || value > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "shm_map() flag or mode out of range");
-        return -1;
-    }
-    return (int)value;
-}
-
 /* Size (when creating) or measure the open segment `fd` and map it.
  * Returns the mapping and sets *size, or MAP_FAILED with an exception set. */
 static void *
@@ -201,10 +187,13 @@ shm_map_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *name = args[0];
-    int flags = int_argument(args[1]);
-    int mode = PyErr_Occurred() ? 0 : int_argument(args[2]);
-    Py_ssize_t size = PyErr_Occurred() ? 0 : PyLong_AsSsize_t(args[3]);
-    if (PyErr_Occurred()) {
+    int flags, mode;
+    if (fastmp_parse_int(args[1], "shm_map() flag", &flags) < 0
+        || fastmp_parse_int(args[2], "shm_map() mode", &mode) < 0) {
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
+    if (size == -1 && PyErr_Occurred()) {
         return NULL;
     }
     const char *path = shm_path(name);
@@ -267,7 +256,7 @@ static PyMethodDef segment_functions[] = {
 /* ---- module hooks ---------------------------------------------------- */
 
 int
-fastmp_shm_segment_exec(PyObject *module, fastmp_state *st)
+fastmp_shared_memory_exec(PyObject *module, fastmp_state *st)
 {
     st->SegmentMapping_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Mapping_spec, NULL);
     if (st->SegmentMapping_type == NULL) {
@@ -277,14 +266,14 @@ fastmp_shm_segment_exec(PyObject *module, fastmp_state *st)
 }
 
 int
-fastmp_shm_segment_traverse(fastmp_state *st, visitproc visit, void *arg)
+fastmp_shared_memory_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->SegmentMapping_type);
     return 0;
 }
 
 void
-fastmp_shm_segment_clear(fastmp_state *st)
+fastmp_shared_memory_clear(fastmp_state *st)
 {
     Py_CLEAR(st->SegmentMapping_type);
 }

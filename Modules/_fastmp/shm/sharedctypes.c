@@ -9,7 +9,7 @@
  * Lock-free arrays (RawArray, Array(lock=False)) of those codes are
  * instances of a subclass of the ctypes array type whose [i] read is done
  * here as well (raw_array_subscript); everything else stays ctypes'. */
-#include "shm/shm.h"
+#include "core/state.h"
 #include "synchronize/semlock.h"
 
 #include <errno.h>
@@ -96,9 +96,9 @@ sync_acquire(SyncObject *s)
 static PyObject *
 sync_release_with(SyncObject *s, PyObject *result)
 {
-    PyObject *type, *value, *tb;
+    PyObject *exc = NULL;
     if (result == NULL) {
-        PyErr_Fetch(&type, &value, &tb);
+        exc = PyErr_GetRaisedException();
     }
     int released;
     if (s->semlock != NULL) {
@@ -113,7 +113,7 @@ sync_release_with(SyncObject *s, PyObject *result)
         if (released < 0) {
             PyErr_Clear();
         }
-        PyErr_Restore(type, value, tb);
+        PyErr_SetRaisedException(exc);
         return NULL;
     }
     if (released < 0) {
@@ -753,7 +753,7 @@ add_subtype(PyObject *module, PyType_Spec *spec, PyTypeObject *base)
 }
 
 int
-fastmp_shm_sync_exec(PyObject *module, fastmp_state *st)
+fastmp_sharedctypes_exec(PyObject *module, fastmp_state *st)
 {
     st->str_value = PyUnicode_InternFromString("value");
     st->plain_lock_types = PyDict_New();
@@ -768,7 +768,7 @@ fastmp_shm_sync_exec(PyObject *module, fastmp_state *st)
 }
 
 int
-fastmp_shm_sync_traverse(fastmp_state *st, visitproc visit, void *arg)
+fastmp_sharedctypes_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->SyncCore_type);
     Py_VISIT(st->SyncValue_type);
@@ -778,7 +778,7 @@ fastmp_shm_sync_traverse(fastmp_state *st, visitproc visit, void *arg)
 }
 
 void
-fastmp_shm_sync_clear(fastmp_state *st)
+fastmp_sharedctypes_clear(fastmp_state *st)
 {
     Py_CLEAR(st->SyncCore_type);
     Py_CLEAR(st->SyncValue_type);

@@ -11,7 +11,11 @@
  * skipped and its slot reclaimed.  The block also holds a few spare words
  * that Event and Barrier keep their shared state in. */
 #include "synchronize/semlock.h"
+#include "core/deadline.h"
+#include "core/errors.h"
 #include "core/futex.h"
+#include "core/shmblock.h"
+#include "core/state.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -417,17 +421,14 @@ condition_wait(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs,
     int notified = wait_in_slot(self->blk, s, &d);
     /* Take the lock back even when failing, as a with-block expects; keep
      * the first error. */
-    PyObject *exc_type, *exc_value, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    PyObject *exc = PyErr_GetRaisedException();
     int relocked = fastmp_semlock_reacquire(lock, depth);
     Py_DECREF(lock);
     if (relocked < 0) {
-        Py_XDECREF(exc_type);
-        Py_XDECREF(exc_value);
-        Py_XDECREF(exc_tb);
+        Py_XDECREF(exc);
         return NULL;
     }
-    PyErr_Restore(exc_type, exc_value, exc_tb);
+    PyErr_SetRaisedException(exc);
     if (notified < 0) {
         return NULL;
     }

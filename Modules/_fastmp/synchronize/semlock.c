@@ -1,6 +1,6 @@
 /* semlock.c - SemLock, the process-shared semaphore / lock behind every
  * fastmp.synchronize primitive, call-compatible with _multiprocessing.SemLock;
- * the shared-block helpers (anonymous or named POSIX shm); sem_unlink.
+ * sem_unlink.
  *
  * The count is a futex word in a shared block (see semlock.h): acquire takes
  * a unit with one compare-and-swap, release gives it back with another and
@@ -8,17 +8,18 @@
  * recursion count and the owning thread) lives in the object, as in the
  * standard module; it is reset in a forked child. */
 #include "synchronize/semlock.h"
+#include "core/deadline.h"
+#include "core/errors.h"
 #include "core/futex.h"
+#include "core/shmblock.h"
+#include "core/state.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
 #include <structmember.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define SEMBLOCK_MAGIC 0x464d504cu      /* "FMPL" */
@@ -102,100 +103,6 @@ install_atfork(void)
     atfork_error = pthread_atfork(NULL, count_fork_in_parent, count_fork);
 }
 
-/* ---- shared blocks --------------------------------------------------- */
-
-/* The shm path for a block name: "/sem.<name without leading '/'>", the
- * path glibc uses for a named semaphore.  -1 with ValueError if the name is
- * empty, has another '/', or is too long. */
-static int
-block_path(const char *name, char *path, size_t pathsize)
-{
-    while (*name == '/') {
-        name++;
-    }
-    if (*name == '\0' || strchr(name, '/') != NULL || strlen(name) > NAME_MAX - 8) {
-        PyErr_Format(PyExc_ValueError, "invalid semaphore name '%s': it must be "
-                     "a non-empty word of at most %d characters, optionally "
-                     "after one leading '/'", name, NAME_MAX - 8);
-        return -1;
-    }
-    (void)snprintf(path, pathsize, "/sem.%s", name);
-    return 0;
-}
-
-/* Map `size` bytes of the shm object open on `fd` and close `fd`.  With
- * `create`, size the new object first; otherwise check that it is big
- * enough (a mapping past its end would SIGBUS on first touch).  NULL with
- * an exception set on error. */
-static void *
-map_and_close(int fd, size_t size, int create)
-{
-    void *p = MAP_FAILED;
-    const char *failed = NULL;
-    int err = 0;
-    struct stat sb;
-    if (create && ftruncate(fd, (off_t)size) < 0) {
-        failed = "ftruncate";
-        err = errno;
-    }
-    else if (!create && fstat(fd, &sb) < 0) {
-        failed = "fstat";
-        err = errno;
-    }
-    else if (!create && (size_t)sb.st_size < size) {
-        failed = "shm_open (object too small for a fastmp block)";
-        err = EINVAL;
-    }
-    else if ((p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
-        failed = "mmap";
-        err = errno;
-    }
-    (void)close(fd);
-    if (failed != NULL) {
-        return fastmp_oserror(err, failed);
-    }
-    return p;
-}
-
-void *
-fastmp_block_create(const char *name, size_t size)
-{
-    if (name == NULL) {
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
-            return fastmp_oserror(errno, "mmap");
-        }
-        return p;
-    }
-    char path[NAME_MAX + 8];
-    if (block_path(name, path, sizeof(path)) < 0) {
-        return NULL;
-    }
-    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        return fastmp_oserror(errno, "shm_open");
-    }
-    void *p = map_and_close(fd, size, 1);
-    if (p == NULL) {
-        (void)shm_unlink(path);
-    }
-    return p;
-}
-
-void *
-fastmp_block_open(const char *name, size_t size)
-{
-    char path[NAME_MAX + 8];
-    if (block_path(name, path, sizeof(path)) < 0) {
-        return NULL;
-    }
-    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        return fastmp_oserror(errno, "shm_open");
-    }
-    return map_and_close(fd, size, 0);
-}
-
 /* A zeroed slab slot for an unnamed lock; NULL with an exception set. */
 static semblock *
 slot_alloc(void)
@@ -234,14 +141,6 @@ slot_free(semblock *b, unsigned int born)
     }
     memset(b, 0, sizeof(*b));
     free_slots[nfree++] = b;
-}
-
-void
-fastmp_block_unmap(void *block, size_t size)
-{
-    if (block != NULL) {
-        (void)munmap(block, size);
-    }
 }
 
 /* ---- the lock-free core (safe without the GIL) ----------------------- */
@@ -870,12 +769,8 @@ fastmp_sem_unlink(PyObject *module, PyObject *arg)
     if (name == NULL) {
         return NULL;
     }
-    char path[NAME_MAX + 8];
-    if (block_path(name, path, sizeof(path)) < 0) {
+    if (fastmp_block_unlink(name) < 0) {
         return NULL;
-    }
-    if (shm_unlink(path) < 0) {
-        return fastmp_oserror(errno, "sem_unlink");
     }
     Py_RETURN_NONE;
 }
@@ -909,19 +804,18 @@ fastmp_semlock_exec(PyObject *module, fastmp_state *st)
         || PyModule_AddIntConstant(module, "SEM_VALUE_MAX", INT_MAX) < 0) {
         return -1;
     }
-    return fastmp_condition_exec(module, st);
+    return 0;
 }
 
 int
 fastmp_semlock_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->SemLock_type);
-    return fastmp_condition_traverse(st, visit, arg);
+    return 0;
 }
 
 void
 fastmp_semlock_clear(fastmp_state *st)
 {
     Py_CLEAR(st->SemLock_type);
-    fastmp_condition_clear(st);
 }

@@ -1,13 +1,11 @@
-/* semlock.h - the C API of fastmp's process-shared locks (semlock.c) and
- * condition variables (condition.c), and the shared-block helpers both use.
+/* semlock.h - the C API of fastmp's process-shared locks (semlock.c), for
+ * the condition variables (condition.c) and sharedctypes' synchronized
+ * wrappers (shm/sharedctypes.c).
  *
  * A SemLock's count is a 32-bit futex word in shared memory: an
  * uncontended acquire or release is one atomic instruction, and only a
- * thread that has to wait makes a system call.  The memory is an anonymous
- * shared mapping when the object is only ever inherited through fork(), or a
- * POSIX shared-memory object named "sem.<name>" (the file name glibc gives a
- * named semaphore, so either sem_unlink() removes it) when processes started
- * by spawn or forkserver must open it by name. */
+ * thread that has to wait makes a system call.  The word lives in a
+ * shared block (core/shmblock.h), anonymous or named. */
 #ifndef FASTMP_SEMLOCK_H
 #define FASTMP_SEMLOCK_H
 
@@ -58,27 +56,5 @@ int fastmp_semlock_reacquire(PyObject *semlock, int depth);
 
 /* This process's pid without a system call (kept current across fork). */
 pid_t fastmp_getpid(void);
-
-/* ---- shared blocks --------------------------------------------------- */
-
-/* A small block of shared memory: `size` bytes, zero-filled when created.
- * name == NULL: an anonymous shared mapping (inherited by fork only).
- * Otherwise a new POSIX shm object for `name` (a leading '/' is optional;
- * no other '/').  Returns the mapping, or NULL with an exception set
- * (FileExistsError if the name is taken). */
-void *fastmp_block_create(const char *name, size_t size);
-
-/* Map the existing block `name` made by fastmp_block_create; checks that it
- * is at least `size` bytes.  NULL with an exception set on error. */
-void *fastmp_block_open(const char *name, size_t size);
-
-/* Unmap a block mapped by the functions above. */
-void fastmp_block_unmap(void *block, size_t size);
-
-/* Register fastmp_condition_* (condition.c) with the module; called from
- * semlock.c's own hooks so module.c needs no change. */
-int fastmp_condition_exec(PyObject *module, fastmp_state *st);
-int fastmp_condition_traverse(fastmp_state *st, visitproc visit, void *arg);
-void fastmp_condition_clear(fastmp_state *st);
 
 #endif /* FASTMP_SEMLOCK_H */

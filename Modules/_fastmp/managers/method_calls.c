@@ -7,8 +7,8 @@
  * to the proxy's _answer(); the server runs a call to an exposed method
  * of a known object itself and gives other requests to the server's
  * _serve_request().  The messages are the standard package's. */
+#include "core/gil_turn.h"
 #include "core/state.h"
-#include "connection/connection.h"
 #include "pickle/forking_pickler.h"
 #include "pickle/quickpickle.h"
 
@@ -50,18 +50,7 @@ take_ordinary_exception(void)
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
         return NULL;
     }
-    return fastmp_take_exception();
-}
-
-/* Raise `exc` again, with its traceback (steals the reference). */
-static void
-reraise(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
+    return PyErr_GetRaisedException();
 }
 
 /* ---- messages --------------------------------------------------------- */
@@ -141,10 +130,10 @@ exchange(fastmp_state *st, PyObject *conn, PyObject *request)
 static void
 drop_connection(fastmp_state *st, PyObject *proxy, PyObject *conn)
 {
-    PyObject *failure = fastmp_take_exception();
+    PyObject *failure = PyErr_GetRaisedException();
     PyObject *dropped = call_method(proxy, STR(st, S_LOST_CONNECTION), conn, NULL, NULL, 1);
     if (dropped == NULL) {
-        PyObject *later = fastmp_take_exception();
+        PyObject *later = PyErr_GetRaisedException();
         if (later != NULL && failure != NULL) {
             PyException_SetContext(later, failure);
             failure = later;
@@ -155,7 +144,7 @@ drop_connection(fastmp_state *st, PyObject *proxy, PyObject *conn)
     }
     Py_XDECREF(dropped);
     if (failure != NULL) {
-        reraise(failure);
+        PyErr_SetRaisedException(failure);
     }
 }
 
@@ -481,7 +470,7 @@ static PyMethodDef manager_functions[] = {
 };
 
 int
-fastmp_manager_exec(PyObject *module, fastmp_state *st)
+fastmp_method_calls_exec(PyObject *module, fastmp_state *st)
 {
     for (int i = 0; i < S_COUNT; i++) {
         st->mgr_strings[i] = PyUnicode_InternFromString(string_values[i]);
@@ -503,14 +492,11 @@ fastmp_manager_exec(PyObject *module, fastmp_state *st)
     if (rc < 0) {
         return -1;
     }
-    if (PyModule_AddFunctions(module, fastmp_quickpickle_functions) < 0) {
-        return -1;
-    }
     return PyModule_AddFunctions(module, manager_functions);
 }
 
 int
-fastmp_manager_traverse(fastmp_state *st, visitproc visit, void *arg)
+fastmp_method_calls_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     (void)st;
     (void)visit;
@@ -519,7 +505,7 @@ fastmp_manager_traverse(fastmp_state *st, visitproc visit, void *arg)
 }
 
 void
-fastmp_manager_clear(fastmp_state *st)
+fastmp_method_calls_clear(fastmp_state *st)
 {
     for (int i = 0; i < S_COUNT; i++) {
         Py_CLEAR(st->mgr_strings[i]);

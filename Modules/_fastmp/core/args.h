@@ -1,0 +1,28 @@
+/* args.h - the argument helpers of the METH_FASTCALL functions (args.c). */
+#ifndef FASTMP_ARGS_H
+#define FASTMP_ARGS_H
+
+#include "core/compat.h"
+
+#include <stdint.h>
+
+/* Sort the arguments of a METH_FASTCALL | METH_KEYWORDS call into
+ * out[0..nnames) by parameter name (the first `required` must be given;
+ * missing optional ones are NULL).  Returns 0, or -1 with TypeError set. */
+int fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames, const char *const *names, int nnames,
+                     int required, PyObject **out);
+
+/* Raise TypeError unless lo <= nargs <= hi for the function `func`.
+ * Returns 0 or -1. */
+int fastmp_check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi);
+
+/* A Python int as a C int in *out; OverflowError "<what> out of range for
+ * a C int" past its range.  Returns 0, or -1 with an exception set. */
+int fastmp_parse_int(PyObject *obj, const char *what, int *out);
+
+/* A non-negative Python int as a uint64_t in *out.  Returns 0, or -1
+ * with an exception set. */
+int fastmp_parse_u64(PyObject *obj, uint64_t *out);
+
+#endif /* FASTMP_ARGS_H */
