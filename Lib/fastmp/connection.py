@@ -40,7 +40,7 @@ import secrets
 import socket
 import sys
 
-from . import util
+from . import _fastmp, util
 from ._fastmp import (AuthenticationError, BufferTooShort,  # noqa: F401 (public here too)
                       Connection, wait_readable)
 from .context import reduction
@@ -60,11 +60,6 @@ default_family = families[-1]
 # The standard package's base class of its Connection types; ours is one type.
 _ConnectionBase = Connection
 
-# Ring bytes per direction of a duplex Pipe(): a memfd whose pages are
-# only touched as messages pass.
-_PIPE_RING_BYTES = 1 << 20
-
-
 def Pipe(duplex=True):
     """Two connected Connections.  With duplex=False the first only
     receives and the second only sends (an os.pipe); otherwise both do
@@ -73,7 +68,7 @@ def Pipe(duplex=True):
         read_fd, write_fd = os.pipe()
         return Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     here, there = _socket_pipe()
-    here._pair_rings(there, _PIPE_RING_BYTES)
+    here._pair_rings(there, _fastmp.RING_SIZE)
     return here, there
 
 

@@ -45,11 +45,11 @@ _sentinel = object()
 
 # Bytes of ring per queue.  Pages are only used as messages touch them;
 # larger messages stream through in pieces.
-RING_BYTES = 1 << 20
-_JOINABLE = 1
-_SIMPLE = 2
+RING_BYTES = _fastmp.RING_SIZE
+_JOINABLE = _fastmp.CHANNEL_JOINABLE
+_SIMPLE = _fastmp.CHANNEL_SIMPLE
 # Same limit on maxsize as the standard package (a semaphore's maximum).
-_MAXSIZE_LIMIT = 2**31 - 1
+_MAXSIZE_LIMIT = _fastmp.SEM_VALUE_MAX
 
 try:
     from queue import ShutDown

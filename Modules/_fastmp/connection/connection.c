@@ -31,7 +31,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "structmember.h"
+#include <structmember.h>
 
 /* Transfers up to this size are first tried with the GIL held (the data is
  * usually there already); larger ones release the GIL straight away. */

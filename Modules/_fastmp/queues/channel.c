@@ -1016,6 +1016,9 @@ fastmp_channel_exec(PyObject *module, fastmp_state *st)
         || PyModule_AddObjectRef(module, "Channel", (PyObject *)st->Channel_type) < 0
         || PyModule_AddFunctions(module, channel_functions) < 0
         || add_layout(module) < 0
+        || PyModule_AddIntConstant(module, "RING_SIZE", CHAN_RING_SIZE) < 0
+        || PyModule_AddIntConstant(module, "CHANNEL_JOINABLE", CHAN_JOINABLE) < 0
+        || PyModule_AddIntConstant(module, "CHANNEL_SIMPLE", CHAN_SIMPLE) < 0
         || import_attr(&st->chan_Empty, "queue", "Empty") < 0
         || import_attr(&st->chan_Full, "queue", "Full") < 0
         || import_attr(&st->chan_fast_dumps, "pickle", "dumps") < 0

@@ -49,7 +49,9 @@
 #define CHAN_MIN_CAPACITY 4096u
 #define CHAN_MAX_CAPACITY ((uint64_t)1 << 40)
 #define CHAN_HEADER_SIZE 4096u
-#define CHAN_DEFAULT_CAPACITY (1u << 20)
+/* Ring bytes of a Queue and of each direction of a duplex Pipe(): pages
+ * are only touched as messages pass (exported as _fastmp.RING_SIZE). */
+#define CHAN_RING_SIZE (1u << 20)
 
 /* record kinds (low byte of chan_rec.kind) */
 enum { REC_WHOLE = 1, REC_FIRST = 2, REC_MORE = 3, REC_LAST = 4, REC_ABORT = 5 };

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include "structmember.h"
+#include <structmember.h>
 
 #define CHUNK_ALIGN 16
 #define EXACT_BINS 64               /* sizes below 1024, one bin per 16 bytes */

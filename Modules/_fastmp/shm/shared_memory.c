@@ -13,7 +13,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "structmember.h"
+#include <structmember.h>
 
 /* The UTF-8 path of `name`; NULL with ValueError if it holds a NUL. */
 static const char *

@@ -14,7 +14,7 @@
 
 #include <errno.h>
 #include <string.h>
-#include "structmember.h"
+#include <structmember.h>
 
 typedef struct {
     PyObject_HEAD

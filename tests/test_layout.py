@@ -1,0 +1,36 @@
+"""The C tree's layering (tools/check_layers.py): each folder of
+Modules/_fastmp includes only its own headers and those of the folders
+below it, by their path from Modules/_fastmp."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from support import ROOT
+
+CHECKER = os.path.join(ROOT, "tools", "check_layers.py")
+TREE = os.path.join(ROOT, "Modules", "_fastmp")
+
+
+def _check(tree):
+    return subprocess.run([sys.executable, CHECKER, tree], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.timeout(90)
+def test_folders_include_only_the_layers_below():
+    done = _check(TREE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.timeout(90)
+def test_checker_reports_an_include_of_a_layer_above(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "wire.h").write_text("")
+    (tmp_path / "core" / "errors.c").write_text('#include "pool/wire.h"\n')
+    done = _check(str(tmp_path))
+    assert done.returncode == 1
+    assert 'core/errors.c: #include "pool/wire.h": pool/ is above core/' in done.stdout

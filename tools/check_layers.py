@@ -1,0 +1,70 @@
+"""Check the layering of the C tree Modules/_fastmp/ (see README.md,
+"Where things live"): each folder may include headers of its own folder
+and of the folders below it in LAYERS, never of one above it.  Headers
+are included by their path from Modules/_fastmp ("core/errors.h"), so
+the folder of every include is in its text.  module.c, at the top, may
+include any folder.
+
+  python3 tools/check_layers.py [ROOT]
+
+Prints one line per violation and exits 1 if there is any, else 0."""
+import os
+import re
+import sys
+
+# Bottom first: a folder may use only itself and the folders before it.
+LAYERS = ["core", "pickle", "synchronize", "shm", "queues", "connection",
+          "pool", "managers"]
+TOP_FILES = {"module.c"}
+# Our headers are included with quotes, every other one with <...>.
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+
+
+def violations(tree):
+    """The layering violations under `tree` (Modules/_fastmp), as strings."""
+    found = []
+    for entry in sorted(os.listdir(tree)):
+        path = os.path.join(tree, entry)
+        if os.path.isdir(path):
+            if entry not in LAYERS:
+                found.append(f"{entry}/: a folder that is not in the layer order")
+        elif entry.endswith((".c", ".h")) and entry not in TOP_FILES:
+            found.append(f"{entry}: a C file outside the part folders")
+    for dirpath, _dirs, files in os.walk(tree):
+        for name in sorted(files):
+            if not name.endswith((".c", ".h")):
+                continue
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, tree).replace(os.sep, "/")
+            folder = rel.split("/")[0] if "/" in rel else None
+            if folder is not None and folder not in LAYERS:
+                continue                # reported above
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            for included in INCLUDE.findall(text):
+                where = f"{rel}: #include \"{included}\""
+                if "/" not in included:
+                    found.append(f"{where}: include by the path from Modules/_fastmp")
+                    continue
+                target = included.split("/")[0]
+                if target not in LAYERS:
+                    found.append(f"{where}: {target}/ is not in the layer order")
+                elif not os.path.isfile(os.path.join(tree, included)):
+                    found.append(f"{where}: no such header")
+                elif folder is not None and LAYERS.index(target) > LAYERS.index(folder):
+                    found.append(f"{where}: {target}/ is above {folder}/ "
+                                 f"(order: {' < '.join(LAYERS)})")
+    return found
+
+
+def main(argv):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tree = argv[1] if len(argv) > 1 else os.path.join(root, "Modules", "_fastmp")
+    found = violations(tree)
+    for line in found:
+        print(line)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
