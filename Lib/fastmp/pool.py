@@ -44,7 +44,7 @@ RUN = 'RUN'
 CLOSE = 'CLOSE'
 TERMINATE = 'TERMINATE'
 
-# collect() modes and answers (dispatch.c)
+# collect() modes and answers (Modules/_fastmp/pool/dispatcher.c)
 _NO_WAIT, _WAIT_ANY, _WAIT_READY, _WAIT_SOME = 0, 1, 2, 3
 _PENDING, _READY, _CLOSED, _GONE = 0, 1, 2, 3
 
@@ -1039,9 +1039,10 @@ def _default_processes():
 # ---- ThreadPool ------------------------------------------------------------
 
 class _ThreadDispatcher:
-    """The dispatcher interface of dispatch.c over threads in this process:
-    tasks and outcomes are Python objects, nothing is pickled (so no task
-    fails to be sent: submit() and apply() return None)."""
+    """The dispatcher interface of Modules/_fastmp/pool/dispatcher.c over
+    threads in this process: tasks and outcomes are Python objects, nothing
+    is pickled (so no task fails to be sent: submit() and apply() return
+    None)."""
 
     def __init__(self):
         self.cond = threading.Condition(threading.Lock())

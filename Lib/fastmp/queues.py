@@ -4,7 +4,7 @@ Every method that runs per message is the C type ``fastmp._fastmp.Channel``
 itself: the classes here only add construction, pickling for child
 processes and the public names.  Messages travel through a shared-memory
 ring (an anonymous memfd, so nothing appears in /dev/shm); see
-Modules/_fastmp/channel.h for its design.
+Modules/_fastmp/queues/ring.h for its design.
 
 Differences from the standard package, on purpose:
 
@@ -124,7 +124,7 @@ class _ChannelEnd:
         return self._queue._closed or self._queue._ends_closed
 
     def fileno(self):
-        # readable whenever a message is waiting (see channel.h)
+        # readable whenever a message is waiting (see queues/ring.h in C)
         return self._queue._watch()
 
     def recv(self):

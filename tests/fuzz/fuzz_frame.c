@@ -1,5 +1,5 @@
 /* fuzz_frame.c - libFuzzer target for the frame header of the Connection
- * wire (Modules/_fastmp/connection_frame.c, linked as is).  The input is
+ * wire (Modules/_fastmp/connection/frame.c, linked as is).  The input is
  * a reader's limit (its first 8 bytes) and a byte stream, cut into frames
  * as a Connection cuts what it receives: every header must decode to a
  * length that encodes back to itself, and a length that passes the checks

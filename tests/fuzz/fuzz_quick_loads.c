@@ -1,5 +1,5 @@
 /* fuzz_quick_loads.c - libFuzzer target for fastmp_quick_loads()
- * (Modules/_fastmp/quickpickle.c, linked as is, in an embedded Python).
+ * (Modules/_fastmp/pickle/quickpickle.c, linked as is, in an embedded Python).
  * The input is a pickle from a peer.  quick_loads must either decline it
  * (leaving it to the pickle module) or return exactly what the pickle
  * module returns for it; never crash, never leave an exception set.  A

@@ -1,6 +1,6 @@
 /* fuzz_ring.c - libFuzzer target for the record reader of the Queue and
- * Pipe() rings (Modules/_fastmp/channel_reader.c, linked as is, with
- * futex.c).  The input is what another process could have left in the
+ * Pipe() rings (Modules/_fastmp/queues/ring_reader.c, linked as is, with
+ * core/futex.c).  The input is what another process could have left in the
  * shared memory: the head and tail counters, the reader's message flag,
  * and the ring's bytes from head on.  The harness reads messages out of it
  * as chan_read_message() does, into buffers of exactly the announced

@@ -1,15 +1,15 @@
 /* connection.c - Connection: length-prefixed messages over a file
  * descriptor (a pipe end or a socket), on the wire identical to the
  * standard multiprocessing.connection.Connection (it pickles with
- * pickler.c); and wait_readable(), the poll(2) loop behind
+ * pickle/forking_pickler.c); and wait_readable(), the poll(2) loop behind
  * fastmp.connection.wait().
  *
  * Frame: a 4-byte big-endian signed length, then the payload.  A payload
  * longer than 2 GiB - 1 is announced by the length -1 followed by an
- * 8-byte big-endian length (connection_frame.c encodes and decodes it).
+ * 8-byte big-endian length (frame.c encodes and decodes it).
  *
  * The two ends of a Pipe() carry their messages (the frames' payloads)
- * through a shared-memory ring per direction instead (connection_ring.c);
+ * through a shared-memory ring per direction instead (pipe_ring.c);
  * their socket tells readiness and end of file. */
 #include "connection/connection.h"
 #include "connection/frame.h"
@@ -41,7 +41,7 @@
 #define LARGE_BUFFER (8 * 1024 * 1024)
 #define FIRST_WINDOW (1024 * 1024)
 /* A message longer than this and than its pipe's capacity is handed to
- * the pipe by reference (connection_splice.c). */
+ * the pipe by reference (splice.c). */
 #define SPLICE_MIN (1024 * 1024)
 /* A frame with a payload up to this size is copied into one buffer to be
  * sent. */
@@ -252,7 +252,7 @@ advance_iov(struct iovec **iov, int *iovcnt, size_t n)
     }
 }
 
-/* ---- spinning before sleeping (connection_spin.c) --------------------- */
+/* ---- spinning before sleeping (core/spin.c) --------------------------- */
 
 /* The spin state of wait_readable(), which has no connection to keep it
  * (the module runs under the GIL, in one interpreter). */

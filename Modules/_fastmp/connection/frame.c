@@ -1,5 +1,5 @@
-/* connection_frame.c - encoding, decoding and checking the frame header
- * of the Connection wire (see connection_frame.h).  No Python, no I/O. */
+/* frame.c - encoding, decoding and checking the frame header
+ * of the Connection wire (see frame.h).  No Python, no I/O. */
 #include "connection/frame.h"
 
 #include <string.h>

@@ -1,4 +1,4 @@
-/* connection_frame.h - the frame header of the Connection wire (the
+/* frame.h - the frame header of the Connection wire (the
  * standard package's): a 4-byte big-endian signed length, or -1 followed
  * by an 8-byte big-endian length for a payload past 2 GiB - 1.  Pure
  * functions over bytes, without Python or I/O: connection.c reads and

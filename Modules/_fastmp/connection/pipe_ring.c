@@ -1,6 +1,6 @@
-/* connection_ring.c - the messages of a Pipe() end travel through a
+/* pipe_ring.c - the messages of a Pipe() end travel through a
  * shared-memory ring per direction (the Queue's channel ring, see
- * channel.h), while the end's socket stays for what its descriptor is used
+ * queues/ring.h), while the end's socket stays for what its descriptor is used
  * for: readiness, end of file, BrokenPipeError and passing descriptors.
  *
  * Readiness ("bells"): the ring's `pipe_pending` counts the messages

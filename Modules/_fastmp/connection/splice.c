@@ -1,4 +1,4 @@
-/* connection_splice.c - large writes into a pipe by reference.  write(2)
+/* splice.c - large writes into a pipe by reference.  write(2)
  * copies a message into pages the pipe allocates, and the reader copies
  * it out again; vmsplice(2) hands the sender's own pages to the pipe, so
  * the reader's copy is the only one.  The reader copies from those pages

@@ -1,4 +1,4 @@
-/* manager.c - the per-call paths of managers (see Lib/fastmp/_proxies.py
+/* method_calls.c - the per-call paths of managers (see Lib/fastmp/_proxies.py
  * and managers.py): the proxy's _callmethod, and the server's loop over
  * one client thread's method calls.
  *
@@ -26,7 +26,7 @@ static const char *const string_values[S_COUNT] = {
     "_reply_failed", "send_bytes",
 };
 
-_Static_assert(S_COUNT == FASTMP_MANAGER_STRINGS, "fastmp.h sizes mgr_strings");
+_Static_assert(S_COUNT == FASTMP_MANAGER_STRINGS, "core/state.h sizes mgr_strings");
 
 #define STR(st, i) ((st)->mgr_strings[i])
 

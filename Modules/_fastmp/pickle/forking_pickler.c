@@ -1,4 +1,4 @@
-/* pickler.c - the ForkingPickler that fastmp keeps and reuses for every
+/* forking_pickler.c - the ForkingPickler that fastmp keeps and reuses for every
  * message (Connection.send() and forking_dumps()): a pickler writing into
  * a list, reset between messages, whose dispatch table is a live view of
  * fastmp.reduction.ForkingPickler's reducers over copyreg's, so a reducer
@@ -210,7 +210,7 @@ dump_into(PyObject *dump, PyObject *clear_memo, PyObject *chunks, PyObject *obj)
     return result;
 }
 
-/* See pickler.h.  Uses the reused pickler when it is free. */
+/* See forking_pickler.h.  Uses the reused pickler when it is free. */
 PyObject *
 fastmp_pickle(fastmp_state *st, PyObject *obj)
 {
@@ -262,7 +262,7 @@ forking_dumps(PyObject *module, PyObject *obj)
 }
 
 
-/* See pickler.h. */
+/* See forking_pickler.h. */
 PyObject *
 fastmp_unpickler(fastmp_state *st)
 {

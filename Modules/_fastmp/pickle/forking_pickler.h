@@ -1,7 +1,8 @@
-/* pickler.h - the reused ForkingPickler (pickler.c), for the C files that
+/* forking_pickler.h - the reused ForkingPickler (forking_pickler.c), for
+ * the C files that
  * send pickled messages. */
-#ifndef FASTMP_PICKLER_H
-#define FASTMP_PICKLER_H
+#ifndef FASTMP_FORKING_PICKLER_H
+#define FASTMP_FORKING_PICKLER_H
 
 #include "core/state.h"
 
@@ -16,4 +17,4 @@ PyObject *fastmp_pickle(fastmp_state *st, PyObject *obj);
  * set if fastmp.reduction cannot be loaded. */
 PyObject *fastmp_unpickler(fastmp_state *st);
 
-#endif /* FASTMP_PICKLER_H */
+#endif /* FASTMP_FORKING_PICKLER_H */

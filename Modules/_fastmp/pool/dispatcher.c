@@ -1,7 +1,7 @@
-/* dispatch.c - the pool's parent-side task dispatcher, the Python type
+/* dispatcher.c - the pool's parent-side task dispatcher, the Python type
  * Dispatcher: jobs are opened and tasks submitted from Python, outcomes
  * collected back.  The engine that moves them (the native thread, the
- * worker streams) is in dispatch_engine.c.  A thread that waits for an
+ * worker streams) is in engine.c.  A thread that waits for an
  * outcome first does the engine's work itself for a short while with the
  * GIL released (so a quick result needs no hand-off between threads),
  * then sleeps on a futex, where signals (Ctrl-C) interrupt it. */

@@ -1,4 +1,4 @@
-/* dispatch_engine.c - the pool dispatcher's engine (no GIL, no Python):
+/* engine.c - the pool dispatcher's engine (no GIL, no Python):
  * the job table, the per-worker streams (tasks out, result frames in),
  * the native thread that serves them, and the step of that work a
  * waiting caller does itself (dispatch_pump).
@@ -8,7 +8,7 @@
  * worker's sentinel so that a dead worker is noticed at once: the tasks it
  * held complete with RESULT_LOST and an EXIT event tells Python to replace
  * it.  Results are kept per job until a Python thread collects them.
- * The Python type is in dispatch.c; the child's loop is in worker.c. */
+ * The Python type is in dispatcher.c; the child's loop is in worker.c. */
 #include "pool/engine.h"
 #include "pool/wire.h"
 #include "core/deadline.h"
@@ -33,7 +33,7 @@
 /* How long after a caller's pump the thread does not read results. */
 #define BLIND_NS 1000000
 
-/* ---- spinning (dispatch.h) -------------------------------------------- */
+/* ---- spinning (wire.h) ------------------------------------------------ */
 
 int
 spin_wanted(spin_policy *p)

@@ -1,13 +1,12 @@
-/* dispatch_engine.h - the pool dispatcher's state and the engine that
- * moves tasks and results (dispatch_engine.c), shared with the Python
- * type in dispatch.c.
+/* engine.h - the pool dispatcher's state and the engine that moves tasks
+ * and results (engine.c), shared with the Python type in dispatcher.c.
  *
  * Locking: `mu` guards every field below and every worker socket (only a
  * holder of `mu` reads or writes one).  A thread that holds `mu` without
  * the GIL takes `alloc_mu` too before it allocates (dispatch_lock_nogil),
- * see the fork-safety note in dispatch_engine.c. */
-#ifndef FASTMP_DISPATCH_ENGINE_H
-#define FASTMP_DISPATCH_ENGINE_H
+ * see the fork-safety note in engine.c. */
+#ifndef FASTMP_ENGINE_H
+#define FASTMP_ENGINE_H
 
 #include "pool/wire.h"
 #include "core/compat.h"
@@ -168,4 +167,4 @@ void dispatch_wake_thread(Dispatcher *d);
 /* Start the dispatcher thread.  Returns 0 or an errno value. */
 int dispatch_start_thread(Dispatcher *d);
 
-#endif /* FASTMP_DISPATCH_ENGINE_H */
+#endif /* FASTMP_ENGINE_H */

@@ -1,4 +1,4 @@
-/* dispatch.h - the wire format between the pool dispatcher (dispatch.c,
+/* wire.h - the wire format between the pool dispatcher (dispatcher.c,
  * parent side) and the pool worker loop (worker.c, child side), and the
  * worker's module functions.
  *
@@ -30,7 +30,7 @@ enum {
     RESULT_ERROR = 1,   /* payload: pickle of the (wrapped) exception */
     RESULT_LOST = 2,    /* parent-made: the worker died holding the task */
     RESULT_QUICK = 3,   /* payload: pickle of the value, plain data written
-                         * by quickpickle.c (the parent reads it so) */
+                         * by pickle/quickpickle.c (the parent reads it so) */
 };
 
 typedef struct {
@@ -46,7 +46,7 @@ typedef struct {
 /* Refuse payloads past this size (a corrupt header, not a real task). */
 #define FRAME_MAX_PAYLOAD ((uint64_t)1 << 40)
 
-/* ---- bounded spinning before a sleep (dispatch_engine.c) --------------
+/* ---- bounded spinning before a sleep (engine.c) -----------------------
  * A hand-off that sleeps in the kernel costs a wake-up (tens of
  * microseconds); retrying for a few microseconds first is far cheaper
  * when the peer answers quickly.  A waiter whose spins keep failing stops

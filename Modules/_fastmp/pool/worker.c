@@ -1,4 +1,4 @@
-/* worker.c - the pool worker's loop (child side of dispatch.h): read a
+/* worker.c - the pool worker's loop (child side of wire.h): read a
  * task frame from the parent's socket, run it in Python, write the result
  * frame back; until STOP, end of file or the task budget is spent. */
 #include "pool/wire.h"
@@ -467,7 +467,7 @@ run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loa
     return value;
 }
 
-/* Results of plain data up to this size are written by quickpickle.c
+/* Results of plain data up to this size are written by pickle/quickpickle.c
  * (several times faster than a Pickler); its buffer is kept between
  * tasks unless it grew past QUICK_KEEP. */
 #define QUICK_RESULT_MAX (16 * 1024 * 1024)

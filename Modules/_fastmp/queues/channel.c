@@ -2,7 +2,8 @@
  * and SimpleQueue (fastmp.queues subclasses it): put/get with pickling,
  * timeouts, the bounded-queue slots, JoinableQueue's task counter, and the
  * exit-time flush of buffered messages.  The ring itself is in
- * channel_ring.c and the feeder thread in channel_feeder.c. */
+ * ring.c (whole messages with the GIL: ring_message.c) and the feeder
+ * thread in feeder.c. */
 #include "queues/feeder.h"
 #include "queues/ring.h"
 #include "core/args.h"
@@ -212,7 +213,7 @@ count_in(fastmp_state *st, chan_map *m, int block, const fastmp_deadline *d)
     }
     if (__builtin_expect(chan_shut_state(m) != CHAN_OPEN, 0)) {
         /* shut down since put began: a reader may already have found the
-         * queue drained (see channel.h), so this message must not come */
+         * queue drained (see ring.h), so this message must not come */
         chan_count_drop(m);
         raise_shutdown(st);
         return -1;

@@ -1,4 +1,4 @@
-/* channel_feeder.c - the per-process buffer of an unbounded Queue and the
+/* feeder.c - the per-process buffer of an unbounded Queue and the
  * native thread that drains it into the ring when the ring is full (or a
  * message is too big to go in at once), plus the process's list of
  * channels that have buffered messages, flushed at exit.  The thread never

@@ -1,8 +1,8 @@
-/* channel_ring.c - the shared-memory ring behind Queue: creating and
+/* ring.c - the shared-memory ring behind Queue and Pipe(): creating and
  * mapping the memfd, the robust locks, writing records, the futex waits
- * and the message counts (records are read in channel_reader.c).  Nothing
+ * and the message counts (records are read in ring_reader.c).  Nothing
  * here touches Python objects or needs the GIL; errors are errno values.
- * See channel.h for the layout, the crash rules and what is checked. */
+ * See ring.h for the layout, the crash rules and what is checked. */
 #include "queues/ring.h"
 #include "core/deadline.h"
 #include "core/futex.h"
@@ -670,7 +670,7 @@ chan_count_in(chan_map *m, const fastmp_deadline *d)
     chan_shared *sh = m->sh;
     if (m->maxsize == 0) {
         /* sequentially consistent, like the count below: the put looks at
-         * the shutdown state after it (see channel.h) */
+         * the shutdown state after it (see ring.h) */
         __atomic_add_fetch(&sh->n_put, 1, __ATOMIC_SEQ_CST);
         return 0;
     }

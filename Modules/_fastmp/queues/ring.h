@@ -123,7 +123,7 @@ typedef struct {
     _Alignas(64) uint32_t unfinished;
     uint32_t join_waiters;
     /* Pipe(): messages published and not yet taken, in step with the
-     * socket's bells (connection_ring.c); below 0 for a moment while a
+     * socket's bells (connection/pipe_ring.c); below 0 for a moment while a
      * reader takes a message its writer has not counted yet */
     _Alignas(64) int64_t pipe_pending;
 } chan_shared;
@@ -323,7 +323,7 @@ chan_broken(chan_map *m)
 /* Wake every process sleeping on the channel's futex words. */
 void chan_wake_all(chan_map *m);
 
-/* Shutdown (channel_ring.c; see the top of this file).  The state, as last published (a
+/* Shutdown (ring.c; see the top of this file).  The state, as last published (a
  * value no process writes marks the channel corrupt). */
 static inline uint32_t
 chan_shut_state(chan_map *m)

@@ -1,11 +1,11 @@
-/* channel_reader.c - taking messages out of a channel's ring (see
- * channel.h): what the rlock holder sees published, the record reader, and
+/* ring_reader.c - taking messages out of a channel's ring (see
+ * ring.h): what the rlock holder sees published, the record reader, and
  * marking a channel broken.  The reader trusts nothing in the shared
  * memory: before a record is used, head and tail must lie on record
  * boundaries within one ring of each other, and the record's kind, flags
  * and length must fit what is published, what a record can hold and the
  * message in progress.  Nothing here touches Python objects or needs the
- * GIL; tests/fuzz/fuzz_ring.c links this file with futex.c alone. */
+ * GIL; tests/fuzz/fuzz_ring.c links this file with core/futex.c alone. */
 #include "queues/ring.h"
 #include "core/futex.h"
 

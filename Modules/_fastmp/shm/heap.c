@@ -1,4 +1,4 @@
-/* shm.c - the shared-memory heap behind fastmp.heap and sharedctypes:
+/* heap.c - the shared-memory heap behind fastmp.heap and sharedctypes:
  *   Arena          a memfd mapping (MAP_SHARED) that children inherit under
  *                  fork and receive by fd passing under spawn/forkserver;
  *   Heap           a block allocator over arenas: 16-byte aligned chunks,

@@ -1,4 +1,4 @@
-/* shm_segment.c - named POSIX shared memory for fastmp.shared_memory:
+/* shared_memory.c - named POSIX shared memory for fastmp.shared_memory:
  * shm_map() opens (or creates), sizes and maps a segment in one call and
  * returns a SegmentMapping (a writable buffer with close()); shm_unlink()
  * removes a segment. */

@@ -1,4 +1,4 @@
-/* shm_sync.c - the C cores of sharedctypes' synchronized wrappers.
+/* sharedctypes.c - the C cores of sharedctypes' synchronized wrappers.
  *
  * SynchronizedCore holds a ctypes object and its lock; SynchronizedValueCore
  * adds `.value` and SynchronizedArrayCore adds `[i]`/len().  For the simple
