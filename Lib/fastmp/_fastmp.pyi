@@ -6,17 +6,16 @@
 #
 # A type is declared in the stub of the module its runtime __module__
 # names: the exceptions in fastmp.context's, Connection in
-# fastmp.connection's (imported below); the others here, re-exported by
-# fastmp.heap's and fastmp._multiprocessing's stubs.  The names manager.c looks up on
-# proxies, servers and connections are listed in fastmp.managers
-# (_NAMES_C_READS).
+# fastmp.connection's (imported below); the others here, re-exported by the
+# stubs of fastmp.heap, fastmp.synchronize and fastmp._multiprocessing.
+# The names manager.c looks up on proxies, servers and connections are
+# listed in fastmp.managers (_NAMES_C_READS).
 import ctypes
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, NoReturn, Protocol, SupportsIndex, TypeVar, final, type_check_only
+from typing import Any, ClassVar, Final, Literal, Protocol, final, type_check_only
 
-from _typeshed import HasFileno, ReadableBuffer, WriteableBuffer
+from _typeshed import HasFileno, ReadableBuffer
 from typing_extensions import Self, disjoint_base
 
 from fastmp._proxies import BaseProxy
@@ -25,9 +24,7 @@ from fastmp.context import (AuthenticationError as AuthenticationError, BufferTo
                             ProcessError as ProcessError, TimeoutError as TimeoutError)
 from fastmp.managers import Server
 
-_T = TypeVar('_T')
-
-# ---- exceptions (module.c) -------------------------------------------------
+# ---- module.c (the exceptions are imported above) ------------------------
 
 # Left empty (the _multiprocessing stand-in has its own `flags`).
 flags: dict[str, object]
