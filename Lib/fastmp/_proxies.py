@@ -15,9 +15,10 @@ answer to ``accept_connection``, which standard clients ignore), which
 saves a connection, a handshake and a server thread per request.
 
 The call itself (BaseProxy._callmethod) and the server's loop over calls
-are in C (Modules/_fastmp/managers/method_calls.c); a request or reply
-made only of plain data (None, bool, int, float, str, bytes, tuples, lists
-and dicts of them) is pickled and unpickled there without a Pickler
+are in C (Modules/_fastmp/managers/method_calls.c; the names it reads back
+are listed in managers._NAMES_C_READS); a request or reply made only of
+plain data (None, bool, int, float, str, bytes, tuples, lists and dicts of
+them) is pickled and unpickled there without a Pickler
 (pickle/quickpickle.c), everything else by
 the pickle module.  The bytes on the wire are standard pickles either way.
 """

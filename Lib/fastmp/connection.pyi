@@ -1,7 +1,7 @@
 # Type information for fastmp.connection (written for fastmp).
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from _typeshed import HasFileno, ReadableBuffer, WriteableBuffer
 from typing_extensions import Self, disjoint_base
@@ -45,7 +45,17 @@ class Connection:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None, /
     ) -> None: ...
-    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]: ...
+    # pickled only by the reducer fastmp's ForkingPickler registers
+    def __reduce__(self) -> NoReturn: ...
+    # the descriptor, None once closed; setting None forgets it unclosed
+    _handle: int | None
+    # Pipe()'s shared-memory rings: make self and other a pair of ends,
+    # adopt received ring descriptors, the ring descriptors (None: no
+    # rings), whether the socket holds a wake-up byte
+    def _pair_rings(self, other: Connection, capacity: int, /) -> None: ...
+    def _attach_rings(self, tx_fd: int, rx_fd: int, /) -> None: ...
+    def _ring_fds(self) -> tuple[int, int] | None: ...
+    def _bell_rung(self) -> bool: ...
 
 class Listener:
     def __init__(

@@ -119,6 +119,55 @@ def _check_initial(state, what='server'):
         raise ProcessError("Unknown state %r" % (state.value,))
 
 
+# -- the names the C core reads ---------------------------------------------
+
+# Modules/_fastmp/managers/method_calls.c runs a proxy's method call
+# (BaseProxy._callmethod) and the server's loop over calls (serve_client)
+# in C, and reaches back into Python by the names below: by the object it
+# reads them from, each with the number of arguments C calls it with
+# (None: an attribute C only reads).  method_calls.c's table of interned
+# strings holds exactly these names and _REPLY_KINDS_C_USES;
+# tests/test_c_contract.py checks that the two agree and that every name is
+# there on the live objects, so renaming one here fails a test instead of
+# sending every call down the slow path or breaking it.
+_NAMES_C_READS = {
+    # the BaseProxy whose _callmethod runs
+    'proxy': {
+        '_tls': None,               # util.ForkAwareLocal: this thread's `connection`
+        '_id': None,                # the referent's id in the server (str)
+        '_decode': 1,               # (frame) -> reply, for a frame C cannot read
+        '_connect': 0,              # () -> this thread's new connection
+        '_answer': 1,               # (reply) -> result of a reply other than #RETURN
+        '_lost_connection': 1,      # (conn): an exchange on conn failed midway
+    },
+    'proxy._tls': {
+        'connection': None,         # this thread's open connection; unset until opened
+    },
+    # the Server whose serve_client runs
+    'server': {
+        # id -> (object, exposed names: a set, method -> typeid dict or None);
+        # C calls an exposed method that returns no proxy itself
+        'id_to_obj': None,
+        'stop_event': None,         # threading.Event: set, the loop ends
+        '_serve_request': 2,        # (conn, request) -> reply; None: answered
+        '_request_failed': 1,       # (exc) -> reply to a request not read
+        '_reply_failed': 3,         # (conn, reply, exc): the reply was not sent
+    },
+    'server.stop_event': {
+        'is_set': 0,
+    },
+    # a Connection, or the xmlrpclib serializer's ConnectionWrapper
+    'conn': {
+        'send': 1,
+        'recv': 0,
+        'send_bytes': 1,
+        'recv_bytes': 0,
+    },
+}
+# The reply kinds method_calls.c writes, and recognises without calling _answer.
+_REPLY_KINDS_C_USES = ('#RETURN', '#ERROR')
+
+
 # -- the server -----------------------------------------------------------
 
 class Server:

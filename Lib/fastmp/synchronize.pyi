@@ -6,6 +6,7 @@ from typing import TypeVar
 
 from typing_extensions import Self
 
+from fastmp._fastmp import sem_unlink as sem_unlink
 from fastmp.context import BaseContext
 
 __all__ = ['Lock', 'RLock', 'Semaphore', 'BoundedSemaphore', 'Condition', 'Event']
@@ -15,8 +16,6 @@ _T = TypeVar('_T')
 RECURSIVE_MUTEX: int
 SEMAPHORE: int
 SEM_VALUE_MAX: int
-
-def sem_unlink(name: str, /) -> None: ...
 
 class SemLock:
     def __init__(self, kind: int, value: int, maxvalue: int, *, ctx: BaseContext | None = None) -> None: ...
