@@ -13,6 +13,7 @@
 #include "synchronize/semlock.h"
 #include "core/deadline.h"
 #include "core/errors.h"
+#include "core/fork.h"
 #include "core/futex.h"
 #include "core/shmblock.h"
 #include "core/state.h"
@@ -79,7 +80,7 @@ claim_slot(condblock *b)
         __atomic_store_n(&b->used, used + 1, __ATOMIC_SEQ_CST);
     }
     s->ticket = b->next_ticket++;
-    s->pid = (int32_t)fastmp_getpid();
+    s->pid = (int32_t)fastmp_fork_pid();
     __atomic_fetch_add(&b->waiting, 1, __ATOMIC_SEQ_CST);
     __atomic_store_n(&s->state, SLOT_WAITING, __ATOMIC_SEQ_CST);
     return s;
@@ -121,7 +122,7 @@ waiter_is_dead(const condslot *s)
     static __thread pid_t alive_pid;
     static __thread struct timespec alive_at;
     pid_t pid = (pid_t)s->pid;
-    if (pid == fastmp_getpid()) {
+    if (pid == fastmp_fork_pid()) {
         return 0;
     }
     struct timespec now;
@@ -629,6 +630,9 @@ static PyType_Spec condition_spec = {
 int
 fastmp_condition_exec(PyObject *module, fastmp_state *st)
 {
+    if (fastmp_fork_track() < 0) {
+        return -1;
+    }
     st->Condition_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &condition_spec, NULL);
     if (st->Condition_type == NULL) {
         return -1;

@@ -10,6 +10,7 @@
 #include "synchronize/semlock.h"
 #include "core/deadline.h"
 #include "core/errors.h"
+#include "core/fork.h"
 #include "core/futex.h"
 #include "core/shmblock.h"
 #include "core/state.h"
@@ -17,10 +18,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
 #include <structmember.h>
-#include <unistd.h>
 
 #define SEMBLOCK_MAGIC 0x464d504cu      /* "FMPL" */
 #define SEM_MAX_DEFERRED 8
@@ -39,7 +38,7 @@ typedef struct {
     int kind;
     int maxvalue;
     int count;              /* acquisitions held by this process */
-    unsigned int forks;     /* fork_count when `count` was last valid */
+    uint64_t forks;         /* fork generation when `count` was last valid */
     unsigned int born;      /* fork_epoch when the block was allocated */
     int in_slab;            /* the block is a slab slot, not its own mapping */
     unsigned long owner;    /* thread ident of the last acquirer */
@@ -52,14 +51,6 @@ typedef struct {
     uint32_t *deferred[SEM_MAX_DEFERRED];
 } SemLockObject;
 
-/* Bumped in every forked child, so each object notices lazily that its
- * `count` belongs to the parent (cheaper than a per-object hook). */
-static volatile unsigned int fork_count;
-/* getpid() is a system call in current glibc: keep it, renewed on fork. */
-static volatile pid_t cached_pid;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static int atfork_error;
-
 /* Unnamed locks (reachable by fork only) are 16-byte slots carved from
  * shared anonymous slabs: no mapping per lock, so programs can make many
  * thousands.  A freed slot is reused only if no fork happened since it was
@@ -69,8 +60,9 @@ static char *slab_next, *slab_end;      /* unallocated rest of the slab */
 static semblock **free_slots;           /* reusable slots, process-private */
 static size_t nfree, free_capacity;
 
-/* Bumped on both sides of every fork: slots handed out in an earlier
- * epoch may be in use by another process. */
+/* Bumped on both sides of every fork (the parent too, unlike the fork
+ * generation): slots handed out in an earlier epoch may be in use by
+ * another process. */
 static volatile unsigned int fork_epoch;
 
 static void
@@ -80,27 +72,12 @@ count_fork_in_parent(void)
 }
 
 static void
-count_fork(void)
+count_fork_in_child(void)
 {
-    fork_count++;
     fork_epoch++;
-    cached_pid = getpid();
     /* the parent goes on carving and reusing these; the child must not */
     slab_next = slab_end = NULL;
     nfree = 0;
-}
-
-pid_t
-fastmp_getpid(void)
-{
-    return cached_pid;
-}
-
-static void
-install_atfork(void)
-{
-    cached_pid = getpid();
-    atfork_error = pthread_atfork(NULL, count_fork_in_parent, count_fork);
 }
 
 /* A zeroed slab slot for an unnamed lock; NULL with an exception set. */
@@ -213,7 +190,7 @@ sem_give(semblock *b, uint32_t maxvalue, int *wake_err)
 static inline void
 sync_fork(SemLockObject *self)
 {
-    unsigned int now = fork_count;
+    uint64_t now = fastmp_fork_generation();
     if (self->forks != now) {
         self->forks = now;
         self->count = 0;
@@ -458,7 +435,7 @@ semlock_wrap(PyTypeObject *type, semblock *blk, int kind, int maxvalue, PyObject
     self->kind = kind;
     self->maxvalue = maxvalue;
     self->count = 0;
-    self->forks = fork_count;
+    self->forks = fastmp_fork_generation();
     self->owner = 0;
     self->name = Py_XNewRef(name);
     self->deferrer = NULL;
@@ -783,9 +760,10 @@ static PyMethodDef semlock_functions[] = {
 int
 fastmp_semlock_exec(PyObject *module, fastmp_state *st)
 {
-    (void)pthread_once(&atfork_once, install_atfork);
-    if (atfork_error != 0) {
-        fastmp_oserror(atfork_error, "pthread_atfork");
+    static const fastmp_fork_hooks hooks = {
+        "semlock", NULL, count_fork_in_parent, count_fork_in_child,
+    };
+    if (fastmp_fork_add_hooks(&hooks) < 0) {
         return -1;
     }
     st->SemLock_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &semlock_spec, NULL);

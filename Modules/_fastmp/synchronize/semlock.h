@@ -13,7 +13,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 /* SemLock kinds, as in the standard _multiprocessing module. */
 #define FASTMP_RECURSIVE_MUTEX 0
@@ -53,8 +52,5 @@ int fastmp_semlock_cancel_deferred(PyObject *semlock, PyObject *deferrer);
  * `depth`.  Blocks without a deadline, as the standard package does.
  * 0 on success, -1 with an exception set (a signal handler raised). */
 int fastmp_semlock_reacquire(PyObject *semlock, int depth);
-
-/* This process's pid without a system call (kept current across fork). */
-pid_t fastmp_getpid(void);
 
 #endif /* FASTMP_SEMLOCK_H */
