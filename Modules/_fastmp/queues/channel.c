@@ -9,6 +9,7 @@
 #include "core/args.h"
 #include "core/deadline.h"
 #include "core/errors.h"
+#include "core/fork.h"
 #include "core/futex.h"
 #include "core/state.h"
 
@@ -48,7 +49,7 @@ closed_here(ChannelObject *self)
     if (self->closed_in == 0) {
         return 0;
     }
-    if (self->closed_in == chan_pid()) {
+    if (self->closed_in == fastmp_fork_pid()) {
         return 1;
     }
     return self->map != NULL && (self->map->flags & CHAN_SIMPLE);
@@ -248,7 +249,7 @@ static int
 try_write_now(chan_map *m, const Py_buffer *view, uint32_t flags)
 {
     int buffered = __atomic_load_n(&m->first, __ATOMIC_ACQUIRE) != NULL
-                   && m->pid == chan_pid();
+                   && m->pid == fastmp_fork_pid();
     int err = lock_for_put(m, buffered);
     if (err != 0) {
         return err == CHAN_CORRUPT ? err : EAGAIN;
@@ -387,7 +388,7 @@ put_impl(ChannelObject *self, PyObject *obj, int block, PyObject *timeout, int s
         PyBuffer_Release(&view);
         return NULL;
     }
-    self->put_in = chan_pid();
+    self->put_in = fastmp_fork_pid();
     int failed = 0, err = try_write_now(m, &view, flags);
     if (err == CHAN_CORRUPT) {
         chan_raise_corrupt(m);
@@ -540,7 +541,7 @@ Channel_empty(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     /* The standard package closes its pipe's read end in close() for a
      * SimpleQueue, and for a Queue once a put has started its feeder
      * thread: empty() then fails the same way here. */
-    if (closed_here(self) && ((m->flags & CHAN_SIMPLE) || self->put_in == chan_pid())) {
+    if (closed_here(self) && ((m->flags & CHAN_SIMPLE) || self->put_in == fastmp_fork_pid())) {
         PyErr_SetString(PyExc_OSError, "handle is closed");
         return NULL;
     }
@@ -677,7 +678,7 @@ flush_map(chan_map *m)
 static PyObject *
 Channel_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    self->closed_in = chan_pid();
+    self->closed_in = fastmp_fork_pid();
     Py_RETURN_NONE;
 }
 
@@ -1007,9 +1008,7 @@ add_layout(PyObject *module)
 int
 fastmp_channel_exec(PyObject *module, fastmp_state *st)
 {
-    int err = chan_pid_init();
-    if (err) {
-        fastmp_oserror(err, "pthread_atfork");
+    if (fastmp_fork_track() < 0) {
         return -1;
     }
     st->Channel_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &Channel_spec, NULL);

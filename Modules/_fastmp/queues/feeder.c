@@ -7,11 +7,11 @@
 #include "queues/feeder.h"
 #include "queues/ring.h"
 #include "core/deadline.h"
+#include "core/fork.h"
 
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <unistd.h>
 
 #define IDLE_EXIT_SECONDS 0.2           /* an idle feeder exits after this */
 #define FLUSH_SLICE_SECONDS 0.05        /* signal checks while flushing */
@@ -20,36 +20,11 @@
 static chan_map *live_head;
 static pid_t live_pid;
 
-/* This process's pid, kept current across fork by an atfork handler
- * (getpid is a system call, and the put path asks often). */
-pid_t chan_current_pid;
-
-static void
-refresh_pid(void)
-{
-    chan_current_pid = getpid();
-}
-
-int
-chan_pid_init(void)
-{
-    static int registered;
-    refresh_pid();
-    if (!registered) {
-        int err = pthread_atfork(NULL, NULL, refresh_pid);
-        if (err) {
-            return err;
-        }
-        registered = 1;
-    }
-    return 0;
-}
-
 static void
 live_adopt(void)
 {
     /* a forked child inherits the parent's list but none of its feeders */
-    pid_t pid = chan_pid();
+    pid_t pid = fastmp_fork_pid();
     if (live_pid != pid) {
         live_head = NULL;
         live_pid = pid;
@@ -95,7 +70,7 @@ chan_live_first(void)
 void
 chan_feeder_adopt(chan_map *m)
 {
-    pid_t pid = chan_pid();
+    pid_t pid = fastmp_fork_pid();
     if (m->pid == pid) {
         return;
     }
@@ -125,7 +100,7 @@ chan_feeder_adopt(chan_map *m)
 int
 chan_feeder_has_pending(chan_map *m)
 {
-    if (m->pid != chan_pid()) {
+    if (m->pid != fastmp_fork_pid()) {
         return 0;
     }
     pthread_mutex_lock(&m->mu);
@@ -331,7 +306,7 @@ chan_feeder_push(chan_map *m, chan_pending *item)
 void
 chan_feeder_release_done(chan_map *m)
 {
-    if (m->pid != chan_pid()) {
+    if (m->pid != fastmp_fork_pid()) {
         return;
     }
     pthread_mutex_lock(&m->mu);
@@ -349,7 +324,7 @@ chan_feeder_release_done(chan_map *m)
 int
 chan_feeder_wait_empty(chan_map *m)
 {
-    if (m->pid != chan_pid()) {
+    if (m->pid != fastmp_fork_pid()) {
         return 0;
     }
     pthread_mutex_lock(&m->mu);

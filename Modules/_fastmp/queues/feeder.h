@@ -1,23 +1,9 @@
 /* feeder.h - the per-process buffer of an unbounded Queue and its native
- * feeder thread (feeder.c), and this process's pid as the Queue's fork
- * checks see it. */
+ * feeder thread (feeder.c). */
 #ifndef FASTMP_FEEDER_H
 #define FASTMP_FEEDER_H
 
 #include "queues/ring.h"
-
-#include <sys/types.h>
-
-/* This process's pid without a system call; chan_pid_init (at module
- * exec) sets it and keeps it right in fork children.  Returns 0 or an
- * errno value. */
-extern pid_t chan_current_pid;
-int chan_pid_init(void);
-static inline pid_t
-chan_pid(void)
-{
-    return chan_current_pid;
-}
 
 /* Reset the feeder state if this process is a fork of the one that set it
  * up.  Call with the GIL held before touching the feeder state. */

@@ -9,13 +9,13 @@
  *                  reference in the allocating process goes.
  * The allocator runs with the GIL held and never releases it, which makes
  * it thread-safe; it is fork-safe because a child never touches the heap
- * state it inherited (a fork generation counter, bumped by a pthread_atfork
- * child handler, marks the inherited heap stale and it starts afresh). */
+ * state it inherited (the fork generation, core/fork.h, marks the
+ * inherited heap stale and it starts afresh). */
 #include "core/errors.h"
+#include "core/fork.h"
 #include "core/state.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -28,17 +28,6 @@
 #define MAX_ARENA_SIZE ((size_t)4 * 1024 * 1024)
 #define DEDICATED_MIN ((size_t)1024 * 1024)   /* requests this big get their own arena */
 #define DEFAULT_DISCARD_ABOVE ((Py_ssize_t)4 * 1024 * 1024)
-
-/* Bumped in every forked child (pthread_atfork handler, registered once
- * per process); a heap last used in another generation is stale here. */
-static uint64_t fork_generation;
-static int atfork_registered;
-
-static void
-bump_fork_generation(void)
-{
-    fork_generation++;
-}
 
 /* ---- Arena ----------------------------------------------------------- */
 
@@ -304,9 +293,9 @@ heap_forget_arenas(HeapObject *h)
 static void
 heap_refresh(HeapObject *h)
 {
-    if (h->generation != fork_generation) {
+    if (h->generation != fastmp_fork_generation()) {
         heap_forget_arenas(h);
-        h->generation = fork_generation;
+        h->generation = fastmp_fork_generation();
     }
 }
 
@@ -314,7 +303,7 @@ heap_refresh(HeapObject *h)
 static int
 heap_owns_here(HeapObject *h, uint64_t epoch)
 {
-    return h->generation == fork_generation && h->epoch == epoch;
+    return h->generation == fastmp_fork_generation() && h->epoch == epoch;
 }
 
 static void
@@ -486,7 +475,7 @@ Heap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     h->next_arena_size = FIRST_ARENA_SIZE;
     h->discard_above = DEFAULT_DISCARD_ABOVE;
-    h->generation = fork_generation;
+    h->generation = fastmp_fork_generation();
     return (PyObject *)h;
 }
 
@@ -769,13 +758,8 @@ add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
 int
 fastmp_heap_exec(PyObject *module, fastmp_state *st)
 {
-    if (!atfork_registered) {
-        int err = pthread_atfork(NULL, NULL, bump_fork_generation);
-        if (err != 0) {
-            fastmp_oserror(err, "pthread_atfork");
-            return -1;
-        }
-        atfork_registered = 1;
+    if (fastmp_fork_track() < 0) {
+        return -1;
     }
     st->str_heap = PyUnicode_InternFromString("_heap");
     if (st->str_heap == NULL
