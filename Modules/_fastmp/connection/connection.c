@@ -1421,12 +1421,7 @@ fastmp_connection_exec(PyObject *module, fastmp_state *st)
         || PyModule_AddFunctions(module, connection_functions) < 0) {
         return -1;
     }
-    int err = fastmp_serving_init();
-    if (err) {
-        fastmp_oserror(err, "pthread_atfork");
-        return -1;
-    }
-    return 0;
+    return fastmp_serving_init();
 }
 
 int

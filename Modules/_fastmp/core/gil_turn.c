@@ -3,9 +3,8 @@
  * managers/method_calls.c). */
 #include "core/gil_turn.h"
 #include "core/deadline.h"
+#include "core/fork.h"
 #include "core/spin.h"
-
-#include <pthread.h>
 
 /* Threads that serve a manager's connections (serve_calls) share one GIL
  * and take turns with it at every request.  A serving thread whose
@@ -32,15 +31,10 @@ recount_serving_in_child(void)
 int
 fastmp_serving_init(void)
 {
-    static int registered;      /* under the GIL */
-    if (!registered) {
-        int err = pthread_atfork(NULL, NULL, recount_serving_in_child);
-        if (err) {
-            return err;
-        }
-        registered = 1;
-    }
-    return 0;
+    static const fastmp_fork_hooks hooks = {
+        "gil_turn", NULL, NULL, recount_serving_in_child,
+    };
+    return fastmp_fork_add_hooks(&hooks);
 }
 
 int

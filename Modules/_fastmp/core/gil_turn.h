@@ -12,7 +12,8 @@
 #ifndef FASTMP_GIL_TURN_H
 #define FASTMP_GIL_TURN_H
 
-/* Set up the count's reset in forked children; 0, or an errno value. */
+/* Set up the count's reset in forked children; 0, or -1 with an
+ * exception set. */
 int fastmp_serving_init(void);
 int fastmp_serving_begin(void);
 void fastmp_serving_end(int outer);
