@@ -86,12 +86,7 @@ Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(d);
         return fastmp_oserror(err, "pthread_mutex_init");
     }
-    if ((err = dispatch_register(d)) != 0) {
-        (void)pthread_mutex_destroy(&d->alloc_mu);
-        (void)pthread_mutex_destroy(&d->mu);
-        Py_DECREF(d);
-        return fastmp_oserror(err, "pthread_atfork");
-    }
+    dispatch_register(d);
     d->registered = 1;
     d->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (d->wakefd < 0) {
@@ -1208,6 +1203,9 @@ static PyType_Spec Dispatcher_spec = {
 int
 fastmp_dispatcher_exec(PyObject *module, fastmp_state *st)
 {
+    if (dispatch_fork_init() < 0) {
+        return -1;
+    }
     st->Dispatcher_type = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &Dispatcher_spec, NULL);
     if (st->Dispatcher_type == NULL

@@ -12,6 +12,7 @@
 #include "pool/engine.h"
 #include "pool/wire.h"
 #include "core/deadline.h"
+#include "core/fork.h"
 #include "core/futex.h"
 
 #include <errno.h>
@@ -75,11 +76,6 @@ spin_elapsed_ns(const struct timespec *start)
 
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static Dispatcher *registry_head;
-static int atfork_installed;
-/* Bumped in every forked child: a dispatcher made in an earlier
- * generation is a copy whose thread and workers belong to the parent
- * (cheaper than a getpid() call on every operation). */
-static unsigned long fork_generation;
 
 static void
 before_fork(void)
@@ -99,11 +95,12 @@ after_fork_in_parent(void)
     pthread_mutex_unlock(&registry_mu);
 }
 
-/* The child has no dispatcher thread: fresh, unlocked mutexes. */
+/* The child has no dispatcher thread: fresh, unlocked mutexes.  Its
+ * dispatchers are the parent's copies, which dispatch_owned() tells by
+ * their fork generation. */
 static void
 after_fork_in_child(void)
 {
-    fork_generation++;
     for (Dispatcher *d = registry_head; d != NULL; d = d->next_live) {
         (void)pthread_mutex_init(&d->alloc_mu, NULL);
         (void)pthread_mutex_init(&d->mu, NULL);
@@ -112,21 +109,22 @@ after_fork_in_child(void)
 }
 
 int
+dispatch_fork_init(void)
+{
+    static const fastmp_fork_hooks hooks = {
+        "pool engine", before_fork, after_fork_in_parent, after_fork_in_child,
+    };
+    return fastmp_fork_add_hooks(&hooks);
+}
+
+void
 dispatch_register(Dispatcher *d)
 {
     pthread_mutex_lock(&registry_mu);
-    int err = 0;
-    if (!atfork_installed) {
-        err = pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
-        atfork_installed = err == 0;
-    }
-    if (err == 0) {
-        d->fork_generation = fork_generation;
-        d->next_live = registry_head;
-        registry_head = d;
-    }
+    d->fork_generation = fastmp_fork_generation();
+    d->next_live = registry_head;
+    registry_head = d;
     pthread_mutex_unlock(&registry_mu);
-    return err;
 }
 
 void
@@ -146,7 +144,7 @@ dispatch_unregister(Dispatcher *d)
 int
 dispatch_owned(const Dispatcher *d)
 {
-    return d->fork_generation == fork_generation;
+    return d->fork_generation == fastmp_fork_generation();
 }
 
 void

@@ -91,7 +91,7 @@ typedef struct Dispatcher {
     pthread_mutex_t mu;
     pthread_t thread;
     int thread_running;
-    unsigned long fork_generation;  /* dispatch_owned(): made in this process */
+    uint64_t fork_generation;       /* dispatch_owned(): made in this process */
     int wakefd;                  /* eventfd: re-read the state */
     int closed;
     int polling;                 /* the thread sleeps in poll() */
@@ -121,8 +121,10 @@ typedef struct Dispatcher {
     PyObject *func_pickles[FUNC_CACHE];
 } Dispatcher;
 
-/* Fork registry: register returns 0 or an errno value. */
-int dispatch_register(Dispatcher *d);
+/* Fork registry: add the engine's fork hooks (at the part's exec; 0, or
+ * -1 with an exception set), then register each dispatcher made. */
+int dispatch_fork_init(void);
+void dispatch_register(Dispatcher *d);
 void dispatch_unregister(Dispatcher *d);
 /* 1 when d was made in this process (not a forked copy). */
 int dispatch_owned(const Dispatcher *d);
