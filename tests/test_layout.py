@@ -1,6 +1,7 @@
 """The C tree's layering (tools/check_layers.py): each folder of
 Modules/_fastmp includes only its own headers and those of the folders
-below it, by their path from Modules/_fastmp."""
+below it, by their path from Modules/_fastmp; and pthread_atfork is
+registered once, by the fork tracker core/fork.c."""
 import os
 import subprocess
 import sys
@@ -34,3 +35,29 @@ def test_checker_reports_an_include_of_a_layer_above(tmp_path):
     done = _check(str(tmp_path))
     assert done.returncode == 1
     assert 'core/errors.c: #include "pool/wire.h": pool/ is above core/' in done.stdout
+
+
+@pytest.mark.timeout(90)
+def test_checker_reports_pthread_atfork_outside_the_fork_tracker(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "queues").mkdir()
+    (tmp_path / "core" / "fork.c").write_text(
+        "static int setup(void) { return pthread_atfork(a, b, c); }\n")
+    (tmp_path / "queues" / "feeder.c").write_text(
+        "int refresh(void) { return pthread_atfork(NULL, NULL, renew); }\n")
+    done = _check(str(tmp_path))
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "queues/feeder.c: pthread_atfork outside core/fork.c "
+        "(add fork hooks with fastmp_fork_add_hooks, core/fork.h)"]
+
+
+@pytest.mark.timeout(90)
+def test_checker_reports_a_fork_tracker_without_its_one_registration(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "fork.c").write_text(
+        "void install(void) { pthread_atfork(a, b, c); pthread_atfork(d, e, f); }\n")
+    done = _check(str(tmp_path))
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "core/fork.c: calls pthread_atfork 2 times, not once"]

@@ -3,7 +3,9 @@
 and of the folders below it in LAYERS, never of one above it.  Headers
 are included by their path from Modules/_fastmp ("core/errors.h"), so
 the folder of every include is in its text.  module.c, at the top, may
-include any folder.
+include any folder.  And forks are tracked in one place: pthread_atfork
+is named in core/fork.c only, which calls it once (every other part adds
+hooks through core/fork.h).
 
   python3 tools/check_layers.py [ROOT]
 
@@ -18,6 +20,9 @@ LAYERS = ["core", "pickle", "synchronize", "shm", "queues", "connection",
 TOP_FILES = {"module.c"}
 # Our headers are included with quotes, every other one with <...>.
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+FORK_TRACKER = "core/fork.c"
+ATFORK = re.compile(r"\bpthread_atfork\b")
+ATFORK_CALL = re.compile(r"\bpthread_atfork\s*\(")
 
 
 def violations(tree):
@@ -41,6 +46,7 @@ def violations(tree):
                 continue                # reported above
             with open(path, encoding="utf-8") as f:
                 text = f.read()
+            found.extend(_fork_tracking(rel, text))
             for included in INCLUDE.findall(text):
                 where = f"{rel}: #include \"{included}\""
                 if "/" not in included:
@@ -54,7 +60,25 @@ def violations(tree):
                 elif folder is not None and LAYERS.index(target) > LAYERS.index(folder):
                     found.append(f"{where}: {target}/ is above {folder}/ "
                                  f"(order: {' < '.join(LAYERS)})")
-    return found
+    return found + _fork_tracker_missing(tree)
+
+
+def _fork_tracking(rel, text):
+    """The violations of the one fork tracker in file `rel`."""
+    if rel == FORK_TRACKER:
+        calls = len(ATFORK_CALL.findall(text))
+        if calls != 1:
+            return [f"{rel}: calls pthread_atfork {calls} times, not once"]
+    elif ATFORK.search(text):
+        return [f"{rel}: pthread_atfork outside {FORK_TRACKER} "
+                "(add fork hooks with fastmp_fork_add_hooks, core/fork.h)"]
+    return []
+
+
+def _fork_tracker_missing(tree):
+    if os.path.isfile(os.path.join(tree, *FORK_TRACKER.split("/"))):
+        return []
+    return [f"{FORK_TRACKER}: missing (the one pthread_atfork registration)"]
 
 
 def main(argv):
