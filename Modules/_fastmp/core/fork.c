@@ -72,11 +72,12 @@ int
 fastmp_fork_track(void)
 {
     int err = pthread_once(&install_once, install);
-    if (err == 0) {
-        err = install_error;
-    }
     if (err != 0) {
-        fastmp_oserror(err, "pthread_atfork");
+        fastmp_oserror(err, "pthread_once");
+        return -1;
+    }
+    if (install_error != 0) {
+        fastmp_oserror(install_error, "pthread_atfork");
         return -1;
     }
     return 0;
