@@ -1,6 +1,7 @@
 """Pool and ThreadPool: the standard API and behaviour, worker death of
 every kind (WorkerLostError, the pool keeps serving), Ctrl-C, terminate,
-garbage collection, buffersize, and a large ordered run."""
+garbage collection, buffersize, and a large ordered run.  The contract
+every pool dispatcher keeps is in test_pool_dispatchers.py."""
 import ctypes
 import gc
 import itertools
@@ -553,41 +554,6 @@ def test_imap_buffersize_bounds_read_ahead(fctx):
         # an item that cannot be pickled fails alone, within the bound too
         it = pool.imap(ident, [1, lambda: 2, 3, 4, 5], buffersize=2)
         assert drain(it, PICKLING_ERRORS) == [1, "error", 3, 4, 5]
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_iterable_that_raises(fctx):
-    def gen(n, when):
-        for i in range(n):
-            if i == when:
-                raise ZeroDivisionError("input failed")
-            yield i
-    with fctx.Pool(2) as pool:
-        with pytest.raises(ZeroDivisionError):
-            pool.map(square, gen(10, 3))
-        it = pool.imap(square, gen(10, 3))
-        assert [next(it) for _ in range(3)] == [0, 1, 4]
-        with pytest.raises(ZeroDivisionError):
-            next(it)
-
-
-def fail_on_two(x):
-    if x == 2:
-        raise KeyError(x)
-    return x
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_imap_after_a_failed_task(ctx):
-    # with chunksize 1 the items after a failed task still come; with
-    # chunks of several items the iteration ends at the failure
-    with ctx.Pool(2) as pool:
-        assert drain(pool.imap(fail_on_two, range(6)), KeyError) == [0, 1, "error", 3, 4, 5]
-        assert drain(pool.imap(fail_on_two, range(6), 2), KeyError) == [0, 1, "error"]
-        out = drain(pool.imap_unordered(fail_on_two, range(6)), KeyError)
-        assert sorted(map(str, out)) == ["0", "1", "3", "4", "5", "error"]
-        out = drain(pool.imap_unordered(fail_on_two, range(6), 2), KeyError)
-        assert out[-1] == "error" and out.count("error") == 1
 
 
 @pytest.mark.parametrize("start_method", ["fork"])
