@@ -1,7 +1,7 @@
 """multiprocessing.util: finalizers and their exit priorities, after-fork
 hooks, logging, the temp directory, fork-aware primitives, fd helpers.
-All of it is the standard behaviour: each test runs against fastmp.util and
-the standard package's util."""
+Each test of standard behaviour runs against fastmp.util and the standard
+package's util; the last part is where the standard one has a bug."""
 import gc
 import importlib
 import os
