@@ -139,7 +139,6 @@ def test_spawning_popen_and_assert_spawning(impl):
 
 @pytest.fixture
 def restore_executable(impl):
-    from importlib import import_module
     spawn = import_module(impl.__name__ + ".spawn")
     saved = spawn.get_executable()
     yield spawn
@@ -174,7 +173,6 @@ def test_failed_exec_with_a_big_payload_does_not_hang(impl, restore_executable):
     # Process object, so a child that never ran makes the write fail
     if impl is multiprocessing and sys.version_info < (3, 14):
         pytest.skip("the standard package blocks forever here before 3.14")
-    from importlib import import_module
     import_module(impl.__name__ + ".resource_tracker").ensure_running()
     ctx = impl.get_context("spawn")
     ctx.set_executable("/nonexistent/python")
