@@ -1,7 +1,6 @@
 """fastmp.shared_memory: SharedMemory, ShareableList, and the resource
 tracker's handling of segments."""
 import importlib
-import inspect
 import os
 import pickle
 import signal
@@ -12,7 +11,7 @@ import pytest
 
 import fastmp
 from fastmp import shared_memory
-from support import run_python, wait_for
+from support import run_python, skip_stdlib_before, wait_for
 
 
 def _module_of(impl, name):
@@ -182,9 +181,8 @@ TRACK_PROGRAM = textwrap.dedent("""
 def test_track_decides_whether_an_attaching_program_removes(impl, track):
     # gh-82300: a program that attaches with track=True removes the segment
     # when it ends without unlinking it; with track=False it leaves it alone
+    skip_stdlib_before(impl, (3, 13), "SharedMemory(track=)")
     sm = _module(impl)
-    if "track" not in inspect.signature(sm.SharedMemory).parameters:
-        pytest.skip("SharedMemory(track=) is new in the standard package of 3.13")
     shm = sm.SharedMemory(create=True, size=10)
     try:
         out = run_python("-c", TRACK_PROGRAM.format(impl=impl.__name__),
@@ -205,9 +203,8 @@ def test_track_decides_whether_an_attaching_program_removes(impl, track):
 
 
 def test_untracked_segment_outlives_its_creator(impl):
+    skip_stdlib_before(impl, (3, 13), "SharedMemory(track=)")
     sm = _module(impl)
-    if "track" not in inspect.signature(sm.SharedMemory).parameters:
-        pytest.skip("SharedMemory(track=) is new in the standard package of 3.13")
     out = run_python("-c", TRACK_PROGRAM.format(impl=impl.__name__),
                      "creator", "False")
     assert out.returncode == 0, out.stderr

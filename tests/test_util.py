@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 import fastmp.util
-from support import run_python
+from support import run_python, skip_stdlib_before
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,13 +151,8 @@ def test_log_to_stderr_names_the_process(impl):
     assert not any("hidden debug" in line for line in lines)
 
 
-def test_warn_logs_at_warning_level(impl):
-    # fastmp has util.warn on every version, the standard package from 3.14
-    from importlib import import_module
-    util = import_module(impl.__name__ + ".util")
-    if not hasattr(util, "warn"):
-        assert impl.__name__ == "multiprocessing" and sys.version_info < (3, 14)
-        return
+def test_warn_logs_at_warning_level(impl, util):
+    skip_stdlib_before(impl, (3, 14), "util.warn()")
     import logging
     records = []
     handler = logging.Handler()
