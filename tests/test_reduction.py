@@ -166,6 +166,14 @@ def _fd_content(fd):
     return os.read(fd, 100)
 
 
+def _sending(send, *args):
+    """Run send(*args) in a thread (from 3.14 the standard sender waits for
+    the receiver's acknowledgement); the thread, to join."""
+    thread = threading.Thread(target=send, args=args)
+    thread.start()
+    return thread
+
+
 def _send_and_receive_files(reduction_module, tmp_path):
     """Three files' descriptors passed over a socketpair: (sent, received)."""
     left, right = socket.socketpair()
@@ -175,8 +183,10 @@ def _send_and_receive_files(reduction_module, tmp_path):
         path.write_bytes(b'file %d' % i)
         fds.append(os.open(path, os.O_RDONLY))
     with left, right:
-        reduction_module.sendfds(left, fds)
-        return fds, reduction_module.recvfds(right, 3)
+        sender = _sending(reduction_module.sendfds, left, fds)
+        got = reduction_module.recvfds(right, 3)
+        sender.join()
+        return fds, got
 
 
 def test_sendfds_recvfds_roundtrip(impl, tmp_path):
@@ -196,7 +206,7 @@ def test_recvfds_errors(impl):
         left.send(b'x')   # data without descriptors
         with pytest.raises(RuntimeError):
             impl.reduction.recvfds(right, 1)
-        left.close()
+        left.shutdown(socket.SHUT_WR)
         with pytest.raises(EOFError):
             impl.reduction.recvfds(right, 1)
 
@@ -217,8 +227,9 @@ def test_send_handle_keeps_the_connection_open(impl, tmp_path):
     fd = os.open(path, os.O_RDONLY)
     try:
         with left, right:
-            impl.reduction.send_handle(left, fd, os.getpid())
+            sender = _sending(impl.reduction.send_handle, left, fd, os.getpid())
             got = impl.reduction.recv_handle(right)
+            sender.join()
             assert _fd_content(got) == b'handed over'
             os.close(got)
             # the borrowed socket objects did not close the connection
