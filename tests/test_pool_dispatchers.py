@@ -230,6 +230,7 @@ def test_close_and_join_wait_for_queued_work(make_pool):
     pool.join()
     assert all(r.ready() for r in results)
     assert [r.get(0) for r in results] == list(range(8))
+    assert not any(w.is_alive() for w in pool._pool)
 
 
 def test_terminate_stops_the_pool(make_pool):
