@@ -1,7 +1,13 @@
-"""Connection and Pipe: the C Connection's methods, properties and errors;
-the wire format, checked byte by byte and against the standard package's
-Connection on the other end; bad input and failures; signals during
-blocking calls; Connections handed to child processes; wait()."""
+"""Connection and Pipe: methods, properties and errors; the wire format,
+checked byte by byte and against the standard package's Connection on the
+other end; bad input and failures; signals during blocking calls;
+Connections handed to child processes; wait().
+
+Everything up to "fastmp only" is the standard behaviour, written once and
+run against fastmp and the standard package.  The last part covers the
+README's "Connections" deviations (EOFError for a peer that closes
+mid-message, lengths checked before allocating, no plain pickling) and
+internals of the C Connection."""
 import array
 import gc
 import os
@@ -91,6 +97,7 @@ def test_constructor_rejects_bad_arguments(impl):
         os.close(w)
 
 
+
 def test_properties_and_close(impl):
     a, b = impl.Pipe()
     reader, writer = impl.Pipe(duplex=False)
@@ -110,12 +117,14 @@ def test_properties_and_close(impl):
             call()
 
 
+
 def test_context_manager_closes(impl):
     a, b = impl.Pipe()
     with a, b:
         a.send(1729)
         assert b.recv() == 1729
     assert a.closed and b.closed
+
 
 
 def test_wrong_direction_raises(impl):
@@ -131,9 +140,10 @@ def test_wrong_direction_raises(impl):
             writer.poll()
 
 
-def test_fd_closed_on_dealloc():
+
+def test_fd_closed_on_dealloc(impl):
     r, w = os.pipe()
-    conn = fastmp.connection.Connection(r, writable=False)
+    conn = impl.connection.Connection(r, writable=False)
     del conn
     gc.collect()
     with pytest.raises(OSError):
@@ -141,9 +151,10 @@ def test_fd_closed_on_dealloc():
     os.close(w)
 
 
-def test_forgetting_the_handle_leaves_the_fd_open():
+
+def test_forgetting_the_handle_leaves_the_fd_open(impl):
     r, w = os.pipe()
-    conn = fastmp.connection.Connection(r, writable=False)
+    conn = impl.connection.Connection(r, writable=False)
     assert conn._handle == r
     conn._handle = None
     assert conn.closed
@@ -153,8 +164,9 @@ def test_forgetting_the_handle_leaves_the_fd_open():
     os.close(w)
 
 
-def test_subclass_and_attributes():
-    class Tagged(fastmp.connection.Connection):
+
+def test_subclass_and_attributes(impl):
+    class Tagged(impl.connection.Connection):
         pass
     a, b = socket.socketpair()
     c = Tagged(a.detach())
@@ -168,15 +180,10 @@ def test_subclass_and_attributes():
     b.close()
 
 
+
 def Connection_recv_raw(sock):
     (n,) = struct.unpack("!i", sock.recv(4, socket.MSG_WAITALL))
     return sock.recv(n, socket.MSG_WAITALL)
-
-
-def test_plain_pickle_refuses_a_connection():
-    a, b = fastmp.Pipe()
-    with a, b, pytest.raises(TypeError, match="ForkingPickler"):
-        pickle.dumps(a)
 
 
 # ---- messages --------------------------------------------------------------
@@ -190,6 +197,7 @@ def test_send_recv_objects(impl, duplex):
                     "x" * 30000, list(range(5000))):
             writer.send(obj)
             assert reader.recv() == obj
+
 
 
 def test_send_bytes_offset_and_size(impl):
@@ -214,6 +222,7 @@ def test_send_bytes_offset_and_size(impl):
         assert not b.poll()              # nothing went out for the bad calls
 
 
+
 def test_send_bytes_of_typed_arrays_counts_bytes(impl):
     arr = array.array("i", range(4))
     a, b = impl.Pipe()
@@ -222,6 +231,7 @@ def test_send_bytes_of_typed_arrays_counts_bytes(impl):
         assert b.recv_bytes() == arr.tobytes()
         a.send_bytes(arr, 4, 8)
         assert b.recv_bytes() == arr.tobytes()[4:12]
+
 
 
 def test_recv_bytes_into(impl):
@@ -245,10 +255,13 @@ def test_recv_bytes_into(impl):
             b.recv_bytes_into(bytearray(4), 5)
 
 
-def test_recv_bytes_into_needs_a_writable_buffer():
-    a, b = fastmp.Pipe()
+
+def test_recv_bytes_into_needs_a_writable_buffer(impl):
+    a, b = impl.Pipe()
     with a, b, pytest.raises((TypeError, BufferError)):
+        a.send_bytes(b"x")
         b.recv_bytes_into(b"read-only")
+
 
 
 def test_poll_and_timeouts(impl):
@@ -266,6 +279,7 @@ def test_poll_and_timeouts(impl):
         assert a.poll(1) is True         # end of file counts as readable
         with pytest.raises(EOFError):
             a.recv()
+
 
 
 def test_maxlength(impl):
@@ -287,6 +301,7 @@ def test_maxlength(impl):
         assert reader.closed             # a read-only end is closed
 
 
+
 def test_large_message_both_directions(impl):
     big = os.urandom(1 << 16) * 256          # 16 MiB
     for duplex in (True, False):
@@ -305,8 +320,9 @@ def test_large_message_both_directions(impl):
             t.join()
 
 
-def test_blocking_recv_lets_other_threads_run():
-    a, b = fastmp.Pipe()
+
+def test_blocking_recv_lets_other_threads_run(impl):
+    a, b = impl.Pipe()
     with a, b:
         ticks = []
 
@@ -324,40 +340,40 @@ def test_blocking_recv_lets_other_threads_run():
 # ---- the wire ----------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["socket", "pipe"])
-def test_frames_are_byte_identical(kind):
+def test_frames_are_byte_identical(impl, kind):
     payloads = [b"", b"a", b"x" * 70000, bytes(range(256))]
-    for module in (fconnection, sconnection):
-        r, w = raw_pair(kind)
-        writer = module.Connection(w, readable=(kind == "socket"))
-        for p in payloads:
-            t = in_thread(writer.send_bytes, p)
-            got = b""
-            want = frame(p)
-            while len(got) < len(want):
-                got += os.read(r, len(want) - len(got))
-            t.join()
-            assert got == want, module.__name__
-        writer.send({"k": 1})
-        pickled = pickle.dumps({"k": 1})  # the default protocol, as the standard package
-        assert os.read(r, 4 + len(pickled)) == frame(pickled)
-        writer.close()
-        os.close(r)
+    r, w = raw_pair(kind)
+    writer = impl.connection.Connection(w, readable=(kind == "socket"))
+    for p in payloads:
+        t = in_thread(writer.send_bytes, p)
+        got = b""
+        want = frame(p)
+        while len(got) < len(want):
+            got += os.read(r, len(want) - len(got))
+        t.join()
+        assert got == want
+    writer.send({"k": 1})
+    pickled = pickle.dumps({"k": 1})  # the default protocol, as the standard package
+    assert os.read(r, 4 + len(pickled)) == frame(pickled)
+    writer.close()
+    os.close(r)
 
 
-def test_long_frame_header_is_understood():
+
+def test_long_frame_header_is_understood(impl):
     """Beyond 2 GiB - 1 the length travels as -1 then 8 bytes; a reader
     must accept that form for any length."""
-    for module in (fconnection, sconnection):
-        r, w = os.pipe()
-        reader = module.Connection(r, writable=False)
-        os.write(w, struct.pack("!iQ", -1, 5) + b"hello")
-        assert reader.recv_bytes() == b"hello"
-        reader.close()
-        os.close(w)
+    r, w = os.pipe()
+    reader = impl.connection.Connection(r, writable=False)
+    os.write(w, struct.pack("!iQ", -1, 5) + b"hello")
+    assert reader.recv_bytes() == b"hello"
+    reader.close()
+    os.close(w)
+
 
 
 @pytest.mark.parametrize("kind", ["socket", "pipe"])
-@pytest.mark.parametrize("fast_sends", [True, False])
+@pytest.mark.parametrize("fast_sends", [True, False], ids=["fastmp-sends", "stdlib-sends"])
 def test_interoperates_with_the_standard_connection(kind, fast_sends):
     r, w = raw_pair(kind)
     sender_mod, receiver_mod = (fconnection, sconnection) if fast_sends else (sconnection, fconnection)
@@ -389,16 +405,18 @@ class Registered:
         self.value = value
 
 
+
 class ViaCopyreg:
     pass
 
 
-def test_reducers_registered_later_apply():
+
+def test_reducers_registered_later_apply(impl):
     """send() pickles with ForkingPickler's reducers, including ones
     registered after the connection was first used, and copyreg's."""
     import copyreg
-    from fastmp import reduction
-    a, b = fastmp.Pipe()
+    reduction = impl.reduction
+    a, b = impl.Pipe()
     with a, b:
         a.send(Registered(1))
         assert b.recv().value == 1                   # default pickling
@@ -414,7 +432,6 @@ def test_reducers_registered_later_apply():
         assert b.recv().value == 3
 
 
-# ---- bad input and failures -------------------------------------------------
 
 def test_unpicklable_object_leaves_connection_usable(impl):
     a, b = impl.Pipe()
@@ -428,11 +445,12 @@ def test_unpicklable_object_leaves_connection_usable(impl):
         assert b.recv() == "fine"
 
 
-def test_unpicklable_inside_a_reducer_leaves_pickler_reusable():
+
+def test_unpicklable_inside_a_reducer_leaves_pickler_reusable(impl):
     class Bad:
         def __reduce__(self):
             raise RuntimeError("no")
-    a, b = fastmp.Pipe()
+    a, b = impl.Pipe()
     with a, b:
         shared = ["shared"]
         with pytest.raises(RuntimeError):
@@ -442,10 +460,11 @@ def test_unpicklable_inside_a_reducer_leaves_pickler_reusable():
         assert got == [["shared"], ["shared"]] and got[0] is got[1]
 
 
-def test_send_from_inside_a_reducer():
+
+def test_send_from_inside_a_reducer(impl):
     """A reducer may itself send on a connection while the first send is
     pickling."""
-    a, b = fastmp.Pipe()
+    a, b = impl.Pipe()
 
     class Nested:
         def __reduce__(self):
@@ -457,16 +476,7 @@ def test_send_from_inside_a_reducer():
         assert b.recv() == "outer"
 
 
-@pytest.mark.parametrize("cut", [0, 2, 4, 9])
-def test_peer_closing_mid_message_raises_eof(cut):
-    data = frame(b"0123456789")[:4 + cut] if cut else frame(b"0123456789")[:2]
-    r, w = os.pipe()
-    conn = fconnection.Connection(r, writable=False)
-    os.write(w, data)
-    os.close(w)
-    with conn, pytest.raises(EOFError):
-        conn.recv_bytes()
-
+# ---- failures -------------------------------------------------------------------
 
 def test_clean_eof_is_eoferror(impl):
     a, b = impl.Pipe()
@@ -477,54 +487,6 @@ def test_clean_eof_is_eoferror(impl):
         with pytest.raises(EOFError):
             a.recv_bytes_into(bytearray(8))
 
-
-@pytest.mark.parametrize("header", [struct.pack("!iQ", -1, 1 << 62),
-                                    struct.pack("!iQ", -1, (1 << 64) - 1),
-                                    struct.pack("!i", 0x7fffffff)])
-def test_huge_length_raises_oserror_without_allocating(header):
-    r, w = os.pipe()
-    os.write(w, header)
-    conn = fconnection.Connection(r, writable=False)
-    with pytest.raises(OSError, match="bad message length"):
-        conn.recv_bytes(1 << 20)
-    conn = fconnection.Connection(os.dup(w), readable=False)
-    conn.close()
-    r, w2 = os.pipe()
-    os.write(w2, header)
-    conn = fconnection.Connection(r)
-    t0 = time.monotonic()
-    if header.startswith(b"\xff"):
-        with pytest.raises(OSError, match="memory|hold"):
-            conn.recv()                  # no maxlength: memory is the limit
-        assert time.monotonic() - t0 < 1
-    conn.close()
-    os.close(w)
-    os.close(w2)
-
-
-def test_negative_length_is_rejected():
-    r, w = os.pipe()
-    os.write(w, struct.pack("!i", -5))
-    conn = fconnection.Connection(r, writable=False)
-    with pytest.raises(OSError, match="bad message length"):
-        conn.recv_bytes()
-    os.close(w)
-
-
-def test_invalid_fd_raises_oserror():
-    r, w = os.pipe()
-    os.close(r)
-    os.close(w)
-    conn = fconnection.Connection(r)
-    for call in (conn.recv, conn.recv_bytes, conn.poll, lambda: conn.send(1),
-                 lambda: conn.send_bytes(b"x")):
-        with pytest.raises(OSError):
-            call()
-    conn._handle = None
-    huge = fconnection.Connection(44977608)
-    with pytest.raises(OSError):
-        huge.poll()
-    huge._handle = None
 
 
 def test_broken_pipe_raises_oserror(impl):
@@ -551,9 +513,10 @@ def sigusr1_soon():
     signal.signal(signal.SIGUSR1, old)
 
 
-def test_poll_resumes_after_a_signal_against_its_deadline(sigusr1_soon):
+
+def test_poll_resumes_after_a_signal_against_its_deadline(impl, sigusr1_soon):
     hits, _ = sigusr1_soon
-    a, b = fastmp.Pipe()
+    a, b = impl.Pipe()
     with a, b:
         t0 = time.monotonic()
         assert a.poll(0.6) is False
@@ -562,20 +525,22 @@ def test_poll_resumes_after_a_signal_against_its_deadline(sigusr1_soon):
         assert 0.55 < elapsed < 3
 
 
-def test_signal_handler_exception_interrupts_recv(sigusr1_soon):
+
+def test_signal_handler_exception_interrupts_recv(impl, sigusr1_soon):
     _, state = sigusr1_soon
 
     def raise_it(*args):
         raise KeyboardInterrupt
     state["handler"] = raise_it
-    a, b = fastmp.Pipe()
+    a, b = impl.Pipe()
     with a, b, pytest.raises(KeyboardInterrupt):
         a.recv()
 
 
-def test_recv_resumes_after_a_signal(sigusr1_soon):
+
+def test_recv_resumes_after_a_signal(impl, sigusr1_soon):
     hits, _ = sigusr1_soon
-    a, b = fastmp.Pipe()
+    a, b = impl.Pipe()
     with a, b:
         t = threading.Timer(0.3, b.send, ("late",))
         t.start()
@@ -584,12 +549,13 @@ def test_recv_resumes_after_a_signal(sigusr1_soon):
         t.join()
 
 
-def test_wait_resumes_after_a_signal(sigusr1_soon):
+
+def test_wait_resumes_after_a_signal(impl, sigusr1_soon):
     hits, _ = sigusr1_soon
-    a, b = fastmp.Pipe()
+    a, b = impl.Pipe()
     with a, b:
         t0 = time.monotonic()
-        assert fastmp.connection.wait([a], 0.5) == []
+        assert impl.connection.wait([a], 0.5) == []
         assert hits == [1] and time.monotonic() - t0 > 0.45
 
 
@@ -615,13 +581,13 @@ def test_wait_on_mixed_objects(impl):
     os.close(w)
 
 
-def test_wait_on_process_sentinel(start_method):
-    ctx = fastmp.get_context(start_method)
+
+def test_wait_on_process_sentinel(impl, ctx):
     a, b = ctx.Pipe()
     p = ctx.Process(target=send_then_exit, args=(b, "bye"))
     p.start()
     b.close()
-    ready = fastmp.connection.wait([p.sentinel], 30)
+    ready = impl.connection.wait([p.sentinel], 30)
     assert ready == [p.sentinel]
     assert a.recv() == "bye"
     p.join()
@@ -630,8 +596,7 @@ def test_wait_on_process_sentinel(start_method):
 
 # ---- Connections and processes ------------------------------------------------------
 
-def test_connection_passed_to_child(start_method):
-    ctx = fastmp.get_context(start_method)
+def test_connection_passed_to_child(ctx):
     here, there = ctx.Pipe()
     p = ctx.Process(target=echo_until_none, args=(there,))
     p.start()
@@ -645,8 +610,9 @@ def test_connection_passed_to_child(start_method):
     here.close()
 
 
-def test_connection_sent_through_a_connection():
-    ctx = fastmp.get_context("fork")
+
+def test_connection_sent_through_a_connection(impl):
+    ctx = impl.get_context("fork")
     control, control_child = ctx.Pipe()
     reader, writer = ctx.Pipe(duplex=False)
     p = ctx.Process(target=write_through, args=(control_child, "through"))
@@ -661,7 +627,104 @@ def test_connection_sent_through_a_connection():
     reader.close()
 
 
+# ==== fastmp only: README "Connections", bad input, internals =============
+
+def test_plain_pickle_refuses_a_connection():
+    """README "Connections": plain pickle.dumps(conn) raises TypeError
+    (connections travel through process start or another connection)."""
+    a, b = fastmp.Pipe()
+    with a, b, pytest.raises(TypeError, match="ForkingPickler"):
+        pickle.dumps(a)
+
+
+
+@pytest.mark.parametrize("cut", [0, 2, 4, 9])
+def test_peer_closing_mid_message_raises_eof(cut):
+    """README "Connections": a peer that closes in the middle of a
+    message gives EOFError (the standard package raises OSError)."""
+    data = frame(b"0123456789")[:4 + cut] if cut else frame(b"0123456789")[:2]
+    r, w = os.pipe()
+    conn = fconnection.Connection(r, writable=False)
+    os.write(w, data)
+    os.close(w)
+    with conn, pytest.raises(EOFError):
+        conn.recv_bytes()
+
+
+
+@pytest.mark.parametrize("header", [struct.pack("!iQ", -1, 1 << 62),
+                                    struct.pack("!iQ", -1, (1 << 64) - 1),
+                                    struct.pack("!i", 0x7fffffff)])
+def test_huge_length_raises_oserror_without_allocating(header):
+    """README "Connections": a header that claims an impossibly large
+    length raises OSError before anything is allocated."""
+    r, w = os.pipe()
+    os.write(w, header)
+    conn = fconnection.Connection(r, writable=False)
+    with pytest.raises(OSError, match="bad message length"):
+        conn.recv_bytes(1 << 20)
+    conn = fconnection.Connection(os.dup(w), readable=False)
+    conn.close()
+    r, w2 = os.pipe()
+    os.write(w2, header)
+    conn = fconnection.Connection(r)
+    t0 = time.monotonic()
+    if header.startswith(b"\xff"):
+        with pytest.raises(OSError, match="memory|hold"):
+            conn.recv()                  # no maxlength: memory is the limit
+        assert time.monotonic() - t0 < 1
+    conn.close()
+    os.close(w)
+    os.close(w2)
+
+
+
+def test_negative_length_is_rejected():
+    """README "Connections": a header that claims a negative length
+    raises OSError."""
+    r, w = os.pipe()
+    os.write(w, struct.pack("!i", -5))
+    conn = fconnection.Connection(r, writable=False)
+    with pytest.raises(OSError, match="bad message length"):
+        conn.recv_bytes()
+    os.close(w)
+
+
+
+def test_invalid_fd_raises_oserror():
+    """Bad input: every call on a closed or impossible descriptor raises
+    OSError (the standard poll() reports a closed one readable)."""
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    conn = fconnection.Connection(r)
+    for call in (conn.recv, conn.recv_bytes, conn.poll, lambda: conn.send(1),
+                 lambda: conn.send_bytes(b"x")):
+        with pytest.raises(OSError):
+            call()
+    conn._handle = None
+    huge = fconnection.Connection(44977608)
+    with pytest.raises(OSError):
+        huge.poll()
+    huge._handle = None
+
+
+
+def test_read_only_buffer_raises_before_waiting():
+    """Bad input: recv_bytes_into() of a read-only buffer raises at once,
+    before waiting for a message (the standard package reads one first)."""
+    a, b = fastmp.Pipe()
+    with a, b:
+        with pytest.raises((TypeError, BufferError)):
+            b.recv_bytes_into(b"read-only")
+        a.send_bytes(b"next")
+        assert b.recv_bytes() == b"next"
+
+
+
 def test_forking_dumps_matches_forkingpickler():
+    """Internal: the C pickling path of send() makes the bytes of
+    ForkingPickler.dumps, and may be re-entered."""
     from fastmp import _fastmp
     from fastmp.reduction import ForkingPickler
     for obj in ("text", [1, 2.5, None], {"k": (1, 2)}, b"x" * 200000):
@@ -673,6 +736,7 @@ def test_forking_dumps_matches_forkingpickler():
             # pickling again while the reused pickler is busy
             return (pickle.loads, (_fastmp.forking_dumps("inner"),))
     assert pickle.loads(_fastmp.forking_dumps([Nested(), "outer"])) == ["inner", "outer"]
+
 
 
 ONE_CALL_PROGRAM = r"""
@@ -688,6 +752,7 @@ os.write(1, b"END\n")
 """
 
 
+
 def run_python_traced(program):
     """strace's log of the write-like system calls of `program`."""
     return subprocess.run(
@@ -696,8 +761,11 @@ def run_python_traced(program):
         capture_output=True, text=True, timeout=60).stderr
 
 
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 def test_small_message_leaves_in_one_system_call():
+    """Internal (the C write path): a small message's header and
+    payload leave in one system call."""
     out = run_python_traced(ONE_CALL_PROGRAM)
     calls = out.split("MARK", 1)[1].split("END", 1)[0]
     writes = [line for line in calls.splitlines()

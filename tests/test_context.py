@@ -4,11 +4,11 @@ import multiprocessing
 import os
 import sys
 import textwrap
+from importlib import import_module
 
 import pytest
 
 import fastmp
-from fastmp import context
 from support import run_python
 
 pytestmark = pytest.mark.timeout(60)
@@ -107,22 +107,24 @@ def test_get_context(impl):
         impl.get_context("threads")
 
 
-def test_reducer_defaults_to_reduction_module():
-    from fastmp import reduction
-    assert fastmp.get_context("fork").reducer is reduction
-    assert fastmp.reducer is reduction
+def test_reducer_defaults_to_reduction_module(impl):
+    reduction = import_module(impl.__name__ + ".reduction")
+    assert impl.get_context("fork").reducer is reduction
+    assert impl.reducer is reduction
 
 
-def test_exceptions_reexported():
+def test_exceptions_reexported(impl):
+    context = import_module(impl.__name__ + ".context")
     for name in ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError"):
-        assert getattr(context, name) is getattr(fastmp, name)
-        assert getattr(fastmp.get_context("spawn"), name) is getattr(fastmp, name)
-        assert getattr(context.BaseContext, name) is getattr(fastmp, name)
-        assert name in dir(fastmp) and name in fastmp.__all__
-    assert "reducer" in dir(fastmp) and "reducer" in fastmp.__all__
+        assert getattr(context, name) is getattr(impl, name)
+        assert getattr(impl.get_context("spawn"), name) is getattr(impl, name)
+        assert getattr(context.BaseContext, name) is getattr(impl, name)
+        assert name in dir(impl) and name in impl.__all__
+    assert "reducer" in dir(impl) and "reducer" in impl.__all__
 
 
-def test_spawning_popen_and_assert_spawning():
+def test_spawning_popen_and_assert_spawning(impl):
+    context = import_module(impl.__name__ + ".context")
     with pytest.raises(RuntimeError, match="through inheritance"):
         context.assert_spawning(object())
     marker = object()
@@ -137,7 +139,6 @@ def test_spawning_popen_and_assert_spawning():
 
 @pytest.fixture
 def restore_executable(impl):
-    from importlib import import_module
     spawn = import_module(impl.__name__ + ".spawn")
     saved = spawn.get_executable()
     yield spawn
@@ -172,7 +173,6 @@ def test_failed_exec_with_a_big_payload_does_not_hang(impl, restore_executable):
     # Process object, so a child that never ran makes the write fail
     if impl is multiprocessing and sys.version_info < (3, 14):
         pytest.skip("the standard package blocks forever here before 3.14")
-    from importlib import import_module
     import_module(impl.__name__ + ".resource_tracker").ensure_running()
     ctx = impl.get_context("spawn")
     ctx.set_executable("/nonexistent/python")
@@ -182,6 +182,7 @@ def test_failed_exec_with_a_big_payload_does_not_hang(impl, restore_executable):
 
 
 def test_spawn_command_line_names_fastmp():
+    """Internal: a spawned child runs fastmp's spawn_main."""
     from fastmp import spawn
     cmd = spawn.get_command_line(pipe_handle=7, tracker_fd=None)
     assert cmd[0] == spawn.get_executable()

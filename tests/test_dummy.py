@@ -36,8 +36,9 @@ def test_process_is_a_thread(mod):
     assert mod.current_process() is threading.current_thread()
 
 
-def test_start_from_other_thread_is_refused():
-    p = dummy.Process(target=lambda: None)
+@pytest.mark.parametrize("mod", [dummy, std_dummy], ids=["fastmp", "stdlib"])
+def test_start_from_other_thread_is_refused(mod):
+    p = mod.Process(target=lambda: None)
     errors = []
 
     def starter():

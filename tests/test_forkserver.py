@@ -5,7 +5,6 @@ know its secret.  Each scenario runs in a fresh interpreter so that it has
 a fork server of its own."""
 import hmac
 import importlib
-import inspect
 import os
 import socket
 import sys
@@ -17,7 +16,7 @@ import pytest
 
 import fastmp
 from fastmp import forkserver
-from support import run_python
+from support import run_python, skip_stdlib_before
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -208,9 +207,8 @@ def _forkserver_module(impl):
 def test_the_key_is_checked_both_ways(impl):
     # a connection.Client that knows the key passes the handshake; a
     # process started with a wrong key fails with AuthenticationError
+    skip_stdlib_before(impl, (3, 14), 'an authenticating forkserver')
     server = _forkserver_module(impl)._forkserver
-    if not hasattr(server, '_forkserver_authkey'):
-        pytest.skip('the standard forkserver authenticates from 3.14')
     server.ensure_running()
     key = server._forkserver_authkey
     assert len(key) >= 16
@@ -291,10 +289,7 @@ def test_preload_names_must_be_strings():
 
 
 def _needs_on_error(impl):
-    if 'on_error' not in inspect.signature(
-            impl.get_context('forkserver').set_forkserver_preload).parameters:
-        pytest.skip('set_forkserver_preload(on_error=) is new in the '
-                    'standard package of 3.15')
+    skip_stdlib_before(impl, (3, 15), 'set_forkserver_preload(on_error=)')
 
 
 def test_preload_on_error_must_be_a_policy(impl):
@@ -351,8 +346,7 @@ def test_preload_failure_follows_on_error(impl, tmp_path, on_error):
 
 def test_preloaded_main_sees_the_programs_argv(impl, tmp_path):
     # gh-143706: sys.argv is the program's while the server imports __main__
-    if impl is not fastmp and sys.version_info < (3, 14):
-        pytest.skip('the standard package sets it from 3.14')
+    skip_stdlib_before(impl, (3, 14), "the program's sys.argv in the forkserver")
     path = tmp_path / 'prog.py'
     path.write_text(textwrap.dedent('''
         import os, sys

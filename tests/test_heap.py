@@ -1,5 +1,12 @@
-"""fastmp.heap: the C block allocator over shared arenas."""
+"""fastmp.heap: the C block allocator over shared arenas.
+
+The first test, blocks handed to children under each start method, is the
+standard behaviour and runs against both packages.  The rest is fastmp
+only: the allocator's internals (tiling, coalescing, reuse, flat memory,
+per-process heaps after fork) and the README's "Shared memory" deviation
+that heap blocks are always zeroed."""
 import gc
+import importlib
 import os
 import random
 import sys
@@ -46,7 +53,29 @@ def _write_block(wrapper, payload):
     wrapper.create_memoryview()[:len(payload)] = payload
 
 
+# ---- standard behaviour: both packages ------------------------------------
+
+def test_blocks_reach_child(impl, ctx):
+    heap_module = importlib.import_module(impl.__name__ + ".heap")
+    small = heap_module.BufferWrapper(16)
+    large = heap_module.BufferWrapper(3 * 1024 * 1024)   # a dedicated arena
+    p = ctx.Process(target=_write_block, args=(small, b"from the child"))
+    q = ctx.Process(target=_write_block, args=(large, b"\x01" * 1000))
+    for child in (p, q):
+        child.start()
+    for child in (p, q):
+        child.join(60)
+        assert child.exitcode == 0
+    # (only fastmp zeroes blocks: see test_blocks_zeroed_writable_and_reused)
+    assert bytes(small.create_memoryview()[:14]) == b"from the child"
+    assert bytes(large.create_memoryview()[:1000]) == b"\x01" * 1000
+
+
+# ==== fastmp only: the allocator's internals, zeroed blocks ===============
+
 def test_blocks_zeroed_writable_and_reused(fresh_heap):
+    """README "Shared memory": heap blocks are always zeroed, also when a
+    freed block is reused (internal: it is)."""
     w = heap.BufferWrapper(100)
     view = w.create_memoryview()
     assert len(view) == 100 and bytes(view) == bytes(100)
@@ -60,6 +89,7 @@ def test_blocks_zeroed_writable_and_reused(fresh_heap):
 
 
 def test_sizes_and_errors(fresh_heap):
+    """Internal: block sizes and the errors of bad ones."""
     assert len(heap.BufferWrapper(0).create_memoryview()) == 0
     assert len(heap.BufferWrapper(1).create_memoryview()) == 1
     with pytest.raises(ValueError):
@@ -72,6 +102,7 @@ def test_sizes_and_errors(fresh_heap):
 
 
 def test_block_larger_than_an_arena_gets_its_own(fresh_heap):
+    """Internal: a block larger than an arena gets an arena of its own."""
     small = heap.BufferWrapper(64)
     big = heap.BufferWrapper(9 * 1024 * 1024 + 3)
     view = big.create_memoryview()
@@ -85,6 +116,7 @@ def test_block_larger_than_an_arena_gets_its_own(fresh_heap):
 
 
 def test_memoryview_keeps_block_alive(fresh_heap):
+    """Internal: a memoryview of a block keeps the block allocated."""
     w = heap.BufferWrapper(32)
     view = w.create_memoryview()
     del w
@@ -96,6 +128,8 @@ def test_memoryview_keeps_block_alive(fresh_heap):
 
 
 def test_random_churn_tiles_and_empties(fresh_heap):
+    """Internal: free and used blocks always tile the arenas, and freeing
+    coalesces."""
     fresh_heap._DISCARD_FREE_SPACE_LARGER_THAN = 0
     rng = random.Random(5)
     live = []
@@ -113,6 +147,7 @@ def test_random_churn_tiles_and_empties(fresh_heap):
 
 @pytest.mark.timeout(60)
 def test_100k_alloc_free_cycles_flat_memory(fresh_heap):
+    """Internal: allocation churn does not grow the process's memory."""
     sizes = [8, 24, 100, 1000, 5000]
     for i in range(1000):
         heap.BufferWrapper(sizes[i % 5])
@@ -133,6 +168,7 @@ def test_100k_alloc_free_cycles_flat_memory(fresh_heap):
 
 
 def test_threads_allocate_concurrently(fresh_heap):
+    """Internal: the allocator is thread-safe."""
     errors = []
 
     def churn(seed):
@@ -159,6 +195,8 @@ def test_threads_allocate_concurrently(fresh_heap):
 
 
 def test_forked_child_has_its_own_heap(fresh_heap):
+    """Internal: a forked child allocates from arenas of its own and never
+    frees into its parent's heap."""
     parent_blocks = [heap.BufferWrapper(64) for _ in range(4)]
     for i, w in enumerate(parent_blocks):
         w.create_memoryview()[:] = bytes([i + 1]) * 64
@@ -183,17 +221,3 @@ def test_forked_child_has_its_own_heap(fresh_heap):
     assert [bytes(w.create_memoryview()) for w in parent_blocks] == [
         bytes([i]) * 64 for i in (1, 3, 4)]
     _check_layout(fresh_heap)
-
-
-def test_blocks_reach_child(fctx):
-    small = heap.BufferWrapper(16)
-    large = heap.BufferWrapper(3 * 1024 * 1024)          # a dedicated arena
-    p = fctx.Process(target=_write_block, args=(small, b"from the child"))
-    q = fctx.Process(target=_write_block, args=(large, b"\x01" * 1000))
-    for child in (p, q):
-        child.start()
-    for child in (p, q):
-        child.join(60)
-        assert child.exitcode == 0
-    assert bytes(small.create_memoryview()) == b"from the child\0\0"
-    assert bytes(large.create_memoryview()[:1001]) == b"\x01" * 1000 + b"\0"

@@ -3,6 +3,7 @@ context managers, the authentication handshake (against the standard
 package in both directions, against a legacy HMAC-MD5 peer, and with a
 wrong key), the handshake helpers, and the XML-RPC wrappers."""
 import hmac
+import importlib
 import os
 import socket
 import threading
@@ -12,6 +13,7 @@ import pytest
 import fastmp
 import fastmp.connection as fconnection
 import multiprocessing.connection as sconnection
+from support import skip_stdlib_before
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,8 +22,9 @@ MODULES = {"fastmp": fconnection, "stdlib": sconnection}
 
 # ---- workers (module level: spawned children import them) ---------------
 
-def client_says_hello(address, authkey):
-    with fconnection.Client(address, authkey=authkey) as conn:
+def client_says_hello(module_name, address, authkey):
+    client = importlib.import_module(module_name).Client
+    with client(address, authkey=authkey) as conn:
         conn.send("hello from %d" % os.getpid())
         conn.recv()                      # wait until the server has read it
 
@@ -128,18 +131,16 @@ def test_multiple_bind_fails(impl):
                 impl.connection.Listener(l.address, family)
 
 
-def test_abstract_unix_socket():
-    with fconnection.Listener("\0fastmp-test-%d" % os.getpid()) as l:
-        with fconnection.Client(l.address) as c, l.accept() as d:
+def test_abstract_unix_socket(impl):
+    with impl.connection.Listener("\0fastmp-test-%d" % os.getpid()) as l:
+        with impl.connection.Client(l.address) as c, l.accept() as d:
             c.send("abstract")
             assert d.recv() == "abstract"
 
 
-def test_bad_authkey_type():
+def test_bad_authkey_type(impl):
     with pytest.raises(TypeError):
-        fconnection.Listener(authkey="text")
-    with pytest.raises(TypeError):
-        fconnection.Client(("localhost", 1), authkey="text")
+        impl.connection.Listener(authkey="text")
 
 
 # ---- authentication ------------------------------------------------------------
@@ -174,46 +175,48 @@ def test_wrong_authkey(server, client):
                                    sconnection.AuthenticationError))
 
 
-def test_legacy_md5_peers_both_ways():
-    a, b = fastmp.Pipe()
+def test_legacy_md5_peers_both_ways(impl):
+    a, b = impl.Pipe()
     legacy = LegacyPeer(b, b"key")
     with a, b:
         t = threading.Thread(target=lambda: box.append(legacy.answer()))
         box = []
         t.start()
-        fconnection.deliver_challenge(a, b"key")
+        impl.connection.deliver_challenge(a, b"key")
         t.join(30)
         assert box == [True]
         box.clear()
         t = threading.Thread(target=lambda: box.append(legacy.deliver()))
         t.start()
-        fconnection.answer_challenge(a, b"key")
+        impl.connection.answer_challenge(a, b"key")
         t.join(30)
         assert box == [True]
         legacy.authkey = b"other"
         t = threading.Thread(target=lambda: box.append(legacy.answer()))
         t.start()
-        with pytest.raises(fastmp.AuthenticationError):
-            fconnection.deliver_challenge(a, b"key")
+        with pytest.raises(impl.AuthenticationError):
+            impl.connection.deliver_challenge(a, b"key")
         t.join(30)
 
 
-def test_challenge_is_prefixed_with_the_digest():
-    a, b = fastmp.Pipe()
+def test_challenge_is_prefixed_with_the_digest(impl):
+    skip_stdlib_before(impl, (3, 12), "the digest-prefixed handshake")
+    a, b = impl.Pipe()
     with a, b:
-        t = threading.Thread(target=fconnection.deliver_challenge, args=(a, b"k"))
+        t = threading.Thread(target=impl.connection.deliver_challenge, args=(a, b"k"))
         t.daemon = True
         t.start()
         challenge = b.recv_bytes()
         assert challenge.startswith(b"#CHALLENGE#{sha256}")
-        assert len(challenge) == len(b"#CHALLENGE#{sha256}") + fconnection.MESSAGE_LENGTH
+        assert len(challenge) == len(b"#CHALLENGE#{sha256}") + impl.connection.MESSAGE_LENGTH
         message = challenge[len(b"#CHALLENGE#"):]
         b.send_bytes(b"{sha256}" + hmac.new(b"k", message, "sha256").digest())
         assert b.recv_bytes() == b"#WELCOME#"
         t.join(30)
 
 
-def test_handshake_helpers_reject_bogus_peers():
+def test_handshake_helpers_reject_bogus_peers(impl):
+    skip_stdlib_before(impl, (3, 12), "AuthenticationError for a peer that sends no challenge")
     class Fake:
         def __init__(self, replies):
             self.replies = list(replies)
@@ -225,41 +228,43 @@ def test_handshake_helpers_reject_bogus_peers():
         def send_bytes(self, data):
             self.sent.append(data)
     fake = Fake([b"something bogus"])
-    with pytest.raises(fastmp.AuthenticationError):
-        fconnection.deliver_challenge(fake, b"abc")
+    with pytest.raises(impl.AuthenticationError):
+        impl.connection.deliver_challenge(fake, b"abc")
     assert fake.sent[-1] == b"#FAILURE#"
-    with pytest.raises(fastmp.AuthenticationError):
-        fconnection.answer_challenge(Fake([fconnection.CHALLENGE, b"bogus"]), b"abc")
-    with pytest.raises(fastmp.AuthenticationError):
-        fconnection.answer_challenge(Fake([b"no challenge here"]), b"abc")
+    with pytest.raises(impl.AuthenticationError):
+        impl.connection.answer_challenge(Fake([b"#CHALLENGE#", b"bogus"]), b"abc")
+    with pytest.raises(impl.AuthenticationError):
+        impl.connection.answer_challenge(Fake([b"no challenge here"]), b"abc")
     with pytest.raises(ValueError):
-        fconnection.deliver_challenge(Fake([]), "not bytes")
+        impl.connection.deliver_challenge(Fake([]), "not bytes")
     with pytest.raises(ValueError):
-        fconnection.answer_challenge(Fake([]), "not bytes")
+        impl.connection.answer_challenge(Fake([]), "not bytes")
 
 
 @pytest.mark.parametrize("algo", [None, "md5", "sha256", "sha384", "sha3_256"])
-def test_create_and_verify_response(algo):
+def test_create_and_verify_response(impl, algo):
+    skip_stdlib_before(impl, (3, 12), "the digest-prefixed handshake")
     prefix = b"{%s}" % algo.encode() if algo else b""
     message = prefix + b"is-twenty-bytes-long"
-    response = fconnection._create_response(b"key", message)
+    response = impl.connection._create_response(b"key", message)
     assert response.startswith(prefix)
-    fconnection._verify_challenge(b"key", message, response)
-    with pytest.raises(fastmp.AuthenticationError):
-        fconnection._verify_challenge(b"other", message, response)
+    impl.connection._verify_challenge(b"key", message, response)
+    with pytest.raises(impl.AuthenticationError):
+        impl.connection._verify_challenge(b"other", message, response)
 
 
-def test_verify_rejects_unknown_digest():
-    with pytest.raises(fastmp.AuthenticationError):
-        fconnection._verify_challenge(b"k", b"m" * 40, b"{sha1}" + b"x" * 20)
+def test_verify_rejects_unknown_digest(impl):
+    skip_stdlib_before(impl, (3, 12), "the digest-prefixed handshake")
+    with pytest.raises(impl.AuthenticationError):
+        impl.connection._verify_challenge(b"k", b"m" * 40, b"{sha1}" + b"x" * 20)
 
 
 # ---- across processes ---------------------------------------------------------
 
-def test_client_in_child_process(start_method):
-    ctx = fastmp.get_context(start_method)
-    with fconnection.Listener(authkey=b"family") as l:
-        p = ctx.Process(target=client_says_hello, args=(l.address, b"family"))
+def test_client_in_child_process(impl, ctx):
+    with impl.connection.Listener(authkey=b"family") as l:
+        p = ctx.Process(target=client_says_hello,
+                        args=(impl.connection.__name__, l.address, b"family"))
         p.start()
         with l.accept() as d:
             assert d.recv() == "hello from %d" % p.pid
@@ -270,10 +275,10 @@ def test_client_in_child_process(start_method):
 
 # ---- XML-RPC wrappers --------------------------------------------------------
 
-def test_xml_listener_and_client():
-    with fconnection.XmlListener(authkey=b"x") as l:
+def test_xml_listener_and_client(impl):
+    with impl.connection.XmlListener(authkey=b"x") as l:
         t, box = accept_in_thread(l)
-        c = fconnection.XmlClient(l.address, authkey=b"x")
+        c = impl.connection.XmlClient(l.address, authkey=b"x")
         t.join(30)
         d = box[0]
         c.send({"a": [1, 2.5, "three"]})
@@ -300,3 +305,13 @@ def test_explicit_inet6_family(impl):
         assert l.address[0] == "::1"
         with pytest.raises(ValueError):
             impl.connection.Listener(family="AF_NOT_A_FAMILY")
+
+
+# ==== fastmp only: bad input ================================================
+
+def test_client_checks_the_authkey_before_connecting():
+    """Bad input: Client() with a str authkey raises TypeError before it
+    connects (the standard package connects first, and to a closed port
+    raises ConnectionRefusedError instead)."""
+    with pytest.raises(TypeError):
+        fconnection.Client(("localhost", 1), authkey="text")

@@ -1,6 +1,11 @@
 """The per-call paths of managers: plain-data pickling without a Pickler
 (quick_dumps/quick_loads), the proxy's _callmethod and the server's
-serve_calls loop, and the requests and replies they hand to Python."""
+serve_calls loop, and the requests and replies they hand to Python.
+
+The calls through a manager are the standard behaviour and run against both
+packages.  The first part (fastmp only) covers the README's plain-data
+manager calls, pickled without a Pickler and still standard pickles; the
+last compares the server's queue with queue.Queue (README "Managers")."""
 import inspect
 import math
 import multiprocessing.managers as smanagers
@@ -37,6 +42,8 @@ NOT_PLAIN = [
     type('S', (str,), {})('sub'),
 ]
 
+
+# ==== fastmp only: README "plain data ... pickled without a Pickler" =======
 
 def _same(a, b):
     """Equal, of the same types all the way down (and -0.0 is not 0.0)."""
@@ -118,7 +125,7 @@ def test_quick_loads_leaves_malformed_or_other_pickles(data):
     assert quick_loads(data, MISSING) is MISSING
 
 
-# -- through a manager -------------------------------------------------------
+# -- through a manager, on both packages --------------------------------------
 
 @pytest.fixture
 def fmanager():
@@ -127,9 +134,17 @@ def fmanager():
     m.shutdown()
 
 
-def test_values_cross_unchanged(fmanager):
+@pytest.fixture
+def manager(impl):
+    """A started SyncManager of each package (fork)."""
+    m = impl.get_context('fork').Manager()
+    yield m
+    m.shutdown()
+
+
+def test_values_cross_unchanged(impl, manager):
     values = PLAIN + NOT_PLAIN[:-3] + [Exception]
-    lst = fmanager.list()
+    lst = manager.list()
     for v in values:
         lst.append(v)
     got = lst._getvalue()
@@ -141,14 +156,14 @@ def test_values_cross_unchanged(fmanager):
         assert _same(lst[i], v)
 
 
-def test_keyword_arguments_and_callmethod_forms(fmanager):
-    dct = fmanager.dict({'a': 1})
+def test_keyword_arguments_and_callmethod_forms(impl, manager):
+    dct = manager.dict({'a': 1})
     assert dct.get('b', 2) == 2
     assert dct.pop('a') == 1
     assert dct._callmethod('setdefault', ('k', 'v')) == 'v'
     assert dct._callmethod(methodname='get', args=('k',)) == 'v'
-    assert fmanagers.BaseProxy._callmethod(dct, '__len__') == 1
-    lst = fmanager.list([3, 1, 2])
+    assert impl.managers.BaseProxy._callmethod(dct, '__len__') == 1
+    lst = manager.list([3, 1, 2])
     lst.sort(reverse=True)
     assert lst._getvalue() == [3, 2, 1]
     with pytest.raises(TypeError):
@@ -158,36 +173,36 @@ def test_keyword_arguments_and_callmethod_forms(fmanager):
     with pytest.raises(TypeError):
         dct._callmethod('get', methodname='get')
     # the standard package's signature, bound and unbound
-    assert (str(inspect.signature(fmanagers.BaseProxy._callmethod))
+    assert (str(inspect.signature(impl.managers.BaseProxy._callmethod))
             == str(inspect.signature(smanagers.BaseProxy._callmethod)))
     assert str(inspect.signature(dct._callmethod)) == '(methodname, args=(), kwds={})'
 
 
-def test_errors_the_method_raises_come_back(fmanager):
-    lst = fmanager.list([1])
+def test_errors_the_method_raises_come_back(impl, manager):
+    lst = manager.list([1])
     with pytest.raises(IndexError):
         lst[5]
     with pytest.raises(ValueError):
         lst.index(42)
-    dct = fmanager.dict()
+    dct = manager.dict()
     with pytest.raises(KeyError):
         dct['missing']
     assert lst[0] == 1      # the connection still serves
 
 
-def test_requests_left_to_python(fmanager):
-    lst = fmanager.list([1, 2])
+def test_requests_left_to_python(impl, manager):
+    lst = manager.list([1, 2])
     # not exposed, then the fallbacks every object answers
-    with pytest.raises(fmanagers.RemoteError, match='not in exposed'):
+    with pytest.raises(impl.managers.RemoteError, match='not in exposed'):
         lst._callmethod('__class__')
     assert lst._callmethod('__repr__') == '[1, 2]'
     assert str(lst) == '[1, 2]'
     # a method returning a proxy, and an unknown object id
-    dct = fmanager.dict({'a': 1})
+    dct = manager.dict({'a': 1})
     it = iter(dct)
     assert list(it) == ['a']
-    with pytest.raises(fmanagers.RemoteError, match='KeyError'):
-        fmanagers.dispatch(lst._tls.connection, 'no-such-id', '__len__')
+    with pytest.raises(impl.managers.RemoteError, match='KeyError'):
+        impl.managers.dispatch(lst._tls.connection, 'no-such-id', '__len__')
     assert len(lst) == 2
 
 
@@ -213,27 +228,33 @@ class _HolderManager(fmanagers.BaseManager):
     pass
 
 
+class _StdlibHolderManager(smanagers.BaseManager):
+    pass
+
+
 _HolderManager.register('Holder', _Holder)
+_StdlibHolderManager.register('Holder', _Holder)
 
 
-def test_replies_that_do_not_pickle():
-    with _HolderManager(ctx=fastmp.get_context('fork')) as m:
+def test_replies_that_do_not_pickle(impl):
+    holder_manager = _HolderManager if impl is fastmp else _StdlibHolderManager
+    with holder_manager(ctx=impl.get_context('fork')) as m:
         holder = m.Holder()
-        with pytest.raises(fmanagers.RemoteError, match='Unserializable'):
+        with pytest.raises(impl.managers.RemoteError, match='Unserializable'):
             holder.unpicklable()
-        with pytest.raises(fmanagers.RemoteError, match='Unserializable'):
+        with pytest.raises(impl.managers.RemoteError, match='Unserializable'):
             holder.raises_unpicklable()
         assert holder.unpicklable.__name__ == 'unpicklable'
         assert repr(holder._callmethod('__repr__')).startswith("'<")
 
 
-def test_finalizer_during_a_call_uses_another_connection(fmanager):
+def test_finalizer_during_a_call_uses_another_connection(impl, manager):
     """A proxy dropped while this thread's connection is mid-exchange (its
     finalizer runs on a GC pass inside the call) sends its decref
     elsewhere, and the call's reply stays the call's."""
-    lst = fmanager.list(range(10))
-    before = fmanager._number_of_objects()
-    extra = fmanager.list()
+    lst = manager.list(range(10))
+    before = manager._number_of_objects()
+    extra = manager.list()
     gate = threading.Event()
 
     class Trigger:
@@ -247,11 +268,12 @@ def test_finalizer_during_a_call_uses_another_connection(fmanager):
     assert lst.count(Trigger()) == 1
     assert gate.is_set()
     assert lst[5] == 5
-    assert fmanager._number_of_objects() == before
+    assert manager._number_of_objects() == before
 
 
-def test_a_request_that_does_not_unpickle_gets_a_traceback(fmanager):
-    lst = fmanager.list([1])
+def test_a_request_that_does_not_unpickle_gets_a_traceback(impl, manager):
+    lst = manager.list([1])
+    assert lst[0] == 1          # the proxy's own connection is open
     conn = lst._tls.connection
     conn.send_bytes(b'\x80\x04cno_such_module\nthing\n.')
     kind, text = conn.recv()
@@ -259,7 +281,40 @@ def test_a_request_that_does_not_unpickle_gets_a_traceback(fmanager):
     assert lst[0] == 1
 
 
-# -- the queue the server keeps behind manager.Queue() ------------------------
+def test_clients_are_served_together_while_one_waits_in_a_method(ctx):
+    # Serving threads take turns with the server's GIL; one blocked in a
+    # method (a contended Lock) must not hold the others up or make them
+    # lose a request.
+    with ctx.Manager() as m:
+        lock, lst = m.Lock(), m.list()
+        lock.acquire()
+        blocked = threading.Thread(target=lambda: (lock.acquire(), lock.release()))
+        blocked.start()
+        errors = []
+
+        def client(tag):
+            try:
+                for i in range(300):
+                    lst.append((tag, i))
+                    assert lst[-1][1] >= 0
+            except Exception as e:   # reported by the assertion below
+                errors.append(e)
+        clients = [threading.Thread(target=client, args=(tag,)) for tag in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+        assert blocked.is_alive()
+        lock.release()
+        blocked.join(30)
+        assert not errors and not blocked.is_alive()
+        got = lst._getvalue()
+        assert sorted(got) == sorted((tag, i) for tag in range(4) for i in range(300))
+        for tag in range(4):
+            assert [i for t, i in got if t == tag] == list(range(300))
+
+
+# ==== fastmp only: the queue the server keeps behind manager.Queue() ========
 
 @pytest.fixture(params=['standard', 'shared'])
 def queue_type(request):
@@ -336,42 +391,11 @@ def test_shared_queue_shutdown(queue_type):
 
 
 def test_manager_queue_is_the_shared_queue(fmanager):
+    """README "Managers": the server's Queue is a queue.Queue subclass with
+    the same methods, and shutdown() on every version."""
     q = fmanager.Queue()
     # (shutdown before 3.13 too)
     expected = set(fmanagers.public_methods(queue.Queue())) | {'shutdown'}
     assert sorted(q._exposed_) == sorted(expected)
     q.put('a')
     assert q.get() == 'a'
-
-
-def test_clients_are_served_together_while_one_waits_in_a_method(start_method):
-    # Serving threads take turns with the server's GIL; one blocked in a
-    # method (a contended Lock) must not hold the others up or make them
-    # lose a request.
-    with fastmp.get_context(start_method).Manager() as m:
-        lock, lst = m.Lock(), m.list()
-        lock.acquire()
-        blocked = threading.Thread(target=lambda: (lock.acquire(), lock.release()))
-        blocked.start()
-        errors = []
-
-        def client(tag):
-            try:
-                for i in range(300):
-                    lst.append((tag, i))
-                    assert lst[-1][1] >= 0
-            except Exception as e:   # reported by the assertion below
-                errors.append(e)
-        clients = [threading.Thread(target=client, args=(tag,)) for tag in range(4)]
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join(30)
-        assert blocked.is_alive()
-        lock.release()
-        blocked.join(30)
-        assert not errors and not blocked.is_alive()
-        got = lst._getvalue()
-        assert sorted(got) == sorted((tag, i) for tag in range(4) for i in range(300))
-        for tag in range(4):
-            assert [i for t, i in got if t == tag] == list(range(300))

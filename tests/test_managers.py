@@ -1,6 +1,10 @@
 """Managers and proxies: SyncManager types, custom managers, proxies in
 child processes, reference counting, SharedMemoryManager, the doc examples.
-Remote (TCP) use and wire compatibility are in test_managers_remote.py."""
+Remote (TCP) use and wire compatibility are in test_managers_remote.py.
+
+Everything up to "fastmp only" is the standard behaviour, run against
+fastmp and the standard package; the last part covers the README's
+"Managers" deviations, each test naming the one it covers."""
 import copy
 import errno
 import os
@@ -13,6 +17,7 @@ import pytest
 
 import fastmp
 import fastmp.managers as fmanagers
+import multiprocessing.managers as smanagers
 from support import check_lock_locked, check_semaphore_locked, skip_stdlib_before
 
 pytestmark = pytest.mark.timeout(60)
@@ -80,6 +85,7 @@ def test_list_proxy_agrees(manager):
     assert repr(lst).startswith('<ListProxy object, typeid \'list\' at 0x')
 
 
+
 def test_dict_proxy_agrees(manager):
     dct = manager.dict(a=1)
     dct['b'] = 2
@@ -95,6 +101,7 @@ def test_dict_proxy_agrees(manager):
         dct['missing']
     dct.clear()
     assert len(dct) == 0
+
 
 
 def test_dict_proxy_newer_methods(impl, manager):
@@ -113,6 +120,7 @@ def test_dict_proxy_newer_methods(impl, manager):
     assert dct._getvalue() == {}
 
 
+
 def test_list_proxy_newer_methods(impl, manager):
     skip_stdlib_before(impl, (3, 14), "the list proxy's clear and copy")
     lst = manager.list([1, 2])
@@ -120,6 +128,7 @@ def test_list_proxy_newer_methods(impl, manager):
     assert type(copied) is list and copied == [1, 2]
     lst.clear()
     assert len(lst) == 0 and copied == [1, 2]
+
 
 
 def test_set_proxy(impl, manager):
@@ -158,13 +167,6 @@ def test_set_proxy(impl, manager):
         manager.set(1234)
 
 
-def test_set_proxy_is_a_mutable_set(fmanager):
-    # The standard package registers it as a MutableMapping (gh-142740).
-    import collections.abc
-    s = fmanager.set()
-    assert isinstance(s, collections.abc.MutableSet)
-    assert not isinstance(s, collections.abc.MutableMapping)
-
 
 def test_namespace_value_array(manager):
     ns = manager.Namespace(x=1)
@@ -180,6 +182,7 @@ def test_namespace_value_array(manager):
     arr = manager.Array('i', [1, 2, 3])
     arr[0] = 9
     assert len(arr) == 3 and arr[0] == 9 and list(arr[:]) == [9, 2, 3]
+
 
 
 def test_sync_primitives(manager):
@@ -212,10 +215,12 @@ def test_sync_primitives(manager):
     assert barrier.wait() == 0 and not barrier.broken
 
 
+
 @pytest.mark.parametrize('kind', ['Lock', 'RLock', 'Condition'])
 def test_lock_proxies_locked(impl, manager, kind):
     skip_stdlib_before(impl, (3, 14), "the lock proxies' locked()")
     check_lock_locked(getattr(manager, kind)(), recursive=kind != 'Lock')
+
 
 
 def test_condition_proxy_on_a_given_lock_is_locked_with_it(impl, manager):
@@ -227,12 +232,6 @@ def test_condition_proxy_on_a_given_lock_is_locked_with_it(impl, manager):
     lock.release()
     assert cond.locked() is False
 
-
-@pytest.mark.parametrize('kind', ['Semaphore', 'BoundedSemaphore'])
-def test_semaphore_proxies_locked(fmanager, kind):
-    # The standard proxies expose locked() too, but its server holds a
-    # threading.Semaphore, which has none: the call raises RemoteError.
-    check_semaphore_locked(getattr(fmanager, kind))
 
 
 def test_queue_and_errors_come_back_as_themselves(manager):
@@ -252,6 +251,7 @@ def test_queue_and_errors_come_back_as_themselves(manager):
     jq.join()
 
 
+
 def test_remote_error_carries_server_traceback(impl, manager):
     lst = manager.list()
     with pytest.raises(impl.managers.RemoteError) as info:
@@ -259,6 +259,7 @@ def test_remote_error_carries_server_traceback(impl, manager):
     text = str(info.value)
     assert 'Traceback' in text and 'not_a_method' in text
     assert text.startswith('\n' + '-' * 75)
+
 
 
 def test_copy_and_deepcopy(manager):
@@ -271,6 +272,7 @@ def test_copy_and_deepcopy(manager):
     assert deep == [[1], 2, 3] and type(deep) is list
 
 
+
 def test_pool_proxy(manager):
     with manager.Pool(2) as pool:
         assert pool.map(abs, [-1, -2]) == [1, 2]
@@ -278,8 +280,9 @@ def test_pool_proxy(manager):
         assert list(pool.imap(abs, [-4, -5])) == [4, 5]
 
 
-def test_threads_each_get_a_connection(fmanager):
-    dct = fmanager.dict()
+
+def test_threads_each_get_a_connection(manager):
+    dct = manager.dict()
 
     def bump(tag):
         for i in range(50):
@@ -295,12 +298,12 @@ def test_threads_each_get_a_connection(fmanager):
 
 # -- proxies in child processes ------------------------------------------
 
-def test_proxies_in_child_processes(fctx):
-    with fctx.Manager() as m:
+def test_proxies_in_child_processes(ctx):
+    with ctx.Manager() as m:
         lst, dct, lock, q = m.list(), m.dict(), m.Lock(), m.Queue()
         ns = m.Namespace()
         nested = m.dict(inner=m.list())
-        p = fctx.Process(target=_child_uses_proxies,
+        p = ctx.Process(target=_child_uses_proxies,
                          args=(lst, dct, lock, q, ns, nested))
         p.start()
         assert q.get(timeout=30) == 45
@@ -311,11 +314,12 @@ def test_proxies_in_child_processes(fctx):
         assert nested['inner'][:] == [7]
 
 
-def test_proxies_carry_the_authkey_to_spawned_children():
-    ctx = fastmp.get_context('spawn')
+
+def test_proxies_carry_the_authkey_to_spawned_children(impl):
+    ctx = impl.get_context('spawn')
     # The manager's key is not the child's own: only the proxies carry it.
-    with fmanagers.SyncManager(authkey=b'not-the-default', ctx=ctx) as m:
-        assert m._authkey != fastmp.current_process().authkey
+    with impl.managers.SyncManager(authkey=b'not-the-default', ctx=ctx) as m:
+        assert m._authkey != impl.current_process().authkey
         event, value = m.Event(), m.Value('i', 0)
         p = ctx.Process(target=_child_sets_event, args=(event, value))
         p.start()
@@ -323,8 +327,9 @@ def test_proxies_carry_the_authkey_to_spawned_children():
         assert p.exitcode == 0 and event.is_set() and value.value == 42
 
 
-def test_barrier_across_processes():
-    ctx = fastmp.get_context('fork')
+
+def test_barrier_across_processes(impl):
+    ctx = impl.get_context('fork')
     with ctx.Manager() as m:
         barrier = m.Barrier(3)
         procs = [ctx.Process(target=_child_waits_barrier, args=(barrier,))
@@ -347,6 +352,7 @@ def test_server_frees_objects_when_proxies_go(manager):
     assert manager._number_of_objects() == 0
 
 
+
 def test_nested_proxies_are_freed(manager):
     outer = manager.dict()
     outer['l'] = manager.list([1, 2])
@@ -360,16 +366,17 @@ def test_nested_proxies_are_freed(manager):
     assert manager._number_of_objects() == 0
 
 
-def test_long_run_does_not_leak(fmanager):
-    keep = fmanager.dict()
+
+def test_long_run_does_not_leak(manager):
+    keep = manager.dict()
     for i in range(200):
-        tmp = fmanager.list([i])
+        tmp = manager.list([i])
         keep[i % 5] = tmp._getvalue()
         for _ in tmp:
             pass
     del tmp
-    assert fmanager._number_of_objects() == 1
-    assert 'refcount=1' in fmanager._debug_info()
+    assert manager._number_of_objects() == 1
+    assert 'refcount=1' in manager._debug_info()
 
 
 # -- BaseManager ----------------------------------------------------------
@@ -388,35 +395,49 @@ class Maths:
         return iter(range(3))
 
 
+
 def _counter_gen():
     yield from range(4)
+
 
 
 class MathsManager(fmanagers.BaseManager):
     pass
 
 
-MathsManager.register('Maths', Maths, method_to_typeid={'numbers': 'Iter'})
-MathsManager.register('Hidden', Maths, exposed=('add', '_hidden'))
-MathsManager.register('counter', _counter_gen,
-                      proxytype=fmanagers.IteratorProxy)
-MathsManager.register('Iter', proxytype=fmanagers.IteratorProxy,
-                      create_method=False)
+
+class StdlibMathsManager(smanagers.BaseManager):
+    pass
+
+
+
+for _manager, _module in ((MathsManager, fmanagers), (StdlibMathsManager, smanagers)):
+    _manager.register('Maths', Maths, method_to_typeid={'numbers': 'Iter'})
+    _manager.register('Hidden', Maths, exposed=('add', '_hidden'))
+    _manager.register('counter', _counter_gen, proxytype=_module.IteratorProxy)
+    _manager.register('Iter', proxytype=_module.IteratorProxy, create_method=False)
+
+
+
+def maths_manager(impl):
+    """MathsManager of `impl`'s managers module."""
+    return MathsManager if impl is fastmp else StdlibMathsManager
+
 
 
 def _init_server(marker):
     os.environ['FASTMP_TEST_MARKER'] = marker
 
 
-def test_custom_manager(start_method):
-    ctx = fastmp.get_context(start_method)
-    with MathsManager(ctx=ctx, shutdown_timeout=5) as m:
+
+def test_custom_manager(impl, ctx):
+    with maths_manager(impl)(ctx=ctx) as m:
         maths = m.Maths()
         assert maths.add(2, 3) == 5
         assert not hasattr(maths, '_hidden')
         with pytest.raises(ArithmeticError):
             maths.fail()
-        with pytest.raises(fmanagers.RemoteError):
+        with pytest.raises(impl.managers.RemoteError):
             maths._callmethod('_hidden')
         assert list(maths.numbers()) == [0, 1, 2]
         hidden = m.Hidden()
@@ -425,64 +446,55 @@ def test_custom_manager(start_method):
     assert m._process.exitcode == 0
 
 
-def test_lifecycle_errors_and_initializer():
-    m = MathsManager(ctx=fastmp.get_context('fork'))
+
+def test_lifecycle_errors_and_initializer(impl):
+    manager_class = maths_manager(impl)
+    m = manager_class(ctx=impl.get_context('fork'))
     with pytest.raises(TypeError):
         m.start(initializer=42)
-    m.join(0)                       # not started: nothing to join
     m.start(_init_server, ('set',))
-    with pytest.raises(fastmp.ProcessError):
+    with pytest.raises(impl.ProcessError):
         m.start()
-    with pytest.raises(fastmp.ProcessError):
+    with pytest.raises(impl.ProcessError):
         m.get_server()
     address = m.address
     assert isinstance(address, str) and os.path.exists(address)
-    other = MathsManager(address=address)
+    other = manager_class(address=address)
     other.connect()
     assert other.Maths().add(1, 1) == 2
     m.shutdown()
     m.join(10)
     assert m._process is None
-    with pytest.raises(fastmp.ProcessError):
+    with pytest.raises(impl.ProcessError):
         m.start()
 
 
-def test_shutdown_escalates_when_server_does_not_stop():
-    m = MathsManager(ctx=fastmp.get_context('fork'), shutdown_timeout=0.2)
-    m.start()
-    proc = m._process
-    os.kill(proc.pid, 19)            # SIGSTOP: it cannot answer
-    start = time.monotonic()
-    m.shutdown()
-    assert time.monotonic() - start < 10
-    assert not proc.is_alive()
 
-
-def test_xmlrpclib_serializer():
-    with MathsManager(serializer='xmlrpclib') as m:
+def test_xmlrpclib_serializer(impl):
+    with maths_manager(impl)(serializer='xmlrpclib', ctx=impl.get_context('fork')) as m:
         maths = m.Maths()
         assert maths.add(2, 3) == 5
         assert maths.add([1], [2]) == [1, 2]
 
 
-def test_dead_server_raises_not_hangs(fmanager):
-    lst = fmanager.list([1])
+
+def test_dead_server_raises_not_hangs(manager):
+    lst = manager.list([1])
     assert lst[0] == 1
-    fmanager._process.kill()
-    fmanager._process.join(10)
+    manager._process.kill()
+    manager._process.join(10)
     start = time.monotonic()
     with pytest.raises((EOFError, ConnectionError)):
         lst.append(2)
     with pytest.raises((EOFError, ConnectionError)):
-        fmanager.dict()
+        manager.dict()
     assert time.monotonic() - start < 5
 
 
 # -- SharedMemoryManager ------------------------------------------------
 
-def test_shared_memory_manager_releases_segments():
-    from fastmp.managers import SharedMemoryManager
-    with SharedMemoryManager() as smm:
+def test_shared_memory_manager_releases_segments(impl):
+    with impl.managers.SharedMemoryManager(ctx=impl.get_context('fork')) as smm:
         shm = smm.SharedMemory(64)
         shm.buf[:3] = b'abc'
         sl = smm.ShareableList([1, 'two', 3.0])
@@ -494,11 +506,50 @@ def test_shared_memory_manager_releases_segments():
     assert not any(os.path.exists('/dev/shm/' + n) for n in names)
 
 
+# ==== fastmp only: the README's "Managers" deviations, a bad call ==========
+
+def test_set_proxy_is_a_mutable_set(fmanager):
+    """README "Managers": a set proxy is a MutableSet (the standard one is
+    registered as a MutableMapping, gh-142740)."""
+    import collections.abc
+    s = fmanager.set()
+    assert isinstance(s, collections.abc.MutableSet)
+    assert not isinstance(s, collections.abc.MutableMapping)
+
+
+
+@pytest.mark.parametrize('kind', ['Semaphore', 'BoundedSemaphore'])
+def test_semaphore_proxies_locked(fmanager, kind):
+    """README "Managers": a Semaphore or BoundedSemaphore proxy answers
+    locked() (the standard server holds a threading.Semaphore, which has
+    none: the call raises RemoteError)."""
+    check_semaphore_locked(getattr(fmanager, kind))
+
+
+
+def test_shutdown_escalates_when_server_does_not_stop():
+    """README "Managers": shutdown() terminates a server that does not
+    answer within shutdown_timeout instead of hanging."""
+    m = MathsManager(ctx=fastmp.get_context('fork'), shutdown_timeout=0.2)
+    m.start()
+    proc = m._process
+    os.kill(proc.pid, 19)            # SIGSTOP: it cannot answer
+    start = time.monotonic()
+    m.shutdown()
+    assert time.monotonic() - start < 10
+    assert not proc.is_alive()
+
+
+
 def _failing_initializer():
     raise LookupError('initializer failed')
 
 
+
 def test_start_failure_is_raised_by_start(capfd):
+    """README "Managers": start() raises the server's real start-up error
+    (a failing initializer, an address in use) instead of a bare
+    EOFError."""
     m = MathsManager(ctx=fastmp.get_context('fork'))
     with pytest.raises(LookupError, match='initializer failed'):
         m.start(_failing_initializer)
@@ -515,9 +566,11 @@ def test_start_failure_is_raised_by_start(capfd):
         server.listener.close()
 
 
+
 def test_interrupted_call_leaves_the_proxy_usable(fmanager):
-    """A call cut short by an exception from a signal handler must not
-    leave its late reply to be taken as the answer to the next call."""
+    """README "Managers": a call cut short by an exception from a signal
+    handler drops its connection, so its late reply is not taken as the
+    answer to the next call."""
     event, lst = fmanager.Event(), fmanager.list()
 
     def interrupt(signum, frame):
@@ -535,9 +588,11 @@ def test_interrupted_call_leaves_the_proxy_usable(fmanager):
     assert lst[:] == ['after'] and event.is_set() is False
 
 
+
 def test_many_short_lived_proxies(fmanager):
-    """Creating and dropping proxies (each a create and a decref) and
-    nested proxies (each an incref and a decref) stays correct."""
+    """README "Managers" (an object stored inside another is freed when
+    nothing refers to it): creating and dropping proxies and nested proxies
+    leaves only the objects referred to from outside the server."""
     outer = fmanager.dict()
     outer['inner'] = fmanager.list([0])
     for i in range(100):
@@ -548,6 +603,7 @@ def test_many_short_lived_proxies(fmanager):
     assert fmanager._number_of_objects() == 1
 
 
+
 class ServerStats:
     """Served by StatsManager: looks at the server's own tables."""
 
@@ -556,16 +612,20 @@ class ServerStats:
         return len(server.id_to_local_proxy_obj)
 
 
+
 class StatsManager(fmanagers.SyncManager):
     pass
+
 
 
 StatsManager.register('Stats', ServerStats)
 
 
+
 def test_objects_stored_then_replaced_are_freed():
-    """A managed object stored in another and later replaced or removed is
-    freed by the server (the standard server keeps it forever)."""
+    """README "Managers": a managed object stored in another and later
+    replaced or removed is freed by the server (the standard server keeps
+    it until shutdown)."""
     with StatsManager(ctx=fastmp.get_context('fork')) as m:
         stats, dct = m.Stats(), m.dict()
         for i in range(50):
@@ -575,3 +635,12 @@ def test_objects_stored_then_replaced_are_freed():
         dct.clear()
         assert stats.held_for_stored_proxies() == 0
         assert m._number_of_objects() == 2
+
+
+
+def test_join_before_start_returns():
+    """join() of a manager never started returns at once (the standard one
+    raises AttributeError, having no _process yet; not a README deviation)."""
+    m = MathsManager(ctx=fastmp.get_context('fork'))
+    m.join(0)
+    assert m._process is None

@@ -1,8 +1,11 @@
-"""Pool and ThreadPool: the standard API and behaviour, worker death of
-every kind (WorkerLostError, the pool keeps serving), Ctrl-C, terminate,
-garbage collection, buffersize, and a large ordered run."""
+"""Pool and ThreadPool: the standard API and behaviour, run against both
+packages; then, fastmp only, worker death of every kind (the README's "Pool
+workers that die": WorkerLostError, the pool keeps serving), Ctrl-C,
+orphaned workers, imap's buffersize and a large ordered run.  The contract
+every pool dispatcher keeps is in test_pool_dispatchers.py."""
 import ctypes
 import gc
+import importlib
 import itertools
 import os
 import pickle
@@ -123,6 +126,7 @@ def test_every_method_agrees_with_stdlib(ctx):
         assert result.ready() and result.successful() and result.get() == 5
 
 
+
 def test_task_functions_of_every_kind(ctx):
     # plain functions and module-level builtins are pickled once and kept
     # by the workers; the others travel with each task
@@ -141,6 +145,7 @@ def test_task_functions_of_every_kind(ctx):
         assert list(pool.imap(Scaler(1), range(4))) == [1, 2, 3, 4]
 
 
+
 class Point:
     def __init__(self, x):
         self.x = x
@@ -149,14 +154,17 @@ class Point:
         return 'Point(%r)' % self.x
 
 
+
 def shared_pair(x):
     inner = [x]
     return (inner, inner)
 
 
+
 def shared_text(x):
     text = 'z' * 100 + str(x)
     return [text, text]
+
 
 
 # results of every shape: plain data (written without a Pickler by the
@@ -171,8 +179,10 @@ RESULT_SHAPES = [
 ]
 
 
+
 def shape_at(i):
     return RESULT_SHAPES[i]
+
 
 
 def test_results_of_every_shape(ctx):
@@ -192,10 +202,12 @@ def test_results_of_every_shape(ctx):
         assert first is second and first == 'z' * 100 + '3'
 
 
+
 def cube_unless_13(x):
     if x == 13_013:
         raise ValueError("no cube for %d" % x)
     return x ** 3
+
 
 
 def test_large_plain_results_in_order(ctx):
@@ -207,6 +219,7 @@ def test_large_plain_results_in_order(ctx):
         with pytest.raises(ValueError, match="no cube for 13013"):
             pool.map(cube_unless_13, range(n))
         assert pool.map(square, range(10)) == [x * x for x in range(10)]
+
 
 
 def test_pool_lifecycle_errors(ctx):
@@ -231,6 +244,7 @@ def test_pool_lifecycle_errors(ctx):
         ctx.Pool(1, initializer=1)
 
 
+
 @pytest.mark.parametrize("start_method", ["fork"])
 def test_remote_exception_and_traceback(ctx):
     with ctx.Pool(1) as pool:
@@ -246,6 +260,7 @@ def test_remote_exception_and_traceback(ctx):
             pool.apply(unpicklable)
         assert enc.value.exc and enc.value.value
         assert pool.apply(square, (3,)) == 9      # the worker survived
+
 
 
 @pytest.mark.parametrize("start_method", ["fork"])
@@ -266,6 +281,7 @@ def test_callbacks_run_in_parent(ctx):
     assert worker_pid != callback_pid == os.getpid() and not in_main
 
 
+
 @pytest.mark.parametrize("start_method", ["fork"])
 def test_timeouts(ctx):
     with ctx.Pool(1) as pool:
@@ -282,6 +298,7 @@ def test_timeouts(ctx):
             pool.apply_async(sleep_then, (1, 1.0)).successful()
 
 
+
 def test_maxtasksperchild_replaces_workers(ctx):
     with ctx.Pool(2, maxtasksperchild=3) as pool:
         first = {w.pid for w in pool._pool}
@@ -293,6 +310,7 @@ def test_maxtasksperchild_replaces_workers(ctx):
         assert pool.map(square, range(20), chunksize=1) == [x * x for x in range(20)]
 
 
+
 def test_maxtasksperchild_with_queued_tasks(ctx):
     # each worker's tasks arrive queued, several per read; results that a
     # worker holds back while it has queued tasks still reach the parent
@@ -300,6 +318,7 @@ def test_maxtasksperchild_with_queued_tasks(ctx):
     with ctx.Pool(2, maxtasksperchild=15) as pool:
         assert pool.map(ident, range(50), chunksize=1) == list(range(50))
         assert list(pool.imap(ident, range(40))) == list(range(40))
+
 
 
 def test_quick_result_not_held_behind_a_long_task(ctx):
@@ -310,6 +329,7 @@ def test_quick_result_not_held_behind_a_long_task(ctx):
         quick = [pool.apply_async(ident, (i,)) for i in range(50)]
         pool.apply_async(sleep_then, (0, 60))
         assert [r.get(timeout=30) for r in quick] == list(range(50))
+
 
 
 def test_callback_with_no_thread_waiting(ctx):
@@ -324,11 +344,12 @@ def test_callback_with_no_thread_waiting(ctx):
             assert done.wait(30)
 
 
-def test_threads_waiting_on_one_result_all_get_it(fctx):
+
+def test_threads_waiting_on_one_result_all_get_it(impl):
     # one of them collects the job from the dispatcher; the others must
     # get its value, not a WorkerLostError for a job they find gone
     import threading
-    with fctx.Pool(2) as pool:
+    with impl.get_context("fork").Pool(2) as pool:
         for i in range(40):
             result = pool.apply_async(sleep_then, (i, 0.005))
             got = []
@@ -346,248 +367,11 @@ def test_threads_waiting_on_one_result_all_get_it(fctx):
             assert got == [i] * 6
 
 
+
 def test_initializer(ctx):
     with ctx.Pool(2, initializer=set_init_value, initargs=(42,)) as pool:
         assert pool.map(read_init_value, range(4)) == [42] * 4
 
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_failing_initializer_does_not_hang(fctx):
-    pool = fctx.Pool(1, initializer=failing_initializer)
-    result = pool.apply_async(square, (2,))
-    with pytest.raises(fastmp.pool.WorkerLostError):
-        result.get(timeout=30)
-    started = time.monotonic()
-    pool.terminate()
-    pool.join()
-    assert time.monotonic() - started < 5
-
-
-# ---- worker death: WorkerLostError, and the pool keeps serving -------------
-
-def _kill_one_busy_worker(pool):
-    victim = pool._pool[0].pid
-    time.sleep(0.3)
-    os.kill(victim, signal.SIGKILL)
-    return victim
-
-
-@pytest.mark.timeout(90)
-def test_sigkill_mid_map(fctx):
-    with fctx.Pool(2) as pool:
-        pool.map(square, range(4))                       # workers up
-        result = pool.map_async(sleep_then, range(8), chunksize=1)
-        victim = _kill_one_busy_worker(pool)
-        with pytest.raises(fastmp.pool.WorkerLostError) as info:
-            result.get(timeout=30)
-        assert info.value.pid == victim
-        assert info.value.exitcode == -signal.SIGKILL
-        assert str(victim) in str(info.value) and "SIGKILL" in str(info.value)
-        assert pool.map(square, range(10)) == [x * x for x in range(10)]
-        assert wait_for(lambda: len(pool._pool) == 2, timeout=30)
-        assert victim not in [w.pid for w in pool._pool]
-
-
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_os_exit_in_task(fctx):
-    with fctx.Pool(2) as pool:
-        with pytest.raises(fastmp.pool.WorkerLostError) as info:
-            pool.apply(exit_hard, (7,))
-        assert info.value.exitcode == 7
-        it = pool.imap(exit_hard, [3])
-        with pytest.raises(fastmp.pool.WorkerLostError):
-            next(it)
-        assert pool.apply(square, (5,)) == 25
-
-
-@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
-def test_segfault_in_task(fctx):
-    with fctx.Pool(1) as pool:
-        with pytest.raises(fastmp.pool.WorkerLostError) as info:
-            pool.apply(segfault)
-        # under ASan (make sanitize) the crash is reported, then aborts
-        crash_signals = {signal.SIGSEGV}
-        if os.environ.get("FASTMP_SANITIZED"):
-            crash_signals.add(signal.SIGABRT)
-        assert -info.value.exitcode in crash_signals
-        assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_other_tasks_survive_a_death(fctx):
-    with fctx.Pool(2) as pool:
-        good = [pool.apply_async(sleep_then, (i, 0.05)) for i in range(10)]
-        bad = pool.apply_async(exit_hard, (1,))
-        assert [r.get(timeout=60) for r in good] == list(range(10))
-        with pytest.raises(fastmp.pool.WorkerLostError):
-            bad.get(timeout=60)
-
-
-_CHANNEL_FD = None
-
-
-def remember_channel():
-    """Initializer: note the worker's socket to the parent (worker()'s
-    `channel`), for a task that writes half a result frame on it."""
-    global _CHANNEL_FD
-    _CHANNEL_FD = sys._getframe(1).f_locals["channel"].fd
-
-
-def die_mid_result(x):
-    # for item 0: the header of a large result (kind RESULT, status QUICK,
-    # 1 MiB of payload), a tenth of that payload, then death
-    if x != 0:
-        return x
-    import struct
-    os.write(_CHANNEL_FD, struct.pack("=IIQQQ", 8, 3, 0, 0, 1 << 20) + b"\0" * 100_000)
-    os._exit(7)
-
-
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_death_in_the_middle_of_a_large_result(fctx):
-    with fctx.Pool(1, initializer=remember_channel) as pool:
-        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
-        with pytest.raises(fastmp.pool.WorkerLostError) as info:
-            pool.map(die_mid_result, range(4), chunksize=2)    # chunk 1 runs, unasked
-        assert info.value.exitcode == 7
-        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
-
-
-# ---- Ctrl-C, terminate, garbage collection --------------------------------
-
-_CTRL_C_PROGRAM = textwrap.dedent("""
-    import os, signal, sys, threading, time
-    sys.path.insert(0, %(tests)r)
-    import fastmp
-    from test_pool import sleep_then
-    if __name__ == "__main__":
-        pool = fastmp.get_context(%(method)r).Pool(2)
-        pool.apply(sleep_then, (0, 0))
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-        started = time.monotonic()
-        try:
-            pool.map(time.sleep, [30] * 4, chunksize=1)
-        except KeyboardInterrupt:
-            print("interrupted after %%.1f s" %% (time.monotonic() - started))
-        started = time.monotonic()
-        pool.terminate()
-        pool.join()
-        print("terminated in %%.1f s" %% (time.monotonic() - started))
-""")
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_ctrl_c_while_waiting(start_method):
-    program = _CTRL_C_PROGRAM % {"tests": os.path.dirname(__file__), "method": start_method}
-    out = run_python("-c", program, timeout=50)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.split("\n")
-    assert lines[0].startswith("interrupted after ") and float(lines[0].split()[2]) < 3
-    assert lines[1].startswith("terminated in ") and float(lines[1].split()[2]) < 3
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_terminate_while_tasks_run(fctx):
-    pool = fctx.Pool(2)
-    result = pool.map_async(time.sleep, [30] * 100, chunksize=1)
-    time.sleep(0.2)
-    started = time.monotonic()
-    pool.terminate()
-    pool.join()
-    assert time.monotonic() - started < 2
-    with pytest.raises(fastmp.pool.WorkerLostError):
-        result.get(timeout=5)
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_close_join_waits_for_queued_work(fctx):
-    pool = fctx.Pool(2)
-    results = [pool.apply_async(sleep_then, (i, 0.05)) for i in range(10)]
-    pool.close()
-    pool.join()
-    assert all(r.ready() for r in results)
-    assert [r.get() for r in results] == list(range(10))
-    assert not any(w.is_alive() for w in pool._pool)
-
-
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_dropped_pool_leaves_no_process(fctx):
-    def make():
-        pool = fctx.Pool(2)
-        assert pool.map(square, range(4)) == [0, 1, 4, 9]
-        return [w.pid for w in pool._pool]
-    with pytest.warns(ResourceWarning):
-        pids = make()
-        gc.collect()
-
-    def gone(pid):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    assert wait_for(lambda: all(gone(p) for p in pids), timeout=10)
-
-
-# ---- imap buffersize, a large ordered run --------------------------------
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_imap_buffersize_bounds_read_ahead(fctx):
-    produced = []
-
-    def endless():
-        for i in itertools.count():
-            produced.append(i)
-            yield i
-    with fctx.Pool(2) as pool:
-        it = pool.imap(square, endless(), buffersize=4)
-        assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
-        assert len(produced) <= 10 + 4 + 1
-        unordered = pool.imap_unordered(square, range(1000), chunksize=2, buffersize=3)
-        assert sorted(unordered) == [x * x for x in range(1000)]
-        with pytest.raises(ValueError):
-            pool.imap(square, range(3), buffersize=0)
-        # an item that cannot be pickled fails alone, within the bound too
-        it = pool.imap(ident, [1, lambda: 2, 3, 4, 5], buffersize=2)
-        assert drain(it, PICKLING_ERRORS) == [1, "error", 3, 4, 5]
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_iterable_that_raises(fctx):
-    def gen(n, when):
-        for i in range(n):
-            if i == when:
-                raise ZeroDivisionError("input failed")
-            yield i
-    with fctx.Pool(2) as pool:
-        with pytest.raises(ZeroDivisionError):
-            pool.map(square, gen(10, 3))
-        it = pool.imap(square, gen(10, 3))
-        assert [next(it) for _ in range(3)] == [0, 1, 4]
-        with pytest.raises(ZeroDivisionError):
-            next(it)
-
-
-def fail_on_two(x):
-    if x == 2:
-        raise KeyError(x)
-    return x
-
-
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_imap_after_a_failed_task(ctx):
-    # with chunksize 1 the items after a failed task still come; with
-    # chunks of several items the iteration ends at the failure
-    with ctx.Pool(2) as pool:
-        assert drain(pool.imap(fail_on_two, range(6)), KeyError) == [0, 1, "error", 3, 4, 5]
-        assert drain(pool.imap(fail_on_two, range(6), 2), KeyError) == [0, 1, "error"]
-        out = drain(pool.imap_unordered(fail_on_two, range(6)), KeyError)
-        assert sorted(map(str, out)) == ["0", "1", "3", "4", "5", "error"]
-        out = drain(pool.imap_unordered(fail_on_two, range(6), 2), KeyError)
-        assert out[-1] == "error" and out.count("error") == 1
 
 
 @pytest.mark.parametrize("start_method", ["fork"])
@@ -612,19 +396,30 @@ def test_imap_input_failures_come_from_next(ctx):
                 [x * x for x in range(20)]
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("start_method", ["fork"])
-def test_100k_tiny_tasks_in_order(fctx):
-    n = 100_000
-    with fctx.Pool(2) as pool:
-        assert list(pool.imap(ident, range(n))) == list(range(n))
-        assert pool.map(ident, range(n), chunksize=1)[-3:] == [n - 3, n - 2, n - 1]
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_dropped_pool_leaves_no_process(ctx):
+    def make():
+        pool = ctx.Pool(2)
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]
+        return [w.pid for w in pool._pool]
+    with pytest.warns(ResourceWarning):
+        pids = make()
+        gc.collect()
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=10)
 
 
-# ---- ThreadPool ------------------------------------------------------------
 
-def test_threadpool_api():
-    from fastmp.pool import ThreadPool
+def test_threadpool_api(impl):
+    ThreadPool = importlib.import_module(impl.__name__ + ".pool").ThreadPool
     with ThreadPool(3) as pool:
         assert pool.map(lambda x: x + 1, range(10)) == list(range(1, 11))
         assert pool.apply(lambda a, b: a - b, (5, 3)) == 2
@@ -637,10 +432,189 @@ def test_threadpool_api():
         with pytest.raises(KeyError) as info:
             pool.apply(fail_with, ("thread",))
         assert info.value.__cause__ is None       # not wrapped for threads
-        with pytest.raises(fastmp.TimeoutError):
+        with pytest.raises(impl.TimeoutError):
             pool.apply_async(time.sleep, (0.5,)).get(timeout=0.05)
         assert len(pool._pool) == 3
     pool.join()
+
+
+# ==== fastmp only: README "Pool workers that die" ===========================
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_failing_initializer_does_not_hang(fctx):
+    """README "Pool workers that die": a task of a pool whose initializer
+    fails fails with WorkerLostError instead of waiting for ever."""
+    pool = fctx.Pool(1, initializer=failing_initializer)
+    result = pool.apply_async(square, (2,))
+    with pytest.raises(fastmp.pool.WorkerLostError):
+        result.get(timeout=30)
+    started = time.monotonic()
+    pool.terminate()
+    pool.join()
+    assert time.monotonic() - started < 5
+
+
+
+def _kill_one_busy_worker(pool):
+    victim = pool._pool[0].pid
+    time.sleep(0.3)
+    os.kill(victim, signal.SIGKILL)
+    return victim
+
+
+
+@pytest.mark.timeout(90)
+def test_sigkill_mid_map(fctx):
+    """README "Pool workers that die": a worker killed with SIGKILL fails its
+    tasks with WorkerLostError naming its pid and signal; the pool goes on."""
+    with fctx.Pool(2) as pool:
+        pool.map(square, range(4))                       # workers up
+        result = pool.map_async(sleep_then, range(8), chunksize=1)
+        victim = _kill_one_busy_worker(pool)
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            result.get(timeout=30)
+        assert info.value.pid == victim
+        assert info.value.exitcode == -signal.SIGKILL
+        assert str(victim) in str(info.value) and "SIGKILL" in str(info.value)
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+        assert wait_for(lambda: len(pool._pool) == 2, timeout=30)
+        assert victim not in [w.pid for w in pool._pool]
+
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_os_exit_in_task(fctx):
+    """README "Pool workers that die": os._exit in a task fails it with
+    WorkerLostError carrying the exit code."""
+    with fctx.Pool(2) as pool:
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            pool.apply(exit_hard, (7,))
+        assert info.value.exitcode == 7
+        it = pool.imap(exit_hard, [3])
+        with pytest.raises(fastmp.pool.WorkerLostError):
+            next(it)
+        assert pool.apply(square, (5,)) == 25
+
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_segfault_in_task(fctx):
+    """README "Pool workers that die": a segfault in a task fails it with
+    WorkerLostError."""
+    with fctx.Pool(1) as pool:
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            pool.apply(segfault)
+        # under ASan (make sanitize) the crash is reported, then aborts
+        crash_signals = {signal.SIGSEGV}
+        if os.environ.get("FASTMP_SANITIZED"):
+            crash_signals.add(signal.SIGABRT)
+        assert -info.value.exitcode in crash_signals
+        assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_other_tasks_survive_a_death(fctx):
+    """README "Pool workers that die": only the tasks the dead worker held
+    fail; the others finish."""
+    with fctx.Pool(2) as pool:
+        good = [pool.apply_async(sleep_then, (i, 0.05)) for i in range(10)]
+        bad = pool.apply_async(exit_hard, (1,))
+        assert [r.get(timeout=60) for r in good] == list(range(10))
+        with pytest.raises(fastmp.pool.WorkerLostError):
+            bad.get(timeout=60)
+
+
+
+_CHANNEL_FD = None
+
+
+
+def remember_channel():
+    """Initializer: note the worker's socket to the parent (worker()'s
+    `channel`), for a task that writes half a result frame on it."""
+    global _CHANNEL_FD
+    _CHANNEL_FD = sys._getframe(1).f_locals["channel"].fd
+
+
+
+def die_mid_result(x):
+    # for item 0: the header of a large result (kind RESULT, status QUICK,
+    # 1 MiB of payload), a tenth of that payload, then death
+    if x != 0:
+        return x
+    import struct
+    os.write(_CHANNEL_FD, struct.pack("=IIQQQ", 8, 3, 0, 0, 1 << 20) + b"\0" * 100_000)
+    os._exit(7)
+
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_death_in_the_middle_of_a_large_result(fctx):
+    """README "Pool workers that die": a worker dying in the middle of
+    sending a large result fails that chunk alone, and the channel stays
+    in step."""
+    with fctx.Pool(1, initializer=remember_channel) as pool:
+        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
+        with pytest.raises(fastmp.pool.WorkerLostError) as info:
+            pool.map(die_mid_result, range(4), chunksize=2)    # chunk 1 runs, unasked
+        assert info.value.exitcode == 7
+        assert pool.map(square, range(50_000)) == [x * x for x in range(50_000)]
+
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_terminate_while_tasks_run(fctx):
+    """README "Pool workers that die": tasks cut short by terminate() fail
+    with WorkerLostError instead of never finishing."""
+    pool = fctx.Pool(2)
+    result = pool.map_async(time.sleep, [30] * 100, chunksize=1)
+    time.sleep(0.2)
+    started = time.monotonic()
+    pool.terminate()
+    pool.join()
+    assert time.monotonic() - started < 2
+    with pytest.raises(fastmp.pool.WorkerLostError):
+        result.get(timeout=5)
+
+
+# ==== fastmp only: Ctrl-C, orphaned workers, buffersize, a large run ========
+
+_CTRL_C_PROGRAM = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    sys.path.insert(0, %(tests)r)
+    import fastmp
+    from test_pool import sleep_then
+    if __name__ == "__main__":
+        pool = fastmp.get_context(%(method)r).Pool(2)
+        pool.apply(sleep_then, (0, 0))
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        try:
+            pool.map(time.sleep, [30] * 4, chunksize=1)
+        except KeyboardInterrupt:
+            print("interrupted after %%.1f s" %% (time.monotonic() - started))
+        started = time.monotonic()
+        pool.terminate()
+        pool.join()
+        print("terminated in %%.1f s" %% (time.monotonic() - started))
+""")
+
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_ctrl_c_while_waiting(start_method):
+    """Internal: Ctrl-C interrupts a map waiting on long tasks at once, and
+    terminate() then ends the pool within a few seconds."""
+    program = _CTRL_C_PROGRAM % {"tests": os.path.dirname(__file__), "method": start_method}
+    out = run_python("-c", program, timeout=50)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[0].startswith("interrupted after ") and float(lines[0].split()[2]) < 3
+    assert lines[1].startswith("terminated in ") and float(lines[1].split()[2]) < 3
+
 
 
 _ORPHAN_PROGRAM = textwrap.dedent("""
@@ -658,8 +632,11 @@ _ORPHAN_PROGRAM = textwrap.dedent("""
 """)
 
 
+
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_workers_exit_when_parent_dies(start_method):
+    """Internal: the workers of a parent that exits without any clean-up
+    (os._exit) exit too, seeing end of file on their channel."""
     out = run_python("-c", _ORPHAN_PROGRAM % {"method": start_method}, timeout=60)
     assert out.returncode == 0, out.stderr
     pids = [int(p) for p in out.stdout.split()]
@@ -672,3 +649,39 @@ def test_workers_exit_when_parent_dies(start_method):
             return True
         return False
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=10), pids
+
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_imap_buffersize_bounds_read_ahead(fctx):
+    """fastmp only: imap(buffersize=) bounds how far the input is read ahead
+    (an extension the standard package does not have; not in the README)."""
+    produced = []
+
+    def endless():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+    with fctx.Pool(2) as pool:
+        it = pool.imap(square, endless(), buffersize=4)
+        assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
+        assert len(produced) <= 10 + 4 + 1
+        unordered = pool.imap_unordered(square, range(1000), chunksize=2, buffersize=3)
+        assert sorted(unordered) == [x * x for x in range(1000)]
+        with pytest.raises(ValueError):
+            pool.imap(square, range(3), buffersize=0)
+        # an item that cannot be pickled fails alone, within the bound too
+        it = pool.imap(ident, [1, lambda: 2, 3, 4, 5], buffersize=2)
+        assert drain(it, PICKLING_ERRORS) == [1, "error", 3, 4, 5]
+
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_100k_tiny_tasks_in_order(fctx):
+    """Internal (the C dispatcher's batching of quick results): 100,000
+    tiny tasks come back whole and in order."""
+    n = 100_000
+    with fctx.Pool(2) as pool:
+        assert list(pool.imap(ident, range(n))) == list(range(n))
+        assert pool.map(ident, range(n), chunksize=1)[-3:] == [n - 3, n - 2, n - 1]

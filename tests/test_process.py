@@ -13,7 +13,7 @@ import time
 import pytest
 
 import fastmp
-from support import run_python
+from support import run_python, skip_stdlib_before
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,8 +136,7 @@ def test_terminate_and_kill(ctx):
 
 
 def _needs_interrupt(impl):
-    if not hasattr(impl.Process, "interrupt"):
-        pytest.skip("Process.interrupt() is new in the standard package of 3.14")
+    skip_stdlib_before(impl, (3, 14), "Process.interrupt()")
 
 
 @pytest.mark.parametrize("sigint_action, exitcode", [
@@ -179,8 +178,7 @@ def test_interrupt_is_not_a_thread_method():
 
 
 def test_kwargs_none_means_no_keyword_arguments(impl):
-    if impl is not fastmp and sys.version_info < (3, 14):
-        pytest.skip("the standard package takes kwargs=None from 3.14")
+    skip_stdlib_before(impl, (3, 14), "kwargs=None")
     p = impl.get_context("fork").Process(target=exit_with, args=(5,), kwargs=None)
     p.start()
     p.join(30)
@@ -373,8 +371,9 @@ _HEAVY_AT_START = {"socket", "selectors", "subprocess", "signal", "pickle",
 
 
 def test_light_start_up(tmp_path):
-    # neither `import fastmp` nor a spawned child that runs a plain
-    # function loads the heavy modules; the child still works fully
+    """Internal (start-up cost): neither `import fastmp` nor a spawned
+    child that runs a plain function loads the heavy modules (the standard
+    package does); the child still works fully."""
     (tmp_path / "probe.py").write_text(textwrap.dedent('''
         import json, sys
         def dump(path):
@@ -401,17 +400,20 @@ def test_light_start_up(tmp_path):
     assert not _HEAVY_AT_START & set(child_modules)
 
 
-def test_submodules_the_standard_package_loads_are_attributes():
+def test_submodules_the_standard_package_loads_are_attributes(impl):
     # after a bare `import multiprocessing`, multiprocessing.reduction (like
     # .context and .process) is there; programs reach for it that way
-    code = ("import fastmp; print(fastmp.reduction.ForkingPickler.__name__,"
-            " fastmp.context.__name__, fastmp.process.__name__)")
+    code = ("import {0}; print({0}.reduction.ForkingPickler.__name__,"
+            " {0}.context.__name__, {0}.process.__name__)").format(impl.__name__)
     result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["ForkingPickler", "fastmp.context", "fastmp.process"]
+    assert result.stdout.split() == [
+        "ForkingPickler", impl.__name__ + ".context", impl.__name__ + ".process"]
 
 
 def test_process_exceptions_are_fastmp_context_classes():
+    """Internal: the C core raises the very exception classes of
+    fastmp.context."""
     from fastmp import context
     for name in ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError"):
         cls = getattr(fastmp, name)

@@ -1,6 +1,10 @@
-"""Queue, JoinableQueue and SimpleQueue: the standard API (checked against
-the standard package where both must agree), messages of any size,
-processes under every start method, crash safety with real SIGKILLs."""
+"""Queue, JoinableQueue and SimpleQueue.
+
+The first two parts are the standard behaviour, written once and run against
+fastmp and the standard package: the API, messages of any size and type, and
+processes under every start method.  The last part, "fastmp only", covers
+the README's "Queue.put pickles in the calling thread" and the crash safety
+of fastmp's shared-memory ring under real SIGKILLs and signals."""
 import hashlib
 import itertools
 import os
@@ -14,7 +18,7 @@ import time
 import pytest
 
 import fastmp
-from fastmp import queues, reduction
+from fastmp import queues
 
 from support import wait_for
 
@@ -102,7 +106,7 @@ def put_after_big_worker(q):
     q.put("after")
 
 
-# ---- the standard API, agreeing with the standard package ---------------
+# ---- the standard API, on both packages ----------------------------------
 
 def test_fifo_and_types(fork_ctx):
     q = fork_ctx.Queue()
@@ -113,6 +117,7 @@ def test_fifo_and_types(fork_ctx):
     assert [q.get(timeout=5) for _ in items] == items
     q.close()
     q.join_thread()
+
 
 
 def test_get_timeout_and_nowait(fork_ctx):
@@ -127,6 +132,7 @@ def test_get_timeout_and_nowait(fork_ctx):
         q.get_nowait()
     q.put_nowait(1)
     assert q.get(True, 5) == 1
+
 
 
 def test_bounded_put_full_and_qsize(fork_ctx):
@@ -150,6 +156,7 @@ def test_bounded_put_full_and_qsize(fork_ctx):
     assert q.qsize() == 0 and not q.full()
 
 
+
 def test_bounded_put_waits_for_a_get(fork_ctx):
     q = fork_ctx.Queue(1)
     q.put("first")
@@ -162,6 +169,7 @@ def test_bounded_put_waits_for_a_get(fork_ctx):
     assert q.get(timeout=5) == "second"
 
 
+
 def test_closed_queue_refuses(fork_ctx):
     q = fork_ctx.Queue()
     q.put(1)
@@ -172,6 +180,7 @@ def test_closed_queue_refuses(fork_ctx):
     with pytest.raises(ValueError, match="is closed"):
         q.get()
     q.join_thread()
+
 
 
 def test_empty_on_a_closed_queue(fork_ctx):
@@ -194,12 +203,14 @@ def test_empty_on_a_closed_queue(fork_ctx):
             used.empty()
 
 
+
 def put_and_report(q, report):
     try:
         q.put("from child")
         report.put("put")
     except Exception as exc:
         report.put(type(exc).__name__)
+
 
 
 def test_close_does_not_carry_into_a_forked_child(fork_ctx):
@@ -215,6 +226,7 @@ def test_close_does_not_carry_into_a_forked_child(fork_ctx):
         assert child.exitcode == 0
 
 
+
 def test_join_thread_needs_close(fork_ctx):
     q = fork_ctx.Queue()
     q.put(1)
@@ -222,6 +234,7 @@ def test_join_thread_needs_close(fork_ctx):
         q.join_thread()
     q.cancel_join_thread()
     assert q.get(timeout=5) == 1
+
 
 
 def test_joinable_queue(fork_ctx):
@@ -246,6 +259,7 @@ def test_joinable_queue(fork_ctx):
         q.task_done()
 
 
+
 def test_simple_queue(fork_ctx):
     q = fork_ctx.SimpleQueue()
     assert q.empty()
@@ -256,6 +270,7 @@ def test_simple_queue(fork_ctx):
     assert q.get() == b"raw"
     assert q.empty()
     q.close()
+
 
 
 def test_arguments_by_keyword(fork_ctx):
@@ -274,10 +289,12 @@ def test_arguments_by_keyword(fork_ctx):
         closing.close()
 
 
+
 def test_pickling_outside_process_start_raises(fork_ctx):
     for q in (fork_ctx.Queue(), fork_ctx.JoinableQueue(), fork_ctx.SimpleQueue()):
         with pytest.raises(RuntimeError):
             pickle.dumps(q)
+
 
 
 def test_generic_alias(fork_ctx):
@@ -285,42 +302,37 @@ def test_generic_alias(fork_ctx):
     assert alias.__args__ == (int,)
 
 
-# ---- fastmp's own behaviour ---------------------------------------------
-
-def test_pickling_error_raises_at_put():
-    q = fastmp.get_context("fork").Queue()
-    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
-        q.put(lambda: None)
-    assert q.qsize() == 0
-    q.put("still works")
-    assert q.get(timeout=5) == "still works"
-
 
 class Point:
     def __init__(self, x):
         self.x = x
 
 
+
 def _rebuild_point(x):
     return Point(x * 10)
 
 
-def test_registered_reducers_apply():
-    reduction.ForkingPickler.register(Point, lambda p: (_rebuild_point, (p.x,)))
+
+def test_registered_reducers_apply(impl):
+    pickler = impl.reduction.ForkingPickler
+    pickler.register(Point, lambda p: (_rebuild_point, (p.x,)))
     try:
-        q = fastmp.get_context("fork").Queue()
+        q = impl.get_context("fork").Queue()
         q.put(Point(4))
         assert q.get(timeout=5).x == 40
     finally:
-        reduction.ForkingPickler._extra_reducers.pop(Point, None)
+        pickler._extra_reducers.pop(Point, None)
+
 
 
 class BytesSub(bytes):
     pass
 
 
-def test_str_of_every_width_is_sent_exactly():
-    q = fastmp.get_context("fork").Queue()
+
+def test_str_of_every_width_is_sent_exactly(fork_ctx):
+    q = fork_ctx.Queue()
     # ASCII, Latin-1, BMP and astral; small, and larger than one record
     items = ["", "ascii", "caf\u00e9", "\u20ac" * 3, "\U0001f600x", "a\x00b",
              "y" * (RING // 2), "\u00e9" * (RING // 2), "ok\ud800"]
@@ -331,8 +343,9 @@ def test_str_of_every_width_is_sent_exactly():
     assert [type(g) for g in got] == [str] * len(items)
 
 
-def test_bytes_are_sent_exactly():
-    q = fastmp.get_context("fork").Queue()
+
+def test_bytes_are_sent_exactly(fork_ctx):
+    q = fork_ctx.Queue()
     for item in (b"", b"\0" * 17, bytes(range(256)), BytesSub(b"sub")):
         q.put(item)
     assert q.get() == b""
@@ -342,8 +355,9 @@ def test_bytes_are_sent_exactly():
     assert type(got) is BytesSub and got == b"sub"
 
 
-def test_messages_larger_than_the_ring_in_one_process():
-    q = fastmp.get_context("fork").Queue()
+
+def test_messages_larger_than_the_ring_in_one_process(fork_ctx):
+    q = fork_ctx.Queue()
     data = os.urandom(3 * RING + 12345)
     q.put(data)                     # returns at once: the feeder streams it
     q.put("next")
@@ -351,9 +365,10 @@ def test_messages_larger_than_the_ring_in_one_process():
     assert q.get(timeout=5) == "next"
 
 
+
 @pytest.mark.timeout(60)
-def test_small_messages_beyond_the_ring_without_a_reader():
-    q = fastmp.get_context("fork").Queue()
+def test_small_messages_beyond_the_ring_without_a_reader(fork_ctx):
+    q = fork_ctx.Queue()
     n = 3 * RING // 256
     for i in range(n):              # nobody reads: put buffers, never blocks
         (q.put if i % 2 else q.put_nowait)("%08d" % i + "x" * 248)
@@ -361,24 +376,59 @@ def test_small_messages_beyond_the_ring_without_a_reader():
     assert q.empty()
 
 
-def test_no_fd_or_shm_left_behind():
+
+def test_no_fd_left_behind(fork_ctx):
     before = set(os.listdir("/proc/self/fd"))
-    ctx = fastmp.get_context("fork")
-    for make in (ctx.Queue, ctx.JoinableQueue, ctx.SimpleQueue):
+    for make in (fork_ctx.Queue, fork_ctx.JoinableQueue, fork_ctx.SimpleQueue):
         q = make()
         q.put("x")
         assert q.get() == "x"
         del q
     assert wait_for(lambda: set(os.listdir("/proc/self/fd")) <= before)
-    assert not [n for n in os.listdir("/dev/shm") if "fastmp" in n]
 
 
-# ---- across processes, under every start method --------------------------
+
+class Interrupted(Exception):
+    pass
+
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted
+
+
+
+def _interrupted_by_a_signal(call):
+    """Run `call` with a SIGUSR1 due in 0.2 s whose handler raises
+    Interrupted; check that it does."""
+    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
+    try:
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+        timer.start()
+        with pytest.raises(Interrupted):
+            call()
+        timer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+
+@pytest.mark.timeout(30)
+def test_signals_interrupt_blocking_calls(fork_ctx):
+    full = fork_ctx.Queue(1)
+    full.put(0)
+    jq = fork_ctx.JoinableQueue()
+    jq.put(0)
+    for call in (fork_ctx.Queue().get, lambda: full.put(1), jq.join):
+        _interrupted_by_a_signal(call)
+
+
+# ---- across processes, under every start method, on both packages --------
 
 @pytest.mark.timeout(60)
-def test_every_method_from_a_child(fctx):
-    inq, outq, jq, sq = fctx.Queue(), fctx.Queue(), fctx.JoinableQueue(), fctx.SimpleQueue()
-    p = fctx.Process(target=echo_worker, args=(inq, outq, jq, sq))
+def test_every_method_from_a_child(ctx):
+    inq, outq, jq, sq = ctx.Queue(), ctx.Queue(), ctx.JoinableQueue(), ctx.SimpleQueue()
+    p = ctx.Process(target=echo_worker, args=(inq, outq, jq, sq))
     p.start()
     inq.put({"hello": "child"})
     jq.put("job")
@@ -393,10 +443,11 @@ def test_every_method_from_a_child(fctx):
     assert p.exitcode == 0
 
 
+
 @pytest.mark.timeout(90)
-def test_64MiB_messages_both_ways(fctx):
-    inq, outq = fctx.Queue(), fctx.Queue()
-    p = fctx.Process(target=big_worker, args=(inq, outq))
+def test_64MiB_messages_both_ways(ctx):
+    inq, outq = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=big_worker, args=(inq, outq))
     p.start()
     data = os.urandom(1 << 20) * (BIG >> 20)
     inq.put(data)
@@ -406,11 +457,12 @@ def test_64MiB_messages_both_ways(fctx):
     assert p.exitcode == 0
 
 
+
 @pytest.mark.timeout(90)
-def test_many_producers_many_consumers_checksums(fctx):
-    q, results = fctx.Queue(), fctx.Queue()
-    producers = [fctx.Process(target=producer_worker, args=(q, i, 150, i)) for i in range(3)]
-    consumers = [fctx.Process(target=consumer_worker, args=(q, results)) for _ in range(3)]
+def test_many_producers_many_consumers_checksums(ctx):
+    q, results = ctx.Queue(), ctx.Queue()
+    producers = [ctx.Process(target=producer_worker, args=(q, i, 150, i)) for i in range(3)]
+    consumers = [ctx.Process(target=consumer_worker, args=(q, results)) for _ in range(3)]
     for p in producers + consumers:
         p.start()
     for p in producers:
@@ -438,10 +490,11 @@ def test_many_producers_many_consumers_checksums(fctx):
     assert q.empty() and q.qsize() == 0
 
 
+
 @pytest.mark.timeout(60)
-def test_buffered_messages_are_flushed_at_exit(fctx):
-    q = fctx.Queue()
-    p = fctx.Process(target=put_and_exit_worker, args=(q, 3000, False))
+def test_buffered_messages_are_flushed_at_exit(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=put_and_exit_worker, args=(q, 3000, False))
     p.start()
     # far more than the ring holds: the child waits at exit until we read
     time.sleep(1.0)
@@ -453,13 +506,14 @@ def test_buffered_messages_are_flushed_at_exit(fctx):
     assert p.exitcode == 0
 
 
+
 @pytest.mark.timeout(60)
-def test_a_producer_outrunning_a_paused_consumer_keeps_order(fctx):
+def test_a_producer_outrunning_a_paused_consumer_keeps_order(ctx):
     # the producer fills the ring and buffers while the consumer pauses,
     # then drains its buffer as room comes
-    q = fctx.Queue()
+    q = ctx.Queue()
     n = 4 * RING // 200
-    p = fctx.Process(target=counting_producer, args=(q, n))
+    p = ctx.Process(target=counting_producer, args=(q, n))
     p.start()
     got = [q.get(timeout=30) for _ in range(100)]
     time.sleep(0.3)
@@ -470,8 +524,37 @@ def test_a_producer_outrunning_a_paused_consumer_keeps_order(fctx):
     assert p.exitcode == 0
 
 
+# ==== fastmp only: README deviations and the ring's crash safety ==========
+
+def test_pickling_error_raises_at_put():
+    """README "Queue.put pickles in the calling thread": an unpicklable
+    object raises at put(), and the queue goes on."""
+    q = fastmp.get_context("fork").Queue()
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        q.put(lambda: None)
+    assert q.qsize() == 0
+    q.put("still works")
+    assert q.get(timeout=5) == "still works"
+
+
+
+@pytest.mark.timeout(30)
+def test_put_cut_off_by_a_signal_is_dropped():
+    """Internal (the shared-memory ring): a SimpleQueue message larger than
+    the ring, cut off by a signal, is dropped and the next one arrives whole
+    (the standard package's pipe is left mid-message)."""
+    sq = fastmp.get_context("fork").SimpleQueue()
+    _interrupted_by_a_signal(lambda: sq.put(bytes(3 * RING)))
+    sq.put("next")
+    assert sq.get() == "next"
+
+
+
 @pytest.mark.timeout(60)
 def test_cancel_join_thread_does_not_wait(fctx):
+    """Internal (the shared-memory ring): a child that exits after
+    cancel_join_thread() leaves whole messages in order and drops the one it
+    cut off (the standard package's pipe is left mid-message)."""
     q = fctx.Queue()
     p = fctx.Process(target=put_and_exit_worker, args=(q, 3000, True))
     p.start()
@@ -490,8 +573,11 @@ def test_cancel_join_thread_does_not_wait(fctx):
     assert q.get(timeout=5) == "usable"
 
 
+
 @pytest.mark.timeout(60)
 def test_sigkill_of_a_writer_mid_message(fctx):
+    """Internal (the shared-memory ring): a writer killed inside a
+    message larger than the ring leaves the queue usable."""
     q = fctx.Queue()
     p = fctx.Process(target=hold_put_worker, args=(q,))
     p.start()
@@ -505,8 +591,11 @@ def test_sigkill_of_a_writer_mid_message(fctx):
     assert q.empty()
 
 
+
 @pytest.mark.timeout(60)
 def test_sigkill_of_a_reader_mid_message(fctx):
+    """Internal (the shared-memory ring): a reader killed inside a
+    message leaves the rest of it to be skipped by the next reader."""
     q, outq = fctx.Queue(), fctx.Queue()
     writer = fctx.Process(target=put_after_big_worker, args=(q,))
     writer.start()
@@ -529,8 +618,11 @@ def test_sigkill_of_a_reader_mid_message(fctx):
     assert writer.exitcode == 0
 
 
+
 @pytest.mark.timeout(60)
 def test_waiting_on_a_dead_readers_lock_times_out_then_recovers(fctx):
+    """Internal (robust locks): the read lock of a reader killed while
+    waiting is recovered (the standard package's stays held forever)."""
     q, outq = fctx.Queue(), fctx.Queue()
     reader = fctx.Process(target=getter_worker, args=(q, outq))
     reader.start()
@@ -543,38 +635,6 @@ def test_waiting_on_a_dead_readers_lock_times_out_then_recovers(fctx):
     assert q.get(timeout=10) == "ok"
 
 
-class Interrupted(Exception):
-    pass
-
-
-def _raise_interrupted(signum, frame):
-    raise Interrupted
-
-
-@pytest.mark.timeout(30)
-def test_signals_interrupt_blocking_calls():
-    ctx = fastmp.get_context("fork")
-    full = ctx.Queue(1)
-    full.put(0)
-    jq = ctx.JoinableQueue()
-    jq.put(0)
-    sq = ctx.SimpleQueue()
-    blocking = [ctx.Queue().get, lambda: full.put(1), jq.join,
-                lambda: sq.put(bytes(3 * RING))]   # more than the ring holds
-    old = signal.signal(signal.SIGUSR1, _raise_interrupted)
-    try:
-        for call in blocking:
-            timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
-            timer.start()
-            with pytest.raises(Interrupted):
-                call()
-            timer.join()
-    finally:
-        signal.signal(signal.SIGUSR1, old)
-    # the SimpleQueue message cut off by the signal is dropped, not garbled
-    sq.put("next")
-    assert sq.get() == "next"
-
 
 def endless_producer(q, ident):
     rng = random.Random(ident)
@@ -583,14 +643,18 @@ def endless_producer(q, ident):
         q.put((ident, i, hashlib.sha1(data).hexdigest(), data))
 
 
+
 def checking_consumer(q, out):
     while True:
         ident, i, digest, data = q.get()
         out.put(hashlib.sha1(data).hexdigest() == digest)
 
 
+
 @pytest.mark.timeout(60)
 def test_random_sigkills_never_corrupt_or_wedge():
+    """Internal (the shared-memory ring): random SIGKILLs of producers
+    and consumers never deliver a corrupt message or wedge the queue."""
     ctx = fastmp.get_context("fork")
     q, out = ctx.Queue(), ctx.Queue()
     rng = random.Random(7)

@@ -1,8 +1,10 @@
-"""fastmp.reduction: ForkingPickler and its registered reducers, fd passing
-(sendfds/recvfds, send_handle/recv_handle), and DupFd under each start
-method.  Pickling behaviour runs against both implementations."""
+"""reduction: ForkingPickler and its registered reducers, fd passing
+(sendfds/recvfds, send_handle/recv_handle), DupFd under each start method
+and the resource sharer.  All of it is the standard behaviour and runs
+against both packages, but for the last part, "fastmp only"."""
 import copyreg
 import functools
+import importlib
 import os
 import pickle
 import socket
@@ -103,33 +105,32 @@ def test_protocol_argument(impl):
     assert pickle.loads(data) == [1, 2]
 
 
-class Nested:
-    """Its reducer pickles something else with ForkingPickler.dumps."""
+def test_reducer_that_calls_dumps_itself(impl):
+    class Nested:
+        """Its reducer pickles something else with ForkingPickler.dumps."""
 
-    def __reduce__(self):
-        inner = reduction.ForkingPickler.dumps(['inner', Point(1, 2).norm1])
-        return pickle.loads, (bytes(inner),)
+        def __reduce__(self):
+            inner = impl.reduction.ForkingPickler.dumps(['inner', Point(1, 2).norm1])
+            return pickle.loads, (bytes(inner),)
 
-
-def test_reducer_that_calls_dumps_itself():
-    out = roundtrip(fastmp, [Nested(), 'after', Nested()])
+    out = roundtrip(impl, [Nested(), 'after', Nested()])
     assert out[0][0] == 'inner' and out[0][1]() == 3
     assert out[1] == 'after' and out[2][0] == 'inner'
 
 
-def test_failed_dump_leaves_no_residue():
+def test_failed_dump_leaves_no_residue(impl):
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
-        reduction.ForkingPickler.dumps(['prefix' * 1000, lambda: 0])
-    assert roundtrip(fastmp, 'clean') == 'clean'
+        impl.reduction.ForkingPickler.dumps(['prefix' * 1000, lambda: 0])
+    assert roundtrip(impl, 'clean') == 'clean'
 
 
-def test_threads_pickle_independently():
+def test_threads_pickle_independently(impl):
     errors = []
 
     def worker(n):
         for i in range(300):
             value = [n, i, 'x' * (i % 50)]
-            if roundtrip(fastmp, value) != value:
+            if roundtrip(impl, value) != value:
                 errors.append((n, i))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
@@ -140,22 +141,22 @@ def test_threads_pickle_independently():
     assert errors == []
 
 
-def test_large_bytes_are_kept_whole():
+def test_large_bytes_are_kept_whole(impl):
     payload = os.urandom(1 << 20) * 3
-    assert roundtrip(fastmp, {'p': payload, 'q': bytearray(payload[:99])}) == {
+    assert roundtrip(impl, {'p': payload, 'q': bytearray(payload[:99])}) == {
         'p': payload, 'q': bytearray(payload[:99])}
 
 
-def test_abstract_reducer_exposes_module_api():
-    class MyReducer(reduction.AbstractReducer):
+def test_abstract_reducer_exposes_module_api(impl):
+    class MyReducer(impl.reduction.AbstractReducer):
         pass
 
-    assert MyReducer.ForkingPickler is reduction.ForkingPickler
-    assert MyReducer.sendfds is reduction.sendfds
+    assert MyReducer.ForkingPickler is impl.reduction.ForkingPickler
+    assert MyReducer.sendfds is impl.reduction.sendfds
     MyReducer()   # re-registers the built-in reducers
-    assert reduction.ForkingPickler._extra_reducers[functools.partial] \
-        is reduction._reduce_partial
-    assert reduction.HAVE_SEND_HANDLE
+    assert impl.reduction.ForkingPickler._extra_reducers[functools.partial] \
+        is impl.reduction._reduce_partial
+    assert impl.reduction.HAVE_SEND_HANDLE
 
 
 # ---- fd passing ------------------------------------------------------------
@@ -165,36 +166,49 @@ def _fd_content(fd):
     return os.read(fd, 100)
 
 
-def test_sendfds_recvfds_roundtrip(tmp_path):
+def _sending(send, *args):
+    """Run send(*args) in a thread (from 3.14 the standard sender waits for
+    the receiver's acknowledgement); the thread, to join."""
+    thread = threading.Thread(target=send, args=args)
+    thread.start()
+    return thread
+
+
+def _send_and_receive_files(reduction_module, tmp_path):
+    """Three files' descriptors passed over a socketpair: (sent, received)."""
     left, right = socket.socketpair()
-    paths = [tmp_path / ('f%d' % i) for i in range(3)]
     fds = []
-    for i, path in enumerate(paths):
+    for i in range(3):
+        path = tmp_path / ('f%d' % i)
         path.write_bytes(b'file %d' % i)
         fds.append(os.open(path, os.O_RDONLY))
     with left, right:
-        reduction.sendfds(left, fds)
-        got = reduction.recvfds(right, 3)
+        sender = _sending(reduction_module.sendfds, left, fds)
+        got = reduction_module.recvfds(right, 3)
+        sender.join()
+        return fds, got
+
+
+def test_sendfds_recvfds_roundtrip(impl, tmp_path):
+    fds, got = _send_and_receive_files(impl.reduction, tmp_path)
     try:
         assert len(got) == 3 and not set(got) & set(fds)
         assert [_fd_content(fd) for fd in got] == [b'file 0', b'file 1',
                                                    b'file 2']
-        # received descriptors are not inherited by exec'd programs
-        assert not any(os.get_inheritable(fd) for fd in got)
     finally:
         for fd in fds + got:
             os.close(fd)
 
 
-def test_recvfds_errors():
+def test_recvfds_errors(impl):
     left, right = socket.socketpair()
     with left, right:
         left.send(b'x')   # data without descriptors
         with pytest.raises(RuntimeError):
-            reduction.recvfds(right, 1)
-        left.close()
+            impl.reduction.recvfds(right, 1)
+        left.shutdown(socket.SHUT_WR)
         with pytest.raises(EOFError):
-            reduction.recvfds(right, 1)
+            impl.reduction.recvfds(right, 1)
 
 
 def test_recv_handle_on_a_message_without_fd_raises(impl):
@@ -206,15 +220,16 @@ def test_recv_handle_on_a_message_without_fd_raises(impl):
             impl.reduction.recv_handle(right)
 
 
-def test_send_handle_keeps_the_connection_open(tmp_path):
+def test_send_handle_keeps_the_connection_open(impl, tmp_path):
     path = tmp_path / 'data'
     path.write_bytes(b'handed over')
     left, right = socket.socketpair()
     fd = os.open(path, os.O_RDONLY)
     try:
         with left, right:
-            reduction.send_handle(left, fd, os.getpid())
-            got = reduction.recv_handle(right)
+            sender = _sending(impl.reduction.send_handle, left, fd, os.getpid())
+            got = impl.reduction.recv_handle(right)
+            sender.join()
             assert _fd_content(got) == b'handed over'
             os.close(got)
             # the borrowed socket objects did not close the connection
@@ -226,27 +241,27 @@ def test_send_handle_keeps_the_connection_open(tmp_path):
 
 # ---- across processes: DupFd (through a socket's reducer) and send_handle
 
-def child_reads_handle(sock, reply):
+def child_reads_handle(module_name, sock, reply):
     """Receive a descriptor over `sock` (itself pickled through DupFd) and
     send back what the file holds."""
-    fd = reduction.recv_handle(sock)
+    fd = importlib.import_module(module_name).recv_handle(sock)
     with os.fdopen(fd, 'rb') as f:
         reply.sendall(b'child read: ' + f.read())
     sock.close()
     reply.close()
 
 
-def test_send_handle_to_child(fctx, tmp_path):
+def test_send_handle_to_child(impl, ctx, tmp_path):
     path = tmp_path / 'payload'
     path.write_bytes(b'secret sauce')
     ours, theirs = socket.socketpair()
     reply_r, reply_w = socket.socketpair()
     with ours, theirs, reply_r, reply_w:
-        proc = fctx.Process(target=child_reads_handle,
-                            args=(theirs, reply_w))
+        proc = ctx.Process(target=child_reads_handle,
+                           args=(impl.reduction.__name__, theirs, reply_w))
         proc.start()
         with open(path, 'rb') as f:
-            reduction.send_handle(ours, f.fileno(), proc.pid)
+            impl.reduction.send_handle(ours, f.fileno(), proc.pid)
         reply_r.settimeout(30)
         assert reply_r.recv(100) == b'child read: secret sauce'
         proc.join(30)
@@ -258,10 +273,10 @@ def child_echoes(sock):
     sock.close()
 
 
-def test_pickled_socket_reaches_child_under_each_method(fctx):
+def test_pickled_socket_reaches_child_under_each_method(ctx):
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        proc = fctx.Process(target=child_echoes, args=(theirs,))
+        proc = ctx.Process(target=child_echoes, args=(theirs,))
         proc.start()
         ours.sendall(b'ping')
         ours.settimeout(30)
@@ -270,7 +285,7 @@ def test_pickled_socket_reaches_child_under_each_method(fctx):
     assert proc.exitcode == 0
 
 
-def test_dupfd_while_spawning_uses_the_popen(monkeypatch):
+def test_dupfd_while_spawning_uses_the_popen(impl, monkeypatch):
     calls = []
 
     class FakePopen:
@@ -282,9 +297,9 @@ def test_dupfd_while_spawning_uses_the_popen(monkeypatch):
             def __init__(self, handle):
                 self.handle = handle
 
-    monkeypatch.setattr(reduction.context, 'get_spawning_popen',
+    monkeypatch.setattr(impl.reduction.context, 'get_spawning_popen',
                         lambda: FakePopen())
-    assert reduction.DupFd(7).handle == 1007
+    assert impl.reduction.DupFd(7).handle == 1007
     assert calls == [7]
 
 
@@ -300,10 +315,10 @@ def child_uses_shared_objects(conn):
     conn.close()
 
 
-def test_objects_sent_to_a_running_child(fctx):
-    from fastmp import resource_sharer
-    ours, theirs = fctx.Pipe()
-    proc = fctx.Process(target=child_uses_shared_objects, args=(theirs,))
+def test_objects_sent_to_a_running_child(impl, ctx):
+    resource_sharer = importlib.import_module(impl.__name__ + '.resource_sharer')
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=child_uses_shared_objects, args=(theirs,))
     proc.start()
     try:
         left, right = socket.socketpair()
@@ -312,7 +327,7 @@ def test_objects_sent_to_a_running_child(fctx):
             right.close()
             left.settimeout(30)
             assert left.recv(100) == b'hello over the shared socket'
-        reader, writer = fctx.Pipe(duplex=False)
+        reader, writer = ctx.Pipe(duplex=False)
         ours.send(writer)
         writer.close()
         assert reader.poll(30)
@@ -327,7 +342,23 @@ def test_objects_sent_to_a_running_child(fctx):
     assert resource_sharer._resource_sharer._thread is None
 
 
+# ==== fastmp only: received descriptors, a resource asked for twice =======
+
+def test_received_descriptors_are_not_inheritable(tmp_path):
+    """Internal (PEP 446): descriptors that recvfds() receives are not
+    inherited by exec'd programs (the standard package's are)."""
+    fds, got = _send_and_receive_files(reduction, tmp_path)
+    try:
+        assert not any(os.get_inheritable(fd) for fd in got)
+    finally:
+        for fd in fds + got:
+            os.close(fd)
+
+
 def test_a_shared_descriptor_is_handed_over_once(tmp_path):
+    """Bad input: a resource asked for a second time raises EOFError that
+    says it was already received (the standard sharer's thread prints a
+    KeyError traceback and the receiver gets a bare EOFError)."""
     from fastmp import resource_sharer
     path = tmp_path / 'once'
     path.write_bytes(b'only once')

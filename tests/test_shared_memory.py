@@ -1,7 +1,11 @@
-"""fastmp.shared_memory: SharedMemory, ShareableList, and the resource
-tracker's handling of segments."""
+"""shared_memory: SharedMemory, ShareableList, and the resource tracker's
+handling of segments.
+
+Everything up to "fastmp only" is the standard behaviour, run against
+fastmp and the standard package.  The last part covers the README's
+"Cleanup survives kill -9" (segment names, removal after SIGKILL of the
+whole program) and fastmp and standard ShareableLists sharing a segment."""
 import importlib
-import inspect
 import os
 import pickle
 import signal
@@ -12,7 +16,7 @@ import pytest
 
 import fastmp
 from fastmp import shared_memory
-from support import run_python, wait_for
+from support import run_python, skip_stdlib_before, wait_for
 
 
 def _module_of(impl, name):
@@ -29,8 +33,9 @@ def _exists(name):
 
 # ---- children ----------------------------------------------------------
 
-def _attach_and_write(name_or_shm, payload):
-    shm = shared_memory.SharedMemory(name_or_shm) if isinstance(name_or_shm, str) else name_or_shm
+def _attach_and_write(module_name, name_or_shm, payload):
+    sm = importlib.import_module(module_name)
+    shm = sm.SharedMemory(name_or_shm) if isinstance(name_or_shm, str) else name_or_shm
     shm.buf[:len(payload)] = payload
     shm.close()
 
@@ -43,15 +48,15 @@ def _bump_list(sl):
 
 # ---- SharedMemory ------------------------------------------------------
 
-def test_create_attach_and_attributes():
-    shm = shared_memory.SharedMemory(create=True, size=700)
+def test_create_attach_and_attributes(impl):
+    sm = _module(impl)
+    shm = sm.SharedMemory(create=True, size=700)
     try:
-        assert shm.name.startswith("fmp-%s-" % fastmp._names.root_pid)
         assert _exists(shm.name)
         assert shm.size == 700 and len(shm.buf) == 700
         assert repr(shm) == "SharedMemory(%r, size=700)" % shm.name
         shm.buf[:3] = b"abc"
-        other = shared_memory.SharedMemory(shm.name, size=10 ** 6)   # size ignored
+        other = sm.SharedMemory(shm.name, size=10 ** 6)   # size ignored
         assert other.size == 700 and bytes(other.buf[:3]) == b"abc"
         other.close()
         other.close()                                                # idempotent
@@ -60,6 +65,7 @@ def test_create_attach_and_attributes():
         shm.close()
         shm.unlink()
     assert not _exists(shm.name)
+
 
 
 def test_errors_like_stdlib(impl):
@@ -85,11 +91,14 @@ def test_errors_like_stdlib(impl):
         shm.unlink()
 
 
-def test_embedded_null_rejected():
-    # as in 3.13 (older stdlib versions pass the name on, cut at the NUL)
+
+def test_embedded_null_rejected(impl):
+    # older standard packages pass the name on, cut at the NUL
+    skip_stdlib_before(impl, (3, 13), "the embedded-NUL check of names")
+    sm = _module(impl)
     with pytest.raises(ValueError):
-        shared_memory.SharedMemory("bad\0name")
-    shm = shared_memory.SharedMemory(create=True, size=8)
+        sm.SharedMemory("bad\0name")
+    shm = sm.SharedMemory(create=True, size=8)
     real = shm._name
     try:
         shm._name = real + "\0x"
@@ -99,6 +108,7 @@ def test_embedded_null_rejected():
         shm._name = real
         shm.close()
         shm.unlink()
+
 
 
 def test_pickle_attaches_by_name(impl):
@@ -114,11 +124,13 @@ def test_pickle_attaches_by_name(impl):
         shm.unlink()
 
 
-def test_segment_reaches_child(fctx):
-    shm = shared_memory.SharedMemory(create=True, size=32)
+
+def test_segment_reaches_child(impl, ctx):
+    sm = _module(impl)
+    shm = sm.SharedMemory(create=True, size=32)
     try:
         for target, payload in ((shm.name, b"by name"), (shm, b"pickled")):
-            p = fctx.Process(target=_attach_and_write, args=(target, payload))
+            p = ctx.Process(target=_attach_and_write, args=(sm.__name__, target, payload))
             p.start()
             p.join(60)
             assert p.exitcode == 0
@@ -130,25 +142,27 @@ def test_segment_reaches_child(fctx):
 
 # ---- the resource tracker ------------------------------------------------
 
-def _program(body):
+def _program(body, impl=fastmp):
     return textwrap.dedent("""
         import sys
-        from fastmp import shared_memory
-    """) + textwrap.dedent(body)
+        from %s import shared_memory
+    """ % impl.__name__) + textwrap.dedent(body)
 
 
-def test_forgotten_segment_removed_at_exit():
+
+def test_forgotten_segment_removed_at_exit(impl):
     out = run_python("-c", _program("""
         shm = shared_memory.SharedMemory(create=True, size=10)
         print(shm.name, flush=True)
-    """))
+    """, impl))
     assert out.returncode == 0, out.stderr
     name = out.stdout.strip()
     assert wait_for(lambda: not _exists(name))
     assert "leaked shared_memory" in out.stderr
 
 
-def test_no_warning_when_cleaned_up():
+
+def test_no_warning_when_cleaned_up(impl):
     out = run_python("-c", _program("""
         shm = shared_memory.SharedMemory(create=True, size=10)
         twin = shared_memory.SharedMemory(shm.name)
@@ -159,10 +173,11 @@ def test_no_warning_when_cleaned_up():
         sl.shm.close()
         sl.shm.unlink()
         print(shm.name)
-    """))
+    """, impl))
     assert out.returncode == 0
     assert out.stderr == ""
     assert not _exists(out.stdout.strip())
+
 
 
 TRACK_PROGRAM = textwrap.dedent("""
@@ -178,13 +193,13 @@ TRACK_PROGRAM = textwrap.dedent("""
 """)
 
 
+
 @pytest.mark.parametrize("track", [True, False])
 def test_track_decides_whether_an_attaching_program_removes(impl, track):
     # gh-82300: a program that attaches with track=True removes the segment
     # when it ends without unlinking it; with track=False it leaves it alone
+    skip_stdlib_before(impl, (3, 13), "SharedMemory(track=)")
     sm = _module(impl)
-    if "track" not in inspect.signature(sm.SharedMemory).parameters:
-        pytest.skip("SharedMemory(track=) is new in the standard package of 3.13")
     shm = sm.SharedMemory(create=True, size=10)
     try:
         out = run_python("-c", TRACK_PROGRAM.format(impl=impl.__name__),
@@ -204,10 +219,10 @@ def test_track_decides_whether_an_attaching_program_removes(impl, track):
             _module_of(impl, "resource_tracker").unregister(shm._name, "shared_memory")
 
 
+
 def test_untracked_segment_outlives_its_creator(impl):
+    skip_stdlib_before(impl, (3, 13), "SharedMemory(track=)")
     sm = _module(impl)
-    if "track" not in inspect.signature(sm.SharedMemory).parameters:
-        pytest.skip("SharedMemory(track=) is new in the standard package of 3.13")
     out = run_python("-c", TRACK_PROGRAM.format(impl=impl.__name__),
                      "creator", "False")
     assert out.returncode == 0, out.stderr
@@ -219,30 +234,6 @@ def test_untracked_segment_outlives_its_creator(impl):
         shm = sm.SharedMemory(name, track=False)
         shm.close()
         shm.unlink()
-
-
-@pytest.mark.timeout(60)
-def test_segment_removed_after_sigkill_of_tree():
-    import subprocess
-    code = _program("""
-        import os, time
-        shm = shared_memory.SharedMemory(create=True, size=10)
-        print(shm.name, flush=True)
-        time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        name = proc.stdout.readline().strip()
-        assert _exists(name)
-        os.killpg(proc.pid, signal.SIGKILL)       # the program and its tracker
-        proc.wait(10)
-        assert wait_for(lambda: not _exists(name), timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 # ---- ShareableList ---------------------------------------------------------
@@ -289,7 +280,64 @@ def test_shareable_list_api_like_stdlib(impl):
         empty.shm.unlink()
 
 
+
+def test_shareable_list_reaches_child(impl, ctx):
+    sl = _module(impl).ShareableList([41, "parent"])
+    try:
+        p = ctx.Process(target=_bump_list, args=(sl,))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        assert list(sl) == [42, "child"]
+    finally:
+        sl.shm.close()
+        sl.shm.unlink()
+
+
+# ==== fastmp only: README "Cleanup survives kill -9", mixed packages =======
+
+def test_segment_names_name_the_program():
+    """README "Cleanup survives kill -9": fastmp's segments are named
+    fmp-<pid of the program>-<random>."""
+    shm = shared_memory.SharedMemory(create=True, size=8)
+    try:
+        assert shm.name.startswith("fmp-%s-" % fastmp._names.root_pid)
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+
+@pytest.mark.timeout(60)
+def test_segment_removed_after_sigkill_of_tree():
+    """README "Cleanup survives kill -9 of the whole program": the
+    tracker, in its own session, removes the segment."""
+    import subprocess
+    code = _program("""
+        import os, time
+        shm = shared_memory.SharedMemory(create=True, size=10)
+        print(shm.name, flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        name = proc.stdout.readline().strip()
+        assert _exists(name)
+        os.killpg(proc.pid, signal.SIGKILL)       # the program and its tracker
+        proc.wait(10)
+        assert wait_for(lambda: not _exists(name), timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+
 def test_shareable_list_interoperates_with_stdlib():
+    """fastmp and standard ShareableLists share one segment (the layout is
+    the standard one)."""
     from multiprocessing import resource_tracker as std_tracker, shared_memory as std
     ours = shared_memory.ShareableList([1, 2.5, "x", b"y", None, False])
     try:
@@ -302,16 +350,3 @@ def test_shareable_list_interoperates_with_stdlib():
     finally:
         ours.shm.close()
         ours.shm.unlink()
-
-
-def test_shareable_list_reaches_child(fctx):
-    sl = shared_memory.ShareableList([41, "parent"])
-    try:
-        p = fctx.Process(target=_bump_list, args=(sl,))
-        p.start()
-        p.join(60)
-        assert p.exitcode == 0
-        assert list(sl) == [42, "child"]
-    finally:
-        sl.shm.close()
-        sl.shm.unlink()

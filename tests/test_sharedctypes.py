@@ -1,5 +1,11 @@
-"""fastmp.sharedctypes: shared ctypes values and arrays, with and without
-locks, across fork, spawn and forkserver children."""
+"""Shared ctypes values and arrays, with and without locks, across fork,
+spawn and forkserver children.
+
+All but the last part is the standard behaviour, written once and run
+against fastmp and the standard package.  The last part, "fastmp only",
+covers the README's lock-free array deviation ("Shared memory": a subclass of
+the ctypes array type whose [i] read runs in C) and the C wrapper's own
+paths."""
 import ctypes
 import importlib
 import pickle
@@ -64,12 +70,12 @@ def _run(ctx, target, *args):
     assert p.exitcode == 0
 
 
-# ---- across processes --------------------------------------------------
+# ---- across processes, on both packages ----------------------------------
 
-def test_every_type_code_in_child(fctx):
-    values = {code: fctx.Value(code) for code in ALL_CODES}
-    arrays = {code: fctx.Array(code, 3) for code in ALL_CODES}
-    _run(fctx, _set_every_code, values, arrays)
+def test_every_type_code_in_child(ctx):
+    values = {code: ctx.Value(code) for code in ALL_CODES}
+    arrays = {code: ctx.Array(code, 3) for code in ALL_CODES}
+    _run(ctx, _set_every_code, values, arrays)
     for code in ALL_CODES:
         assert values[code].value == SAMPLES[code], code
         assert arrays[code][1] == SAMPLES[code], code
@@ -77,18 +83,18 @@ def test_every_type_code_in_child(fctx):
                                                     "\0" if code == "u" else 0)
 
 
-def test_structure_and_array_of_structures(fctx):
-    point = fctx.Value(Point, 3, 1.5, b"ab")
-    points = fctx.Array(Point, [(1, 0.0, b"p"), (2, 0.0, b"q")], lock=False)
-    _run(fctx, _double_structures, point, points)
+def test_structure_and_array_of_structures(ctx):
+    point = ctx.Value(Point, 3, 1.5, b"ab")
+    points = ctx.Array(Point, [(1, 0.0, b"p"), (2, 0.0, b"q")], lock=False)
+    _run(ctx, _double_structures, point, points)
     assert (point.x, point.y, point.tag) == (6, 3.0, b"ab")
     assert [(p.x, p.tag) for p in points] == [(101, b"p"), (102, b"q")]
 
 
-def test_numpy_view_sees_shared_bytes(fctx):
+def test_numpy_view_sees_shared_bytes(ctx):
     numpy = pytest.importorskip("numpy")
-    array = fctx.Array("d", 5)
-    _run(fctx, _numpy_fill, array)
+    array = ctx.Array("d", 5)
+    _run(ctx, _numpy_fill, array)
     assert array[:] == [0.0, 1.0, 2.0, 3.0, 4.0]
     view = numpy.frombuffer(array.get_obj(), dtype=numpy.float64)
     view[4] = 42.0
@@ -97,11 +103,11 @@ def test_numpy_view_sees_shared_bytes(fctx):
 
 
 @pytest.mark.timeout(90)
-def test_concurrent_increments_are_exact(fctx):
-    counter = fctx.Value("i", 0)
-    pair = fctx.Array("q", 2)
-    workers = [fctx.Process(target=_increment, args=(counter, 1500)) for _ in range(3)]
-    workers += [fctx.Process(target=_increment_array, args=(pair, 1500)) for _ in range(2)]
+def test_concurrent_increments_are_exact(ctx):
+    counter = ctx.Value("i", 0)
+    pair = ctx.Array("q", 2)
+    workers = [ctx.Process(target=_increment, args=(counter, 1500)) for _ in range(3)]
+    workers += [ctx.Process(target=_increment_array, args=(pair, 1500)) for _ in range(2)]
     for w in workers:
         w.start()
     for w in workers:
@@ -173,15 +179,14 @@ def test_lock_free_indexing_like_stdlib(impl, code):
     assert memoryview(a).nbytes == 5 * ctypes.sizeof(sharedctypes.typecode_to_type[code])
 
 
-def test_lock_free_fast_path_reads_shared_bytes(fctx):
-    # the C read and a copy, a pickled child and numpy all see the same bytes
-    a = fctx.Array("d", 4, lock=False)
-    b = sharedctypes.copy(a)
+def test_lock_free_array_reads_shared_bytes(impl, ctx):
+    # a read, a copy and a child all see the same bytes
+    a = ctx.Array("d", 4, lock=False)
+    b = importlib.import_module(impl.__name__ + ".sharedctypes").copy(a)
     a[2] = 2.5
     assert (a[2], b[2]) == (2.5, 0.0)
-    _run(fctx, _set_every_code, {}, {"d": a})
+    _run(ctx, _set_every_code, {}, {"d": a})
     assert a[1] == SAMPLES["d"] and a[-3] == SAMPLES["d"]
-    assert not hasattr(type(a), "_fastmp_view")   # the C accessor's slot is hidden
 
 
 @pytest.mark.parametrize("code,value,expected", [
@@ -282,7 +287,22 @@ def test_wrapper_lock_methods(impl):
     assert v.get_obj()._wrapper is not None
 
 
+# ==== fastmp only: the README's lock-free arrays and the C wrapper ==========
+
+@pytest.mark.parametrize("code", NUMERIC_CODES)
+def test_lock_free_array_is_a_subclass_of_the_ctypes_array(code):
+    """README "Shared memory": a RawArray of a simple numeric code is an
+    instance of a subclass of `ctype * n` (whose [i] read runs in C), not
+    that type itself, and the C accessor's slot is hidden."""
+    a = fastmp.RawArray(code, 3)
+    array_type = sharedctypes.typecode_to_type[code] * 3
+    assert isinstance(a, array_type) and type(a) is not array_type
+    assert not hasattr(type(a), "_fastmp_view")
+
+
 def test_uninitialised_wrapper_fails_cleanly():
+    """Internal (the C wrapper): a wrapper made without __init__ raises
+    ValueError instead of reading through a missing object."""
     bare = sharedctypes.Synchronized.__new__(sharedctypes.Synchronized)
     with pytest.raises(ValueError):
         bare.value
@@ -291,6 +311,8 @@ def test_uninitialised_wrapper_fails_cleanly():
 
 
 def test_overridden_lock_methods_are_called():
+    """Internal (the C wrapper): the C path that takes a lock for .value and
+    [i] calls the Python acquire of a lock subclass that overrides it."""
     from fastmp import synchronize
     calls = []
 
