@@ -856,23 +856,30 @@ Conn_dealloc(ConnObject *self)
 
 PyDoc_STRVAR(send_doc, "send($self, obj)\n--\n\nSend a picklable object.");
 
+int
+fastmp_connection_send(PyObject *conn, PyObject *obj)
+{
+    ConnObject *self = (ConnObject *)conn;
+    if (check_usable(self, 0) < 0) {
+        return -1;
+    }
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
+    PyObject *payload = st ? fastmp_pickle(st, obj) : NULL;
+    if (payload == NULL) {
+        return -1;
+    }
+    int rc = send_pickle(self, payload);
+    Py_DECREF(payload);
+    return rc;
+}
+
 static PyObject *
 Conn_send(ConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"obj"};
     PyObject *obj;
     if (fastmp_bind_args("send", args, nargs, kwnames, names, 1, 1, &obj) < 0
-        || check_usable(self, 0) < 0) {
-        return NULL;
-    }
-    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
-    PyObject *payload = st ? fastmp_pickle(st, obj) : NULL;
-    if (payload == NULL) {
-        return NULL;
-    }
-    int rc = send_pickle(self, payload);
-    Py_DECREF(payload);
-    if (rc < 0) {
+        || fastmp_connection_send((PyObject *)self, obj) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -880,9 +887,10 @@ Conn_send(ConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 
 PyDoc_STRVAR(recv_doc, "recv($self, /)\n--\n\nReceive a pickled object.");
 
-static PyObject *
-Conn_recv(ConnObject *self, PyObject *unused)
+PyObject *
+fastmp_connection_recv(PyObject *conn)
 {
+    ConnObject *self = (ConnObject *)conn;
     if (check_usable(self, 1) < 0) {
         return NULL;
     }
@@ -898,6 +906,12 @@ Conn_recv(ConnObject *self, PyObject *unused)
     PyObject *obj = PyObject_CallOneArg(loads, data);
     Py_DECREF(data);
     return obj;
+}
+
+static PyObject *
+Conn_recv(ConnObject *self, PyObject *unused)
+{
+    return fastmp_connection_recv((PyObject *)self);
 }
 
 /* An optional non-negative integer argument; `dflt` when absent or None.
@@ -917,6 +931,19 @@ size_arg(PyObject *obj, Py_ssize_t dflt, const char *negative)
         return -1;
     }
     return v;
+}
+
+int
+fastmp_connection_send_bytes(PyObject *conn, PyObject *data)
+{
+    ConnObject *self = (ConnObject *)conn;
+    Py_buffer view;
+    if (check_usable(self, 0) < 0 || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    int rc = send_frame(self, &view, 1);
+    PyBuffer_Release(&view);
+    return rc;
 }
 
 PyDoc_STRVAR(send_bytes_doc,
@@ -986,6 +1013,16 @@ Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     return recv_message(self, maxlength);
+}
+
+PyObject *
+fastmp_connection_recv_bytes(PyObject *conn)
+{
+    ConnObject *self = (ConnObject *)conn;
+    if (check_usable(self, 1) < 0) {
+        return NULL;
+    }
+    return recv_message(self, PY_SSIZE_T_MAX);
 }
 
 PyDoc_STRVAR(recv_bytes_into_doc,
@@ -1344,6 +1381,47 @@ static PyType_Spec Conn_spec = {
     .slots = Conn_slots,
 };
 
+/* ---- the methods other parts call directly (connection.h) ------------ */
+
+/* Their names, in the order of st->conn_direct_methods. */
+static const char *const direct_names[FASTMP_CONN_DIRECT_METHODS] = {
+    "send", "recv", "send_bytes", "recv_bytes",
+};
+
+int
+fastmp_connection_is_direct(fastmp_state *st, PyObject *conn)
+{
+    if (!PyObject_TypeCheck(conn, st->Connection_type)) {
+        return 0;
+    }
+    PyTypeObject *tp = Py_TYPE(conn);
+    if (tp->tp_getattro != PyObject_GenericGetAttr) {
+        return 0;               /* a subclass's __getattribute__/__getattr__ */
+    }
+    PyObject *dict = ((ConnObject *)conn)->dict;
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        PyObject *method = st->conn_direct_methods[i];
+        PyObject *name = PyDescr_NAME(method);
+        if (dict != NULL && PyDict_GET_SIZE(dict) > 0) {
+            int shadowed = PyDict_Contains(dict, name);
+            if (shadowed != 0) {
+                return shadowed < 0 ? -1 : 0;
+            }
+        }
+        /* the type's own lookup (cached): a method descriptor looked up
+         * on a class is the descriptor itself */
+        PyObject *found = PyObject_GetAttr((PyObject *)tp, name);
+        if (found == NULL) {
+            return -1;
+        }
+        Py_DECREF(found);
+        if (found != method) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* ---- wait_readable ---------------------------------------------------- */
 
 PyDoc_STRVAR(wait_readable_doc,
@@ -1421,6 +1499,13 @@ fastmp_connection_exec(PyObject *module, fastmp_state *st)
         || PyModule_AddFunctions(module, connection_functions) < 0) {
         return -1;
     }
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        st->conn_direct_methods[i] = PyObject_GetAttrString((PyObject *)st->Connection_type,
+                                                            direct_names[i]);
+        if (st->conn_direct_methods[i] == NULL) {
+            return -1;
+        }
+    }
     int err = fastmp_serving_init();
     if (err) {
         fastmp_oserror(err, "pthread_atfork");
@@ -1433,6 +1518,9 @@ int
 fastmp_connection_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Connection_type);
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        Py_VISIT(st->conn_direct_methods[i]);
+    }
     return 0;
 }
 
@@ -1440,4 +1528,7 @@ void
 fastmp_connection_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Connection_type);
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        Py_CLEAR(st->conn_direct_methods[i]);
+    }
 }
