@@ -306,11 +306,15 @@ def _rebuild_point(x):
 
 
 def test_registered_reducers_apply():
+    q = fastmp.get_context("fork").Queue()
+    q.put([Point(2)])                   # pickled before the reducer exists
+    assert q.get(timeout=5)[0].x == 2
     reduction.ForkingPickler.register(Point, lambda p: (_rebuild_point, (p.x,)))
     try:
-        q = fastmp.get_context("fork").Queue()
         q.put(Point(4))
         assert q.get(timeout=5).x == 40
+        q.close()
+        q.join_thread()
     finally:
         reduction.ForkingPickler._extra_reducers.pop(Point, None)
 

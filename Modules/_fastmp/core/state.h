@@ -49,7 +49,6 @@ typedef struct {
     PyObject *chan_Empty;           /* queue.Empty */
     PyObject *chan_Full;            /* queue.Full */
     PyObject *chan_fast_dumps;      /* pickle.dumps, for plain atoms */
-    PyObject *chan_dumps;           /* ForkingPickler-aware dumps */
     PyObject *chan_loads;           /* pickle.loads */
     PyObject *chan_ShutDown;        /* a shut-down queue's exception */
 

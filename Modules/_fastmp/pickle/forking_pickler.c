@@ -241,6 +241,21 @@ fastmp_pickle(fastmp_state *st, PyObject *obj)
     return result;
 }
 
+/* See forking_pickler.h. */
+PyObject *
+fastmp_pickle_joined(fastmp_state *st, PyObject *obj)
+{
+    PyObject *pickled = fastmp_pickle(st, obj);
+    if (pickled == NULL || !PyList_CheckExact(pickled)) {
+        return pickled;
+    }
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *joined = empty ? PyObject_CallMethod(empty, "join", "O", pickled) : NULL;
+    Py_XDECREF(empty);
+    Py_DECREF(pickled);
+    return joined;
+}
+
 PyDoc_STRVAR(forking_dumps_doc,
 "forking_dumps(obj)\n--\n\n"
 "Pickle obj as fastmp.reduction.ForkingPickler does (its reducers over\n"
@@ -250,15 +265,7 @@ PyDoc_STRVAR(forking_dumps_doc,
 static PyObject *
 forking_dumps(PyObject *module, PyObject *obj)
 {
-    PyObject *pickled = fastmp_pickle((fastmp_state *)PyModule_GetState(module), obj);
-    if (pickled == NULL || !PyList_CheckExact(pickled)) {
-        return pickled;
-    }
-    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
-    PyObject *joined = empty ? PyObject_CallMethod(empty, "join", "O", pickled) : NULL;
-    Py_XDECREF(empty);
-    Py_DECREF(pickled);
-    return joined;
+    return fastmp_pickle_joined((fastmp_state *)PyModule_GetState(module), obj);
 }
 
 

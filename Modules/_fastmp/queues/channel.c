@@ -11,6 +11,7 @@
 #include "core/errors.h"
 #include "core/futex.h"
 #include "core/state.h"
+#include "pickle/forking_pickler.h"
 
 
 #include <errno.h>
@@ -116,8 +117,9 @@ parse_obj(const char *fname, PyObject *const *args, Py_ssize_t nargs,
 /* The message for `obj`: a bytes object is sent as is (REC_RAW), a str
  * as its UTF-8 (REC_STR, and REC_ASCII if it is; both skip pickle
  * entirely), other plain atoms go
- * through pickle.dumps and everything else through the ForkingPickler-
- * aware dumps.  Returns 0 with *view filled (it keeps the source alive),
+ * through pickle.dumps and everything else through the reused
+ * ForkingPickler (pickle/forking_pickler.c: ForkingPickler.dumps without
+ * the call through Python; its reducers stay live).  Returns 0 with *view filled (it keeps the source alive),
  * or -1. */
 static int
 encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
@@ -138,7 +140,8 @@ encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
     }
     int atom = PyUnicode_CheckExact(obj) || PyLong_CheckExact(obj)
                || PyFloat_CheckExact(obj) || obj == Py_None || PyBool_Check(obj);
-    PyObject *payload = PyObject_CallOneArg(atom ? st->chan_fast_dumps : st->chan_dumps, obj);
+    PyObject *payload = atom ? PyObject_CallOneArg(st->chan_fast_dumps, obj)
+                             : fastmp_pickle_joined(st, obj);
     if (payload == NULL) {
         return -1;
     }
@@ -862,27 +865,17 @@ channel_flush_all(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Module function: _channel_setup(dumps, shutdown_error) installs the
- * ForkingPickler-aware dumps used for everything but bytes and plain
- * atoms, and the exception class a shut-down queue raises. */
+/* Module function: _channel_setup(shutdown_error) installs the
+ * exception class a shut-down queue raises. */
 static PyObject *
-channel_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+channel_setup(PyObject *module, PyObject *shutdown_error)
 {
     fastmp_state *st = PyModule_GetState(module);
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_channel_setup(dumps, shutdown_error)");
-        return NULL;
-    }
-    if (!PyCallable_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "dumps must be callable");
-        return NULL;
-    }
-    if (!PyExceptionClass_Check(args[1])) {
+    if (!PyExceptionClass_Check(shutdown_error)) {
         PyErr_SetString(PyExc_TypeError, "shutdown_error must be an exception class");
         return NULL;
     }
-    Py_XSETREF(st->chan_dumps, Py_NewRef(args[0]));
-    Py_XSETREF(st->chan_ShutDown, Py_NewRef(args[1]));
+    Py_XSETREF(st->chan_ShutDown, Py_NewRef(shutdown_error));
     Py_RETURN_NONE;
 }
 
@@ -945,9 +938,8 @@ static PyType_Spec Channel_spec = {
 static PyMethodDef channel_functions[] = {
     {"_channel_flush_all", channel_flush_all, METH_NOARGS,
      "flush the buffered messages of every queue of this process"},
-    {"_channel_setup", (PyCFunction)(void (*)(void))channel_setup, METH_FASTCALL,
-     "_channel_setup(dumps, shutdown_error): the pickling function for queue "
-     "messages and the exception of a shut-down queue"},
+    {"_channel_setup", channel_setup, METH_O,
+     "_channel_setup(shutdown_error): the exception of a shut-down queue"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1026,7 +1018,6 @@ fastmp_channel_exec(PyObject *module, fastmp_state *st)
         || import_attr(&st->chan_loads, "pickle", "loads") < 0) {
         return -1;
     }
-    st->chan_dumps = Py_NewRef(st->chan_fast_dumps);
     return 0;
 }
 
@@ -1037,7 +1028,6 @@ fastmp_channel_traverse(fastmp_state *st, visitproc visit, void *arg)
     Py_VISIT(st->chan_Empty);
     Py_VISIT(st->chan_Full);
     Py_VISIT(st->chan_fast_dumps);
-    Py_VISIT(st->chan_dumps);
     Py_VISIT(st->chan_loads);
     Py_VISIT(st->chan_ShutDown);
     return 0;
@@ -1050,7 +1040,6 @@ fastmp_channel_clear(fastmp_state *st)
     Py_CLEAR(st->chan_Empty);
     Py_CLEAR(st->chan_Full);
     Py_CLEAR(st->chan_fast_dumps);
-    Py_CLEAR(st->chan_dumps);
     Py_CLEAR(st->chan_loads);
     Py_CLEAR(st->chan_ShutDown);
 }
