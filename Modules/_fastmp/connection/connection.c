@@ -1231,8 +1231,12 @@ Conn_pair_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (st == NULL) {
         return NULL;
     }
-    if (nargs != 2 || !PyObject_TypeCheck(args[0], st->Connection_type)) {
-        PyErr_SetString(PyExc_TypeError, "_pair_rings(other: Connection, capacity: int)");
+    if (fastmp_check_nargs("_pair_rings", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->Connection_type)) {
+        PyErr_Format(PyExc_TypeError, "_pair_rings() other must be a Connection, not %s",
+                     Py_TYPE(args[0])->tp_name);
         return NULL;
     }
     ConnObject *other = (ConnObject *)args[0];
@@ -1268,8 +1272,7 @@ Conn_pair_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Conn_attach_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_attach_rings(tx_fd, rx_fd)");
+    if (fastmp_check_nargs("_attach_rings", nargs, 2, 2) < 0) {
         return NULL;
     }
     int fds[2];
@@ -1425,7 +1428,7 @@ fastmp_connection_is_direct(fastmp_state *st, PyObject *conn)
 /* ---- wait_readable ---------------------------------------------------- */
 
 PyDoc_STRVAR(wait_readable_doc,
-"wait_readable(fds, timeout=None)\n--\n\n"
+"wait_readable($module, fds, timeout=None, /)\n--\n\n"
 "Wait until one of the file descriptors fds is readable, at end of file or\n"
 "in error, or timeout seconds pass (None: without limit).  Return the\n"
 "positions in fds of those that are, in order (empty on timeout).");
@@ -1433,8 +1436,7 @@ PyDoc_STRVAR(wait_readable_doc,
 static PyObject *
 wait_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "wait_readable(fds, timeout=None)");
+    if (fastmp_check_nargs("wait_readable", nargs, 1, 2) < 0) {
         return NULL;
     }
     fastmp_deadline d;

@@ -56,11 +56,28 @@ int
 fastmp_check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
 {
     if (nargs < lo || nargs > hi) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)",
-                     func, lo, hi, nargs);
+        if (lo == hi) {
+            PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)",
+                         func, lo, nargs);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)",
+                         func, lo, hi, nargs);
+        }
         return -1;
     }
     return 0;
+}
+
+int
+fastmp_check_str(const char *func, const char *name, PyObject *obj)
+{
+    if (PyUnicode_Check(obj)) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() argument '%s' must be str, not %s", func, name,
+                 Py_TYPE(obj)->tp_name);
+    return -1;
 }
 
 int

@@ -17,6 +17,10 @@ int fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
  * Returns 0 or -1. */
 int fastmp_check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi);
 
+/* TypeError "<func>() argument '<name>' must be str, not <type>" unless
+ * `obj` is a str.  Returns 0 or -1. */
+int fastmp_check_str(const char *func, const char *name, PyObject *obj);
+
 /* A Python int as a C int in *out; OverflowError "<what> out of range for
  * a C int" past its range.  Returns 0, or -1 with an exception set. */
 int fastmp_parse_int(PyObject *obj, const char *what, int *out);

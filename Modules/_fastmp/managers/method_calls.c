@@ -8,6 +8,7 @@
  * of a known object itself and gives other requests to the server's
  * _serve_request().  The messages are the standard package's. */
 #include "connection/connection.h"
+#include "core/args.h"
 #include "core/gil_turn.h"
 #include "core/state.h"
 #include "pickle/forking_pickler.h"
@@ -348,8 +349,7 @@ static PyObject *
 serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     fastmp_state *st = (fastmp_state *)PyModule_GetState(module);
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "serve_calls(server, conn) takes 2 arguments");
+    if (fastmp_check_nargs("serve_calls", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *server = args[0], *conn = args[1];
@@ -465,8 +465,7 @@ static PyMethodDef callmethod_def = {
 static PyObject *
 exchange_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "exchange_frame(conn, request) takes 2 arguments");
+    if (fastmp_check_nargs("exchange_frame", nargs, 2, 2) < 0) {
         return NULL;
     }
     fastmp_state *st = (fastmp_state *)PyModule_GetState(module);
@@ -482,14 +481,14 @@ in_exchange(PyObject *module, PyObject *conn)
 
 static PyMethodDef manager_functions[] = {
     {"exchange_frame", (PyCFunction)(void (*)(void))exchange_frame, METH_FASTCALL,
-     PyDoc_STR("exchange_frame(conn, request)\n--\n\n"
+     PyDoc_STR("exchange_frame($module, conn, request, /)\n--\n\n"
                "Send request on conn and return the reply frame, undecoded.  Until\n"
                "it returns, in_exchange(conn) is true in this thread.")},
     {"in_exchange", in_exchange, METH_O,
-     PyDoc_STR("in_exchange(conn)\n--\n\n"
+     PyDoc_STR("in_exchange($module, conn, /)\n--\n\n"
                "True if this thread is in the middle of an exchange on conn.")},
     {"serve_calls", (PyCFunction)(void (*)(void))serve_calls, METH_FASTCALL,
-     PyDoc_STR("serve_calls(server, conn)\n--\n\n"
+     PyDoc_STR("serve_calls($module, server, conn, /)\n--\n\n"
                "Serve the method calls arriving on conn (Server.serve_client).")},
     {NULL, NULL, 0, NULL},
 };

@@ -257,7 +257,7 @@ fastmp_pickle_joined(fastmp_state *st, PyObject *obj)
 }
 
 PyDoc_STRVAR(forking_dumps_doc,
-"forking_dumps(obj)\n--\n\n"
+"forking_dumps($module, obj, /)\n--\n\n"
 "Pickle obj as fastmp.reduction.ForkingPickler does (its reducers over\n"
 "copyreg's, default protocol) and return the bytes, with the pickler that\n"
 "Connection.send() keeps and reuses.");

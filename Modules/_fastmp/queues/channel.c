@@ -728,8 +728,7 @@ Channel_create(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* _create(maxsize, kind_flags, capacity) */
     long long maxsize, capacity;
     unsigned long kind;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_create(maxsize, flags, capacity)");
+    if (fastmp_check_nargs("_create", nargs, 3, 3) < 0) {
         return NULL;
     }
     if ((maxsize = PyLong_AsLongLong(args[0])) == -1 && PyErr_Occurred()) {
@@ -764,8 +763,7 @@ Channel_attach(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     /* _attach(fd, event_fd) */
     int fds[2];
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_attach(fd, event_fd)");
+    if (fastmp_check_nargs("_attach", nargs, 2, 2) < 0) {
         return NULL;
     }
     for (int i = 0; i < 2; i++) {
@@ -937,9 +935,11 @@ static PyType_Spec Channel_spec = {
 
 static PyMethodDef channel_functions[] = {
     {"_channel_flush_all", channel_flush_all, METH_NOARGS,
-     "flush the buffered messages of every queue of this process"},
+     "_channel_flush_all($module, /)\n--\n\n"
+     "Flush the buffered messages of every queue of this process."},
     {"_channel_setup", channel_setup, METH_O,
-     "_channel_setup(shutdown_error): the exception of a shut-down queue"},
+     "_channel_setup($module, shutdown_error, /)\n--\n\n"
+     "Set the exception a shut-down queue raises."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,6 +11,7 @@
  * it thread-safe; it is fork-safe because a child never touches the heap
  * state it inherited (a fork generation counter, bumped by a pthread_atfork
  * child handler, marks the inherited heap stale and it starts afresh). */
+#include "core/args.h"
 #include "core/errors.h"
 #include "core/state.h"
 
@@ -684,8 +685,12 @@ Wrapper_attach(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
     if (st == NULL) {
         return NULL;
     }
-    if (nargs != 3 || !PyObject_TypeCheck(args[0], st->Arena_type)) {
-        PyErr_SetString(PyExc_TypeError, "_attach(arena, start, size) expected");
+    if (fastmp_check_nargs("_attach", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->Arena_type)) {
+        PyErr_Format(PyExc_TypeError, "_attach() arena must be an Arena, not %s",
+                     Py_TYPE(args[0])->tp_name);
         return NULL;
     }
     ArenaObject *arena = (ArenaObject *)args[0];

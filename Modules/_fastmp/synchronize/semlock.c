@@ -8,6 +8,7 @@
  * recursion count and the owning thread) lives in the object, as in the
  * standard module; it is reset in a forked child. */
 #include "synchronize/semlock.h"
+#include "core/args.h"
 #include "core/deadline.h"
 #include "core/errors.h"
 #include "core/futex.h"
@@ -546,37 +547,12 @@ static PyObject *
 semlock_acquire(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
-    PyObject *block = NULL, *timeout = NULL;
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2];
+    if (fastmp_bind_args("acquire", args, nargs, kwnames, names, 2, 0, a) < 0) {
         return NULL;
     }
-    if (nargs >= 1) {
-        block = args[0];
-    }
-    if (nargs == 2) {
-        timeout = args[1];
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        PyObject **slot;
-        if (PyUnicode_CompareWithASCIIString(key, "block") == 0) {
-            slot = &block;
-        }
-        else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0) {
-            slot = &timeout;
-        }
-        else {
-            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected keyword argument '%U'", key);
-            return NULL;
-        }
-        if (*slot != NULL) {
-            PyErr_Format(PyExc_TypeError, "acquire() got multiple values for argument '%U'", key);
-            return NULL;
-        }
-        *slot = args[nargs + i];
-    }
+    PyObject *block = a[0], *timeout = a[1];
     int blocking = 1;
     if (block != NULL && (blocking = PyObject_IsTrue(block)) < 0) {
         return NULL;
@@ -654,13 +630,15 @@ semlock_after_fork(SemLockObject *self, PyObject *Py_UNUSED(ignored))
 /* SemLock._rebuild(handle, kind, maxvalue, name): open the named lock
  * another process created (the handle is only meaningful there). */
 static PyObject *
-semlock_rebuild(PyTypeObject *cls, PyObject *args)
+semlock_rebuild(PyTypeObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *handle, *name;
     int kind, maxvalue;
-    if (!PyArg_ParseTuple(args, "OiiO:_rebuild", &handle, &kind, &maxvalue, &name)) {
+    if (fastmp_check_nargs("_rebuild", nargs, 4, 4) < 0
+        || fastmp_parse_int(args[1], "kind", &kind) < 0
+        || fastmp_parse_int(args[2], "maxvalue", &maxvalue) < 0) {
         return NULL;
     }
+    PyObject *name = args[3];      /* args[0], the handle, means nothing here */
     if (check_kind_and_max(kind, maxvalue) < 0) {
         return NULL;
     }
@@ -722,7 +700,7 @@ static PyMethodDef semlock_methods[] = {
     {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the count is zero."},
     {"_after_fork", (PyCFunction)semlock_after_fork, METH_NOARGS,
      "Forget acquisitions inherited through fork (done automatically too)."},
-    {"_rebuild", (PyCFunction)semlock_rebuild, METH_VARARGS | METH_CLASS,
+    {"_rebuild", (PyCFunction)(void (*)(void))semlock_rebuild, METH_FASTCALL | METH_CLASS,
      "_rebuild(handle, kind, maxvalue, name): open a named lock by name."},
     {NULL, NULL, 0, NULL},
 };
@@ -776,7 +754,7 @@ fastmp_sem_unlink(PyObject *module, PyObject *arg)
 }
 
 static PyMethodDef semlock_functions[] = {
-    {"sem_unlink", fastmp_sem_unlink, METH_O, "sem_unlink(name): remove a SemLock's name."},
+    {"sem_unlink", fastmp_sem_unlink, METH_O, "sem_unlink($module, name, /)\n--\n\nRemove a SemLock's name."},
     {NULL, NULL, 0, NULL},
 };
 
