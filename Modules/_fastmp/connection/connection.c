@@ -1244,9 +1244,8 @@ Conn_pair_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (capacity == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (capacity < 4096 || capacity > (1LL << 40) || (capacity & (capacity - 1))) {
-        PyErr_SetString(PyExc_ValueError,
-                        "capacity must be a power of two between 4096 and 2**40");
+    if (!chan_capacity_valid(capacity)) {
+        PyErr_SetString(PyExc_ValueError, CHAN_CAPACITY_ERROR);
         return NULL;
     }
     chan_map *out = NULL, *in = NULL;

@@ -434,18 +434,13 @@ pickled_by_name(fastmp_state *st, PyObject *func)
 static PyObject *
 weak_target(PyObject *ref)
 {
-#if PY_VERSION_HEX >= 0x030D0000
     PyObject *target = NULL;
     if (PyWeakref_GetRef(ref, &target) != 1) {
         PyErr_Clear();
         return NULL;
     }
-    Py_DECREF(target);          /* the caller holds func: it stays alive */
+    Py_DECREF(target);          /* only compared with func, which the caller holds */
     return target;
-#else
-    PyObject *target = PyWeakref_GetObject(ref);
-    return target == Py_None ? NULL : target;
-#endif
 }
 
 /* The pickle of a task's function: from the cache when the function is

@@ -744,9 +744,8 @@ Channel_create(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "maxsize out of range");
         return NULL;
     }
-    if (capacity < 4096 || capacity > (1LL << 40) || (capacity & (capacity - 1))) {
-        PyErr_SetString(PyExc_ValueError,
-                        "capacity must be a power of two between 4096 and 2**40");
+    if (!chan_capacity_valid(capacity)) {
+        PyErr_SetString(PyExc_ValueError, CHAN_CAPACITY_ERROR);
         return NULL;
     }
     chan_map *m = NULL;
