@@ -793,13 +793,15 @@ Conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int
 Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"handle", "readable", "writable", NULL};
-    PyObject *handle;
+    static const char *const names[] = {"handle", "readable", "writable"};
+    PyObject *a[3];
     int readable = 1, writable = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|pp:Connection", names,
-                                     &handle, &readable, &writable)) {
+    if (fastmp_bind_slot_args("Connection", args, kwds, names, 3, 1, a) < 0
+        || (a[1] != NULL && (readable = PyObject_IsTrue(a[1])) < 0)
+        || (a[2] != NULL && (writable = PyObject_IsTrue(a[2])) < 0)) {
         return -1;
     }
+    PyObject *handle = a[0];
     PyObject *index = PyNumber_Index(handle);
     if (index == NULL) {
         return -1;

@@ -63,9 +63,11 @@ lock_dispatcher(Dispatcher *d)
 static PyObject *
 Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"inflight", NULL};
+    static const char *const names[] = {"inflight"};
+    PyObject *given;
     int inflight = 2;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|i:Dispatcher", kwlist, &inflight)) {
+    if (fastmp_bind_slot_args("Dispatcher", args, kwds, names, 1, 0, &given) < 0
+        || (given != NULL && fastmp_parse_int(given, "inflight", &inflight) < 0)) {
         return NULL;
     }
     if (inflight < 1) {

@@ -142,10 +142,15 @@ arena_create(PyTypeObject *type, size_t size, int fd)
 static PyObject *
 Arena_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"size", "fd", NULL};
-    Py_ssize_t size;
+    static const char *const names[] = {"size", "fd"};
+    PyObject *a[2];
     int fd = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|i:Arena", kwlist, &size, &fd)) {
+    if (fastmp_bind_slot_args("Arena", args, kwds, names, 2, 1, a) < 0
+        || (a[1] != NULL && fastmp_parse_int(a[1], "fd", &fd) < 0)) {
+        return NULL;
+    }
+    Py_ssize_t size = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (size == -1 && PyErr_Occurred()) {
         return NULL;
     }
     if (size <= 0) {
@@ -616,9 +621,9 @@ Wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (st == NULL) {
         return NULL;
     }
-    static char *kwlist[] = {"size", NULL};
+    static const char *const names[] = {"size"};
     PyObject *size_obj;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:BufferWrapper", kwlist, &size_obj)) {
+    if (fastmp_bind_slot_args("BufferWrapper", args, kwds, names, 1, 1, &size_obj) < 0) {
         return NULL;
     }
     Py_ssize_t size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);

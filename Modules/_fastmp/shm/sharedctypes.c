@@ -215,14 +215,22 @@ store_number(char code, char *p, unsigned long long bits, double real)
 static int
 Sync_init(SyncObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *obj, *lock;
     const char *code;
     Py_ssize_t code_len, length;
-    unsigned long long address;
-    if (!PyArg_ParseTuple(args, "OOs#Kn:SynchronizedCore", &obj, &lock, &code, &code_len,
-                          &address, &length)) {
+    uint64_t address;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "SynchronizedCore() takes no keyword arguments");
         return -1;
     }
+    PyObject *const *a = PySequence_Fast_ITEMS(args);
+    if (fastmp_check_nargs("SynchronizedCore", PyTuple_GET_SIZE(args), 5, 5) < 0
+        || fastmp_check_str("SynchronizedCore", "code", a[2]) < 0
+        || (code = PyUnicode_AsUTF8AndSize(a[2], &code_len)) == NULL
+        || fastmp_parse_u64(a[3], &address) < 0
+        || ((length = PyNumber_AsSsize_t(a[4], PyExc_OverflowError)) == -1 && PyErr_Occurred())) {
+        return -1;
+    }
+    PyObject *obj = a[0], *lock = a[1];
     if (code_len > 1 || (code_len == 1 && code_size(code[0]) == 0)) {
         PyErr_Format(PyExc_ValueError, "no fast access for type code %R",
                      PyTuple_GET_ITEM(args, 2));

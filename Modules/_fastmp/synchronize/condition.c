@@ -253,13 +253,16 @@ check_lock(PyTypeObject *type, PyObject *lock)
 static PyObject *
 condition_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"lock", "name", "unlink", NULL};
-    PyObject *lock, *name;
+    static const char *const names[] = {"lock", "name", "unlink"};
+    PyObject *a[3];
     int unlink;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUp:Condition", kwlist, &lock, &name, &unlink)
-        || check_lock(type, lock) < 0) {
+    if (fastmp_bind_slot_args("Condition", args, kwds, names, 3, 3, a) < 0
+        || fastmp_check_str("Condition", "name", a[1]) < 0
+        || (unlink = PyObject_IsTrue(a[2])) < 0
+        || check_lock(type, a[0]) < 0) {
         return NULL;
     }
+    PyObject *lock = a[0], *name = a[1];
     const char *cname = NULL;
     if (!unlink && (cname = PyUnicode_AsUTF8(name)) == NULL) {
         return NULL;

@@ -486,13 +486,18 @@ check_kind_and_max(int kind, int maxvalue)
 static PyObject *
 semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"kind", "value", "maxvalue", "name", "unlink", NULL};
+    static const char *const names[] = {"kind", "value", "maxvalue", "name", "unlink"};
+    PyObject *a[5];
     int kind, value, maxvalue, unlink;
-    PyObject *name;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiUp:SemLock", kwlist,
-                                     &kind, &value, &maxvalue, &name, &unlink)) {
+    if (fastmp_bind_slot_args("SemLock", args, kwds, names, 5, 5, a) < 0
+        || fastmp_parse_int(a[0], "kind", &kind) < 0
+        || fastmp_parse_int(a[1], "value", &value) < 0
+        || fastmp_parse_int(a[2], "maxvalue", &maxvalue) < 0
+        || fastmp_check_str("SemLock", "name", a[3]) < 0
+        || (unlink = PyObject_IsTrue(a[4])) < 0) {
         return NULL;
     }
+    PyObject *name = a[3];
     if (check_kind_and_max(kind, maxvalue) < 0) {
         return NULL;
     }
