@@ -1323,10 +1323,12 @@ Conn_ring_fds(ConnObject *self, PyObject *unused)
 }
 
 static PyMethodDef Conn_methods[] = {
-    {"_pair_rings", (PyCFunction)(void (*)(void))Conn_pair_rings, METH_FASTCALL, NULL},
-    {"_attach_rings", (PyCFunction)(void (*)(void))Conn_attach_rings, METH_FASTCALL, NULL},
-    {"_ring_fds", (PyCFunction)Conn_ring_fds, METH_NOARGS, NULL},
-    {"_bell_rung", (PyCFunction)Conn_bell_rung, METH_NOARGS, NULL},
+    {"_pair_rings", (PyCFunction)(void (*)(void))Conn_pair_rings, METH_FASTCALL,
+     "_pair_rings($self, other, capacity, /)\n--\n\n"},
+    {"_attach_rings", (PyCFunction)(void (*)(void))Conn_attach_rings, METH_FASTCALL,
+     "_attach_rings($self, tx_fd, rx_fd, /)\n--\n\n"},
+    {"_ring_fds", (PyCFunction)Conn_ring_fds, METH_NOARGS, "_ring_fds($self, /)\n--\n\n"},
+    {"_bell_rung", (PyCFunction)Conn_bell_rung, METH_NOARGS, "_bell_rung($self, /)\n--\n\n"},
     {"send", (PyCFunction)(void (*)(void))Conn_send, METH_FASTCALL | METH_KEYWORDS, send_doc},
     {"recv", (PyCFunction)Conn_recv, METH_NOARGS, recv_doc},
     {"send_bytes", (PyCFunction)(void (*)(void))Conn_send_bytes,
@@ -1341,9 +1343,10 @@ static PyMethodDef Conn_methods[] = {
      PyDoc_STR("fileno($self, /)\n--\n\nThe connection's file descriptor.")},
     {"close", (PyCFunction)Conn_close, METH_NOARGS,
      PyDoc_STR("close($self, /)\n--\n\nClose the connection (again: no effect).")},
-    {"__enter__", (PyCFunction)Conn_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))Conn_exit, METH_FASTCALL, NULL},
-    {"__reduce__", (PyCFunction)Conn_reduce, METH_NOARGS, NULL},
+    {"__enter__", (PyCFunction)Conn_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
+    {"__exit__", (PyCFunction)(void (*)(void))Conn_exit, METH_FASTCALL,
+     "__exit__($self, /, *args)\n--\n\n"},
+    {"__reduce__", (PyCFunction)Conn_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 

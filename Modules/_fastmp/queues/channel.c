@@ -878,34 +878,50 @@ channel_setup(PyObject *module, PyObject *shutdown_error)
 
 static PyMethodDef Channel_methods[] = {
     {"put", (PyCFunction)(void (*)(void))Channel_put, METH_FASTCALL | METH_KEYWORDS,
-     "put(obj, block=True, timeout=None)"},
+     "put($self, obj, block=True, timeout=None)\n--\n\n"},
     {"get", (PyCFunction)(void (*)(void))Channel_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(block=True, timeout=None)"},
+     "get($self, block=True, timeout=None)\n--\n\n"},
     {"put_nowait", (PyCFunction)(void (*)(void))Channel_put_nowait,
-     METH_FASTCALL | METH_KEYWORDS, "put(obj, False)"},
-    {"get_nowait", (PyCFunction)Channel_get_nowait, METH_NOARGS, "get(False)"},
+     METH_FASTCALL | METH_KEYWORDS, "put_nowait($self, obj)\n--\n\n"
+     "put(obj, False)"},
+    {"get_nowait", (PyCFunction)Channel_get_nowait, METH_NOARGS, "get_nowait($self, /)\n--\n\n"
+     "get(False)"},
     {"_put_blocking", (PyCFunction)(void (*)(void))Channel_put_blocking,
      METH_FASTCALL | METH_KEYWORDS,
+     "_put_blocking($self, obj)\n--\n\n"
      "put that waits for room in the ring instead of buffering (SimpleQueue)"},
-    {"qsize", (PyCFunction)Channel_qsize, METH_NOARGS, "messages put and not yet got"},
-    {"empty", (PyCFunction)Channel_empty, METH_NOARGS, "True if nothing is ready to get"},
-    {"full", (PyCFunction)Channel_full, METH_NOARGS, "True if a bounded queue is full"},
-    {"_task_done", (PyCFunction)Channel_task_done, METH_NOARGS, "JoinableQueue.task_done"},
-    {"_join", (PyCFunction)Channel_join, METH_NOARGS, "JoinableQueue.join"},
+    {"qsize", (PyCFunction)Channel_qsize, METH_NOARGS, "qsize($self, /)\n--\n\n"
+     "messages put and not yet got"},
+    {"empty", (PyCFunction)Channel_empty, METH_NOARGS, "empty($self, /)\n--\n\n"
+     "True if nothing is ready to get"},
+    {"full", (PyCFunction)Channel_full, METH_NOARGS, "full($self, /)\n--\n\n"
+     "True if a bounded queue is full"},
+    {"_task_done", (PyCFunction)Channel_task_done, METH_NOARGS, "_task_done($self, /)\n--\n\n"
+     "JoinableQueue.task_done"},
+    {"_join", (PyCFunction)Channel_join, METH_NOARGS, "_join($self, /)\n--\n\n"
+     "JoinableQueue.join"},
     {"_shutdown", (PyCFunction)(void (*)(void))Channel_shutdown, METH_FASTCALL | METH_KEYWORDS,
+     "_shutdown($self, immediate=False)\n--\n\n"
      "Queue.shutdown(immediate=False)"},
-    {"close", (PyCFunction)Channel_close, METH_NOARGS, "no more put/get in this process"},
+    {"close", (PyCFunction)Channel_close, METH_NOARGS, "close($self, /)\n--\n\n"
+     "no more put/get in this process"},
     {"_flush", (PyCFunction)Channel_flush, METH_NOARGS,
+     "_flush($self, /)\n--\n\n"
      "wait until this process's buffered messages are in the ring"},
     {"cancel_join_thread", (PyCFunction)Channel_cancel_join_thread, METH_NOARGS,
+     "cancel_join_thread($self, /)\n--\n\n"
      "do not wait for buffered messages at exit"},
     {"_create", (PyCFunction)(void (*)(void))Channel_create, METH_FASTCALL,
-     "_create(maxsize, flags, capacity): a new channel"},
+     "_create($self, maxsize, flags, capacity, /)\n--\n\n"
+     "a new channel"},
     {"_attach", (PyCFunction)(void (*)(void))Channel_attach, METH_FASTCALL,
-     "_attach(fd, event_fd): map a channel (both fds become owned)"},
+     "_attach($self, fd, event_fd, /)\n--\n\n"
+     "map a channel (both fds become owned)"},
     {"_fds", (PyCFunction)Channel_fds, METH_NOARGS,
+     "_fds($self, /)\n--\n\n"
      "(memfd, readiness eventfd) of the channel"},
     {"_watch", (PyCFunction)Channel_watch, METH_NOARGS,
+     "_watch($self, /)\n--\n\n"
      "the eventfd that is readable while messages are waiting"},
     {NULL, NULL, 0, NULL},
 };

@@ -580,7 +580,8 @@ static PyMemberDef Heap_members[] = {
 
 static PyMethodDef Heap_methods[] = {
     {"_blocks", (PyCFunction)Heap_blocks, METH_NOARGS,
-     "_blocks() -> list of (arena, start, stop, is_free) in address order"},
+     "_blocks($self, /)\n--\n\n"
+     "List of (arena, start, stop, is_free) in address order."},
     {NULL},
 };
 
@@ -741,9 +742,11 @@ static PyMemberDef Wrapper_members[] = {
 
 static PyMethodDef Wrapper_methods[] = {
     {"create_memoryview", (PyCFunction)Wrapper_create_memoryview, METH_NOARGS,
+     "create_memoryview($self, /)\n--\n\n"
      "A writable memoryview of the block."},
     {"_attach", (PyCFunction)(void (*)(void))Wrapper_attach, METH_FASTCALL | METH_CLASS,
-     "_attach(arena, start, size): view a block of a received arena"},
+     "_attach($type, arena, start, size, /)\n--\n\n"
+     "view a block of a received arena"},
     {NULL},
 };
 

@@ -110,7 +110,8 @@ Mapping_get_closed(MappingObject *self, void *closure)
 }
 
 static PyMethodDef Mapping_methods[] = {
-    {"close", (PyCFunction)Mapping_close, METH_NOARGS, "Unmap the segment."},
+    {"close", (PyCFunction)Mapping_close, METH_NOARGS, "close($self, /)\n--\n\n"
+     "Unmap the segment."},
     {NULL},
 };
 

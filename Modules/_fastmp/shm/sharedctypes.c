@@ -389,14 +389,19 @@ static PyMemberDef Sync_members[] = {
 };
 
 static PyMethodDef Sync_methods[] = {
-    {"get_obj", (PyCFunction)Sync_get_obj, METH_NOARGS, "The wrapped ctypes object."},
-    {"get_lock", (PyCFunction)Sync_get_lock, METH_NOARGS, "The lock guarding it."},
-    {"__enter__", (PyCFunction)Sync_enter, METH_NOARGS, "Acquire the lock."},
+    {"get_obj", (PyCFunction)Sync_get_obj, METH_NOARGS, "get_obj($self, /)\n--\n\n"
+     "The wrapped ctypes object."},
+    {"get_lock", (PyCFunction)Sync_get_lock, METH_NOARGS, "get_lock($self, /)\n--\n\n"
+     "The lock guarding it."},
+    {"__enter__", (PyCFunction)Sync_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"
+     "Acquire the lock."},
     {"__exit__", (PyCFunction)(void (*)(void))Sync_exit, METH_FASTCALL,
-     "__exit__($self, /, *exc_info)\n--\n\nRelease the lock."},
+     "__exit__($self, /, *args)\n--\n\nRelease the lock."},
     {"_locked_getattr", (PyCFunction)Sync_locked_getattr, METH_O,
+     "_locked_getattr($self, name, /)\n--\n\n"
      "getattr(obj, name) with the lock held"},
     {"_locked_setattr", (PyCFunction)(void (*)(void))Sync_locked_setattr, METH_FASTCALL,
+     "_locked_setattr($self, name, value, /)\n--\n\n"
      "setattr(obj, name, value) with the lock held"},
     {NULL},
 };

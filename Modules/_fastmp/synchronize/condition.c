@@ -573,19 +573,28 @@ condition_get_lock(ConditionObject *self, void *Py_UNUSED(closure))
 
 static PyMethodDef condition_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))condition_wait, METH_FASTCALL | METH_KEYWORDS,
-     "wait(timeout=None) -> bool\n\nRelease the lock, sleep until notified "
+     "wait($self, timeout=None)\n--\n\n"
+     "Release the lock, sleep until notified "
      "(True) or timed out (False), take the lock back."},
     {"notify", (PyCFunction)(void (*)(void))condition_notify, METH_FASTCALL | METH_KEYWORDS,
-     "notify(n=1): wake up to n waiters, oldest first."},
-    {"notify_all", (PyCFunction)condition_notify_all, METH_NOARGS, "Wake every waiter."},
-    {"__enter__", (PyCFunction)condition_enter, METH_NOARGS, "Acquire the lock."},
-    {"__exit__", (PyCFunction)(void (*)(void))condition_exit, METH_FASTCALL, "Release the lock."},
-    {"_waiters", (PyCFunction)condition_waiters, METH_NOARGS, "Threads waiting now."},
-    {"_word", (PyCFunction)condition_word, METH_O, "_word(i): shared word i."},
+     "notify($self, n=1)\n--\n\n"
+     "wake up to n waiters, oldest first."},
+    {"notify_all", (PyCFunction)condition_notify_all, METH_NOARGS, "notify_all($self, /)\n--\n\n"
+     "Wake every waiter."},
+    {"__enter__", (PyCFunction)condition_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"
+     "Acquire the lock."},
+    {"__exit__", (PyCFunction)(void (*)(void))condition_exit, METH_FASTCALL, "__exit__($self, /, *args)\n--\n\n"
+     "Release the lock."},
+    {"_waiters", (PyCFunction)condition_waiters, METH_NOARGS, "_waiters($self, /)\n--\n\n"
+     "Threads waiting now."},
+    {"_word", (PyCFunction)condition_word, METH_O, "_word($self, index, /)\n--\n\n"
+     "shared word i."},
     {"_set_word", (PyCFunction)(void (*)(void))condition_set_word, METH_FASTCALL,
-     "_set_word(i, value): set shared word i."},
+     "_set_word($self, index, value, /)\n--\n\n"
+     "set shared word i."},
     {"_rebuild", (PyCFunction)(void (*)(void))condition_rebuild, METH_FASTCALL | METH_CLASS,
-     "_rebuild(lock, name): open a named condition by name."},
+     "_rebuild($type, lock, name, /)\n--\n\n"
+     "open a named condition by name."},
     {NULL, NULL, 0, NULL},
 };
 

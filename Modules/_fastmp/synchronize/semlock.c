@@ -688,25 +688,36 @@ semlock_get_name(SemLockObject *self, void *Py_UNUSED(closure))
 static PyMethodDef semlock_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))semlock_acquire,
      METH_FASTCALL | METH_KEYWORDS,
-     "acquire(block=True, timeout=None) -> bool\n\nTake the lock or one unit "
+     "acquire($self, block=True, timeout=None)\n--\n\n"
+     "Take the lock or one unit "
      "of the semaphore; False if not blocking or on timeout."},
     {"release", (PyCFunction)semlock_release, METH_NOARGS,
+     "release($self, /)\n--\n\n"
      "Release the lock, or give one unit back to the semaphore."},
-    {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "acquire(); return True."},
-    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "release()."},
+    {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"
+     "acquire(); return True."},
+    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "__exit__($self, /, *args)\n--\n\n"
+     "release()."},
     {"locked", (PyCFunction)semlock_is_zero, METH_NOARGS,
-     "locked() -> bool\n\nWhether the object is locked right now: a lock held "
+     "locked($self, /)\n--\n\n"
+     "Whether the object is locked right now: a lock held "
      "by any thread of any process, or a semaphore with no unit left."},
     {"_count", (PyCFunction)semlock_count, METH_NOARGS,
+     "_count($self, /)\n--\n\n"
      "Acquisitions held by this process (recursion depth for an RLock)."},
     {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS,
+     "_is_mine($self, /)\n--\n\n"
      "Whether the calling thread holds the lock."},
-    {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "The current count."},
-    {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the count is zero."},
+    {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "_get_value($self, /)\n--\n\n"
+     "The current count."},
+    {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "_is_zero($self, /)\n--\n\n"
+     "Whether the count is zero."},
     {"_after_fork", (PyCFunction)semlock_after_fork, METH_NOARGS,
+     "_after_fork($self, /)\n--\n\n"
      "Forget acquisitions inherited through fork (done automatically too)."},
     {"_rebuild", (PyCFunction)(void (*)(void))semlock_rebuild, METH_FASTCALL | METH_CLASS,
-     "_rebuild(handle, kind, maxvalue, name): open a named lock by name."},
+     "_rebuild($type, handle, kind, maxvalue, name, /)\n--\n\n"
+     "open a named lock by name."},
     {NULL, NULL, 0, NULL},
 };
 
