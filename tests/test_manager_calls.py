@@ -9,6 +9,7 @@ last compares the server's queue with queue.Queue (README "Managers")."""
 import inspect
 import math
 import multiprocessing.managers as smanagers
+import os
 import pickle
 import queue
 import sys
@@ -17,9 +18,10 @@ import threading
 import pytest
 
 import fastmp
+import fastmp.connection
 import fastmp.managers as fmanagers
 import fastmp.queues as fqueues
-from fastmp._fastmp import quick_dumps, quick_loads
+from fastmp._fastmp import exchange_frame, quick_dumps, quick_loads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -399,3 +401,81 @@ def test_manager_queue_is_the_shared_queue(fmanager):
     assert sorted(q._exposed_) == sorted(expected)
     q.put('a')
     assert q.get() == 'a'
+
+
+# -- the connection: its C functions directly, or its methods -------------
+
+class _RecordingConnection(fastmp.connection.Connection):
+    """Overrides the methods a proxy's call uses: calls go through them."""
+
+    def __init__(self, *args, **kwds):
+        super().__init__(*args, **kwds)
+        self.calls = []
+
+    def send(self, obj):
+        self.calls.append('send')
+        super().send(obj)
+
+    def recv_bytes(self, maxlength=None):
+        self.calls.append('recv_bytes')
+        return super().recv_bytes(maxlength)
+
+
+class _KeepingConnection(fastmp.connection.Connection):
+    """A subclass that keeps the C methods: called directly."""
+
+
+def test_calls_use_overridden_connection_methods(fmanager):
+    lst = fmanager.list([1, 2])
+    assert lst[0] == 1
+    conn = lst._tls.connection
+    assert type(conn) is fastmp.connection.Connection
+    recording = _RecordingConnection(os.dup(conn.fileno()))
+    keeping = _KeepingConnection(os.dup(conn.fileno()))
+    try:
+        lst._tls.connection = recording
+        assert lst[1] == 2
+        assert recording.calls == ['send', 'recv_bytes']
+        lst._tls.connection = keeping
+        assert lst[1] == 2
+        # a method replaced on the instance is the one called
+        seen = []
+        keeping.recv_bytes = lambda: seen.append(1) or fastmp.connection.Connection.recv_bytes(keeping)
+        assert lst[0] == 1
+        assert seen == [1]
+        del keeping.recv_bytes
+        assert lst[0] == 1
+        assert seen == [1]
+    finally:
+        lst._tls.connection = conn
+        recording.close()
+        keeping.close()
+    assert lst[1] == 2
+
+
+def test_closed_connections_fail_alike_on_either_path():
+    errors = []
+    for kind in (fastmp.connection.Connection, _KeepingConnection, _RecordingConnection):
+        reader, writer = os.pipe()
+        os.close(reader)
+        conn = kind(writer, readable=False)
+        conn.close()
+        with pytest.raises(OSError) as info:
+            exchange_frame(conn, ('0', 'f', (), {}))
+        errors.append((type(info.value), str(info.value)))
+    assert errors == [(OSError, 'handle is closed')] * 3
+
+
+def test_a_read_only_end_fails_alike_on_either_path():
+    errors = []
+    for kind in (fastmp.connection.Connection, _KeepingConnection, _RecordingConnection):
+        reader, writer = os.pipe()
+        conn = kind(reader, writable=False)
+        try:
+            with pytest.raises(OSError) as info:
+                exchange_frame(conn, ('0', 'f', (), {}))
+        finally:
+            conn.close()
+            os.close(writer)
+        errors.append((type(info.value), str(info.value)))
+    assert errors == [(OSError, 'connection is read-only')] * 3

@@ -119,7 +119,6 @@ def test_fifo_and_types(fork_ctx):
     q.join_thread()
 
 
-
 def test_get_timeout_and_nowait(fork_ctx):
     q = fork_ctx.Queue()
     start = time.monotonic()
@@ -132,7 +131,6 @@ def test_get_timeout_and_nowait(fork_ctx):
         q.get_nowait()
     q.put_nowait(1)
     assert q.get(True, 5) == 1
-
 
 
 def test_bounded_put_full_and_qsize(fork_ctx):
@@ -156,7 +154,6 @@ def test_bounded_put_full_and_qsize(fork_ctx):
     assert q.qsize() == 0 and not q.full()
 
 
-
 def test_bounded_put_waits_for_a_get(fork_ctx):
     q = fork_ctx.Queue(1)
     q.put("first")
@@ -169,7 +166,6 @@ def test_bounded_put_waits_for_a_get(fork_ctx):
     assert q.get(timeout=5) == "second"
 
 
-
 def test_closed_queue_refuses(fork_ctx):
     q = fork_ctx.Queue()
     q.put(1)
@@ -180,7 +176,6 @@ def test_closed_queue_refuses(fork_ctx):
     with pytest.raises(ValueError, match="is closed"):
         q.get()
     q.join_thread()
-
 
 
 def test_empty_on_a_closed_queue(fork_ctx):
@@ -203,14 +198,12 @@ def test_empty_on_a_closed_queue(fork_ctx):
             used.empty()
 
 
-
 def put_and_report(q, report):
     try:
         q.put("from child")
         report.put("put")
     except Exception as exc:
         report.put(type(exc).__name__)
-
 
 
 def test_close_does_not_carry_into_a_forked_child(fork_ctx):
@@ -226,7 +219,6 @@ def test_close_does_not_carry_into_a_forked_child(fork_ctx):
         assert child.exitcode == 0
 
 
-
 def test_join_thread_needs_close(fork_ctx):
     q = fork_ctx.Queue()
     q.put(1)
@@ -234,7 +226,6 @@ def test_join_thread_needs_close(fork_ctx):
         q.join_thread()
     q.cancel_join_thread()
     assert q.get(timeout=5) == 1
-
 
 
 def test_joinable_queue(fork_ctx):
@@ -259,7 +250,6 @@ def test_joinable_queue(fork_ctx):
         q.task_done()
 
 
-
 def test_simple_queue(fork_ctx):
     q = fork_ctx.SimpleQueue()
     assert q.empty()
@@ -270,7 +260,6 @@ def test_simple_queue(fork_ctx):
     assert q.get() == b"raw"
     assert q.empty()
     q.close()
-
 
 
 def test_arguments_by_keyword(fork_ctx):
@@ -289,12 +278,10 @@ def test_arguments_by_keyword(fork_ctx):
         closing.close()
 
 
-
 def test_pickling_outside_process_start_raises(fork_ctx):
     for q in (fork_ctx.Queue(), fork_ctx.JoinableQueue(), fork_ctx.SimpleQueue()):
         with pytest.raises(RuntimeError):
             pickle.dumps(q)
-
 
 
 def test_generic_alias(fork_ctx):
@@ -302,33 +289,32 @@ def test_generic_alias(fork_ctx):
     assert alias.__args__ == (int,)
 
 
-
 class Point:
     def __init__(self, x):
         self.x = x
-
 
 
 def _rebuild_point(x):
     return Point(x * 10)
 
 
-
 def test_registered_reducers_apply(impl):
     pickler = impl.reduction.ForkingPickler
+    q = impl.get_context("fork").Queue()
+    q.put([Point(2)])                   # pickled before the reducer exists
+    assert q.get(timeout=5)[0].x == 2
     pickler.register(Point, lambda p: (_rebuild_point, (p.x,)))
     try:
-        q = impl.get_context("fork").Queue()
         q.put(Point(4))
         assert q.get(timeout=5).x == 40
+        q.close()
+        q.join_thread()
     finally:
         pickler._extra_reducers.pop(Point, None)
 
 
-
 class BytesSub(bytes):
     pass
-
 
 
 def test_str_of_every_width_is_sent_exactly(fork_ctx):
@@ -343,7 +329,6 @@ def test_str_of_every_width_is_sent_exactly(fork_ctx):
     assert [type(g) for g in got] == [str] * len(items)
 
 
-
 def test_bytes_are_sent_exactly(fork_ctx):
     q = fork_ctx.Queue()
     for item in (b"", b"\0" * 17, bytes(range(256)), BytesSub(b"sub")):
@@ -355,7 +340,6 @@ def test_bytes_are_sent_exactly(fork_ctx):
     assert type(got) is BytesSub and got == b"sub"
 
 
-
 def test_messages_larger_than_the_ring_in_one_process(fork_ctx):
     q = fork_ctx.Queue()
     data = os.urandom(3 * RING + 12345)
@@ -363,7 +347,6 @@ def test_messages_larger_than_the_ring_in_one_process(fork_ctx):
     q.put("next")
     assert q.get(timeout=30) == data
     assert q.get(timeout=5) == "next"
-
 
 
 @pytest.mark.timeout(60)
@@ -376,7 +359,6 @@ def test_small_messages_beyond_the_ring_without_a_reader(fork_ctx):
     assert q.empty()
 
 
-
 def test_no_fd_left_behind(fork_ctx):
     before = set(os.listdir("/proc/self/fd"))
     for make in (fork_ctx.Queue, fork_ctx.JoinableQueue, fork_ctx.SimpleQueue):
@@ -387,15 +369,12 @@ def test_no_fd_left_behind(fork_ctx):
     assert wait_for(lambda: set(os.listdir("/proc/self/fd")) <= before)
 
 
-
 class Interrupted(Exception):
     pass
 
 
-
 def _raise_interrupted(signum, frame):
     raise Interrupted
-
 
 
 def _interrupted_by_a_signal(call):
@@ -410,7 +389,6 @@ def _interrupted_by_a_signal(call):
         timer.join()
     finally:
         signal.signal(signal.SIGUSR1, old)
-
 
 
 @pytest.mark.timeout(30)
@@ -443,7 +421,6 @@ def test_every_method_from_a_child(ctx):
     assert p.exitcode == 0
 
 
-
 @pytest.mark.timeout(90)
 def test_64MiB_messages_both_ways(ctx):
     inq, outq = ctx.Queue(), ctx.Queue()
@@ -455,7 +432,6 @@ def test_64MiB_messages_both_ways(ctx):
     assert outq.get(timeout=60) == data
     p.join(30)
     assert p.exitcode == 0
-
 
 
 @pytest.mark.timeout(90)
@@ -490,7 +466,6 @@ def test_many_producers_many_consumers_checksums(ctx):
     assert q.empty() and q.qsize() == 0
 
 
-
 @pytest.mark.timeout(60)
 def test_buffered_messages_are_flushed_at_exit(ctx):
     q = ctx.Queue()
@@ -504,7 +479,6 @@ def test_buffered_messages_are_flushed_at_exit(ctx):
     assert q.get(timeout=10) == bytes(4 << 20)
     p.join(30)
     assert p.exitcode == 0
-
 
 
 @pytest.mark.timeout(60)
@@ -537,7 +511,6 @@ def test_pickling_error_raises_at_put():
     assert q.get(timeout=5) == "still works"
 
 
-
 @pytest.mark.timeout(30)
 def test_put_cut_off_by_a_signal_is_dropped():
     """Internal (the shared-memory ring): a SimpleQueue message larger than
@@ -547,7 +520,6 @@ def test_put_cut_off_by_a_signal_is_dropped():
     _interrupted_by_a_signal(lambda: sq.put(bytes(3 * RING)))
     sq.put("next")
     assert sq.get() == "next"
-
 
 
 @pytest.mark.timeout(60)
@@ -573,7 +545,6 @@ def test_cancel_join_thread_does_not_wait(fctx):
     assert q.get(timeout=5) == "usable"
 
 
-
 @pytest.mark.timeout(60)
 def test_sigkill_of_a_writer_mid_message(fctx):
     """Internal (the shared-memory ring): a writer killed inside a
@@ -589,7 +560,6 @@ def test_sigkill_of_a_writer_mid_message(fctx):
     q.put("after")
     assert q.get(timeout=10) == "after"
     assert q.empty()
-
 
 
 @pytest.mark.timeout(60)
@@ -618,7 +588,6 @@ def test_sigkill_of_a_reader_mid_message(fctx):
     assert writer.exitcode == 0
 
 
-
 @pytest.mark.timeout(60)
 def test_waiting_on_a_dead_readers_lock_times_out_then_recovers(fctx):
     """Internal (robust locks): the read lock of a reader killed while
@@ -635,7 +604,6 @@ def test_waiting_on_a_dead_readers_lock_times_out_then_recovers(fctx):
     assert q.get(timeout=10) == "ok"
 
 
-
 def endless_producer(q, ident):
     rng = random.Random(ident)
     for i in itertools.count():
@@ -643,12 +611,10 @@ def endless_producer(q, ident):
         q.put((ident, i, hashlib.sha1(data).hexdigest(), data))
 
 
-
 def checking_consumer(q, out):
     while True:
         ident, i, digest, data = q.get()
         out.put(hashlib.sha1(data).hexdigest() == digest)
-
 
 
 @pytest.mark.timeout(60)

@@ -156,11 +156,12 @@ _NAMES_C_READS = {
     'server.stop_event': {
         'is_set': 0,
     },
-    # a Connection, or the xmlrpclib serializer's ConnectionWrapper
+    # the xmlrpclib serializer's ConnectionWrapper, or a Connection whose
+    # methods were overridden or replaced (a plain Connection's C
+    # functions are called directly: connection/connection.h)
     'conn': {
         'send': 1,
         'recv': 0,
-        'send_bytes': 1,
         'recv_bytes': 0,
     },
 }

@@ -58,7 +58,7 @@ except ImportError:                     # before 3.13
         """Raised by put() and get() of a queue that shutdown() was called on."""
 
 
-_fastmp._channel_setup(reduction.ForkingPickler.dumps, ShutDown)
+_fastmp._channel_setup(ShutDown)
 
 
 class _ExitFlush:

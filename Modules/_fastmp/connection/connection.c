@@ -793,13 +793,15 @@ Conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int
 Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"handle", "readable", "writable", NULL};
-    PyObject *handle;
+    static const char *const names[] = {"handle", "readable", "writable"};
+    PyObject *a[3];
     int readable = 1, writable = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|pp:Connection", names,
-                                     &handle, &readable, &writable)) {
+    if (fastmp_bind_slot_args("Connection", args, kwds, names, 3, 1, a) < 0
+        || (a[1] != NULL && (readable = PyObject_IsTrue(a[1])) < 0)
+        || (a[2] != NULL && (writable = PyObject_IsTrue(a[2])) < 0)) {
         return -1;
     }
+    PyObject *handle = a[0];
     PyObject *index = PyNumber_Index(handle);
     if (index == NULL) {
         return -1;
@@ -856,23 +858,30 @@ Conn_dealloc(ConnObject *self)
 
 PyDoc_STRVAR(send_doc, "send($self, obj)\n--\n\nSend a picklable object.");
 
+int
+fastmp_connection_send(PyObject *conn, PyObject *obj)
+{
+    ConnObject *self = (ConnObject *)conn;
+    if (check_usable(self, 0) < 0) {
+        return -1;
+    }
+    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
+    PyObject *payload = st ? fastmp_pickle(st, obj) : NULL;
+    if (payload == NULL) {
+        return -1;
+    }
+    int rc = send_pickle(self, payload);
+    Py_DECREF(payload);
+    return rc;
+}
+
 static PyObject *
 Conn_send(ConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"obj"};
     PyObject *obj;
     if (fastmp_bind_args("send", args, nargs, kwnames, names, 1, 1, &obj) < 0
-        || check_usable(self, 0) < 0) {
-        return NULL;
-    }
-    fastmp_state *st = fastmp_state_from_type(Py_TYPE(self));
-    PyObject *payload = st ? fastmp_pickle(st, obj) : NULL;
-    if (payload == NULL) {
-        return NULL;
-    }
-    int rc = send_pickle(self, payload);
-    Py_DECREF(payload);
-    if (rc < 0) {
+        || fastmp_connection_send((PyObject *)self, obj) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -880,9 +889,10 @@ Conn_send(ConnObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 
 PyDoc_STRVAR(recv_doc, "recv($self, /)\n--\n\nReceive a pickled object.");
 
-static PyObject *
-Conn_recv(ConnObject *self, PyObject *unused)
+PyObject *
+fastmp_connection_recv(PyObject *conn)
 {
+    ConnObject *self = (ConnObject *)conn;
     if (check_usable(self, 1) < 0) {
         return NULL;
     }
@@ -898,6 +908,12 @@ Conn_recv(ConnObject *self, PyObject *unused)
     PyObject *obj = PyObject_CallOneArg(loads, data);
     Py_DECREF(data);
     return obj;
+}
+
+static PyObject *
+Conn_recv(ConnObject *self, PyObject *unused)
+{
+    return fastmp_connection_recv((PyObject *)self);
 }
 
 /* An optional non-negative integer argument; `dflt` when absent or None.
@@ -917,6 +933,19 @@ size_arg(PyObject *obj, Py_ssize_t dflt, const char *negative)
         return -1;
     }
     return v;
+}
+
+int
+fastmp_connection_send_bytes(PyObject *conn, PyObject *data)
+{
+    ConnObject *self = (ConnObject *)conn;
+    Py_buffer view;
+    if (check_usable(self, 0) < 0 || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    int rc = send_frame(self, &view, 1);
+    PyBuffer_Release(&view);
+    return rc;
 }
 
 PyDoc_STRVAR(send_bytes_doc,
@@ -986,6 +1015,16 @@ Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     return recv_message(self, maxlength);
+}
+
+PyObject *
+fastmp_connection_recv_bytes(PyObject *conn)
+{
+    ConnObject *self = (ConnObject *)conn;
+    if (check_usable(self, 1) < 0) {
+        return NULL;
+    }
+    return recv_message(self, PY_SSIZE_T_MAX);
 }
 
 PyDoc_STRVAR(recv_bytes_into_doc,
@@ -1194,8 +1233,12 @@ Conn_pair_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (st == NULL) {
         return NULL;
     }
-    if (nargs != 2 || !PyObject_TypeCheck(args[0], st->Connection_type)) {
-        PyErr_SetString(PyExc_TypeError, "_pair_rings(other: Connection, capacity: int)");
+    if (fastmp_check_nargs("_pair_rings", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->Connection_type)) {
+        PyErr_Format(PyExc_TypeError, "_pair_rings() other must be a Connection, not %s",
+                     Py_TYPE(args[0])->tp_name);
         return NULL;
     }
     ConnObject *other = (ConnObject *)args[0];
@@ -1203,9 +1246,8 @@ Conn_pair_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (capacity == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (capacity < 4096 || capacity > (1LL << 40) || (capacity & (capacity - 1))) {
-        PyErr_SetString(PyExc_ValueError,
-                        "capacity must be a power of two between 4096 and 2**40");
+    if (!chan_capacity_valid(capacity)) {
+        PyErr_SetString(PyExc_ValueError, CHAN_CAPACITY_ERROR);
         return NULL;
     }
     chan_map *out = NULL, *in = NULL;
@@ -1231,8 +1273,7 @@ Conn_pair_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Conn_attach_rings(ConnObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_attach_rings(tx_fd, rx_fd)");
+    if (fastmp_check_nargs("_attach_rings", nargs, 2, 2) < 0) {
         return NULL;
     }
     int fds[2];
@@ -1282,10 +1323,12 @@ Conn_ring_fds(ConnObject *self, PyObject *unused)
 }
 
 static PyMethodDef Conn_methods[] = {
-    {"_pair_rings", (PyCFunction)(void (*)(void))Conn_pair_rings, METH_FASTCALL, NULL},
-    {"_attach_rings", (PyCFunction)(void (*)(void))Conn_attach_rings, METH_FASTCALL, NULL},
-    {"_ring_fds", (PyCFunction)Conn_ring_fds, METH_NOARGS, NULL},
-    {"_bell_rung", (PyCFunction)Conn_bell_rung, METH_NOARGS, NULL},
+    {"_pair_rings", (PyCFunction)(void (*)(void))Conn_pair_rings, METH_FASTCALL,
+     "_pair_rings($self, other, capacity, /)\n--\n\n"},
+    {"_attach_rings", (PyCFunction)(void (*)(void))Conn_attach_rings, METH_FASTCALL,
+     "_attach_rings($self, tx_fd, rx_fd, /)\n--\n\n"},
+    {"_ring_fds", (PyCFunction)Conn_ring_fds, METH_NOARGS, "_ring_fds($self, /)\n--\n\n"},
+    {"_bell_rung", (PyCFunction)Conn_bell_rung, METH_NOARGS, "_bell_rung($self, /)\n--\n\n"},
     {"send", (PyCFunction)(void (*)(void))Conn_send, METH_FASTCALL | METH_KEYWORDS, send_doc},
     {"recv", (PyCFunction)Conn_recv, METH_NOARGS, recv_doc},
     {"send_bytes", (PyCFunction)(void (*)(void))Conn_send_bytes,
@@ -1300,9 +1343,10 @@ static PyMethodDef Conn_methods[] = {
      PyDoc_STR("fileno($self, /)\n--\n\nThe connection's file descriptor.")},
     {"close", (PyCFunction)Conn_close, METH_NOARGS,
      PyDoc_STR("close($self, /)\n--\n\nClose the connection (again: no effect).")},
-    {"__enter__", (PyCFunction)Conn_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))Conn_exit, METH_FASTCALL, NULL},
-    {"__reduce__", (PyCFunction)Conn_reduce, METH_NOARGS, NULL},
+    {"__enter__", (PyCFunction)Conn_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"},
+    {"__exit__", (PyCFunction)(void (*)(void))Conn_exit, METH_FASTCALL,
+     "__exit__($self, /, *args)\n--\n\n"},
+    {"__reduce__", (PyCFunction)Conn_reduce, METH_NOARGS, "__reduce__($self, /)\n--\n\n"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1344,10 +1388,51 @@ static PyType_Spec Conn_spec = {
     .slots = Conn_slots,
 };
 
+/* ---- the methods other parts call directly (connection.h) ------------ */
+
+/* Their names, in the order of st->conn_direct_methods. */
+static const char *const direct_names[FASTMP_CONN_DIRECT_METHODS] = {
+    "send", "recv", "send_bytes", "recv_bytes",
+};
+
+int
+fastmp_connection_is_direct(fastmp_state *st, PyObject *conn)
+{
+    if (!PyObject_TypeCheck(conn, st->Connection_type)) {
+        return 0;
+    }
+    PyTypeObject *tp = Py_TYPE(conn);
+    if (tp->tp_getattro != PyObject_GenericGetAttr) {
+        return 0;               /* a subclass's __getattribute__/__getattr__ */
+    }
+    PyObject *dict = ((ConnObject *)conn)->dict;
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        PyObject *method = st->conn_direct_methods[i];
+        PyObject *name = PyDescr_NAME(method);
+        if (dict != NULL && PyDict_GET_SIZE(dict) > 0) {
+            int shadowed = PyDict_Contains(dict, name);
+            if (shadowed != 0) {
+                return shadowed < 0 ? -1 : 0;
+            }
+        }
+        /* the type's own lookup (cached): a method descriptor looked up
+         * on a class is the descriptor itself */
+        PyObject *found = PyObject_GetAttr((PyObject *)tp, name);
+        if (found == NULL) {
+            return -1;
+        }
+        Py_DECREF(found);
+        if (found != method) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* ---- wait_readable ---------------------------------------------------- */
 
 PyDoc_STRVAR(wait_readable_doc,
-"wait_readable(fds, timeout=None)\n--\n\n"
+"wait_readable($module, fds, timeout=None, /)\n--\n\n"
 "Wait until one of the file descriptors fds is readable, at end of file or\n"
 "in error, or timeout seconds pass (None: without limit).  Return the\n"
 "positions in fds of those that are, in order (empty on timeout).");
@@ -1355,8 +1440,7 @@ PyDoc_STRVAR(wait_readable_doc,
 static PyObject *
 wait_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "wait_readable(fds, timeout=None)");
+    if (fastmp_check_nargs("wait_readable", nargs, 1, 2) < 0) {
         return NULL;
     }
     fastmp_deadline d;
@@ -1421,6 +1505,13 @@ fastmp_connection_exec(PyObject *module, fastmp_state *st)
         || PyModule_AddFunctions(module, connection_functions) < 0) {
         return -1;
     }
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        st->conn_direct_methods[i] = PyObject_GetAttrString((PyObject *)st->Connection_type,
+                                                            direct_names[i]);
+        if (st->conn_direct_methods[i] == NULL) {
+            return -1;
+        }
+    }
     return fastmp_serving_init();
 }
 
@@ -1428,6 +1519,9 @@ int
 fastmp_connection_traverse(fastmp_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->Connection_type);
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        Py_VISIT(st->conn_direct_methods[i]);
+    }
     return 0;
 }
 
@@ -1435,4 +1529,7 @@ void
 fastmp_connection_clear(fastmp_state *st)
 {
     Py_CLEAR(st->Connection_type);
+    for (int i = 0; i < FASTMP_CONN_DIRECT_METHODS; i++) {
+        Py_CLEAR(st->conn_direct_methods[i]);
+    }
 }

@@ -12,6 +12,30 @@
 #include <poll.h>
 #include <stddef.h>
 
+#include "core/state.h"
+
+/* ---- connection.c: the calls other parts make without a method lookup */
+
+/* Whether `conn` may be handed to the fastmp_connection_* calls below in
+ * place of its send, recv, send_bytes and recv_bytes methods: it is a
+ * Connection, of the type or of a subclass, on which looking these
+ * names up finds the C methods themselves (no subclass overrides them,
+ * none was replaced on the class or set on the instance, no
+ * __getattribute__/__getattr__ intervenes).  Anything else must be
+ * called through its methods.  Returns 1, 0, or -1 with an exception
+ * set. */
+int fastmp_connection_is_direct(fastmp_state *st, PyObject *conn);
+
+/* conn.send(obj), conn.recv(), conn.send_bytes(data) and
+ * conn.recv_bytes() of a Connection that fastmp_connection_is_direct()
+ * accepted, with the same results and the same exceptions.  The sends
+ * return 0, or -1 with an exception set; the receives a new reference,
+ * or NULL with an exception set. */
+int fastmp_connection_send(PyObject *conn, PyObject *obj);
+PyObject *fastmp_connection_recv(PyObject *conn);
+int fastmp_connection_send_bytes(PyObject *conn, PyObject *data);
+PyObject *fastmp_connection_recv_bytes(PyObject *conn);
+
 /* The capacity in bytes of the pipe `fd`, or -1 if it is not a pipe. */
 int fastmp_pipe_capacity(int fd);
 

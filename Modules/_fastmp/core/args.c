@@ -53,14 +53,69 @@ fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
 }
 
 int
+fastmp_bind_slot_args(const char *func, PyObject *args, PyObject *kwds,
+                      const char *const *names, int nnames, int required, PyObject **out)
+{
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    Py_ssize_t nkw = kwds == NULL ? 0 : PyDict_GET_SIZE(kwds);
+    if (nkw == 0) {
+        return fastmp_bind_args(func, PySequence_Fast_ITEMS(args), nargs, NULL, names, nnames,
+                                required, out);
+    }
+    /* the vectorcall layout: positional arguments, then the keywords'
+     * values, their names in a tuple */
+    PyObject **stack = PyMem_New(PyObject *, nargs + nkw);
+    PyObject *kwnames = PyTuple_New(nkw);
+    int rc = -1;
+    if (stack == NULL || kwnames == NULL) {
+        if (stack == NULL) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        stack[i] = PyTuple_GET_ITEM(args, i);
+    }
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(kwds, &pos, &key, &value)) {
+        PyTuple_SET_ITEM(kwnames, k, Py_NewRef(key));
+        stack[nargs + k] = value;
+        k++;
+    }
+    rc = fastmp_bind_args(func, stack, nargs, kwnames, names, nnames, required, out);
+done:
+    PyMem_Free(stack);
+    Py_XDECREF(kwnames);
+    return rc;
+}
+
+int
 fastmp_check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
 {
     if (nargs < lo || nargs > hi) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)",
-                     func, lo, hi, nargs);
+        if (lo == hi) {
+            PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)",
+                         func, lo, nargs);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)",
+                         func, lo, hi, nargs);
+        }
         return -1;
     }
     return 0;
+}
+
+int
+fastmp_check_str(const char *func, const char *name, PyObject *obj)
+{
+    if (PyUnicode_Check(obj)) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() argument '%s' must be str, not %s", func, name,
+                 Py_TYPE(obj)->tp_name);
+    return -1;
 }
 
 int

@@ -13,9 +13,20 @@ int fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
                      PyObject *kwnames, const char *const *names, int nnames,
                      int required, PyObject **out);
 
+/* fastmp_bind_args for the slots that receive a tuple and a dict
+ * (tp_new, tp_init): `kwds` may be NULL.  The bound arguments are
+ * borrowed from `args` and `kwds`.  Returns 0, or -1 with an exception
+ * set. */
+int fastmp_bind_slot_args(const char *func, PyObject *args, PyObject *kwds,
+                          const char *const *names, int nnames, int required, PyObject **out);
+
 /* Raise TypeError unless lo <= nargs <= hi for the function `func`.
  * Returns 0 or -1. */
 int fastmp_check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi);
+
+/* TypeError "<func>() argument '<name>' must be str, not <type>" unless
+ * `obj` is a str.  Returns 0 or -1. */
+int fastmp_check_str(const char *func, const char *name, PyObject *obj);
 
 /* A Python int as a C int in *out; OverflowError "<what> out of range for
  * a C int" past its range.  Returns 0, or -1 with an exception set. */

@@ -39,6 +39,30 @@ PyErr_SetRaisedException(PyObject *exc)
 }
 #endif
 
+#if PY_VERSION_HEX < 0x030D0000
+/* 3.13's PyWeakref_GetRef (PyWeakref_GetObject is deprecated there): 1
+ * with a new reference to the referent in *pobj, 0 with NULL there if it
+ * is gone, -1 with TypeError set if `ref` is not a weak reference. */
+static inline int
+PyWeakref_GetRef(PyObject *ref, PyObject **pobj)
+{
+    *pobj = NULL;
+    if (ref == NULL || !PyWeakref_Check(ref)) {
+        PyErr_SetString(PyExc_TypeError, "expected a weak reference");
+        return -1;
+    }
+    PyObject *target = PyWeakref_GetObject(ref);
+    if (target == NULL) {
+        return -1;
+    }
+    if (target == Py_None) {
+        return 0;
+    }
+    *pobj = Py_NewRef(target);
+    return 1;
+}
+#endif
+
 #if PY_VERSION_HEX < 0x030B0000
 /* 3.11's PyType_GetModuleByDef: the module made from `def` that defined
  * `tp` or one of its bases (a borrowed reference), or NULL with TypeError

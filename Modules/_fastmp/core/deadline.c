@@ -29,9 +29,9 @@ fastmp_deadline_from_seconds(double seconds, fastmp_deadline *d)
     }
     d->at.tv_sec += (time_t)whole;
     d->at.tv_nsec += (long)((seconds - whole) * 1e9);
-    if (d->at.tv_nsec >= 1000000000L) {
+    if (d->at.tv_nsec >= FASTMP_NSEC_PER_SEC) {
         d->at.tv_sec += 1;
-        d->at.tv_nsec -= 1000000000L;
+        d->at.tv_nsec -= FASTMP_NSEC_PER_SEC;
     }
 }
 
@@ -65,7 +65,7 @@ fastmp_deadline_remaining(const fastmp_deadline *d, struct timespec *left)
     time_t sec = d->at.tv_sec - now.tv_sec;
     long nsec = d->at.tv_nsec - now.tv_nsec;
     if (nsec < 0) {
-        nsec += 1000000000L;
+        nsec += FASTMP_NSEC_PER_SEC;
         sec -= 1;
     }
     if (sec < 0 || (sec == 0 && nsec == 0)) {

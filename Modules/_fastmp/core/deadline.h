@@ -32,13 +32,15 @@ int fastmp_deadline_remaining_ms(const fastmp_deadline *d);
  * and leaves *left untouched. */
 int fastmp_deadline_remaining(const fastmp_deadline *d, struct timespec *left);
 
+#define FASTMP_NSEC_PER_SEC 1000000000L
+
 /* The CLOCK_MONOTONIC time in nanoseconds (CLOCK_MONOTONIC cannot fail). */
 static inline int64_t
 fastmp_monotonic_ns(void)
 {
     struct timespec t;
     (void)clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    return (int64_t)t.tv_sec * FASTMP_NSEC_PER_SEC + t.tv_nsec;
 }
 
 /* A busy-wait step that lets a sibling hyperthread run. */

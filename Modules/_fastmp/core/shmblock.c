@@ -11,6 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Shared blocks are for this user's processes only. */
+#define SHM_BLOCK_MODE 0600
+
 /* The shm path for a block name: "/sem.<name without leading '/'>", the
  * path glibc uses for a named semaphore.  -1 with ValueError if the name is
  * empty, has another '/', or is too long. */
@@ -78,7 +81,7 @@ fastmp_block_create(const char *name, size_t size)
     if (block_path(name, path, sizeof(path)) < 0) {
         return NULL;
     }
-    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, SHM_BLOCK_MODE);
     if (fd < 0) {
         return fastmp_oserror(errno, "shm_open");
     }
@@ -96,7 +99,7 @@ fastmp_block_open(const char *name, size_t size)
     if (block_path(name, path, sizeof(path)) < 0) {
         return NULL;
     }
-    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0600);
+    int fd = shm_open(path, O_RDWR | O_CLOEXEC, SHM_BLOCK_MODE);
     if (fd < 0) {
         return fastmp_oserror(errno, "shm_open");
     }

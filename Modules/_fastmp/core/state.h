@@ -49,18 +49,21 @@ typedef struct {
     PyObject *chan_Empty;           /* queue.Empty */
     PyObject *chan_Full;            /* queue.Full */
     PyObject *chan_fast_dumps;      /* pickle.dumps, for plain atoms */
-    PyObject *chan_dumps;           /* ForkingPickler-aware dumps */
     PyObject *chan_loads;           /* pickle.loads */
     PyObject *chan_ShutDown;        /* a shut-down queue's exception */
 
     /* connection/connection.c */
     PyTypeObject *Connection_type;
+    /* its send, recv, send_bytes, recv_bytes: the methods other parts
+     * call directly on a Connection that keeps them */
+#define FASTMP_CONN_DIRECT_METHODS 4
+    PyObject *conn_direct_methods[FASTMP_CONN_DIRECT_METHODS];
 
     /* pool/dispatcher.c */
     PyTypeObject *Dispatcher_type;
 
     /* managers/method_calls.c: interned attribute names and reply kinds */
-#define FASTMP_MANAGER_STRINGS 19
+#define FASTMP_MANAGER_STRINGS 18
     PyObject *mgr_strings[FASTMP_MANAGER_STRINGS];
 } fastmp_state;
 

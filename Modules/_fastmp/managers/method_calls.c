@@ -7,6 +7,8 @@
  * to the proxy's _answer(); the server runs a call to an exposed method
  * of a known object itself and gives other requests to the server's
  * _serve_request().  The messages are the standard package's. */
+#include "connection/connection.h"
+#include "core/args.h"
 #include "core/gil_turn.h"
 #include "core/state.h"
 #include "pickle/forking_pickler.h"
@@ -16,14 +18,14 @@ enum {
     S_TLS, S_ID, S_DECODE, S_CONNECTION, S_CONNECT, S_ANSWER,
     S_LOST_CONNECTION, S_SEND, S_RECV, S_RECV_BYTES, S_RETURN, S_ERROR,
     S_ID_TO_OBJ, S_STOP_EVENT, S_IS_SET, S_SERVE_REQUEST, S_REQUEST_FAILED,
-    S_REPLY_FAILED, S_SEND_BYTES, S_COUNT
+    S_REPLY_FAILED, S_COUNT
 };
 
 static const char *const string_values[S_COUNT] = {
     "_tls", "_id", "_decode", "connection", "_connect", "_answer",
     "_lost_connection", "send", "recv", "recv_bytes", "#RETURN", "#ERROR",
     "id_to_obj", "stop_event", "is_set", "_serve_request", "_request_failed",
-    "_reply_failed", "send_bytes",
+    "_reply_failed",
 };
 
 _Static_assert(S_COUNT == FASTMP_MANAGER_STRINGS, "core/state.h sizes mgr_strings");
@@ -55,27 +57,40 @@ take_ordinary_exception(void)
 
 /* ---- messages --------------------------------------------------------- */
 
-/* Send `obj` on `conn` (a Connection, or the xmlrpclib serializer's
- * wrapper): plain data pickled here, anything else by conn.send().
- * Returns 0, or -1 with an exception set. */
+/* `conn` is a Connection or the xmlrpclib serializer's wrapper.  One
+ * that fastmp_connection_is_direct() accepts (`direct`) is called in C,
+ * plain data pickled here; anything else through its methods. */
+
+/* Send `obj` on `conn`.  Returns 0, or -1 with an exception set. */
 static int
-send_message(fastmp_state *st, PyObject *conn, PyObject *obj)
+send_message(fastmp_state *st, PyObject *conn, int direct, PyObject *obj)
 {
-    PyObject *pickled = NULL, *sent;
-    if (Py_IS_TYPE(conn, st->Connection_type)) {
-        if (fastmp_quick_dumps(obj, &pickled) < 0) {
-            return -1;
-        }
+    if (!direct) {
+        PyObject *sent = call_method(conn, STR(st, S_SEND), obj, NULL, NULL, 1);
+        Py_XDECREF(sent);
+        return sent == NULL ? -1 : 0;
     }
-    if (pickled != NULL) {
-        sent = call_method(conn, STR(st, S_SEND_BYTES), pickled, NULL, NULL, 1);
-        Py_DECREF(pickled);
+    PyObject *pickled = NULL;
+    if (fastmp_quick_dumps(obj, &pickled) < 0) {
+        return -1;
     }
-    else {
-        sent = call_method(conn, STR(st, S_SEND), obj, NULL, NULL, 1);
+    if (pickled == NULL) {
+        return fastmp_connection_send(conn, obj);
     }
-    Py_XDECREF(sent);
-    return sent == NULL ? -1 : 0;
+    int rc = fastmp_connection_send_bytes(conn, pickled);
+    Py_DECREF(pickled);
+    return rc;
+}
+
+/* The next message's frame on `conn`, undecoded.  Returns a new
+ * reference, or NULL with an exception set. */
+static PyObject *
+receive_frame(fastmp_state *st, PyObject *conn, int direct)
+{
+    if (direct) {
+        return fastmp_connection_recv_bytes(conn);
+    }
+    return call_method(conn, STR(st, S_RECV_BYTES), NULL, NULL, NULL, 0);
 }
 
 /* The message in `frame`, received on `conn`: plain data unpickled here,
@@ -83,11 +98,11 @@ send_message(fastmp_state *st, PyObject *conn, PyObject *obj)
  * owner._decode.  Returns a new reference, or NULL with an exception
  * set. */
 static PyObject *
-decode_message(fastmp_state *st, PyObject *conn, PyObject *frame, PyObject *decode,
+decode_message(fastmp_state *st, int direct, PyObject *frame, PyObject *decode,
                PyObject *owner)
 {
     PyObject *obj;
-    if (Py_IS_TYPE(conn, st->Connection_type) && PyBytes_CheckExact(frame)
+    if (direct && PyBytes_CheckExact(frame)
         && fastmp_quick_loads(PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), &obj)) {
         return obj;
     }
@@ -112,13 +127,13 @@ static _Thread_local const void *thread_exchange;
  * a new reference, or NULL with an exception set: the connection may
  * then hold an unread reply. */
 static PyObject *
-exchange(fastmp_state *st, PyObject *conn, PyObject *request)
+exchange(fastmp_state *st, PyObject *conn, int direct, PyObject *request)
 {
     const void *outer = thread_exchange;
     thread_exchange = conn;
     PyObject *frame = NULL;
-    if (send_message(st, conn, request) == 0) {
-        frame = call_method(conn, STR(st, S_RECV_BYTES), NULL, NULL, NULL, 0);
+    if (send_message(st, conn, direct, request) == 0) {
+        frame = receive_frame(st, conn, direct);
     }
     thread_exchange = outer;
     return frame;
@@ -213,15 +228,19 @@ proxy_callmethod(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
             goto done;
         }
     }
+    int direct = fastmp_connection_is_direct(st, conn);
+    if (direct < 0) {
+        goto done;
+    }
     if ((ident = PyObject_GetAttr(proxy, STR(st, S_ID))) == NULL
         || (request = PyTuple_Pack(4, ident, a[1], call_args, call_kwds)) == NULL
-        || (frame = exchange(st, conn, request)) == NULL) {
+        || (frame = exchange(st, conn, direct, request)) == NULL) {
         if (request != NULL) {
             drop_connection(st, proxy, conn);
         }
         goto done;
     }
-    if ((reply = decode_message(st, conn, frame, NULL, proxy)) == NULL) {
+    if ((reply = decode_message(st, direct, frame, NULL, proxy)) == NULL) {
         goto done;
     }
     if (PyTuple_CheckExact(reply) && PyTuple_GET_SIZE(reply) == 2
@@ -330,8 +349,7 @@ static PyObject *
 serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     fastmp_state *st = (fastmp_state *)PyModule_GetState(module);
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "serve_calls(server, conn) takes 2 arguments");
+    if (fastmp_check_nargs("serve_calls", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *server = args[0], *conn = args[1];
@@ -368,9 +386,14 @@ serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             look_at_stop = 0;
         }
         PyObject *reply, *request;
-        if (Py_IS_TYPE(conn, st->Connection_type)) {
-            PyObject *frame = call_method(conn, STR(st, S_RECV_BYTES), NULL, NULL, NULL, 0);
-            request = frame ? decode_message(st, conn, frame, loads, NULL) : NULL;
+        /* looked at per request: Python code may patch conn meanwhile */
+        int direct = fastmp_connection_is_direct(st, conn);
+        if (direct < 0) {
+            goto fail;
+        }
+        if (direct) {
+            PyObject *frame = fastmp_connection_recv_bytes(conn);
+            request = frame ? decode_message(st, direct, frame, loads, NULL) : NULL;
             Py_XDECREF(frame);
         }
         else {
@@ -404,7 +427,7 @@ serve_calls(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(reply);
             continue;
         }
-        PyObject *sent = send_message(st, conn, reply) == 0 ? Py_NewRef(Py_None) : NULL;
+        PyObject *sent = send_message(st, conn, direct, reply) == 0 ? Py_NewRef(Py_None) : NULL;
         if (sent == NULL) {
             PyObject *exc = take_ordinary_exception();
             if (exc != NULL) {
@@ -442,11 +465,12 @@ static PyMethodDef callmethod_def = {
 static PyObject *
 exchange_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "exchange_frame(conn, request) takes 2 arguments");
+    if (fastmp_check_nargs("exchange_frame", nargs, 2, 2) < 0) {
         return NULL;
     }
-    return exchange((fastmp_state *)PyModule_GetState(module), args[0], args[1]);
+    fastmp_state *st = (fastmp_state *)PyModule_GetState(module);
+    int direct = fastmp_connection_is_direct(st, args[0]);
+    return direct < 0 ? NULL : exchange(st, args[0], direct, args[1]);
 }
 
 static PyObject *
@@ -457,14 +481,14 @@ in_exchange(PyObject *module, PyObject *conn)
 
 static PyMethodDef manager_functions[] = {
     {"exchange_frame", (PyCFunction)(void (*)(void))exchange_frame, METH_FASTCALL,
-     PyDoc_STR("exchange_frame(conn, request)\n--\n\n"
+     PyDoc_STR("exchange_frame($module, conn, request, /)\n--\n\n"
                "Send request on conn and return the reply frame, undecoded.  Until\n"
                "it returns, in_exchange(conn) is true in this thread.")},
     {"in_exchange", in_exchange, METH_O,
-     PyDoc_STR("in_exchange(conn)\n--\n\n"
+     PyDoc_STR("in_exchange($module, conn, /)\n--\n\n"
                "True if this thread is in the middle of an exchange on conn.")},
     {"serve_calls", (PyCFunction)(void (*)(void))serve_calls, METH_FASTCALL,
-     PyDoc_STR("serve_calls(server, conn)\n--\n\n"
+     PyDoc_STR("serve_calls($module, server, conn, /)\n--\n\n"
                "Serve the method calls arriving on conn (Server.serve_client).")},
     {NULL, NULL, 0, NULL},
 };

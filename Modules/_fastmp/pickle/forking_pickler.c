@@ -241,16 +241,11 @@ fastmp_pickle(fastmp_state *st, PyObject *obj)
     return result;
 }
 
-PyDoc_STRVAR(forking_dumps_doc,
-"forking_dumps(obj)\n--\n\n"
-"Pickle obj as fastmp.reduction.ForkingPickler does (its reducers over\n"
-"copyreg's, default protocol) and return the bytes, with the pickler that\n"
-"Connection.send() keeps and reuses.");
-
-static PyObject *
-forking_dumps(PyObject *module, PyObject *obj)
+/* See forking_pickler.h. */
+PyObject *
+fastmp_pickle_joined(fastmp_state *st, PyObject *obj)
 {
-    PyObject *pickled = fastmp_pickle((fastmp_state *)PyModule_GetState(module), obj);
+    PyObject *pickled = fastmp_pickle(st, obj);
     if (pickled == NULL || !PyList_CheckExact(pickled)) {
         return pickled;
     }
@@ -259,6 +254,18 @@ forking_dumps(PyObject *module, PyObject *obj)
     Py_XDECREF(empty);
     Py_DECREF(pickled);
     return joined;
+}
+
+PyDoc_STRVAR(forking_dumps_doc,
+"forking_dumps($module, obj, /)\n--\n\n"
+"Pickle obj as fastmp.reduction.ForkingPickler does (its reducers over\n"
+"copyreg's, default protocol) and return the bytes, with the pickler that\n"
+"Connection.send() keeps and reuses.");
+
+static PyObject *
+forking_dumps(PyObject *module, PyObject *obj)
+{
+    return fastmp_pickle_joined((fastmp_state *)PyModule_GetState(module), obj);
 }
 
 

@@ -13,6 +13,10 @@
  * exception set. */
 PyObject *fastmp_pickle(fastmp_state *st, PyObject *obj);
 
+/* The same pickle as one bytes-like object (ForkingPickler.dumps(obj)).
+ * Returns a new reference, or NULL with an exception set. */
+PyObject *fastmp_pickle_joined(fastmp_state *st, PyObject *obj);
+
 /* ForkingPickler.loads (a borrowed reference), or NULL with an exception
  * set if fastmp.reduction cannot be loaded. */
 PyObject *fastmp_unpickler(fastmp_state *st);

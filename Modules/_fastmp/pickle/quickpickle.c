@@ -8,6 +8,7 @@
  * protocol 4, without frames or memo; the reader also takes the memo and
  * frame opcodes that pickle.dumps writes. */
 #include "pickle/quickpickle.h"
+#include "core/args.h"
 #include "core/state.h"
 
 #include <string.h>
@@ -737,8 +738,7 @@ quick_dumps(PyObject *module, PyObject *obj)
 static PyObject *
 quick_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "quick_loads(data, default) takes 2 arguments");
+    if (fastmp_check_nargs("quick_loads", nargs, 2, 2) < 0) {
         return NULL;
     }
     Py_buffer view;
@@ -753,11 +753,11 @@ quick_loads(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef quickpickle_functions[] = {
     {"quick_dumps", quick_dumps, METH_O,
-     PyDoc_STR("quick_dumps(obj)\n--\n\n"
+     PyDoc_STR("quick_dumps($module, obj, /)\n--\n\n"
                "A pickle of obj if it is plain data (None, bool, int, float, str,\n"
                "bytes, and tuples, lists and dicts of them), else None.")},
     {"quick_loads", (PyCFunction)(void (*)(void))quick_loads, METH_FASTCALL,
-     PyDoc_STR("quick_loads(data, default)\n--\n\n"
+     PyDoc_STR("quick_loads($module, data, default, /)\n--\n\n"
                "The object the pickle `data` holds if it is plain data, else default.")},
     {NULL, NULL, 0, NULL},
 };

@@ -63,9 +63,11 @@ lock_dispatcher(Dispatcher *d)
 static PyObject *
 Dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"inflight", NULL};
+    static const char *const names[] = {"inflight"};
+    PyObject *given;
     int inflight = 2;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|i:Dispatcher", kwlist, &inflight)) {
+    if (fastmp_bind_slot_args("Dispatcher", args, kwds, names, 1, 0, &given) < 0
+        || (given != NULL && fastmp_parse_int(given, "inflight", &inflight) < 0)) {
         return NULL;
     }
     if (inflight < 1) {
@@ -429,18 +431,13 @@ pickled_by_name(fastmp_state *st, PyObject *func)
 static PyObject *
 weak_target(PyObject *ref)
 {
-#if PY_VERSION_HEX >= 0x030D0000
     PyObject *target = NULL;
     if (PyWeakref_GetRef(ref, &target) != 1) {
         PyErr_Clear();
         return NULL;
     }
-    Py_DECREF(target);          /* the caller holds func: it stays alive */
+    Py_DECREF(target);          /* only compared with func, which the caller holds */
     return target;
-#else
-    PyObject *target = PyWeakref_GetObject(ref);
-    return target == Py_None ? NULL : target;
-#endif
 }
 
 /* The pickle of a task's function: from the cache when the function is
@@ -1140,41 +1137,54 @@ Dispatcher_get_busy(Dispatcher *d, void *Py_UNUSED(closure))
 
 static PyMethodDef Dispatcher_methods[] = {
     {"add_worker", (PyCFunction)(void (*)(void))Dispatcher_add_worker, METH_FASTCALL,
-     "add_worker(fd, sentinel, pid, budget): serve a worker over socket fd."},
+     "add_worker($self, fd, sentinel, pid, budget, /)\n--\n\n"
+     "serve a worker over socket fd."},
     {"open_job", (PyCFunction)(void (*)(void))Dispatcher_open_job, METH_FASTCALL,
-     "open_job(job, ntasks, drop_after_failure, notify): make a slot for a job's\n"
-     "outcomes; ntasks -1 until expect() tells."},
+     "open_job($self, job, ntasks, drop_after_failure, notify, /)\n--\n\n"
+     "Make a slot for a job's outcomes; ntasks -1 until expect() tells."},
     {"expect", (PyCFunction)(void (*)(void))Dispatcher_expect, METH_FASTCALL,
-     "expect(job, ntasks): the job has ntasks tasks in all."},
+     "expect($self, job, ntasks, /)\n--\n\n"
+     "the job has ntasks tasks in all."},
     {"forget", (PyCFunction)Dispatcher_forget, METH_O,
-     "forget(job): drop the job and its uncollected outcomes."},
+     "forget($self, job, /)\n--\n\n"
+     "drop the job and its uncollected outcomes."},
     {"nudge", (PyCFunction)Dispatcher_nudge, METH_O,
-     "nudge(job): return the job's collectors from collect(), outcome or not."},
+     "nudge($self, job, /)\n--\n\n"
+     "return the job's collectors from collect(), outcome or not."},
     {"finished", (PyCFunction)Dispatcher_finished, METH_O,
-     "finished(job) -> tasks of the job with an outcome, or None if it is not open."},
+     "finished($self, job, /)\n--\n\n"
+     "Tasks of the job with an outcome, or None if it is not open."},
     {"submit", (PyCFunction)(void (*)(void))Dispatcher_submit, METH_FASTCALL,
-     "submit(job, index, kind, func, rest) -> None: queue one task (rest: (args,\n"
+     "submit($self, job, index, kind, func, rest, /)\n--\n\n"
+     "Queue one task and return None (rest: (args,\n"
      "kwds) for TASK_APPLY, the items for TASK_MAP and TASK_STARMAP); or the\n"
      "exception that pickling it raised (an Exception: nothing is queued)."},
     {"submit_chunks", (PyCFunction)(void (*)(void))Dispatcher_submit_chunks, METH_FASTCALL,
-     "submit_chunks(job, index, kind, func, iterator, chunksize, limit) -> (count, outcome, unsent):\n"
+     "submit_chunks($self, job, index, kind, func, iterator, chunksize, limit, /)\n--\n\n"
+     "Return (count, outcome, unsent):\n"
      "queue chunks read from iterator as tasks index, index + 1, ...; outcome is\n"
      "None (limit reached or closed), True (input ended) or the exception raised\n"
      "(unsent: by pickling the chunk, the input goes on)."},
     {"apply", (PyCFunction)(void (*)(void))Dispatcher_apply, METH_FASTCALL,
-     "apply(job, notify, func, args, kwds) -> None: open a one-task job, queue its\n"
-     "task; or the exception that pickling it raised (an Exception), the job then\n"
+     "apply($self, job, notify, func, args, kwds, /)\n--\n\n"
+     "Open a one-task job, queue its task and return None;\n"
+     "or the exception that pickling it raised (an Exception), the job then\n"
      "open with its count not known: expect(job, 0) once the failure is recorded."},
     {"collect", (PyCFunction)(void (*)(void))Dispatcher_collect, METH_FASTCALL,
-     "collect(job, timeout, want) -> (state, [(index, status, data), ...])"},
+     "collect($self, job, timeout, want, /)\n--\n\n"
+     "Return (state, [(index, status, data), ...])."},
     {"wait_idle", (PyCFunction)Dispatcher_wait_idle, METH_O,
-     "wait_idle(timeout) -> True once no task is pending or in flight."},
+     "wait_idle($self, timeout, /)\n--\n\n"
+     "True once no task is pending or in flight."},
     {"next_events", (PyCFunction)Dispatcher_next_events, METH_O,
-     "next_events(timeout) -> [(kind, value), ...], or None once closed."},
+     "next_events($self, timeout, /)\n--\n\n"
+     "[(kind, value), ...], or None once closed."},
     {"close", (PyCFunction)(void (*)(void))Dispatcher_close, METH_FASTCALL,
-     "close(stop=True): stop dispatching and close every channel."},
+     "close($self, stop=True, /)\n--\n\n"
+     "stop dispatching and close every channel."},
     {"close_in_child", (PyCFunction)Dispatcher_close_in_child, METH_NOARGS,
-     "close_in_child(): after fork, close the child's copies of the channels."},
+     "close_in_child($self, /)\n--\n\n"
+     "after fork, close the child's copies of the channels."},
     {NULL, NULL, 0, NULL},
 };
 

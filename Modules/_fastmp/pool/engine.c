@@ -61,7 +61,7 @@ spin_record(spin_policy *p, int succeeded)
 int64_t
 spin_elapsed_ns(const struct timespec *start)
 {
-    return fastmp_monotonic_ns() - ((int64_t)start->tv_sec * 1000000000 + start->tv_nsec);
+    return fastmp_monotonic_ns() - ((int64_t)start->tv_sec * FASTMP_NSEC_PER_SEC + start->tv_nsec);
 }
 
 /* ---- fork safety ------------------------------------------------------

@@ -2,6 +2,7 @@
  * task frame from the parent's socket, run it in Python, write the result
  * frame back; until STOP, end of file or the task budget is spent. */
 #include "pool/wire.h"
+#include "core/args.h"
 #include "core/errors.h"
 #include "core/state.h"
 #include "pickle/quickpickle.h"
@@ -446,21 +447,23 @@ run_task(const frame_header *h, const char *at, func_cache *cache, PyObject *loa
     PyObject *rest = view != NULL ? PyObject_CallOneArg(loads, view) : NULL;
     Py_XDECREF(view);
     PyObject *value = NULL;
-    PyObject *args, *kwds;
     if (rest == NULL) {
         /* the exception is the task's */
     }
     else if (h->kind != FRAME_APPLY) {
         value = map_items(func, rest, h->kind == FRAME_STARMAP);
     }
-    else if (!PyArg_ParseTuple(rest, "OO:apply task", &args, &kwds)) {
-        /* TypeError set */
-    }
-    else if (!PyTuple_Check(args) || (kwds != Py_None && !PyDict_Check(kwds))) {
-        PyErr_SetString(PyExc_TypeError, "apply task arguments must be a tuple and a dict");
-    }
     else {
-        value = PyObject_Call(func, args, kwds == Py_None ? NULL : kwds);
+        /* rest: (args, kwds), kwds None for none */
+        int pair = PyTuple_Check(rest) && PyTuple_GET_SIZE(rest) == 2;
+        PyObject *args = pair ? PyTuple_GET_ITEM(rest, 0) : NULL;
+        PyObject *kwds = pair ? PyTuple_GET_ITEM(rest, 1) : NULL;
+        if (!pair || !PyTuple_Check(args) || (kwds != Py_None && !PyDict_Check(kwds))) {
+            PyErr_SetString(PyExc_TypeError, "apply task arguments must be a tuple and a dict");
+        }
+        else {
+            value = PyObject_Call(func, args, kwds == Py_None ? NULL : kwds);
+        }
     }
     Py_DECREF(func);
     Py_XDECREF(rest);
@@ -511,9 +514,7 @@ encode_outcome(PyObject *value, PyObject *dumps, PyObject *on_failure,
 static PyObject *
 worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError,
-                        "worker_loop(fd, loads, dumps, on_failure, maxtasks)");
+    if (fastmp_check_nargs("worker_loop", nargs, 5, 5) < 0) {
         return NULL;
     }
     int fd = PyObject_AsFileDescriptor(args[0]);
@@ -612,7 +613,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef worker_functions[] = {
     {"worker_loop", (PyCFunction)(void (*)(void))worker_loop, METH_FASTCALL,
-     "worker_loop(fd, loads, dumps, on_failure, maxtasks) -> int\n\n"
+     "worker_loop($module, fd, loads, dumps, on_failure, maxtasks, /)\n--\n\n"
      "Serve pool tasks from the parent's socket `fd` until STOP, end of file\n"
      "or `maxtasks` tasks (0: no limit); return the number of tasks run."},
     {NULL, NULL, 0, NULL},

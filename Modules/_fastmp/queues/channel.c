@@ -12,6 +12,7 @@
 #include "core/fork.h"
 #include "core/futex.h"
 #include "core/state.h"
+#include "pickle/forking_pickler.h"
 
 
 #include <errno.h>
@@ -117,8 +118,9 @@ parse_obj(const char *fname, PyObject *const *args, Py_ssize_t nargs,
 /* The message for `obj`: a bytes object is sent as is (REC_RAW), a str
  * as its UTF-8 (REC_STR, and REC_ASCII if it is; both skip pickle
  * entirely), other plain atoms go
- * through pickle.dumps and everything else through the ForkingPickler-
- * aware dumps.  Returns 0 with *view filled (it keeps the source alive),
+ * through pickle.dumps and everything else through the reused
+ * ForkingPickler (pickle/forking_pickler.c: ForkingPickler.dumps without
+ * the call through Python; its reducers stay live).  Returns 0 with *view filled (it keeps the source alive),
  * or -1. */
 static int
 encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
@@ -139,7 +141,8 @@ encode(fastmp_state *st, PyObject *obj, Py_buffer *view, uint32_t *flags)
     }
     int atom = PyUnicode_CheckExact(obj) || PyLong_CheckExact(obj)
                || PyFloat_CheckExact(obj) || obj == Py_None || PyBool_Check(obj);
-    PyObject *payload = PyObject_CallOneArg(atom ? st->chan_fast_dumps : st->chan_dumps, obj);
+    PyObject *payload = atom ? PyObject_CallOneArg(st->chan_fast_dumps, obj)
+                             : fastmp_pickle_joined(st, obj);
     if (payload == NULL) {
         return -1;
     }
@@ -726,8 +729,7 @@ Channel_create(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* _create(maxsize, kind_flags, capacity) */
     long long maxsize, capacity;
     unsigned long kind;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_create(maxsize, flags, capacity)");
+    if (fastmp_check_nargs("_create", nargs, 3, 3) < 0) {
         return NULL;
     }
     if ((maxsize = PyLong_AsLongLong(args[0])) == -1 && PyErr_Occurred()) {
@@ -743,9 +745,8 @@ Channel_create(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "maxsize out of range");
         return NULL;
     }
-    if (capacity < 4096 || capacity > (1LL << 40) || (capacity & (capacity - 1))) {
-        PyErr_SetString(PyExc_ValueError,
-                        "capacity must be a power of two between 4096 and 2**40");
+    if (!chan_capacity_valid(capacity)) {
+        PyErr_SetString(PyExc_ValueError, CHAN_CAPACITY_ERROR);
         return NULL;
     }
     chan_map *m = NULL;
@@ -762,8 +763,7 @@ Channel_attach(ChannelObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     /* _attach(fd, event_fd) */
     int fds[2];
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_attach(fd, event_fd)");
+    if (fastmp_check_nargs("_attach", nargs, 2, 2) < 0) {
         return NULL;
     }
     for (int i = 0; i < 2; i++) {
@@ -863,60 +863,66 @@ channel_flush_all(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Module function: _channel_setup(dumps, shutdown_error) installs the
- * ForkingPickler-aware dumps used for everything but bytes and plain
- * atoms, and the exception class a shut-down queue raises. */
+/* Module function: _channel_setup(shutdown_error) installs the
+ * exception class a shut-down queue raises. */
 static PyObject *
-channel_setup(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+channel_setup(PyObject *module, PyObject *shutdown_error)
 {
     fastmp_state *st = PyModule_GetState(module);
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_channel_setup(dumps, shutdown_error)");
-        return NULL;
-    }
-    if (!PyCallable_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "dumps must be callable");
-        return NULL;
-    }
-    if (!PyExceptionClass_Check(args[1])) {
+    if (!PyExceptionClass_Check(shutdown_error)) {
         PyErr_SetString(PyExc_TypeError, "shutdown_error must be an exception class");
         return NULL;
     }
-    Py_XSETREF(st->chan_dumps, Py_NewRef(args[0]));
-    Py_XSETREF(st->chan_ShutDown, Py_NewRef(args[1]));
+    Py_XSETREF(st->chan_ShutDown, Py_NewRef(shutdown_error));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef Channel_methods[] = {
     {"put", (PyCFunction)(void (*)(void))Channel_put, METH_FASTCALL | METH_KEYWORDS,
-     "put(obj, block=True, timeout=None)"},
+     "put($self, obj, block=True, timeout=None)\n--\n\n"},
     {"get", (PyCFunction)(void (*)(void))Channel_get, METH_FASTCALL | METH_KEYWORDS,
-     "get(block=True, timeout=None)"},
+     "get($self, block=True, timeout=None)\n--\n\n"},
     {"put_nowait", (PyCFunction)(void (*)(void))Channel_put_nowait,
-     METH_FASTCALL | METH_KEYWORDS, "put(obj, False)"},
-    {"get_nowait", (PyCFunction)Channel_get_nowait, METH_NOARGS, "get(False)"},
+     METH_FASTCALL | METH_KEYWORDS, "put_nowait($self, obj)\n--\n\n"
+     "put(obj, False)"},
+    {"get_nowait", (PyCFunction)Channel_get_nowait, METH_NOARGS, "get_nowait($self, /)\n--\n\n"
+     "get(False)"},
     {"_put_blocking", (PyCFunction)(void (*)(void))Channel_put_blocking,
      METH_FASTCALL | METH_KEYWORDS,
+     "_put_blocking($self, obj)\n--\n\n"
      "put that waits for room in the ring instead of buffering (SimpleQueue)"},
-    {"qsize", (PyCFunction)Channel_qsize, METH_NOARGS, "messages put and not yet got"},
-    {"empty", (PyCFunction)Channel_empty, METH_NOARGS, "True if nothing is ready to get"},
-    {"full", (PyCFunction)Channel_full, METH_NOARGS, "True if a bounded queue is full"},
-    {"_task_done", (PyCFunction)Channel_task_done, METH_NOARGS, "JoinableQueue.task_done"},
-    {"_join", (PyCFunction)Channel_join, METH_NOARGS, "JoinableQueue.join"},
+    {"qsize", (PyCFunction)Channel_qsize, METH_NOARGS, "qsize($self, /)\n--\n\n"
+     "messages put and not yet got"},
+    {"empty", (PyCFunction)Channel_empty, METH_NOARGS, "empty($self, /)\n--\n\n"
+     "True if nothing is ready to get"},
+    {"full", (PyCFunction)Channel_full, METH_NOARGS, "full($self, /)\n--\n\n"
+     "True if a bounded queue is full"},
+    {"_task_done", (PyCFunction)Channel_task_done, METH_NOARGS, "_task_done($self, /)\n--\n\n"
+     "JoinableQueue.task_done"},
+    {"_join", (PyCFunction)Channel_join, METH_NOARGS, "_join($self, /)\n--\n\n"
+     "JoinableQueue.join"},
     {"_shutdown", (PyCFunction)(void (*)(void))Channel_shutdown, METH_FASTCALL | METH_KEYWORDS,
+     "_shutdown($self, immediate=False)\n--\n\n"
      "Queue.shutdown(immediate=False)"},
-    {"close", (PyCFunction)Channel_close, METH_NOARGS, "no more put/get in this process"},
+    {"close", (PyCFunction)Channel_close, METH_NOARGS, "close($self, /)\n--\n\n"
+     "no more put/get in this process"},
     {"_flush", (PyCFunction)Channel_flush, METH_NOARGS,
+     "_flush($self, /)\n--\n\n"
      "wait until this process's buffered messages are in the ring"},
     {"cancel_join_thread", (PyCFunction)Channel_cancel_join_thread, METH_NOARGS,
+     "cancel_join_thread($self, /)\n--\n\n"
      "do not wait for buffered messages at exit"},
     {"_create", (PyCFunction)(void (*)(void))Channel_create, METH_FASTCALL,
-     "_create(maxsize, flags, capacity): a new channel"},
+     "_create($self, maxsize, flags, capacity, /)\n--\n\n"
+     "a new channel"},
     {"_attach", (PyCFunction)(void (*)(void))Channel_attach, METH_FASTCALL,
-     "_attach(fd, event_fd): map a channel (both fds become owned)"},
+     "_attach($self, fd, event_fd, /)\n--\n\n"
+     "map a channel (both fds become owned)"},
     {"_fds", (PyCFunction)Channel_fds, METH_NOARGS,
+     "_fds($self, /)\n--\n\n"
      "(memfd, readiness eventfd) of the channel"},
     {"_watch", (PyCFunction)Channel_watch, METH_NOARGS,
+     "_watch($self, /)\n--\n\n"
      "the eventfd that is readable while messages are waiting"},
     {NULL, NULL, 0, NULL},
 };
@@ -945,10 +951,11 @@ static PyType_Spec Channel_spec = {
 
 static PyMethodDef channel_functions[] = {
     {"_channel_flush_all", channel_flush_all, METH_NOARGS,
-     "flush the buffered messages of every queue of this process"},
-    {"_channel_setup", (PyCFunction)(void (*)(void))channel_setup, METH_FASTCALL,
-     "_channel_setup(dumps, shutdown_error): the pickling function for queue "
-     "messages and the exception of a shut-down queue"},
+     "_channel_flush_all($module, /)\n--\n\n"
+     "Flush the buffered messages of every queue of this process."},
+    {"_channel_setup", channel_setup, METH_O,
+     "_channel_setup($module, shutdown_error, /)\n--\n\n"
+     "Set the exception a shut-down queue raises."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1025,7 +1032,6 @@ fastmp_channel_exec(PyObject *module, fastmp_state *st)
         || import_attr(&st->chan_loads, "pickle", "loads") < 0) {
         return -1;
     }
-    st->chan_dumps = Py_NewRef(st->chan_fast_dumps);
     return 0;
 }
 
@@ -1036,7 +1042,6 @@ fastmp_channel_traverse(fastmp_state *st, visitproc visit, void *arg)
     Py_VISIT(st->chan_Empty);
     Py_VISIT(st->chan_Full);
     Py_VISIT(st->chan_fast_dumps);
-    Py_VISIT(st->chan_dumps);
     Py_VISIT(st->chan_loads);
     Py_VISIT(st->chan_ShutDown);
     return 0;
@@ -1049,7 +1054,6 @@ fastmp_channel_clear(fastmp_state *st)
     Py_CLEAR(st->chan_Empty);
     Py_CLEAR(st->chan_Full);
     Py_CLEAR(st->chan_fast_dumps);
-    Py_CLEAR(st->chan_dumps);
     Py_CLEAR(st->chan_loads);
     Py_CLEAR(st->chan_ShutDown);
 }

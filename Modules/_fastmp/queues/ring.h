@@ -49,6 +49,17 @@
 #define CHAN_MIN_CAPACITY 4096u
 #define CHAN_MAX_CAPACITY ((uint64_t)1 << 40)
 #define CHAN_HEADER_SIZE 4096u
+/* What a bad capacity raises (ValueError) */
+#define CHAN_CAPACITY_ERROR "capacity must be a power of two between 4096 and 2**40"
+
+/* Whether `capacity` is one chan_map_create() takes: a power of two from
+ * CHAN_MIN_CAPACITY to CHAN_MAX_CAPACITY. */
+static inline int
+chan_capacity_valid(long long capacity)
+{
+    return capacity >= (long long)CHAN_MIN_CAPACITY && (uint64_t)capacity <= CHAN_MAX_CAPACITY
+           && (capacity & (capacity - 1)) == 0;
+}
 /* Ring bytes of a Queue and of each direction of a duplex Pipe(): pages
  * are only touched as messages pass (exported as _fastmp.RING_SIZE). */
 #define CHAN_RING_SIZE (1u << 20)

@@ -82,11 +82,13 @@ chan_broken_elsewhere(chan_map *m)
  * be read again soon: streaming stores skip reading the destination into
  * the cache first, which matters when the machine is short of memory
  * bandwidth (a 64 MiB message). */
+#define STREAMING_COPY_MIN (64 * 1024)   /* smaller pieces: memcpy is as good */
+
 static void
 copy_to_fresh(void *dst, const void *src, uint64_t n)
 {
 #if defined(__SSE2__)
-    if (n >= 65536) {
+    if (n >= STREAMING_COPY_MIN) {
         unsigned char *d = dst;
         const unsigned char *s = src;
         size_t lead = (16 - ((uintptr_t)d & 15)) & 15;

@@ -11,6 +11,7 @@
  * it thread-safe; it is fork-safe because a child never touches the heap
  * state it inherited (the fork generation, core/fork.h, marks the
  * inherited heap stale and it starts afresh). */
+#include "core/args.h"
 #include "core/errors.h"
 #include "core/fork.h"
 #include "core/state.h"
@@ -130,10 +131,15 @@ arena_create(PyTypeObject *type, size_t size, int fd)
 static PyObject *
 Arena_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"size", "fd", NULL};
-    Py_ssize_t size;
+    static const char *const names[] = {"size", "fd"};
+    PyObject *a[2];
     int fd = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|i:Arena", kwlist, &size, &fd)) {
+    if (fastmp_bind_slot_args("Arena", args, kwds, names, 2, 1, a) < 0
+        || (a[1] != NULL && fastmp_parse_int(a[1], "fd", &fd) < 0)) {
+        return NULL;
+    }
+    Py_ssize_t size = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
+    if (size == -1 && PyErr_Occurred()) {
         return NULL;
     }
     if (size <= 0) {
@@ -563,7 +569,8 @@ static PyMemberDef Heap_members[] = {
 
 static PyMethodDef Heap_methods[] = {
     {"_blocks", (PyCFunction)Heap_blocks, METH_NOARGS,
-     "_blocks() -> list of (arena, start, stop, is_free) in address order"},
+     "_blocks($self, /)\n--\n\n"
+     "List of (arena, start, stop, is_free) in address order."},
     {NULL},
 };
 
@@ -604,9 +611,9 @@ Wrapper_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (st == NULL) {
         return NULL;
     }
-    static char *kwlist[] = {"size", NULL};
+    static const char *const names[] = {"size"};
     PyObject *size_obj;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:BufferWrapper", kwlist, &size_obj)) {
+    if (fastmp_bind_slot_args("BufferWrapper", args, kwds, names, 1, 1, &size_obj) < 0) {
         return NULL;
     }
     Py_ssize_t size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
@@ -673,8 +680,12 @@ Wrapper_attach(PyTypeObject *type, PyObject *const *args, Py_ssize_t nargs)
     if (st == NULL) {
         return NULL;
     }
-    if (nargs != 3 || !PyObject_TypeCheck(args[0], st->Arena_type)) {
-        PyErr_SetString(PyExc_TypeError, "_attach(arena, start, size) expected");
+    if (fastmp_check_nargs("_attach", nargs, 3, 3) < 0) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->Arena_type)) {
+        PyErr_Format(PyExc_TypeError, "_attach() arena must be an Arena, not %s",
+                     Py_TYPE(args[0])->tp_name);
         return NULL;
     }
     ArenaObject *arena = (ArenaObject *)args[0];
@@ -720,9 +731,11 @@ static PyMemberDef Wrapper_members[] = {
 
 static PyMethodDef Wrapper_methods[] = {
     {"create_memoryview", (PyCFunction)Wrapper_create_memoryview, METH_NOARGS,
+     "create_memoryview($self, /)\n--\n\n"
      "A writable memoryview of the block."},
     {"_attach", (PyCFunction)(void (*)(void))Wrapper_attach, METH_FASTCALL | METH_CLASS,
-     "_attach(arena, start, size): view a block of a received arena"},
+     "_attach($type, arena, start, size, /)\n--\n\n"
+     "view a block of a received arena"},
     {NULL},
 };
 

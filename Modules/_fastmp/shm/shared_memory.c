@@ -110,7 +110,8 @@ Mapping_get_closed(MappingObject *self, void *closure)
 }
 
 static PyMethodDef Mapping_methods[] = {
-    {"close", (PyCFunction)Mapping_close, METH_NOARGS, "Unmap the segment."},
+    {"close", (PyCFunction)Mapping_close, METH_NOARGS, "close($self, /)\n--\n\n"
+     "Unmap the segment."},
     {NULL},
 };
 
@@ -182,8 +183,12 @@ static PyObject *
 shm_map_py(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     fastmp_state *st = (fastmp_state *)PyModule_GetState(module);
-    if (nargs != 4 || !PyUnicode_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "shm_map(name: str, flags, mode, size) expected");
+    if (fastmp_check_nargs("shm_map", nargs, 4, 4) < 0) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "shm_map() name must be str, not %s",
+                     Py_TYPE(args[0])->tp_name);
         return NULL;
     }
     PyObject *name = args[0];
@@ -248,8 +253,10 @@ shm_unlink_py(PyObject *module, PyObject *name)
 
 static PyMethodDef segment_functions[] = {
     {"shm_map", (PyCFunction)(void (*)(void))shm_map_py, METH_FASTCALL,
-     "shm_map(name, flags, mode, size) -> SegmentMapping"},
-    {"shm_unlink", (PyCFunction)shm_unlink_py, METH_O, "shm_unlink(path)"},
+     "shm_map($module, name, flags, mode, size, /)\n--\n\n"
+     "Open (or with O_CREAT make) the segment `name` and map it."},
+    {"shm_unlink", (PyCFunction)shm_unlink_py, METH_O,
+     "shm_unlink($module, path, /)\n--\n\nRemove the segment's name."},
     {NULL},
 };
 

@@ -9,6 +9,7 @@
  * Lock-free arrays (RawArray, Array(lock=False)) of those codes are
  * instances of a subclass of the ctypes array type whose [i] read is done
  * here as well (raw_array_subscript); everything else stays ctypes'. */
+#include "core/args.h"
 #include "core/state.h"
 #include "synchronize/semlock.h"
 
@@ -214,14 +215,22 @@ store_number(char code, char *p, unsigned long long bits, double real)
 static int
 Sync_init(SyncObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *obj, *lock;
     const char *code;
     Py_ssize_t code_len, length;
-    unsigned long long address;
-    if (!PyArg_ParseTuple(args, "OOs#Kn:SynchronizedCore", &obj, &lock, &code, &code_len,
-                          &address, &length)) {
+    uint64_t address;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "SynchronizedCore() takes no keyword arguments");
         return -1;
     }
+    PyObject *const *a = PySequence_Fast_ITEMS(args);
+    if (fastmp_check_nargs("SynchronizedCore", PyTuple_GET_SIZE(args), 5, 5) < 0
+        || fastmp_check_str("SynchronizedCore", "code", a[2]) < 0
+        || (code = PyUnicode_AsUTF8AndSize(a[2], &code_len)) == NULL
+        || fastmp_parse_u64(a[3], &address) < 0
+        || ((length = PyNumber_AsSsize_t(a[4], PyExc_OverflowError)) == -1 && PyErr_Occurred())) {
+        return -1;
+    }
+    PyObject *obj = a[0], *lock = a[1];
     if (code_len > 1 || (code_len == 1 && code_size(code[0]) == 0)) {
         PyErr_Format(PyExc_ValueError, "no fast access for type code %R",
                      PyTuple_GET_ITEM(args, 2));
@@ -324,7 +333,7 @@ Sync_enter(SyncObject *self, PyObject *unused)
 }
 
 static PyObject *
-Sync_exit(SyncObject *self, PyObject *args)
+Sync_exit(SyncObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!sync_ready(self)) {
         return NULL;
@@ -339,7 +348,7 @@ Sync_exit(SyncObject *self, PyObject *args)
     if (method == NULL) {
         return NULL;
     }
-    PyObject *r = PyObject_Call(method, args, NULL);
+    PyObject *r = PyObject_Vectorcall(method, args, (size_t)nargs, NULL);
     Py_DECREF(method);
     return r;
 }
@@ -358,8 +367,7 @@ Sync_locked_getattr(SyncObject *self, PyObject *name)
 static PyObject *
 Sync_locked_setattr(SyncObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_locked_setattr(name, value) expected");
+    if (fastmp_check_nargs("_locked_setattr", nargs, 2, 2) < 0) {
         return NULL;
     }
     if (!sync_ready(self) || sync_acquire(self) < 0) {
@@ -381,13 +389,19 @@ static PyMemberDef Sync_members[] = {
 };
 
 static PyMethodDef Sync_methods[] = {
-    {"get_obj", (PyCFunction)Sync_get_obj, METH_NOARGS, "The wrapped ctypes object."},
-    {"get_lock", (PyCFunction)Sync_get_lock, METH_NOARGS, "The lock guarding it."},
-    {"__enter__", (PyCFunction)Sync_enter, METH_NOARGS, "Acquire the lock."},
-    {"__exit__", (PyCFunction)Sync_exit, METH_VARARGS, "Release the lock."},
+    {"get_obj", (PyCFunction)Sync_get_obj, METH_NOARGS, "get_obj($self, /)\n--\n\n"
+     "The wrapped ctypes object."},
+    {"get_lock", (PyCFunction)Sync_get_lock, METH_NOARGS, "get_lock($self, /)\n--\n\n"
+     "The lock guarding it."},
+    {"__enter__", (PyCFunction)Sync_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"
+     "Acquire the lock."},
+    {"__exit__", (PyCFunction)(void (*)(void))Sync_exit, METH_FASTCALL,
+     "__exit__($self, /, *args)\n--\n\nRelease the lock."},
     {"_locked_getattr", (PyCFunction)Sync_locked_getattr, METH_O,
+     "_locked_getattr($self, name, /)\n--\n\n"
      "getattr(obj, name) with the lock held"},
     {"_locked_setattr", (PyCFunction)(void (*)(void))Sync_locked_setattr, METH_FASTCALL,
+     "_locked_setattr($self, name, value, /)\n--\n\n"
      "setattr(obj, name, value) with the lock held"},
     {NULL},
 };
@@ -689,8 +703,7 @@ raw_array_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     const char *code;
     Py_ssize_t code_len;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "raw_array_attach() takes 2 arguments (%zd given)", nargs);
+    if (fastmp_check_nargs("raw_array_attach", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *array = args[0];
@@ -733,10 +746,12 @@ raw_array_attach(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef raw_array_functions[] = {
     {"raw_array_fast_indexing", raw_array_fast_indexing, METH_O,
-     "raw_array_fast_indexing(cls): give a ctypes array class made by "
-     "sharedctypes a fast [i]; False if its layout does not allow it"},
+     "raw_array_fast_indexing($module, cls, /)\n--\n\n"
+     "Give a ctypes array class made by sharedctypes a fast [i]; False if\n"
+     "its layout does not allow it."},
     {"raw_array_attach", (PyCFunction)(void (*)(void))raw_array_attach, METH_FASTCALL,
-     "raw_array_attach(array, code): let [i] of `array` read its bytes directly"},
+     "raw_array_attach($module, array, code, /)\n--\n\n"
+     "Let [i] of `array` read its bytes directly."},
     {NULL, NULL, 0, NULL},
 };
 

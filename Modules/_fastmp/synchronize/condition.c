@@ -11,6 +11,7 @@
  * skipped and its slot reclaimed.  The block also holds a few spare words
  * that Event and Barrier keep their shared state in. */
 #include "synchronize/semlock.h"
+#include "core/args.h"
 #include "core/deadline.h"
 #include "core/errors.h"
 #include "core/fork.h"
@@ -253,13 +254,16 @@ check_lock(PyTypeObject *type, PyObject *lock)
 static PyObject *
 condition_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"lock", "name", "unlink", NULL};
-    PyObject *lock, *name;
+    static const char *const names[] = {"lock", "name", "unlink"};
+    PyObject *a[3];
     int unlink;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OUp:Condition", kwlist, &lock, &name, &unlink)
-        || check_lock(type, lock) < 0) {
+    if (fastmp_bind_slot_args("Condition", args, kwds, names, 3, 3, a) < 0
+        || fastmp_check_str("Condition", "name", a[1]) < 0
+        || (unlink = PyObject_IsTrue(a[2])) < 0
+        || check_lock(type, a[0]) < 0) {
         return NULL;
     }
+    PyObject *lock = a[0], *name = a[1];
     const char *cname = NULL;
     if (!unlink && (cname = PyUnicode_AsUTF8(name)) == NULL) {
         return NULL;
@@ -274,10 +278,13 @@ condition_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 /* Condition._rebuild(lock, name): open the named condition made elsewhere. */
 static PyObject *
-condition_rebuild(PyTypeObject *cls, PyObject *args)
+condition_rebuild(PyTypeObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *lock, *name;
-    if (!PyArg_ParseTuple(args, "OU:_rebuild", &lock, &name) || check_lock(cls, lock) < 0) {
+    if (fastmp_check_nargs("_rebuild", nargs, 2, 2) < 0) {
+        return NULL;
+    }
+    PyObject *lock = args[0], *name = args[1];
+    if (fastmp_check_str("_rebuild", "name", name) < 0 || check_lock(cls, lock) < 0) {
         return NULL;
     }
     const char *cname = PyUnicode_AsUTF8(name);
@@ -384,22 +391,10 @@ static PyObject *
 condition_wait(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames)
 {
-    PyObject *timeout = NULL;
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs + nkw > 1) {
-        PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+    static const char *const names[] = {"timeout"};
+    PyObject *timeout;
+    if (fastmp_bind_args("wait", args, nargs, kwnames, names, 1, 0, &timeout) < 0) {
         return NULL;
-    }
-    if (nargs == 1) {
-        timeout = args[0];
-    }
-    else if (nkw == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") != 0) {
-            PyErr_Format(PyExc_TypeError, "wait() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        timeout = args[0];
     }
     if (require_owner(self, "must acquire() condition before using wait()") < 0) {
         return NULL;
@@ -441,19 +436,14 @@ static PyObject *
 condition_notify(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames)
 {
+    static const char *const names[] = {"n"};
+    PyObject *given;
     Py_ssize_t n = 1;
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs + nkw > 1) {
-        PyErr_SetString(PyExc_TypeError, "notify() takes at most 1 argument");
+    if (fastmp_bind_args("notify", args, nargs, kwnames, names, 1, 0, &given) < 0) {
         return NULL;
     }
-    if (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "n") != 0) {
-        PyErr_Format(PyExc_TypeError, "notify() got an unexpected keyword argument '%U'",
-                     PyTuple_GET_ITEM(kwnames, 0));
-        return NULL;
-    }
-    if (nargs + nkw == 1) {
-        n = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+    if (given != NULL) {
+        n = PyNumber_AsSsize_t(given, PyExc_OverflowError);
         if (n == -1 && PyErr_Occurred()) {
             if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
                 return NULL;
@@ -544,8 +534,7 @@ condition_word(ConditionObject *self, PyObject *arg)
 static PyObject *
 condition_set_word(ConditionObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set_word(index, value) takes 2 arguments");
+    if (fastmp_check_nargs("_set_word", nargs, 2, 2) < 0) {
         return NULL;
     }
     Py_ssize_t i = word_index(args[0]);
@@ -585,19 +574,28 @@ condition_get_lock(ConditionObject *self, void *Py_UNUSED(closure))
 
 static PyMethodDef condition_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))condition_wait, METH_FASTCALL | METH_KEYWORDS,
-     "wait(timeout=None) -> bool\n\nRelease the lock, sleep until notified "
+     "wait($self, timeout=None)\n--\n\n"
+     "Release the lock, sleep until notified "
      "(True) or timed out (False), take the lock back."},
     {"notify", (PyCFunction)(void (*)(void))condition_notify, METH_FASTCALL | METH_KEYWORDS,
-     "notify(n=1): wake up to n waiters, oldest first."},
-    {"notify_all", (PyCFunction)condition_notify_all, METH_NOARGS, "Wake every waiter."},
-    {"__enter__", (PyCFunction)condition_enter, METH_NOARGS, "Acquire the lock."},
-    {"__exit__", (PyCFunction)(void (*)(void))condition_exit, METH_FASTCALL, "Release the lock."},
-    {"_waiters", (PyCFunction)condition_waiters, METH_NOARGS, "Threads waiting now."},
-    {"_word", (PyCFunction)condition_word, METH_O, "_word(i): shared word i."},
+     "notify($self, n=1)\n--\n\n"
+     "wake up to n waiters, oldest first."},
+    {"notify_all", (PyCFunction)condition_notify_all, METH_NOARGS, "notify_all($self, /)\n--\n\n"
+     "Wake every waiter."},
+    {"__enter__", (PyCFunction)condition_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"
+     "Acquire the lock."},
+    {"__exit__", (PyCFunction)(void (*)(void))condition_exit, METH_FASTCALL, "__exit__($self, /, *args)\n--\n\n"
+     "Release the lock."},
+    {"_waiters", (PyCFunction)condition_waiters, METH_NOARGS, "_waiters($self, /)\n--\n\n"
+     "Threads waiting now."},
+    {"_word", (PyCFunction)condition_word, METH_O, "_word($self, index, /)\n--\n\n"
+     "shared word i."},
     {"_set_word", (PyCFunction)(void (*)(void))condition_set_word, METH_FASTCALL,
-     "_set_word(i, value): set shared word i."},
-    {"_rebuild", (PyCFunction)condition_rebuild, METH_VARARGS | METH_CLASS,
-     "_rebuild(lock, name): open a named condition by name."},
+     "_set_word($self, index, value, /)\n--\n\n"
+     "set shared word i."},
+    {"_rebuild", (PyCFunction)(void (*)(void))condition_rebuild, METH_FASTCALL | METH_CLASS,
+     "_rebuild($type, lock, name, /)\n--\n\n"
+     "open a named condition by name."},
     {NULL, NULL, 0, NULL},
 };
 

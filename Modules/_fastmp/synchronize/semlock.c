@@ -8,6 +8,7 @@
  * recursion count and the owning thread) lives in the object, as in the
  * standard module; it is reset in a forked child. */
 #include "synchronize/semlock.h"
+#include "core/args.h"
 #include "core/deadline.h"
 #include "core/errors.h"
 #include "core/fork.h"
@@ -462,13 +463,18 @@ check_kind_and_max(int kind, int maxvalue)
 static PyObject *
 semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"kind", "value", "maxvalue", "name", "unlink", NULL};
+    static const char *const names[] = {"kind", "value", "maxvalue", "name", "unlink"};
+    PyObject *a[5];
     int kind, value, maxvalue, unlink;
-    PyObject *name;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiUp:SemLock", kwlist,
-                                     &kind, &value, &maxvalue, &name, &unlink)) {
+    if (fastmp_bind_slot_args("SemLock", args, kwds, names, 5, 5, a) < 0
+        || fastmp_parse_int(a[0], "kind", &kind) < 0
+        || fastmp_parse_int(a[1], "value", &value) < 0
+        || fastmp_parse_int(a[2], "maxvalue", &maxvalue) < 0
+        || fastmp_check_str("SemLock", "name", a[3]) < 0
+        || (unlink = PyObject_IsTrue(a[4])) < 0) {
         return NULL;
     }
+    PyObject *name = a[3];
     if (check_kind_and_max(kind, maxvalue) < 0) {
         return NULL;
     }
@@ -523,37 +529,12 @@ static PyObject *
 semlock_acquire(SemLockObject *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
-    PyObject *block = NULL, *timeout = NULL;
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2];
+    if (fastmp_bind_args("acquire", args, nargs, kwnames, names, 2, 0, a) < 0) {
         return NULL;
     }
-    if (nargs >= 1) {
-        block = args[0];
-    }
-    if (nargs == 2) {
-        timeout = args[1];
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < nkw; i++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
-        PyObject **slot;
-        if (PyUnicode_CompareWithASCIIString(key, "block") == 0) {
-            slot = &block;
-        }
-        else if (PyUnicode_CompareWithASCIIString(key, "timeout") == 0) {
-            slot = &timeout;
-        }
-        else {
-            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected keyword argument '%U'", key);
-            return NULL;
-        }
-        if (*slot != NULL) {
-            PyErr_Format(PyExc_TypeError, "acquire() got multiple values for argument '%U'", key);
-            return NULL;
-        }
-        *slot = args[nargs + i];
-    }
+    PyObject *block = a[0], *timeout = a[1];
     int blocking = 1;
     if (block != NULL && (blocking = PyObject_IsTrue(block)) < 0) {
         return NULL;
@@ -631,13 +612,15 @@ semlock_after_fork(SemLockObject *self, PyObject *Py_UNUSED(ignored))
 /* SemLock._rebuild(handle, kind, maxvalue, name): open the named lock
  * another process created (the handle is only meaningful there). */
 static PyObject *
-semlock_rebuild(PyTypeObject *cls, PyObject *args)
+semlock_rebuild(PyTypeObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *handle, *name;
     int kind, maxvalue;
-    if (!PyArg_ParseTuple(args, "OiiO:_rebuild", &handle, &kind, &maxvalue, &name)) {
+    if (fastmp_check_nargs("_rebuild", nargs, 4, 4) < 0
+        || fastmp_parse_int(args[1], "kind", &kind) < 0
+        || fastmp_parse_int(args[2], "maxvalue", &maxvalue) < 0) {
         return NULL;
     }
+    PyObject *name = args[3];      /* args[0], the handle, means nothing here */
     if (check_kind_and_max(kind, maxvalue) < 0) {
         return NULL;
     }
@@ -682,25 +665,36 @@ semlock_get_name(SemLockObject *self, void *Py_UNUSED(closure))
 static PyMethodDef semlock_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))semlock_acquire,
      METH_FASTCALL | METH_KEYWORDS,
-     "acquire(block=True, timeout=None) -> bool\n\nTake the lock or one unit "
+     "acquire($self, block=True, timeout=None)\n--\n\n"
+     "Take the lock or one unit "
      "of the semaphore; False if not blocking or on timeout."},
     {"release", (PyCFunction)semlock_release, METH_NOARGS,
+     "release($self, /)\n--\n\n"
      "Release the lock, or give one unit back to the semaphore."},
-    {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "acquire(); return True."},
-    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "release()."},
+    {"__enter__", (PyCFunction)semlock_enter, METH_NOARGS, "__enter__($self, /)\n--\n\n"
+     "acquire(); return True."},
+    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL, "__exit__($self, /, *args)\n--\n\n"
+     "release()."},
     {"locked", (PyCFunction)semlock_is_zero, METH_NOARGS,
-     "locked() -> bool\n\nWhether the object is locked right now: a lock held "
+     "locked($self, /)\n--\n\n"
+     "Whether the object is locked right now: a lock held "
      "by any thread of any process, or a semaphore with no unit left."},
     {"_count", (PyCFunction)semlock_count, METH_NOARGS,
+     "_count($self, /)\n--\n\n"
      "Acquisitions held by this process (recursion depth for an RLock)."},
     {"_is_mine", (PyCFunction)semlock_is_mine, METH_NOARGS,
+     "_is_mine($self, /)\n--\n\n"
      "Whether the calling thread holds the lock."},
-    {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "The current count."},
-    {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "Whether the count is zero."},
+    {"_get_value", (PyCFunction)semlock_get_value, METH_NOARGS, "_get_value($self, /)\n--\n\n"
+     "The current count."},
+    {"_is_zero", (PyCFunction)semlock_is_zero, METH_NOARGS, "_is_zero($self, /)\n--\n\n"
+     "Whether the count is zero."},
     {"_after_fork", (PyCFunction)semlock_after_fork, METH_NOARGS,
+     "_after_fork($self, /)\n--\n\n"
      "Forget acquisitions inherited through fork (done automatically too)."},
-    {"_rebuild", (PyCFunction)semlock_rebuild, METH_VARARGS | METH_CLASS,
-     "_rebuild(handle, kind, maxvalue, name): open a named lock by name."},
+    {"_rebuild", (PyCFunction)(void (*)(void))semlock_rebuild, METH_FASTCALL | METH_CLASS,
+     "_rebuild($type, handle, kind, maxvalue, name, /)\n--\n\n"
+     "open a named lock by name."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -753,7 +747,7 @@ fastmp_sem_unlink(PyObject *module, PyObject *arg)
 }
 
 static PyMethodDef semlock_functions[] = {
-    {"sem_unlink", fastmp_sem_unlink, METH_O, "sem_unlink(name): remove a SemLock's name."},
+    {"sem_unlink", fastmp_sem_unlink, METH_O, "sem_unlink($module, name, /)\n--\n\nRemove a SemLock's name."},
     {NULL, NULL, 0, NULL},
 };
 
