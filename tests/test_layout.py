@@ -1,6 +1,7 @@
 """The C tree's layering (tools/check_layers.py): each folder of
 Modules/_fastmp includes only its own headers and those of the folders
-below it, by their path from Modules/_fastmp."""
+below it, by their path from Modules/_fastmp; and only core/spin.{c,h}
+define spin budgets or spin."""
 import os
 import subprocess
 import sys
@@ -34,3 +35,21 @@ def test_checker_reports_an_include_of_a_layer_above(tmp_path):
     done = _check(str(tmp_path))
     assert done.returncode == 1
     assert 'core/errors.c: #include "pool/wire.h": pool/ is above core/' in done.stdout
+
+
+@pytest.mark.timeout(90)
+def test_checker_reports_a_spin_outside_core_spin(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "queues").mkdir()
+    (tmp_path / "core" / "spin.c").write_text("#define SPIN_NS 50000\nvoid f(void) { sched_yield(); }\n")
+    (tmp_path / "queues" / "ring.c").write_text(
+        "/* sched_yield() in a comment is fine */\n"
+        "#define LINGER_NS 5000\n"
+        "static void wait(void) { while (!ready()) { fastmp_cpu_relax(); (void)sched_yield(); } }\n")
+    done = _check(str(tmp_path))
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "queues/ring.c: #define LINGER_NS: spin budgets belong in core/spin.c",
+        "queues/ring.c: fastmp_cpu_relax: spin through fastmp_spin (core/spin.h)",
+        "queues/ring.c: sched_yield: spin through fastmp_spin (core/spin.h)",
+    ]

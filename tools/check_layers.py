@@ -5,6 +5,12 @@ are included by their path from Modules/_fastmp ("core/errors.h"), so
 the folder of every include is in its text.  module.c, at the top, may
 include any folder.
 
+It also checks that core/spin.{c,h} hold the one spin policy: outside
+them no file defines a spin budget (a #define whose name contains SPIN,
+LINGER or YIELD) nor spins on its own (calls sched_yield(), cpu_relax()
+or fastmp_cpu_relax(), or issues a pause instruction: __builtin_ia32_pause,
+_mm_pause, asm "pause"/"yield").  Comments are not looked at.
+
   python3 tools/check_layers.py [ROOT]
 
 Prints one line per violation and exits 1 if there is any, else 0."""
@@ -18,6 +24,12 @@ LAYERS = ["core", "pickle", "synchronize", "shm", "queues", "connection",
 TOP_FILES = {"module.c"}
 # Our headers are included with quotes, every other one with <...>.
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+# The one spin policy, and what a spin of its own looks like elsewhere.
+SPIN_FILES = {"core/spin.c", "core/spin.h"}
+SPIN_BUDGET = re.compile(r'^\s*#\s*define\s+(\w*(?:SPIN|LINGER|YIELD)\w*)', re.M)
+SPIN_STEP = re.compile(r'\b(sched_yield|(?:fastmp_)?cpu_relax|__builtin_ia32_pause|_mm_pause)\s*\('
+                       r'|\basm\b[^;]*"\s*(?:pause|yield)\b')
+COMMENT = re.compile(r'/\*.*?\*/|//[^\n]*', re.S)
 
 
 def violations(tree):
@@ -41,6 +53,8 @@ def violations(tree):
                 continue                # reported above
             with open(path, encoding="utf-8") as f:
                 text = f.read()
+            if rel not in SPIN_FILES:
+                found += spin_violations(rel, COMMENT.sub(" ", text))
             for included in INCLUDE.findall(text):
                 where = f"{rel}: #include \"{included}\""
                 if "/" not in included:
@@ -54,6 +68,15 @@ def violations(tree):
                 elif folder is not None and LAYERS.index(target) > LAYERS.index(folder):
                     found.append(f"{where}: {target}/ is above {folder}/ "
                                  f"(order: {' < '.join(LAYERS)})")
+    return found
+
+
+def spin_violations(rel, code):
+    """What in `code` (file `rel`, comments removed) spins outside core/spin."""
+    found = [f"{rel}: #define {name}: spin budgets belong in core/spin.c"
+             for name in SPIN_BUDGET.findall(code)]
+    found += [f"{rel}: {m.group(1) or 'asm pause'}: spin through fastmp_spin (core/spin.h)"
+              for m in SPIN_STEP.finditer(code)]
     return found
 
 
