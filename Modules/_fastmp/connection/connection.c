@@ -313,7 +313,7 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             int fd = self->fd, kind = self->kind, found = 0;
-            int spin = !writing && fastmp_spin_wanted(&self->spin);
+            int spin = !writing && fastmp_spin_wanted(FASTMP_WAIT_IO, &self->spin);
             int serving = fastmp_serving_release();
             Py_BEGIN_ALLOW_THREADS
             if (spin) {
@@ -760,7 +760,7 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d, spin_state
         if (ms == 0 && err == 0) {
             return 0;
         }
-        int spin = fastmp_spin_wanted(s);
+        int spin = fastmp_spin_wanted(FASTMP_WAIT_IO, s);
         Py_BEGIN_ALLOW_THREADS
         spun_poll p = {fds, nfds, 0};
         if (spin && fastmp_spin(FASTMP_WAIT_IO, s, d, poll_came, &p)) {

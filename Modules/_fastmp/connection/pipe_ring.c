@@ -262,7 +262,7 @@ next_counted(void *sh)
 static void
 linger(chan_shared *sh, spin_state *s)
 {
-    if (!next_counted(sh) && fastmp_spin_wanted(s)) {
+    if (!next_counted(sh) && fastmp_spin_wanted(FASTMP_WAIT_PIPE_COUNT, s)) {
         (void)fastmp_spin(FASTMP_WAIT_PIPE_COUNT, s, NULL, next_counted, sh);
     }
 }

@@ -83,7 +83,7 @@ serving_idle(void *unused)
 void
 fastmp_serving_wait_turn(void)
 {
-    if (!serving_idle(NULL) && fastmp_spin_wanted(&serving_spin)) {
+    if (!serving_idle(NULL) && fastmp_spin_wanted(FASTMP_WAIT_GIL_TURN, &serving_spin)) {
         (void)fastmp_spin(FASTMP_WAIT_GIL_TURN, &serving_spin, NULL, serving_idle, NULL);
     }
 }

@@ -15,10 +15,13 @@
 
 /* The kinds of wait that spin; each has its budget in spin.c. */
 typedef enum {
-    /* a descriptor's read or poll (Connection, connection.wait, a pool
-     * worker's next task) or a pool result: each try is a system call or
-     * a pump of the pool's engine, and the CPU is yielded between tries */
+    /* a descriptor's read or poll (Connection, connection.wait) or a
+     * pool result: each try is a system call or a pump of the pool's
+     * engine, and the CPU is yielded between tries */
     FASTMP_WAIT_IO,
+    /* a pool worker's wait for its next task: as FASTMP_WAIT_IO, but not
+     * paused while the CPUs are oversubscribed (see spin.c) */
+    FASTMP_WAIT_POOL_TASK,
     /* a manager's serving thread waiting for its turn with the GIL
      * (core/gil_turn.c): yielding between tries */
     FASTMP_WAIT_GIL_TURN,
@@ -48,10 +51,11 @@ typedef struct {
  * own).  Called without the GIL unless the wait holds it. */
 typedef int (*fastmp_spin_done)(void *arg);
 
-/* Whether a wait of the waiter with the record `s` (NULL: none) spins
- * now: not while spinning is paused for the process, nor while `s` says
- * that spinning does not pay (this counts a skipped wait down). */
-int fastmp_spin_wanted(spin_state *s);
+/* Whether a wait of kind `kind` of the waiter with the record `s` (NULL:
+ * none) spins now: not while spinning is paused for the process, nor
+ * while `s` says that spinning does not pay (this counts a skipped wait
+ * down). */
+int fastmp_spin_wanted(fastmp_wait kind, spin_state *s);
 
 /* Spin for a wait of kind `kind` that fastmp_spin_wanted(s) let spin:
  * call done(arg) until it returns nonzero, the kind's budget is spent or

@@ -973,7 +973,7 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
             state = STATE_CLOSED;
             break;
         }
-        if (!spun && fastmp_spin_wanted(&d->caller_spin)) {
+        if (!spun && fastmp_spin_wanted(FASTMP_WAIT_IO, &d->caller_spin)) {
             spun = 1;
             spin_for_job(d, id, want, &dl);
             continue;           /* the mutex was released: look again */

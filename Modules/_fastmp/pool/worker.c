@@ -46,7 +46,7 @@ task_came(void *arg)
     return r->n >= 0 || r->err != EAGAIN;
 }
 
-/* Retry a non-blocking read (FASTMP_WAIT_IO, the GIL released) while
+/* Retry a non-blocking read (FASTMP_WAIT_POOL_TASK, the GIL released) while
  * `in`'s record says it pays, so that a task sent soon after the last
  * result needs no wake-up.  Returns what read() returned, with errno
  * EAGAIN when nothing came. */
@@ -54,9 +54,9 @@ static ssize_t
 spin_read(int fd, inbuf *in, char *at, size_t room)
 {
     task_read r = {fd, at, room, -1, EAGAIN};
-    if (fastmp_spin_wanted(&in->spin)) {
+    if (fastmp_spin_wanted(FASTMP_WAIT_POOL_TASK, &in->spin)) {
         Py_BEGIN_ALLOW_THREADS
-        (void)fastmp_spin(FASTMP_WAIT_IO, &in->spin, NULL, task_came, &r);
+        (void)fastmp_spin(FASTMP_WAIT_POOL_TASK, &in->spin, NULL, task_came, &r);
         Py_END_ALLOW_THREADS
     }
     errno = r.err;

@@ -258,12 +258,12 @@ chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient)
     /* another producer holds the lock for one small message, which takes
      * well under a microsecond: worth a short spin, then a short sleep;
      * not so for a message being streamed, which can take long */
-    if (patient && err == EBUSY && !chan_streaming(m) && fastmp_spin_wanted(NULL)) {
+    if (patient && err == EBUSY && !chan_streaming(m) && fastmp_spin_wanted(FASTMP_WAIT_RING_WLOCK, NULL)) {
         wlock_tries t = {m, EBUSY};
         (void)fastmp_spin(FASTMP_WAIT_RING_WLOCK, NULL, NULL, wlock_settled, &t);
         err = t.err;
     }
-    if (patient && err == EBUSY && !chan_streaming(m) && fastmp_spin_wanted(NULL)) {
+    if (patient && err == EBUSY && !chan_streaming(m) && fastmp_spin_wanted(FASTMP_WAIT_RING_WLOCK, NULL)) {
         struct timespec left;
         if (fastmp_deadline_remaining(d, &left)) {
             err = chan_lock(&m->sh->wlock, d, 1);
@@ -540,7 +540,7 @@ data_came(void *m)
 int
 chan_spin_data(chan_map *m)
 {
-    return fastmp_spin_wanted(&m->spin)
+    return fastmp_spin_wanted(FASTMP_WAIT_RING_DATA, &m->spin)
            && fastmp_spin(FASTMP_WAIT_RING_DATA, &m->spin, NULL, data_came, m);
 }
 
