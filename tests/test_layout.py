@@ -1,7 +1,8 @@
 """The C tree's layering (tools/check_layers.py): each folder of
 Modules/_fastmp includes only its own headers and those of the folders
-below it, by their path from Modules/_fastmp; and pthread_atfork is
-registered once, by the fork tracker core/fork.c."""
+below it, by their path from Modules/_fastmp; pthread_atfork is
+registered once, by the fork tracker core/fork.c; and only core/spin.{c,h}
+define spin budgets or spin."""
 import os
 import subprocess
 import sys
@@ -61,3 +62,22 @@ def test_checker_reports_a_fork_tracker_without_its_one_registration(tmp_path):
     assert done.returncode == 1
     assert done.stdout.splitlines() == [
         "core/fork.c: calls pthread_atfork 2 times, not once"]
+
+
+@pytest.mark.timeout(90)
+def test_checker_reports_a_spin_outside_core_spin(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "queues").mkdir()
+    (tmp_path / "core" / "spin.c").write_text("#define SPIN_NS 50000\nvoid f(void) { sched_yield(); }\n")
+    (tmp_path / "core" / "fork.c").write_text("int setup(void) { return pthread_atfork(a, b, c); }\n")
+    (tmp_path / "queues" / "ring.c").write_text(
+        "/* sched_yield() in a comment is fine */\n"
+        "#define LINGER_NS 5000\n"
+        "static void wait(void) { while (!ready()) { fastmp_cpu_relax(); (void)sched_yield(); } }\n")
+    done = _check(str(tmp_path))
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "queues/ring.c: #define LINGER_NS: spin budgets belong in core/spin.c",
+        "queues/ring.c: fastmp_cpu_relax: spin through fastmp_spin (core/spin.h)",
+        "queues/ring.c: sched_yield: spin through fastmp_spin (core/spin.h)",
+    ]

@@ -7,6 +7,12 @@ include any folder.  And forks are tracked in one place: pthread_atfork
 is named in core/fork.c only, which calls it once (every other part adds
 hooks through core/fork.h).
 
+It also checks that core/spin.{c,h} hold the one spin policy: outside
+them no file defines a spin budget (a #define whose name contains SPIN,
+LINGER or YIELD) nor spins on its own (calls sched_yield(), cpu_relax()
+or fastmp_cpu_relax(), or issues a pause instruction: __builtin_ia32_pause,
+_mm_pause, asm "pause"/"yield").  Comments are not looked at.
+
   python3 tools/check_layers.py [ROOT]
 
 Prints one line per violation and exits 1 if there is any, else 0."""
@@ -23,6 +29,12 @@ INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 FORK_TRACKER = "core/fork.c"
 ATFORK = re.compile(r"\bpthread_atfork\b")
 ATFORK_CALL = re.compile(r"\bpthread_atfork\s*\(")
+# The one spin policy, and what a spin of its own looks like elsewhere.
+SPIN_FILES = {"core/spin.c", "core/spin.h"}
+SPIN_BUDGET = re.compile(r'^\s*#\s*define\s+(\w*(?:SPIN|LINGER|YIELD)\w*)', re.M)
+SPIN_STEP = re.compile(r'\b(sched_yield|(?:fastmp_)?cpu_relax|__builtin_ia32_pause|_mm_pause)\s*\('
+                       r'|\basm\b[^;]*"\s*(?:pause|yield)\b')
+COMMENT = re.compile(r'/\*.*?\*/|//[^\n]*', re.S)
 
 
 def violations(tree):
@@ -47,6 +59,8 @@ def violations(tree):
             with open(path, encoding="utf-8") as f:
                 text = f.read()
             found.extend(_fork_tracking(rel, text))
+            if rel not in SPIN_FILES:
+                found += spin_violations(rel, COMMENT.sub(" ", text))
             for included in INCLUDE.findall(text):
                 where = f"{rel}: #include \"{included}\""
                 if "/" not in included:
@@ -79,6 +93,15 @@ def _fork_tracker_missing(tree):
     if os.path.isfile(os.path.join(tree, *FORK_TRACKER.split("/"))):
         return []
     return [f"{FORK_TRACKER}: missing (the one pthread_atfork registration)"]
+
+
+def spin_violations(rel, code):
+    """What in `code` (file `rel`, comments removed) spins outside core/spin."""
+    found = [f"{rel}: #define {name}: spin budgets belong in core/spin.c"
+             for name in SPIN_BUDGET.findall(code)]
+    found += [f"{rel}: {m.group(1) or 'asm pause'}: spin through fastmp_spin (core/spin.h)"
+              for m in SPIN_STEP.finditer(code)]
+    return found
 
 
 def main(argv):

@@ -258,37 +258,41 @@ advance_iov(struct iovec **iov, int *iovcnt, size_t n)
  * (the module runs under the GIL, in one interpreter). */
 static spin_state wait_spin;
 
-/* Retry a read that found nothing, without blocking, for as long as a
- * spin lasts (see fastmp_spin_again); an IO_PLAIN descriptor is polled
- * instead, then read.  Safe without the GIL.  Returns as io_once; -1
- * with errno EAGAIN when the spin ended with nothing read. */
-static ssize_t
-spin_read(int fd, int kind, struct iovec *iov, int iovcnt)
+/* A read that found nothing, retried by fastmp_spin. */
+typedef struct {
+    int fd, kind;
+    struct iovec *iov;
+    int iovcnt;
+    ssize_t n;                  /* as io_once returned */
+    int err;                    /* errno after it */
+} spun_read;
+
+/* fastmp_spin's test for a read: try it without blocking (an IO_PLAIN
+ * descriptor is polled instead, then read); over when it moved bytes,
+ * met end of file or failed otherwise than with EAGAIN. */
+static int
+read_came(void *arg)
 {
-    int64_t now, until = fastmp_spin_start(&now);
-    do {
-        if (kind == IO_PLAIN) {
-            struct pollfd p = {fd, POLLIN, 0};
-            int ready = poll(&p, 1, 0);
-            if (ready != 0) {
-                return ready < 0 ? -1 : io_once(fd, kind, 0, iov, iovcnt, 0);
-            }
+    spun_read *r = arg;
+    if (r->kind == IO_PLAIN) {
+        struct pollfd p = {r->fd, POLLIN, 0};
+        int ready = poll(&p, 1, 0);
+        if (ready == 0) {
+            return 0;
         }
-        else {
-            ssize_t n = io_once(fd, kind, 0, iov, iovcnt, 1);
-            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-                return n;
-            }
-        }
-    } while (fastmp_spin_again(&now, until));
-    errno = EAGAIN;
-    return -1;
+        r->n = ready < 0 ? -1 : io_once(r->fd, r->kind, 0, r->iov, r->iovcnt, 0);
+    }
+    else {
+        r->n = io_once(r->fd, r->kind, 0, r->iov, r->iovcnt, 1);
+    }
+    r->err = r->n < 0 ? errno : 0;
+    return r->n >= 0 || (r->err != EAGAIN && r->err != EWOULDBLOCK);
 }
 
 /* Read or write every byte that iov[0..iovcnt) describes (the array is
  * consumed).  A small transfer is first tried without blocking, with the GIL
  * held.  A read that would block spins first while the connection's spin
- * state allows (see spin_read).  Retries partial transfers, waits on
+ * state allows (see read_came).  Retries partial transfers, waits on
  * non-blocking descriptors, and resumes after EINTR once signal handlers
  * have run.  Returns the bytes moved: all of them, or fewer when a read
  * met end of file; -1 with an exception set on error. */
@@ -308,14 +312,15 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
             err = n < 0 ? errno : 0;
         }
         if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
-            int fd = self->fd, kind = self->kind;
-            int spin = !writing && fastmp_spin_wanted(&self->spin), found = 0;
+            int fd = self->fd, kind = self->kind, found = 0;
+            int spin = !writing && fastmp_spin_wanted(FASTMP_WAIT_IO, &self->spin);
             int serving = fastmp_serving_release();
             Py_BEGIN_ALLOW_THREADS
             if (spin) {
-                n = spin_read(fd, kind, iov, iovcnt);
-                err = n < 0 ? errno : 0;
-                found = n >= 0 || (err != EAGAIN && err != EWOULDBLOCK);
+                spun_read r = {fd, kind, iov, iovcnt, -1, EAGAIN};
+                found = fastmp_spin(FASTMP_WAIT_IO, &self->spin, NULL, read_came, &r);
+                n = r.n;
+                err = r.err;
             }
             if (!found) {
                 n = io_once(fd, kind == IO_RWF ? IO_PLAIN : kind, writing, iov, iovcnt, 0);
@@ -334,9 +339,6 @@ transfer(ConnObject *self, int writing, struct iovec *iov, int iovcnt)
             Py_END_ALLOW_THREADS
             if (serving) {
                 fastmp_serving_retake();
-            }
-            if (spin) {
-                fastmp_spin_learn(&self->spin, found);
             }
         }
         if (n > 0) {
@@ -714,6 +716,22 @@ send_pickle(ConnObject *self, PyObject *payload)
 
 /* ---- waiting ---------------------------------------------------------- */
 
+/* A poll(2) of descriptors, retried by fastmp_spin. */
+typedef struct {
+    struct pollfd *fds;
+    nfds_t nfds;
+    int n;                      /* what the last poll returned */
+} spun_poll;
+
+/* fastmp_spin's test for a poll: over when a descriptor has an event or
+ * poll failed. */
+static int
+poll_came(void *arg)
+{
+    spun_poll *p = arg;
+    return (p->n = poll(p->fds, p->nfds, 0)) != 0;
+}
+
 /* poll(2) the descriptors until one has an event or the deadline passes:
  * first without blocking with the GIL held, then with it released,
  * spinning first as the spin state `s` allows;
@@ -742,20 +760,16 @@ poll_until(struct pollfd *fds, nfds_t nfds, const fastmp_deadline *d, spin_state
         if (ms == 0 && err == 0) {
             return 0;
         }
-        int spin = fastmp_spin_wanted(s), found = 0;
+        int spin = fastmp_spin_wanted(FASTMP_WAIT_IO, s);
         Py_BEGIN_ALLOW_THREADS
-        if (spin) {
-            n = fastmp_spin_poll(fds, nfds, d);
-            found = n != 0;
-            ms = fastmp_deadline_remaining_ms(d);
+        spun_poll p = {fds, nfds, 0};
+        if (spin && fastmp_spin(FASTMP_WAIT_IO, s, d, poll_came, &p)) {
+            n = p.n;
         }
-        if (!found) {
-            n = poll(fds, nfds, ms);
+        else {
+            n = poll(fds, nfds, fastmp_deadline_remaining_ms(d));
         }
         Py_END_ALLOW_THREADS
-        if (spin) {
-            fastmp_spin_learn(s, found);
-        }
     }
 }
 

@@ -30,11 +30,6 @@
 /* A sleeping reader wakes this often (ms) to look at the ring itself, so
  * that a bell lost with a killed writer delays it, never hangs it. */
 #define WAIT_SLICE_MS 50
-/* Looks at the count between two clock readings of a lingering reader. */
-#define SPIN_CHECKS 64
-/* How long a reader about to take the last message counted waits for the
- * writer to count the next one (see linger). */
-#define LINGER_NS 5000
 
 /* True once every copy of the peer's end is closed. */
 static int
@@ -210,7 +205,7 @@ take_bell(chan_map *m, int fd)
 /* Wait, GIL released, until the ring has data, the socket has an event
  * (a bell, the peer closing) or `d` passes, in slices of WAIT_SLICE_MS.
  * Spins on the ring first as the Queue's readers do (chan_spin_data:
- * a budget per process and ring that idle sleeps shrink).  After a
+ * a spin record per process and ring).  After a
  * `stale` byte was seen in the socket, sleeps a slice of BELL_SLICE_MS
  * instead of polling it.  Returns the socket's events (0 if none), or -1
  * with an exception set (a signal handler raised, or poll failed). */
@@ -229,12 +224,8 @@ wait_ring(chan_map *m, int fd, const fastmp_deadline *d, int stale)
         if (ms < 0 || ms > slice) {
             ms = slice;
         }
-        int64_t slept_at = fastmp_monotonic_ns();
         n = poll(&p, stale ? 0 : 1, ms);
         err = n < 0 ? errno : 0;
-        if (n >= 0 && !stale) {
-            chan_learn_sleep(m, fastmp_monotonic_ns() - slept_at);
-        }
     }
     Py_END_ALLOW_THREADS
     /* also after a slice: a signal may have come while not in poll() */
@@ -255,27 +246,25 @@ wait_ring(chan_map *m, int fd, const fastmp_deadline *d, int stale)
     return n > 0 ? p.revents : 0;
 }
 
+/* fastmp_spin's test for linger: the writer counted another message */
+static int
+next_counted(void *sh)
+{
+    return __atomic_load_n(&((chan_shared *)sh)->pipe_pending, __ATOMIC_ACQUIRE) != 1;
+}
+
 /* The reader holds the last message counted: taking it brings the count
  * to 0 and costs both sides a system call (the bell read here, the next
  * one rung by the writer).  A writer streaming messages counts its next
- * one within a microsecond or so: wait that long (GIL held, rlock held),
- * while `s` shows it pays, so that the count stays above 0 for as long as
- * the stream lasts. */
+ * one within a microsecond or so: spin that long (FASTMP_WAIT_PIPE_COUNT,
+ * GIL held, rlock held), while `s` shows it pays, so that the count stays
+ * above 0 for as long as the stream lasts. */
 static void
 linger(chan_shared *sh, spin_state *s)
 {
-    if (__atomic_load_n(&sh->pipe_pending, __ATOMIC_ACQUIRE) != 1 || !fastmp_spin_wanted(s)) {
-        return;
+    if (!next_counted(sh) && fastmp_spin_wanted(FASTMP_WAIT_PIPE_COUNT, s)) {
+        (void)fastmp_spin(FASTMP_WAIT_PIPE_COUNT, s, NULL, next_counted, sh);
     }
-    int64_t until = fastmp_monotonic_ns() + LINGER_NS;
-    int found = 0;
-    do {
-        for (int i = 0; i < SPIN_CHECKS && !found; i++) {
-            found = __atomic_load_n(&sh->pipe_pending, __ATOMIC_ACQUIRE) != 1;
-            fastmp_cpu_relax();
-        }
-    } while (!found && fastmp_monotonic_ns() < until);
-    fastmp_spin_learn(s, found);
 }
 
 PyObject *

@@ -1,7 +1,7 @@
 /* deadline.h - deadlines on CLOCK_MONOTONIC (deadline.c): a wait that a
  * signal interrupts resumes with the time left, never a fresh timeout.
- * Also the monotonic clock in nanoseconds and a busy-wait step.  Safe
- * without the GIL, except fastmp_deadline_from_object. */
+ * Also the monotonic clock in nanoseconds.  Safe without the GIL, except
+ * fastmp_deadline_from_object. */
 #ifndef FASTMP_DEADLINE_H
 #define FASTMP_DEADLINE_H
 
@@ -41,17 +41,6 @@ fastmp_monotonic_ns(void)
     struct timespec t;
     (void)clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * FASTMP_NSEC_PER_SEC + t.tv_nsec;
-}
-
-/* A busy-wait step that lets a sibling hyperthread run. */
-static inline void
-fastmp_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
 }
 
 #endif /* FASTMP_DEADLINE_H */

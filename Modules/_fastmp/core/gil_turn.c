@@ -2,7 +2,6 @@
  * (see gil_turn.h; used by connection/connection.c and
  * managers/method_calls.c). */
 #include "core/gil_turn.h"
-#include "core/deadline.h"
 #include "core/fork.h"
 #include "core/spin.h"
 
@@ -14,9 +13,8 @@
  * hold the GIL (or want it) to drop to zero, then takes the GIL.  The
  * count is a hint (a thread counted may be blocked in a method call with
  * the GIL released, say in a contended Lock's acquire): the wait is
- * short, and a thread whose waits keep timing out stops waiting for a
- * while (spin_state). */
-#define SERVING_TURN_NS 20000   /* a few requests' worth of Python */
+ * short (FASTMP_WAIT_GIL_TURN), and a thread whose waits keep timing out
+ * stops waiting for a while (spin_state). */
 static int serving_busy;                /* relaxed atomic */
 static _Thread_local int serving_counted;
 static _Thread_local spin_state serving_spin;
@@ -67,19 +65,20 @@ fastmp_serving_release(void)
     return 1;
 }
 
+/* fastmp_spin's test: no other serving thread holds or wants the GIL */
+static int
+serving_idle(void *unused)
+{
+    (void)unused;
+    return __atomic_load_n(&serving_busy, __ATOMIC_RELAXED) == 0;
+}
+
 void
 fastmp_serving_wait_turn(void)
 {
-    if (__atomic_load_n(&serving_busy, __ATOMIC_RELAXED) == 0
-        || !fastmp_spin_wanted(&serving_spin)) {
-        return;
+    if (!serving_idle(NULL) && fastmp_spin_wanted(FASTMP_WAIT_GIL_TURN, &serving_spin)) {
+        (void)fastmp_spin(FASTMP_WAIT_GIL_TURN, &serving_spin, NULL, serving_idle, NULL);
     }
-    int64_t now = fastmp_monotonic_ns(), until = now + SERVING_TURN_NS;
-    int idle;
-    while (!(idle = __atomic_load_n(&serving_busy, __ATOMIC_RELAXED) == 0)
-           && fastmp_spin_again(&now, until)) {
-    }
-    fastmp_spin_learn(&serving_spin, idle);
 }
 
 void

@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -890,35 +889,40 @@ wait_over(const Dispatcher *d, const job_t *j, long want)
            || d->closed || d->error;
 }
 
-/* Do the engine's work from this thread, with the GIL released, until
- * the wait for job `id` is over, SPIN_NS have passed or the deadline.
- * Called with the mutex and the GIL held; returns with both held.
- * Returns 1 when the wait is over. */
+/* A wait in collect(), spun by fastmp_spin. */
+typedef struct {
+    Dispatcher *d;
+    uint64_t id;
+    long want;
+} job_wait;
+
+/* fastmp_spin's test for collect(): do the engine's work from this
+ * thread, then look whether the wait is over */
 static int
+job_wait_over(void *arg)
+{
+    job_wait *w = arg;
+    dispatch_lock_nogil(w->d);
+    if (!w->d->closed) {
+        dispatch_pump(w->d);
+    }
+    int over = wait_over(w->d, dispatch_find_job(w->d, w->id), w->want);
+    dispatch_unlock_nogil(w->d);
+    return over;
+}
+
+/* Spin (FASTMP_WAIT_IO, with the GIL released) until the wait for job
+ * `id` is over, the spin's budget is spent or the deadline passes.
+ * Called with the mutex and the GIL held; returns with both held. */
+static void
 spin_for_job(Dispatcher *d, uint64_t id, long want, const fastmp_deadline *dl)
 {
-    int over = 0;
+    job_wait w = {d, id, want};
     pthread_mutex_unlock(&d->mu);
     Py_BEGIN_ALLOW_THREADS
-    struct timespec start, left;
-    (void)clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        dispatch_lock_nogil(d);
-        if (!d->closed) {
-            dispatch_pump(d);
-        }
-        over = wait_over(d, dispatch_find_job(d, id), want);
-        dispatch_unlock_nogil(d);
-        if (over || spin_elapsed_ns(&start) >= SPIN_NS
-            || !fastmp_deadline_remaining(dl, &left)) {
-            break;
-        }
-        /* others may share this core: the worker we wait for among them */
-        (void)sched_yield();
-    }
+    (void)fastmp_spin(FASTMP_WAIT_IO, &d->caller_spin, dl, job_wait_over, &w);
     Py_END_ALLOW_THREADS
     lock_dispatcher(d);
-    return over;
 }
 
 /* collect(job, timeout, want) -> (state, outcomes)
@@ -961,9 +965,9 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
             state = STATE_CLOSED;
             break;
         }
-        if (!spun && spin_wanted(&d->caller_spin)) {
+        if (!spun && fastmp_spin_wanted(FASTMP_WAIT_IO, &d->caller_spin)) {
             spun = 1;
-            spin_record(&d->caller_spin, spin_for_job(d, id, want, &dl));
+            spin_for_job(d, id, want, &dl);
             continue;           /* the mutex was released: look again */
         }
         dispatch_hand_back(d);

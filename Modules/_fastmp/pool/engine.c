@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,36 +32,6 @@
 #define WRITE_BATCH 64
 /* How long after a caller's pump the thread does not read results. */
 #define BLIND_NS 1000000
-
-/* ---- spinning (wire.h) ------------------------------------------------ */
-
-int
-spin_wanted(spin_policy *p)
-{
-    if (p->skip > 0) {
-        p->skip--;
-        return 0;
-    }
-    return 1;
-}
-
-void
-spin_record(spin_policy *p, int succeeded)
-{
-    if (succeeded) {
-        p->fails = 0;
-    }
-    else if (++p->fails >= SPIN_FAILS_MAX) {
-        p->fails = 0;
-        p->skip = SPIN_PAUSE;
-    }
-}
-
-int64_t
-spin_elapsed_ns(const struct timespec *start)
-{
-    return fastmp_monotonic_ns() - ((int64_t)start->tv_sec * FASTMP_NSEC_PER_SEC + start->tv_nsec);
-}
 
 /* ---- fork safety ------------------------------------------------------
  * Threads that hold `mu` without the GIL (the dispatcher thread, a caller

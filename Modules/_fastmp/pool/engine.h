@@ -10,6 +10,7 @@
 
 #include "pool/wire.h"
 #include "core/compat.h"
+#include "core/spin.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -105,7 +106,7 @@ typedef struct Dispatcher {
     int results_dirty;           /* an outcome some sleeper waits for came */
     uint32_t ev_seq;             /* futex word: events, closing */
     int ev_waiters;
-    spin_policy caller_spin;     /* for threads waiting in collect() */
+    spin_state caller_spin;      /* for threads waiting in collect() */
     task_t *pend_head, *pend_tail;
     int64_t busy;                /* tasks pending or in flight */
     worker_t **workers;          /* slots; each stays put while allocated */

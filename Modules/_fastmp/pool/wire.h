@@ -46,25 +46,4 @@ typedef struct {
 /* Refuse payloads past this size (a corrupt header, not a real task). */
 #define FRAME_MAX_PAYLOAD ((uint64_t)1 << 40)
 
-/* ---- bounded spinning before a sleep (engine.c) -----------------------
- * A hand-off that sleeps in the kernel costs a wake-up (tens of
- * microseconds); retrying for a few microseconds first is far cheaper
- * when the peer answers quickly.  A waiter whose spins keep failing stops
- * spinning for a while, so an idle or slow peer costs almost nothing. */
-#define SPIN_NS 50000           /* longest spin before sleeping */
-#define SPIN_FAILS_MAX 3        /* failed spins in a row before pausing */
-#define SPIN_PAUSE 32           /* waits that skip spinning after that */
-
-typedef struct {
-    uint32_t fails;             /* failed spins in a row */
-    uint32_t skip;              /* waits left that do not spin */
-} spin_policy;
-
-/* 1 when the next wait should spin first (and counts a skipped wait). */
-int spin_wanted(spin_policy *p);
-/* Record whether a spin saw what it waited for. */
-void spin_record(spin_policy *p, int succeeded);
-/* Nanoseconds of CLOCK_MONOTONIC since `start`. */
-int64_t spin_elapsed_ns(const struct timespec *start);
-
 #endif /* FASTMP_WIRE_H */

@@ -3,12 +3,13 @@
  * frame back; until STOP, end of file or the task budget is spent. */
 #include "pool/wire.h"
 #include "core/args.h"
+#include "core/deadline.h"
 #include "core/errors.h"
+#include "core/spin.h"
 #include "core/state.h"
 #include "pickle/quickpickle.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -23,28 +24,44 @@
 typedef struct {
     char *buf;
     size_t start, len, cap;     /* unparsed bytes: buf[start:start+len] */
-    spin_policy spin;           /* for the wait for the next task */
+    spin_state spin;            /* for the wait for the next task */
 } inbuf;
 
-/* Retry a non-blocking read for up to SPIN_NS (the GIL released), so that
- * a task sent soon after the last result needs no wake-up.  Returns what
- * read() returned, with errno EAGAIN when nothing came. */
-static ssize_t
-spin_read(int fd, char *at, size_t room)
+/* A read of the next task, retried by fastmp_spin. */
+typedef struct {
+    int fd;
+    char *at;
+    size_t room;
+    ssize_t n;                  /* what recv() returned */
+    int err;                    /* errno after it */
+} task_read;
+
+/* fastmp_spin's test for the next task: a read without blocking that
+ * moved bytes, met end of file or failed otherwise than with EAGAIN */
+static int
+task_came(void *arg)
 {
-    ssize_t n;
-    Py_BEGIN_ALLOW_THREADS
-    struct timespec start;
-    (void)clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        n = recv(fd, at, room, MSG_DONTWAIT);
-        if (n >= 0 || errno != EAGAIN || spin_elapsed_ns(&start) >= SPIN_NS) {
-            break;
-        }
-        (void)sched_yield();
+    task_read *r = arg;
+    r->n = recv(r->fd, r->at, r->room, MSG_DONTWAIT);
+    r->err = r->n < 0 ? errno : 0;
+    return r->n >= 0 || r->err != EAGAIN;
+}
+
+/* Retry a non-blocking read (FASTMP_WAIT_POOL_TASK, the GIL released) while
+ * `in`'s record says it pays, so that a task sent soon after the last
+ * result needs no wake-up.  Returns what read() returned, with errno
+ * EAGAIN when nothing came. */
+static ssize_t
+spin_read(int fd, inbuf *in, char *at, size_t room)
+{
+    task_read r = {fd, at, room, -1, EAGAIN};
+    if (fastmp_spin_wanted(FASTMP_WAIT_POOL_TASK, &in->spin)) {
+        Py_BEGIN_ALLOW_THREADS
+        (void)fastmp_spin(FASTMP_WAIT_POOL_TASK, &in->spin, NULL, task_came, &r);
+        Py_END_ALLOW_THREADS
     }
-    Py_END_ALLOW_THREADS
-    return n;
+    errno = r.err;
+    return r.n;
 }
 
 /* Make sure `want` unparsed bytes are buffered, reading with the GIL
@@ -73,12 +90,7 @@ fill(int fd, inbuf *in, size_t want)
     while (in->len < want) {
         char *at = in->buf + in->start + in->len;
         size_t room = in->cap - in->start - in->len;
-        ssize_t n = -1;
-        errno = EAGAIN;
-        if (spin_wanted(&in->spin)) {
-            n = spin_read(fd, at, room);
-            spin_record(&in->spin, n >= 0 || errno != EAGAIN);
-        }
+        ssize_t n = spin_read(fd, in, at, room);
         if (n < 0 && errno == EAGAIN) {
             Py_BEGIN_ALLOW_THREADS
             n = read(fd, at, room);
@@ -266,8 +278,8 @@ write_all(int fd, struct iovec *iov, int nvec)
 typedef struct {
     char *buf;
     size_t len, cap;
-    struct timespec first;      /* when the oldest held result was made */
-    spin_policy ahead;          /* looking into the socket for the next task */
+    int64_t first_ns;           /* when the oldest held result was made */
+    spin_state ahead;           /* looking into the socket for the next task */
 } outbuf;
 
 /* 1 when the next task is buffered whole and runs the same function
@@ -331,13 +343,13 @@ put_result(int fd, outbuf *out, inbuf *in, const frame_header *task,
 {
     size_t size = sizeof(*h) + (size_t)h->len;
     int hold = func_pickle != NULL && size <= OUT_HOLD_BYTES / 4
-               && (out->len == 0 || spin_elapsed_ns(&out->first) < OUT_HOLD_NS);
+               && (out->len == 0 || fastmp_monotonic_ns() - out->first_ns < OUT_HOLD_NS);
     if (hold && !same_task_buffered(in, task, func_pickle)) {
         hold = 0;
-        if (spin_wanted(&out->ahead)) {
+        if (fastmp_early_try_wanted(&out->ahead)) {
             read_ready(fd, in);
             hold = same_task_buffered(in, task, func_pickle);
-            spin_record(&out->ahead, hold);
+            fastmp_early_try_learn(&out->ahead, hold);
         }
     }
     if (!hold) {
@@ -354,7 +366,7 @@ put_result(int fd, outbuf *out, inbuf *in, const frame_header *task,
         out->cap = cap;
     }
     if (out->len == 0) {
-        (void)clock_gettime(CLOCK_MONOTONIC, &out->first);
+        out->first_ns = fastmp_monotonic_ns();
     }
     memcpy(out->buf + out->len, h, sizeof(*h));
     memcpy(out->buf + out->len + sizeof(*h), payload, (size_t)h->len);
@@ -546,8 +558,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             break;
         }
-        struct timespec started;
-        (void)clock_gettime(CLOCK_MONOTONIC, &started);
+        int64_t started_ns = fastmp_monotonic_ns();
         int slot;
         PyObject *value = run_task(&h, payload, &cache, loads, &slot);
         uint32_t status = RESULT_OK;
@@ -556,7 +567,7 @@ worker_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *short_func = NULL;     /* its pickle, when it is short */
         if (slot >= 0) {
             /* the first run's time includes loading the function */
-            int64_t ns = cache.runs[slot] > 0 ? spin_elapsed_ns(&started) : 0;
+            int64_t ns = cache.runs[slot] > 0 ? fastmp_monotonic_ns() - started_ns : 0;
             int64_t *longest = &cache.longest_ns[slot];
             *longest = ns > *longest ? ns : *longest - *longest / LONGEST_DECAY;
 

@@ -9,24 +9,12 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define SLICE_NS 50000000L              /* signal-check slice for waits */
-#define WRITER_SPIN_ROUNDS 4           /* tries for a briefly held wlock */
-/* A reader waiting for data polls for at most SPIN_MAX_NS before it
- * sleeps (a sleep and wake-up costs ~40 us), yielding the CPU every
- * SPIN_YIELD_NS in case the writer waits for this very CPU.  The budget
- * adapts per process: a sleep longer than SPIN_IDLE_NS means the writer
- * is idle or slow, and halves it (to nothing after a few); a spin that
- * finds data, or a short sleep, restores it. */
-#define SPIN_MAX_NS 20000
-#define SPIN_YIELD_NS 2000
-#define SPIN_IDLE_NS 1000000
-#define SPIN_MIN_NS 1000                /* a budget halved below this is 0 */
 /* A fresh message buffer at least this large asks for huge pages */
 #define HUGE_PAGE_BYTES (2u << 20)
 #define ADVISE_HUGE_MIN (4u << 20)
@@ -80,7 +68,6 @@ map_fd(int fd, size_t len, chan_map **out)
     m->fd = fd;
     m->efd = -1;
     m->refs = 1;
-    m->spin_ns = SPIN_MAX_NS;
     m->pid = -1;                        /* feeder state not set up yet */
     *out = m;
     return 0;
@@ -245,6 +232,25 @@ chan_lock(pthread_mutex_t *mu, const fastmp_deadline *d, int wait)
     return err;
 }
 
+/* A writer's tries for wlock, spun by fastmp_spin. */
+typedef struct {
+    chan_map *m;
+    int err;                            /* what the last try returned */
+} wlock_tries;
+
+/* fastmp_spin's test for wlock: over once a try ends otherwise than with
+ * EBUSY, or once the holder may keep the lock long */
+static int
+wlock_settled(void *arg)
+{
+    wlock_tries *t = arg;
+    if (chan_streaming(t->m)) {
+        return 1;
+    }
+    t->err = chan_lock(&t->m->sh->wlock, &chan_no_wait, 0);
+    return t->err != EBUSY;
+}
+
 int
 chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient)
 {
@@ -252,13 +258,12 @@ chan_lock_writer(chan_map *m, const fastmp_deadline *d, int patient)
     /* another producer holds the lock for one small message, which takes
      * well under a microsecond: worth a short spin, then a short sleep;
      * not so for a message being streamed, which can take long */
-    for (int i = 0; patient && err == EBUSY && i < WRITER_SPIN_ROUNDS && !chan_streaming(m); i++) {
-        for (int j = 0; j < 8; j++) {
-            fastmp_cpu_relax();
-        }
-        err = chan_lock(&m->sh->wlock, &chan_no_wait, 0);
+    if (patient && err == EBUSY && !chan_streaming(m) && fastmp_spin_wanted(FASTMP_WAIT_RING_WLOCK, NULL)) {
+        wlock_tries t = {m, EBUSY};
+        (void)fastmp_spin(FASTMP_WAIT_RING_WLOCK, NULL, NULL, wlock_settled, &t);
+        err = t.err;
     }
-    if (patient && err == EBUSY && !chan_streaming(m)) {
+    if (patient && err == EBUSY && !chan_streaming(m) && fastmp_spin_wanted(FASTMP_WAIT_RING_WLOCK, NULL)) {
         struct timespec left;
         if (fastmp_deadline_remaining(d, &left)) {
             err = chan_lock(&m->sh->wlock, d, 1);
@@ -525,49 +530,18 @@ chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d)
 
 /* ---- reading --------------------------------------------------------- */
 
-/* Poll for data for up to `budget_ns`.  Returns 1 if data came. */
+/* fastmp_spin's test for a reader: the ring holds data */
 static int
-spin_for_data(const chan_map *m, int64_t budget_ns)
+data_came(void *m)
 {
-    int64_t start = fastmp_monotonic_ns(), yield_at = start + SPIN_YIELD_NS;
-    for (unsigned i = 1;; i++) {
-        if (chan_available(m)) {
-            return 1;
-        }
-        fastmp_cpu_relax();
-        if (i % 16 == 0) {
-            int64_t now = fastmp_monotonic_ns();
-            if (now - start >= budget_ns) {
-                return 0;
-            }
-            if (now >= yield_at) {
-                (void)sched_yield();
-                yield_at = now + SPIN_YIELD_NS;
-            }
-        }
-    }
+    return chan_available(m) != 0;
 }
 
 int
 chan_spin_data(chan_map *m)
 {
-    int budget = __atomic_load_n(&m->spin_ns, __ATOMIC_RELAXED);
-    if (budget > 0 && spin_for_data(m, budget)) {
-        __atomic_store_n(&m->spin_ns, SPIN_MAX_NS, __ATOMIC_RELAXED);
-        return 1;
-    }
-    return 0;
-}
-
-void
-chan_learn_sleep(chan_map *m, int64_t slept_ns)
-{
-    /* a long sleep: spinning would have been wasted; a short one: the
-     * writer is active, spinning pays */
-    int budget = __atomic_load_n(&m->spin_ns, __ATOMIC_RELAXED);
-    int next = slept_ns <= SPIN_IDLE_NS ? SPIN_MAX_NS
-               : budget / 2 >= SPIN_MIN_NS ? budget / 2 : 0;
-    __atomic_store_n(&m->spin_ns, next, __ATOMIC_RELAXED);
+    return fastmp_spin_wanted(FASTMP_WAIT_RING_DATA, &m->spin)
+           && fastmp_spin(FASTMP_WAIT_RING_DATA, &m->spin, NULL, data_came, m);
 }
 
 int
@@ -577,7 +551,6 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d, uint32_t shut_seen)
     if (chan_spin_data(m)) {
         return 0;
     }
-    int64_t slept_at = fastmp_monotonic_ns();
     fastmp_deadline until;
     int final = slice_end(d, &until);
     uint32_t seq = __atomic_load_n(&sh->data_seq, __ATOMIC_SEQ_CST);
@@ -591,10 +564,6 @@ chan_wait_data(chan_map *m, const fastmp_deadline *d, uint32_t shut_seen)
         err = fastmp_futex_wait(&sh->data_seq, seq, &until);
     }
     __atomic_store_n(&sh->rd_sleeping, 0, __ATOMIC_SEQ_CST);
-    if (err == 0 || err == ETIMEDOUT) {
-        /* woken by data, or a whole slice without any */
-        chan_learn_sleep(m, fastmp_monotonic_ns() - slept_at);
-    }
     /* the end of a slice: look at signals, then wait again */
     return err == ETIMEDOUT && !final ? EINTR : err;
 }

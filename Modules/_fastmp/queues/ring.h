@@ -41,6 +41,7 @@
 #define FASTMP_RING_H
 
 #include "core/deadline.h"
+#include "core/spin.h"
 
 #include <pthread.h>
 #include <sys/types.h>
@@ -167,7 +168,7 @@ typedef struct chan_map {
     int fd;
     int efd;                            /* readiness eventfd (see chan_watch) */
     int refs;                           /* atomic */
-    int spin_ns;                        /* atomic; chan_wait_data's poll budget */
+    spin_state spin;                    /* whether chan_wait_data spins */
     /* last values seen of the other side's counter (they only grow), so
      * that the lock holder rarely touches the other side's cache line */
     uint64_t seen_head;                 /* under wlock */
@@ -249,12 +250,10 @@ int chan_write(chan_map *m, chan_wmsg *w, const fastmp_deadline *d);
  * there: re-check), ETIMEDOUT, or EINTR (a signal, or the end of a slice:
  * check signals and call again). */
 int chan_wait_data(chan_map *m, const fastmp_deadline *d, uint32_t shut_seen);
-/* chan_wait_data's two halves, for readers that sleep another way: spin
- * for data as long as this process's budget for `m` says (returns 1 if
- * data came), and after a sleep of `slept_ns` that data (or an event)
- * ended, adapt that budget. */
+/* chan_wait_data's spin, for readers that sleep another way: spin for
+ * data while this process's record for `m` says it pays (returns 1 if
+ * data came). */
 int chan_spin_data(chan_map *m);
-void chan_learn_sleep(chan_map *m, int64_t slept_ns);
 /* Without wlock: sleep until half the ring is free (readers wake the
  * writers waiting so in one batch, not per message read), until `d`, or
  * until the readers take nothing out for `stall_ns`.  Returns 0 (look
