@@ -18,7 +18,7 @@ import pytest
 import fastmp
 from fastmp import connection, reduction
 
-from support import wait_for
+from support import sending_from_a_thread, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -354,9 +354,10 @@ def test_poll_then_recv_handle_on_a_pipe_end():
     a, b = fastmp.Pipe()
     r, w = os.pipe()
     with a, b:
-        reduction.send_handle(a, w, os.getpid())
-        assert b.poll(5)            # readable, as the standard package says
-        fd = reduction.recv_handle(b)
+        with sending_from_a_thread(
+                lambda: reduction.send_handle(a, w, os.getpid())):
+            assert b.poll(5)        # readable, as the standard package says
+            fd = reduction.recv_handle(b)
         os.write(fd, b"ok")
         os.close(fd)
         assert os.read(r, 10) == b"ok"

@@ -13,6 +13,8 @@ import pytest
 import fastmp
 from fastmp import reduction
 
+from support import sending_from_a_thread
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -173,8 +175,8 @@ def test_sendfds_recvfds_roundtrip(tmp_path):
         path.write_bytes(b'file %d' % i)
         fds.append(os.open(path, os.O_RDONLY))
     with left, right:
-        reduction.sendfds(left, fds)
-        got = reduction.recvfds(right, 3)
+        with sending_from_a_thread(lambda: reduction.sendfds(left, fds)):
+            got = reduction.recvfds(right, 3)
     try:
         assert len(got) == 3 and not set(got) & set(fds)
         assert [_fd_content(fd) for fd in got] == [b'file 0', b'file 1',
@@ -213,8 +215,9 @@ def test_send_handle_keeps_the_connection_open(tmp_path):
     fd = os.open(path, os.O_RDONLY)
     try:
         with left, right:
-            reduction.send_handle(left, fd, os.getpid())
-            got = reduction.recv_handle(right)
+            with sending_from_a_thread(
+                    lambda: reduction.send_handle(left, fd, os.getpid())):
+                got = reduction.recv_handle(right)
             assert _fd_content(got) == b'handed over'
             os.close(got)
             # the borrowed socket objects did not close the connection
