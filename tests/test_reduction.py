@@ -3,9 +3,11 @@
 method.  Pickling behaviour runs against both implementations."""
 import copyreg
 import functools
+import multiprocessing
 import os
 import pickle
 import socket
+import sys
 import threading
 
 import pytest
@@ -188,15 +190,29 @@ def test_sendfds_recvfds_roundtrip(tmp_path):
             os.close(fd)
 
 
-def test_recvfds_errors():
+def _unread_byte(sock):
+    """The next byte waiting in `sock`, or None if there is none."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1)
+    except BlockingIOError:
+        return None
+    finally:
+        sock.setblocking(True)
+
+
+def test_recvfds_errors(impl):
     left, right = socket.socketpair()
     with left, right:
         left.send(b'x')   # data without descriptors
         with pytest.raises(RuntimeError):
-            reduction.recvfds(right, 1)
+            impl.reduction.recvfds(right, 1)
+        # acknowledged all the same, where the sender waits for it
+        assert _unread_byte(left) == (b'A' if sys.version_info >= (3, 14)
+                                      else None)
         left.close()
         with pytest.raises(EOFError):
-            reduction.recvfds(right, 1)
+            impl.reduction.recvfds(right, 1)
 
 
 def test_recv_handle_on_a_message_without_fd_raises(impl):
@@ -223,6 +239,29 @@ def test_send_handle_keeps_the_connection_open(tmp_path):
             # the borrowed socket objects did not close the connection
             left.sendall(b'still open')
             assert right.recv(20) == b'still open'
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize('sender, receiver', [(fastmp, multiprocessing),
+                                               (multiprocessing, fastmp)],
+                         ids=['fastmp-to-stdlib', 'stdlib-to-fastmp'])
+def test_fd_passing_between_the_packages(sender, receiver, tmp_path):
+    # the receiver acknowledges exactly when the running interpreter's
+    # standard package waits for it (from 3.14): the sender returns and no
+    # byte is left behind on either end
+    path = tmp_path / 'data'
+    path.write_bytes(b'across the packages')
+    left, right = socket.socketpair()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with left, right:
+            with sending_from_a_thread(
+                    lambda: sender.reduction.send_handle(left, fd, os.getpid())):
+                got = receiver.reduction.recv_handle(right)
+            assert _fd_content(got) == b'across the packages'
+            os.close(got)
+            assert _unread_byte(left) is None and _unread_byte(right) is None
     finally:
         os.close(fd)
 
