@@ -224,23 +224,33 @@ def test_recv_handle_on_a_message_without_fd_raises(impl):
             impl.reduction.recv_handle(right)
 
 
-def test_send_handle_keeps_the_connection_open(tmp_path):
+def _read_passed_file(tmp_path, sender, left, receiver, right):
+    """Pass a descriptor of a new file with `sender`'s send_handle over
+    `left` (from a thread) to `receiver`'s recv_handle over `right`;
+    return what the received descriptor reads."""
     path = tmp_path / 'data'
     path.write_bytes(b'handed over')
-    left, right = socket.socketpair()
     fd = os.open(path, os.O_RDONLY)
     try:
-        with left, right:
-            with sending_from_a_thread(
-                    lambda: reduction.send_handle(left, fd, os.getpid())):
-                got = reduction.recv_handle(right)
-            assert _fd_content(got) == b'handed over'
-            os.close(got)
-            # the borrowed socket objects did not close the connection
-            left.sendall(b'still open')
-            assert right.recv(20) == b'still open'
+        with sending_from_a_thread(
+                lambda: sender.send_handle(left, fd, os.getpid())):
+            got = receiver.recv_handle(right)
     finally:
         os.close(fd)
+    try:
+        return _fd_content(got)
+    finally:
+        os.close(got)
+
+
+def test_send_handle_keeps_the_connection_open(tmp_path):
+    left, right = socket.socketpair()
+    with left, right:
+        assert _read_passed_file(tmp_path, reduction, left,
+                                 reduction, right) == b'handed over'
+        # the borrowed socket objects did not close the connection
+        left.sendall(b'still open')
+        assert right.recv(20) == b'still open'
 
 
 @pytest.mark.parametrize('sender, receiver', [(fastmp, multiprocessing),
@@ -250,20 +260,11 @@ def test_fd_passing_between_the_packages(sender, receiver, tmp_path):
     # the receiver acknowledges exactly when the running interpreter's
     # standard package waits for it (from 3.14): the sender returns and no
     # byte is left behind on either end
-    path = tmp_path / 'data'
-    path.write_bytes(b'across the packages')
     left, right = socket.socketpair()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with left, right:
-            with sending_from_a_thread(
-                    lambda: sender.reduction.send_handle(left, fd, os.getpid())):
-                got = receiver.reduction.recv_handle(right)
-            assert _fd_content(got) == b'across the packages'
-            os.close(got)
-            assert _unread_byte(left) is None and _unread_byte(right) is None
-    finally:
-        os.close(fd)
+    with left, right:
+        assert _read_passed_file(tmp_path, sender.reduction, left,
+                                 receiver.reduction, right) == b'handed over'
+        assert _unread_byte(left) is None and _unread_byte(right) is None
 
 
 # ---- across processes: DupFd (through a socket's reducer) and send_handle
