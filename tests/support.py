@@ -1,6 +1,7 @@
 """Helpers shared by the tests: running a separate interpreter, polling,
-skipping the standard package where it lacks a feature, and checks of
-locked() that run against both packages."""
+skipping the standard package where it lacks a feature, checks of
+locked() that run against both packages, and sending from a thread."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -43,6 +44,29 @@ def wait_for(predicate, timeout=10.0, interval=0.01):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def sending_from_a_thread(send, timeout=30.0):
+    """Run `send()` in a thread while the body receives, then check that it
+    finished and re-raise what it raised.  A sender of descriptors waits for
+    the receiver's acknowledgement from 3.14 (in both packages), so sending
+    and then receiving in one thread would never return."""
+    raised = []
+
+    def run():
+        try:
+            send()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    thread.join(timeout)
+    assert not thread.is_alive(), "the sender did not finish"
+    if raised:
+        raise raised[0]
 
 
 def skip_stdlib_before(impl, version, what):

@@ -18,7 +18,7 @@ import pytest
 import fastmp
 from fastmp import connection, reduction
 
-from support import wait_for
+from support import sending_from_a_thread, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -354,15 +354,36 @@ def test_poll_then_recv_handle_on_a_pipe_end():
     a, b = fastmp.Pipe()
     r, w = os.pipe()
     with a, b:
-        reduction.send_handle(a, w, os.getpid())
-        assert b.poll(5)            # readable, as the standard package says
-        fd = reduction.recv_handle(b)
+        with sending_from_a_thread(
+                lambda: reduction.send_handle(a, w, os.getpid())):
+            assert b.poll(5)        # readable, as the standard package says
+            fd = reduction.recv_handle(b)
         os.write(fd, b"ok")
         os.close(fd)
         assert os.read(r, 10) == b"ok"
         assert not b.poll(0.05)
         a.send("then a message")
         assert b.recv() == "then a message"
+        assert_ready_exactly_while(b, False)
+    os.close(r)
+    os.close(w)
+
+
+def test_handle_passing_against_unread_messages_keeps_readiness():
+    # the receiver's messages wait unread when the sender passes a handle:
+    # its bell may come before the acknowledgement, and the sender's end
+    # is still readable exactly while they wait
+    a, b = fastmp.Pipe()
+    r, w = os.pipe()
+    with a, b:
+        b.send("sent before the handle")
+        with sending_from_a_thread(
+                lambda: reduction.send_handle(a, w, os.getpid())):
+            fd = reduction.recv_handle(b)
+        os.close(fd)
+        assert_ready_exactly_while(a, True)
+        assert a.recv() == "sent before the handle"
+        assert_ready_exactly_while(a, False)
         assert_ready_exactly_while(b, False)
     os.close(r)
     os.close(w)

@@ -16,6 +16,8 @@ import pytest
 import fastmp
 from fastmp import connection, reduction
 
+from support import sending_from_a_thread
+
 pytestmark = pytest.mark.timeout(60)
 
 WHOLE_MAX = (1 << 18) - 8
@@ -88,11 +90,15 @@ def test_descriptor_passing_between_messages():
     r, w = os.pipe()
     with a, b:
         a.send("before")
-        reduction.send_handle(a, w, os.getpid())
-        a.send("after")
-        assert b.recv() == "before"
-        fd = reduction.recv_handle(b)
-        assert b.recv() == "after"
+
+        def send_handle_then_message():
+            reduction.send_handle(a, w, os.getpid())
+            a.send("after")
+
+        with sending_from_a_thread(send_handle_then_message):
+            assert b.recv() == "before"
+            fd = reduction.recv_handle(b)
+            assert b.recv() == "after"
         os.write(fd, b"through the passed fd")
         os.close(fd)
         assert os.read(r, 100) == b"through the passed fd"

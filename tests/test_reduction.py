@@ -5,15 +5,19 @@ against both packages, but for the last part, "fastmp only"."""
 import copyreg
 import functools
 import importlib
+import multiprocessing
 import os
 import pickle
 import socket
+import sys
 import threading
 
 import pytest
 
 import fastmp
 from fastmp import reduction
+
+from support import sending_from_a_thread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,14 +170,6 @@ def _fd_content(fd):
     return os.read(fd, 100)
 
 
-def _sending(send, *args):
-    """Run send(*args) in a thread (from 3.14 the standard sender waits for
-    the receiver's acknowledgement); the thread, to join."""
-    thread = threading.Thread(target=send, args=args)
-    thread.start()
-    return thread
-
-
 def _send_and_receive_files(reduction_module, tmp_path):
     """Three files' descriptors passed over a socketpair: (sent, received)."""
     left, right = socket.socketpair()
@@ -183,9 +179,8 @@ def _send_and_receive_files(reduction_module, tmp_path):
         path.write_bytes(b'file %d' % i)
         fds.append(os.open(path, os.O_RDONLY))
     with left, right:
-        sender = _sending(reduction_module.sendfds, left, fds)
-        got = reduction_module.recvfds(right, 3)
-        sender.join()
+        with sending_from_a_thread(lambda: reduction_module.sendfds(left, fds)):
+            got = reduction_module.recvfds(right, 3)
         return fds, got
 
 
@@ -200,12 +195,26 @@ def test_sendfds_recvfds_roundtrip(impl, tmp_path):
             os.close(fd)
 
 
+def _unread_byte(sock):
+    """The next byte waiting in `sock`, or None if there is none."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1)
+    except BlockingIOError:
+        return None
+    finally:
+        sock.setblocking(True)
+
+
 def test_recvfds_errors(impl):
     left, right = socket.socketpair()
     with left, right:
         left.send(b'x')   # data without descriptors
         with pytest.raises(RuntimeError):
             impl.reduction.recvfds(right, 1)
+        # acknowledged all the same, where the sender waits for it
+        assert _unread_byte(left) == (b'A' if sys.version_info >= (3, 14)
+                                      else None)
         left.shutdown(socket.SHUT_WR)
         with pytest.raises(EOFError):
             impl.reduction.recvfds(right, 1)
@@ -220,23 +229,47 @@ def test_recv_handle_on_a_message_without_fd_raises(impl):
             impl.reduction.recv_handle(right)
 
 
-def test_send_handle_keeps_the_connection_open(impl, tmp_path):
+def _read_passed_file(tmp_path, sender, left, receiver, right):
+    """Pass a descriptor of a new file with `sender`'s send_handle over
+    `left` (from a thread) to `receiver`'s recv_handle over `right`;
+    return what the received descriptor reads."""
     path = tmp_path / 'data'
     path.write_bytes(b'handed over')
-    left, right = socket.socketpair()
     fd = os.open(path, os.O_RDONLY)
     try:
-        with left, right:
-            sender = _sending(impl.reduction.send_handle, left, fd, os.getpid())
-            got = impl.reduction.recv_handle(right)
-            sender.join()
-            assert _fd_content(got) == b'handed over'
-            os.close(got)
-            # the borrowed socket objects did not close the connection
-            left.sendall(b'still open')
-            assert right.recv(20) == b'still open'
+        with sending_from_a_thread(
+                lambda: sender.send_handle(left, fd, os.getpid())):
+            got = receiver.recv_handle(right)
     finally:
         os.close(fd)
+    try:
+        return _fd_content(got)
+    finally:
+        os.close(got)
+
+
+def test_send_handle_keeps_the_connection_open(impl, tmp_path):
+    left, right = socket.socketpair()
+    with left, right:
+        assert _read_passed_file(tmp_path, impl.reduction, left,
+                                 impl.reduction, right) == b'handed over'
+        # the borrowed socket objects did not close the connection
+        left.sendall(b'still open')
+        assert right.recv(20) == b'still open'
+
+
+@pytest.mark.parametrize('sender, receiver', [(fastmp, multiprocessing),
+                                               (multiprocessing, fastmp)],
+                         ids=['fastmp-to-stdlib', 'stdlib-to-fastmp'])
+def test_fd_passing_between_the_packages(sender, receiver, tmp_path):
+    # the receiver acknowledges exactly when the running interpreter's
+    # standard package waits for it (from 3.14): the sender returns and no
+    # byte is left behind on either end
+    left, right = socket.socketpair()
+    with left, right:
+        assert _read_passed_file(tmp_path, sender.reduction, left,
+                                 receiver.reduction, right) == b'handed over'
+        assert _unread_byte(left) is None and _unread_byte(right) is None
 
 
 # ---- across processes: DupFd (through a socket's reducer) and send_handle

@@ -26,9 +26,16 @@ HAVE_SEND_HANDLE = (hasattr(socket, 'CMSG_LEN') and
                     hasattr(socket, 'SCM_RIGHTS') and
                     hasattr(socket.socket, 'sendmsg'))
 
-# macOS may drop in-flight descriptors unless the receiver acknowledges
-# them before the sender closes its copies (bpo-14669).
-ACKNOWLEDGE = sys.platform == 'darwin'
+# The receiver of descriptors acknowledges them with one byte that the
+# sender waits for, where the running interpreter's standard package does,
+# so that either package may be at either end: from 3.14 everywhere, and
+# before on macOS, which may drop descriptors still in flight when their
+# sender closes its copies (bpo-14669).
+ACKNOWLEDGE = sys.version_info >= (3, 14) or sys.platform == 'darwin'
+_ACK = b'A'
+# A Pipe() end's socket also carries its peer's readiness bells (see
+# fastmp.connection.Pipe).
+_BELL = b'\0'
 _RECV_FLAGS = getattr(socket, 'MSG_CMSG_CLOEXEC', 0)
 
 
@@ -94,11 +101,24 @@ def dump(obj, file, protocol=None):
 
 def sendfds(sock, fds):
     """Send the descriptors `fds` over the AF_UNIX socket `sock`.  One data
-    byte travels with them: the count modulo 256, checked by recvfds."""
+    byte travels with them: the count modulo 256, checked by recvfds.
+    Where ACKNOWLEDGE, wait for the receiver's acknowledgement."""
+    _sendfds(sock, fds, None)
+
+
+def _sendfds(sock, fds, pipe_end):
+    """sendfds over the socket of `pipe_end` (see _pipe_end), whose peer's
+    bells rung before its acknowledgement are read on the way to it (the
+    peer rings again behind it, see _recvfds)."""
     fds = array.array('i', fds)
     sock.sendmsg([bytes([len(fds) & 0xff])],
                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-    if ACKNOWLEDGE and sock.recv(1) != b'A':
+    if not ACKNOWLEDGE:
+        return
+    ack = sock.recv(1)
+    while ack == _BELL and pipe_end is not None:
+        ack = sock.recv(1)
+    if ack != _ACK:
         raise RuntimeError('the receiver did not acknowledge the descriptors')
 
 
@@ -114,16 +134,19 @@ def recvfds(sock, size):
     """Receive `size` descriptors sent by sendfds over `sock`; return them
     as a list of ints.  EOFError if the peer closed; RuntimeError (with
     any descriptors that did arrive closed) if the message is malformed."""
-    return _recvfds(sock, size, False)
+    return _recvfds(sock, size, None)
 
 
-def _recvfds(sock, size, bell):
-    """recvfds; with `bell`, a lone NUL byte first is a Pipe() end's
-    readiness bell (see fastmp.connection.Pipe), taken out of the way."""
+def _recvfds(sock, size, pipe_end):
+    """recvfds over the socket of `pipe_end` (see _pipe_end).  While its
+    ring holds messages, a lone bell first is taken out of the way; while
+    its own messages wait in the peer's ring, it rings again behind its
+    acknowledgement, since the sender reads that bell on the way to it."""
     itemsize = array.array('i').itemsize
+    bell = pipe_end is not None and pipe_end._bell_rung()
     msg, ancdata, _flags, _addr = sock.recvmsg(
         1, socket.CMSG_SPACE(size * itemsize), _RECV_FLAGS)
-    if bell and msg == b'\0' and not ancdata:
+    if bell and msg == _BELL and not ancdata:
         msg, ancdata, _flags, _addr = sock.recvmsg(
             1, socket.CMSG_SPACE(size * itemsize), _RECV_FLAGS)
     if not msg and not ancdata:
@@ -134,13 +157,21 @@ def _recvfds(sock, size, bell):
             fds.frombytes(data[:len(data) - len(data) % itemsize])
     fds = list(fds)
     if ACKNOWLEDGE:
-        sock.send(b'A')
+        rering = pipe_end is not None and pipe_end._peer_bell_rung()
+        sock.sendall(_ACK + _BELL if rering else _ACK)
     if len(ancdata) != 1 or not fds or not msg or len(fds) & 0xff != msg[0]:
         _close_all(fds)
         raise RuntimeError('received a malformed descriptor message '
                            '(%d control items, %d descriptors)'
                            % (len(ancdata), len(fds)))
     return fds
+
+
+def _pipe_end(conn):
+    """`conn` if it is a Pipe() end whose socket carries readiness bells
+    beside the descriptors (see fastmp.connection.Pipe), else None."""
+    ring_fds = getattr(conn, '_ring_fds', None)
+    return conn if ring_fds is not None and ring_fds() is not None else None
 
 
 def _borrowed_socket(conn):
@@ -153,7 +184,7 @@ def send_handle(conn, handle, destination_pid):
     """Send the descriptor `handle` over the Unix-socket connection `conn`."""
     sock = _borrowed_socket(conn)
     try:
-        sendfds(sock, [handle])
+        _sendfds(sock, [handle], _pipe_end(conn))
     finally:
         sock.detach()
 
@@ -161,11 +192,8 @@ def send_handle(conn, handle, destination_pid):
 def recv_handle(conn):
     """Receive one descriptor sent with send_handle over `conn`."""
     sock = _borrowed_socket(conn)
-    # messages waiting in a Pipe() end's ring put a bell in its socket,
-    # maybe before the descriptors
-    bell = getattr(conn, '_bell_rung', None)
     try:
-        return _recvfds(sock, 1, bell is not None and bell())[0]
+        return _recvfds(sock, 1, _pipe_end(conn))[0]
     finally:
         sock.detach()
 

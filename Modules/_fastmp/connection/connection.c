@@ -1326,6 +1326,16 @@ Conn_bell_rung(ConnObject *self, PyObject *unused)
                            && __atomic_load_n(&self->rx->sh->pipe_pending, __ATOMIC_ACQUIRE) > 0);
 }
 
+/* _peer_bell_rung(): whether messages this Pipe() end sent wait in its
+ * peer's ring, so that the peer's socket holds our bell (False for other
+ * connections). */
+static PyObject *
+Conn_peer_bell_rung(ConnObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(self->tx != NULL
+                           && __atomic_load_n(&self->tx->sh->pipe_pending, __ATOMIC_ACQUIRE) > 0);
+}
+
 /* _ring_fds(): (tx_fd, rx_fd) of a Pipe() end's rings, or None. */
 static PyObject *
 Conn_ring_fds(ConnObject *self, PyObject *unused)
@@ -1343,6 +1353,7 @@ static PyMethodDef Conn_methods[] = {
      "_attach_rings($self, tx_fd, rx_fd, /)\n--\n\n"},
     {"_ring_fds", (PyCFunction)Conn_ring_fds, METH_NOARGS, "_ring_fds($self, /)\n--\n\n"},
     {"_bell_rung", (PyCFunction)Conn_bell_rung, METH_NOARGS, "_bell_rung($self, /)\n--\n\n"},
+    {"_peer_bell_rung", (PyCFunction)Conn_peer_bell_rung, METH_NOARGS, "_peer_bell_rung($self, /)\n--\n\n"},
     {"send", (PyCFunction)(void (*)(void))Conn_send, METH_FASTCALL | METH_KEYWORDS, send_doc},
     {"recv", (PyCFunction)Conn_recv, METH_NOARGS, recv_doc},
     {"send_bytes", (PyCFunction)(void (*)(void))Conn_send_bytes,
