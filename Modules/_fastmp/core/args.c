@@ -5,9 +5,9 @@
 #include <limits.h>
 
 int
-fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
-          PyObject *kwnames, const char *const *names, int nnames,
-          int required, PyObject **out)
+fastmp_bind_any_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames, const char *const *names, int nnames,
+                     int required, PyObject **out)
 {
     for (int i = 0; i < nnames; i++) {
         out[i] = NULL;

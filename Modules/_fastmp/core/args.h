@@ -6,12 +6,29 @@
 
 #include <stdint.h>
 
+/* fastmp_bind_args for any call: with keywords, or wrong (args.c). */
+int fastmp_bind_any_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames, const char *const *names, int nnames,
+                         int required, PyObject **out);
+
 /* Sort the arguments of a METH_FASTCALL | METH_KEYWORDS call into
  * out[0..nnames) by parameter name (the first `required` must be given;
- * missing optional ones are NULL).  Returns 0, or -1 with TypeError set. */
-int fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
-                     PyObject *kwnames, const char *const *names, int nnames,
-                     int required, PyObject **out);
+ * missing optional ones are NULL).  Returns 0, or -1 with TypeError set.
+ * Inline for the common call, positional only, which the lock and
+ * condition methods take millions of times a second. */
+static inline int
+fastmp_bind_args(const char *func, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, const char *const *names, int nnames,
+                 int required, PyObject **out)
+{
+    if (kwnames != NULL || nargs < required || nargs > nnames) {
+        return fastmp_bind_any_args(func, args, nargs, kwnames, names, nnames, required, out);
+    }
+    for (int i = 0; i < nnames; i++) {
+        out[i] = i < nargs ? args[i] : NULL;
+    }
+    return 0;
+}
 
 /* fastmp_bind_args for the slots that receive a tuple and a dict
  * (tp_new, tp_init): `kwds` may be NULL.  The bound arguments are
