@@ -7,9 +7,11 @@ fastmp and the standard package; the last part covers the README's
 "Managers" deviations, each test naming the one it covers."""
 import copy
 import errno
+import gc
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 
@@ -367,7 +369,7 @@ def test_nested_proxies_are_freed(manager):
 
 
 
-def test_long_run_does_not_leak(manager):
+def test_long_run_does_not_leak(impl, manager):
     keep = manager.dict()
     for i in range(200):
         tmp = manager.list([i])
@@ -375,6 +377,10 @@ def test_long_run_does_not_leak(manager):
         for _ in tmp:
             pass
     del tmp
+    if impl.__name__ == "multiprocessing" and sys.version_info[:2] == (3, 12):
+        # there the standard proxies of this loop end in reference cycles
+        # (25-35 left), which only the cyclic collector frees
+        gc.collect()
     assert manager._number_of_objects() == 1
     assert 'refcount=1' in manager._debug_info()
 
