@@ -21,24 +21,33 @@ typedef struct {
                                  * 0: sched_yield() between tries */
     int64_t yield_ns;           /* with relaxes: yield this often; 0: never */
     int pausable;               /* paused while the CPUs are oversubscribed */
+    int backoff_max;            /* the longest pause of spin_state, log2 of
+                                 * the asks it skips */
 } spin_policy;
 
+/* A connection's peer may stay idle for long: its back-off goes up to
+ * 2**10 skipped waits.  A pool's waits come in runs while the pool works
+ * (pool_map_noop_1M: 8 % slower with the longer back-off): up to 2**5. */
+#define BACKOFF_IDLE_PEER 10
+#define BACKOFF_POOL 5
+
 static const spin_policy policies[] = {
-    [FASTMP_WAIT_IO] = {50000, 0, 0, 1},
+    [FASTMP_WAIT_IO] = {50000, 0, 0, 1, BACKOFF_IDLE_PEER},
+    [FASTMP_WAIT_POOL_RESULT] = {50000, 0, 0, 1, BACKOFF_POOL},
     /* A Pool(n) worker on n cores shares them with the parent's thread
      * and the dispatcher's, which feed it: its yields hand the CPU to
      * them, and one that sleeps instead is woken per batch of tasks
      * (pool_apply_async_burst: 30 % slower when paused). */
-    [FASTMP_WAIT_POOL_TASK] = {50000, 0, 0, 0},
+    [FASTMP_WAIT_POOL_TASK] = {50000, 0, 0, 0, BACKOFF_POOL},
     /* a few requests' worth of Python on another serving thread */
-    [FASTMP_WAIT_GIL_TURN] = {20000, 0, 0, 1},
-    [FASTMP_WAIT_RING_DATA] = {20000, 1, 2000, 1},
+    [FASTMP_WAIT_GIL_TURN] = {20000, 0, 0, 1, BACKOFF_IDLE_PEER},
+    [FASTMP_WAIT_RING_DATA] = {20000, 1, 2000, 1, BACKOFF_IDLE_PEER},
     /* a writer streaming messages counts its next one within a
      * microsecond or so */
-    [FASTMP_WAIT_PIPE_COUNT] = {5000, 1, 0, 1},
+    [FASTMP_WAIT_PIPE_COUNT] = {5000, 1, 0, 1, BACKOFF_IDLE_PEER},
     /* another writer holds the lock for one small message, which takes
      * well under a microsecond: a few tries */
-    [FASTMP_WAIT_RING_WLOCK] = {1500, 8, 0, 1},
+    [FASTMP_WAIT_RING_WLOCK] = {1500, 8, 0, 1, BACKOFF_IDLE_PEER},
 };
 
 /* cpu_relax() steps between two readings of the clock */
@@ -58,7 +67,6 @@ cpu_relax(void)
 /* ---- the record per waiter (spin_state) -------------------------------- */
 
 #define EARLY_TRY_FAILS 3       /* failed tries in a row before a pause */
-#define EARLY_TRY_BACKOFF_MAX 10 /* the longest pause: 2**10 asks */
 
 /* spin_state.bits: asks left to answer "no" (bits 0-15), failed tries in
  * a row (16-23), log2 of the next pause (24-31). */
@@ -80,7 +88,7 @@ fastmp_early_try_wanted(spin_state *s)
 }
 
 void
-fastmp_early_try_learn(spin_state *s, int found)
+fastmp_early_try_learn(fastmp_wait kind, spin_state *s, int found)
 {
     uint32_t bits = __atomic_load_n(&s->bits, __ATOMIC_RELAXED);
     if (found) {
@@ -95,7 +103,7 @@ fastmp_early_try_learn(spin_state *s, int found)
         return;
     }
     skip = 1u << backoff;
-    if (backoff < EARLY_TRY_BACKOFF_MAX) {
+    if (backoff < (uint32_t)policies[kind].backoff_max) {
         backoff++;
     }
     __atomic_store_n(&s->bits, record(skip, 0, backoff), __ATOMIC_RELAXED);
@@ -216,7 +224,7 @@ fastmp_spin(fastmp_wait kind, spin_state *s, const fastmp_deadline *d,
         __atomic_store_n(&spin_pause_ns, pause / 2, __ATOMIC_RELAXED);
     }
     if (s != NULL) {
-        fastmp_early_try_learn(s, found);
+        fastmp_early_try_learn(kind, s, found);
     }
     return found;
 }

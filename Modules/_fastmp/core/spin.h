@@ -15,12 +15,15 @@
 
 /* The kinds of wait that spin; each has its budget in spin.c. */
 typedef enum {
-    /* a descriptor's read or poll (Connection, connection.wait) or a
-     * pool result: each try is a system call or a pump of the pool's
-     * engine, and the CPU is yielded between tries */
+    /* a descriptor's read or poll (Connection, connection.wait): each
+     * try is a system call, and the CPU is yielded between tries */
     FASTMP_WAIT_IO,
-    /* a pool worker's wait for its next task: as FASTMP_WAIT_IO, but not
-     * paused while the CPUs are oversubscribed (see spin.c) */
+    /* a pool caller's wait for results: as FASTMP_WAIT_IO (each try a
+     * pump of the pool's engine), with a shorter back-off */
+    FASTMP_WAIT_POOL_RESULT,
+    /* a pool worker's wait for its next task (and its look for it before
+     * sending a result): as FASTMP_WAIT_POOL_RESULT, but not paused while
+     * the CPUs are oversubscribed (see spin.c) */
     FASTMP_WAIT_POOL_TASK,
     /* a manager's serving thread waiting for its turn with the GIL
      * (core/gil_turn.c): yielding between tries */
@@ -68,10 +71,11 @@ int fastmp_spin(fastmp_wait kind, spin_state *s, const fastmp_deadline *d,
 
 /* For an early try that is not a spin (a look without blocking): whether
  * the record `s` says to try now (this counts a skipped wait down), and
- * learning whether the try found something.  After a few misses in a
- * row the record says no for the next 1, 2, 4, ... 1024 asks; a hit
+ * learning whether the try, made for a wait of kind `kind`, found
+ * something.  After a few misses in a row the record says no for the
+ * next 1, 2, 4, ... asks, up to the kind's longest pause (spin.c); a hit
  * starts over. */
 int fastmp_early_try_wanted(spin_state *s);
-void fastmp_early_try_learn(spin_state *s, int found);
+void fastmp_early_try_learn(fastmp_wait kind, spin_state *s, int found);
 
 #endif /* FASTMP_SPIN_H */

@@ -911,7 +911,7 @@ job_wait_over(void *arg)
     return over;
 }
 
-/* Spin (FASTMP_WAIT_IO, with the GIL released) until the wait for job
+/* Spin (FASTMP_WAIT_POOL_RESULT, with the GIL released) until the wait for job
  * `id` is over, the spin's budget is spent or the deadline passes.
  * Called with the mutex and the GIL held; returns with both held. */
 static void
@@ -920,7 +920,7 @@ spin_for_job(Dispatcher *d, uint64_t id, long want, const fastmp_deadline *dl)
     job_wait w = {d, id, want};
     pthread_mutex_unlock(&d->mu);
     Py_BEGIN_ALLOW_THREADS
-    (void)fastmp_spin(FASTMP_WAIT_IO, &d->caller_spin, dl, job_wait_over, &w);
+    (void)fastmp_spin(FASTMP_WAIT_POOL_RESULT, &d->caller_spin, dl, job_wait_over, &w);
     Py_END_ALLOW_THREADS
     lock_dispatcher(d);
 }
@@ -965,7 +965,7 @@ Dispatcher_collect(Dispatcher *d, PyObject *const *args, Py_ssize_t nargs)
             state = STATE_CLOSED;
             break;
         }
-        if (!spun && fastmp_spin_wanted(FASTMP_WAIT_IO, &d->caller_spin)) {
+        if (!spun && fastmp_spin_wanted(FASTMP_WAIT_POOL_RESULT, &d->caller_spin)) {
             spun = 1;
             spin_for_job(d, id, want, &dl);
             continue;           /* the mutex was released: look again */

@@ -349,7 +349,7 @@ put_result(int fd, outbuf *out, inbuf *in, const frame_header *task,
         if (fastmp_early_try_wanted(&out->ahead)) {
             read_ready(fd, in);
             hold = same_task_buffered(in, task, func_pickle);
-            fastmp_early_try_learn(&out->ahead, hold);
+            fastmp_early_try_learn(FASTMP_WAIT_POOL_TASK, &out->ahead, hold);
         }
     }
     if (!hold) {
