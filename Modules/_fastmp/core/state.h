@@ -58,6 +58,9 @@ typedef struct {
      * call directly on a Connection that keeps them */
 #define FASTMP_CONN_DIRECT_METHODS 4
     PyObject *conn_direct_methods[FASTMP_CONN_DIRECT_METHODS];
+    /* Connection_type's version tag when its methods were last found to
+     * be these (0: not yet); a change to the type changes the tag */
+    unsigned int conn_direct_tag;
 
     /* pool/dispatcher.c */
     PyTypeObject *Dispatcher_type;
