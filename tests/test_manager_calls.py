@@ -453,6 +453,26 @@ def test_calls_use_overridden_connection_methods(fmanager):
     assert lst[1] == 2
 
 
+def test_calls_use_a_method_replaced_on_the_plain_type(fmanager, monkeypatch):
+    lst = fmanager.list([1, 2])
+    assert lst[0] == 1          # the plain type's methods looked up and kept
+    plain = fastmp.connection.Connection
+    assert type(lst._tls.connection) is plain
+    kept_recv_bytes = plain.recv_bytes
+    seen = []
+
+    def recording(self, *args):
+        seen.append(1)
+        return kept_recv_bytes(self, *args)
+
+    monkeypatch.setattr(plain, 'recv_bytes', recording)
+    assert lst[1] == 2
+    assert seen == [1]
+    monkeypatch.undo()
+    assert lst[0] == 1
+    assert seen == [1]
+
+
 def test_closed_connections_fail_alike_on_either_path():
     errors = []
     for kind in (fastmp.connection.Connection, _KeepingConnection, _RecordingConnection):
